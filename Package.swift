@@ -1,0 +1,63 @@
+// swift-tools-version: 6.0
+import PackageDescription
+
+// Dependencies point one way:
+//   CKernels -> Blip2Core -> Blip2ModelFile -> Blip2Convert -> executables
+//   Blip2Config (pure configuration + weight manifest) is used by Blip2Convert and the model.
+//   Blip2Tokenizer and Blip2Image stand alone and are used by the pipeline and CLIs.
+let package = Package(
+    name: "blip2-edge",
+    platforms: [.macOS(.v13)],
+    products: [
+        .executable(name: "blip2", targets: ["blip2"]),
+        .executable(name: "blip2-quantize", targets: ["blip2-quantize"]),
+        .library(name: "Blip2ModelFile", targets: ["Blip2ModelFile"]),
+    ],
+    dependencies: [
+        .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+    ],
+    targets: [
+        // MARK: System libraries
+        .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
+        .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg-dev"])]),
+        .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+
+        // MARK: Kernels (C: block formats, scalar references, SIMD paths)
+        .target(
+            name: "CKernels",
+            cSettings: [.unsafeFlags(["-O2"], .when(configuration: .debug))]
+        ),
+
+        // MARK: Libraries
+        .target(name: "Blip2Core", dependencies: ["CKernels"]),
+        .target(name: "Blip2Config"),
+        .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd"]),
+        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core"]),
+        .target(name: "Blip2Tokenizer"),
+        .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
+
+        // MARK: Executables (thin)
+        .executableTarget(
+            name: "blip2",
+            dependencies: [
+                "Blip2ModelFile", "Blip2Config", "Blip2Core",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+        .executableTarget(
+            name: "blip2-quantize",
+            dependencies: [
+                "Blip2Convert",
+                .product(name: "ArgumentParser", package: "swift-argument-parser"),
+            ]
+        ),
+
+        // MARK: Tests
+        .testTarget(name: "Blip2CoreTests", dependencies: ["Blip2Core", "CKernels"]),
+        .testTarget(name: "Blip2ModelFileTests", dependencies: ["Blip2ModelFile", "Blip2Core"]),
+        .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Config"]),
+        .testTarget(name: "Blip2TokenizerTests", dependencies: ["Blip2Tokenizer"]),
+        .testTarget(name: "Blip2ImageTests", dependencies: ["Blip2Image"]),
+    ],
+    swiftLanguageModes: [.v5]
+)

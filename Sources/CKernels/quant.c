@@ -1,0 +1,1 @@
+#include "blip2_kernels.h"
