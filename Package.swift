@@ -32,7 +32,7 @@ let package = Package(
         .target(name: "Blip2Core", dependencies: ["CKernels"]),
         .target(name: "Blip2Config"),
         .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd"]),
-        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core"]),
+        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer"]),
         .target(name: "Blip2Tokenizer"),
         .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
 
@@ -40,7 +40,7 @@ let package = Package(
         .executableTarget(
             name: "blip2",
             dependencies: [
-                "Blip2ModelFile", "Blip2Config", "Blip2Core",
+                "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

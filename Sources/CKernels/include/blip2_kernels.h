@@ -1,3 +1,104 @@
+// Block formats and kernels shared by the converter and the runtime.
+//
+// Every quantization format is declared exactly once here (struct + size assertion) and described once
+// in the traits table (blip2_type_traits). Swift reads block sizes and byte counts from that table;
+// nothing else hard-codes them.
 #pragma once
 #include <stdint.h>
 #include <stddef.h>
+#include <stdbool.h>
+
+#ifdef __cplusplus
+extern "C" {
+#endif
+
+// MARK: - Element types (values are stored in model files: never renumber)
+
+typedef enum {
+    BLIP2_TYPE_F32 = 0,
+    BLIP2_TYPE_F16 = 1,
+    BLIP2_TYPE_BF16 = 2,
+    BLIP2_TYPE_Q8 = 8,   // blip2_block_q8: symmetric int8, one f16 scale per 32 inputs
+    BLIP2_TYPE_Q4 = 9,   // blip2_block_q4: asymmetric uint4, f16 scale + f16 minimum per 32 inputs
+} blip2_type;
+
+// Consecutive input channels that share one scale. Chosen by measured error (docs/FORMAT.md).
+#define BLIP2_QBLOCK 32
+
+// MARK: - Block formats
+
+/// q8: x[i] ~= d * qs[i]; d = max|x| / 127 rounded to f16.
+typedef struct {
+    uint16_t d;                 // f16 bits
+    int8_t qs[BLIP2_QBLOCK];
+} blip2_block_q8;
+_Static_assert(sizeof(blip2_block_q8) == 2 + BLIP2_QBLOCK, "q8 block must be 34 bytes");
+
+/// q4: x[i] ~= d * q[i] + m, q in 0..15. Element i (< 16) is the low nibble of qs[i],
+/// element i + 16 the high nibble of qs[i], so one 16-byte load yields both halves.
+typedef struct {
+    uint16_t d;                 // f16 bits
+    uint16_t m;                 // f16 bits
+    uint8_t qs[BLIP2_QBLOCK / 2];
+} blip2_block_q4;
+_Static_assert(sizeof(blip2_block_q4) == 4 + BLIP2_QBLOCK / 2, "q4 block must be 20 bytes");
+
+// MARK: - Traits table
+
+typedef struct {
+    const char *name;          // as written by tools: "f32", "f16", "bf16", "q8", "q4"
+    uint32_t block_elements;   // elements per block (1 for plain floats)
+    uint32_t block_bytes;      // bytes per block
+    bool quantized;
+} blip2_type_traits;
+
+/// NULL for an unknown type value (e.g. read from a hostile file).
+const blip2_type_traits *blip2_traits(uint32_t type);
+
+// MARK: - Half precision conversion (round to nearest even; NaN stays NaN)
+
+float blip2_f16_to_f32(uint16_t h);
+uint16_t blip2_f32_to_f16(float f);
+float blip2_bf16_to_f32(uint16_t h);
+
+void blip2_f16_to_f32_row(const uint16_t *src, float *dst, size_t n);
+void blip2_f32_to_f16_row(const float *src, uint16_t *dst, size_t n);
+void blip2_bf16_to_f32_row(const uint16_t *src, float *dst, size_t n);
+
+// Scalar references for the rows above (tests compare the dispatched versions against these).
+void blip2_f16_to_f32_row_ref(const uint16_t *src, float *dst, size_t n);
+void blip2_f32_to_f16_row_ref(const float *src, uint16_t *dst, size_t n);
+
+// MARK: - Quantization (n must be a multiple of BLIP2_QBLOCK)
+
+void blip2_quantize_row_q8(const float *src, blip2_block_q8 *dst, size_t n);
+void blip2_dequantize_row_q8(const blip2_block_q8 *src, float *dst, size_t n);
+void blip2_quantize_row_q4(const float *src, blip2_block_q4 *dst, size_t n);
+void blip2_dequantize_row_q4(const blip2_block_q4 *src, float *dst, size_t n);
+
+/// Dequantizes `n` elements of any type into f32 (plain types are converted). Returns false for an
+/// unknown type or an `n` that is not a whole number of blocks.
+bool blip2_to_f32(uint32_t type, const void *src, float *dst, size_t n);
+
+// MARK: - Checksums
+
+/// CRC-32C (Castagnoli), as used by iSCSI/ext4: hardware instruction where the CPU has it.
+uint32_t blip2_crc32c(uint32_t crc, const void *data, size_t length);
+uint32_t blip2_crc32c_ref(uint32_t crc, const void *data, size_t length);
+
+// MARK: - CPU features
+
+enum {
+    BLIP2_CPU_SSE42 = 1u << 0,
+    BLIP2_CPU_AVX2 = 1u << 1,    // with FMA and F16C
+    BLIP2_CPU_AVX512 = 1u << 2,  // F, BW, VL
+    BLIP2_CPU_AVX512VNNI = 1u << 3,
+    BLIP2_CPU_NEON = 1u << 8,
+    BLIP2_CPU_DOTPROD = 1u << 9,
+    BLIP2_CPU_ARMCRC = 1u << 10,
+};
+uint32_t blip2_cpu_features(void);
+
+#ifdef __cplusplus
+}
+#endif
