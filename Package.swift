@@ -35,19 +35,21 @@ let package = Package(
         .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer"]),
         .target(name: "Blip2Tokenizer"),
         .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
+        // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
+        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core"]),
 
         // MARK: Executables (thin)
         .executableTarget(
             name: "blip2",
             dependencies: [
-                "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer",
+                "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         .executableTarget(
             name: "blip2-quantize",
             dependencies: [
-                "Blip2Convert",
+                "Blip2Convert", "Blip2CommandLine",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),

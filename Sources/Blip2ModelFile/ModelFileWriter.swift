@@ -30,20 +30,27 @@ public final class ModelFileWriter {
     private var names = Set<String>()
     private var finished = false
     private var openTensor = false
+    /// Set when a tensor failed half-way: its bytes are in the file, so nothing more may be added.
+    private var failed = false
     private var zstd: OpaquePointer?
     private var stagingBuffer: [UInt8] = []
 
     public init(destination: String) throws {
         self.destination = destination
-        let url = URL(fileURLWithPath: destination)
-        temporaryPath = url.deletingLastPathComponent()
-            .appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+        temporaryPath = Self.temporaryPath(for: destination)
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 {
             throw ModelFileError(path: destination, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))")
         }
         // The header is rewritten last; zeros until then mean "unfinished" to any reader.
         try writeAll(Array(repeating: 0, count: ModelFileFormat.headerSize))
+    }
+
+    /// Where the file is written until it is complete: a hidden name in the destination's folder, so
+    /// the final rename stays on one file system.
+    public static func temporaryPath(for destination: String) -> String {
+        let url = URL(fileURLWithPath: destination)
+        return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
     }
 
     deinit {
@@ -67,6 +74,7 @@ public final class ModelFileWriter {
     /// Starts a tensor whose `size` bytes will follow through `TensorSink.write`.
     public func beginTensor(name: String, type: ElementType, shape: [Int],
                             compression: TensorCompression = .none, zstdLevel: Int32 = 3) throws -> TensorSink {
+        guard !failed else { throw fail("an earlier tensor failed; this file cannot be finished") }
         guard !openTensor else { throw fail("tensor '\(name)' started before the previous one finished") }
         guard !name.isEmpty, name.utf8.count <= ModelFileFormat.maxNameBytes else { throw fail("tensor name '\(name)' is empty or too long") }
         guard names.insert(name).inserted else { throw fail("tensor '\(name)' written twice") }
@@ -100,6 +108,7 @@ public final class ModelFileWriter {
 
     fileprivate func append(_ bytes: UnsafeRawBufferPointer, to record: inout TensorRecord, received: Int) throws {
         guard received + bytes.count <= record.size else {
+            failed = true
             throw fail("tensor '\(record.name)': more bytes than its shape \(record.shape) of \(record.type) holds")
         }
         switch record.compression {
@@ -114,6 +123,7 @@ public final class ModelFileWriter {
 
     fileprivate func finishTensor(_ record: inout TensorRecord, received: Int) throws {
         guard received == record.size else {
+            failed = true
             throw fail("tensor '\(record.name)': got \(received) bytes, its shape \(record.shape) of \(record.type) needs \(record.size)")
         }
         if record.compression == .zstd {
@@ -152,6 +162,7 @@ public final class ModelFileWriter {
 
     /// Writes directory, metadata and header, syncs, and renames onto the destination.
     public func finish(metadata: [MetadataSection]) throws {
+        guard !failed else { throw fail("an earlier tensor failed; this file cannot be finished") }
         guard !openTensor else { throw fail("finish called while a tensor is still open") }
         var header = FileHeader()
         header.dataOffset = ModelFileFormat.headerSize

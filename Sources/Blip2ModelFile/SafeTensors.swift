@@ -114,7 +114,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
             guard let shapeArray = info["shape"] as? [Any] else { throw fail("tensor '\(name)': missing shape") }
             var shape: [Int] = []
             for dim in shapeArray {
-                guard let d = Self.nonNegativeInt(dim) else { throw fail("tensor '\(name)': shape \(shapeArray) has a non-integer or negative dimension") }
+                guard let d = Self.nonNegativeInt(dim) else { throw fail("tensor '\(name)': shape \(shapeArray) has a dimension that is negative, fractional or too large") }
                 shape.append(d)
             }
             guard let offsets = info["data_offsets"] as? [Any], offsets.count == 2,

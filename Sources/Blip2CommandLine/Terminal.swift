@@ -1,0 +1,102 @@
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+/// Writes to standard error (messages, progress), keeping standard output for results.
+public func printError(_ message: String) {
+    FileHandle.standardError.write(Data((message + "\n").utf8))
+}
+
+public var standardErrorIsTerminal: Bool { isatty(STDERR_FILENO) == 1 }
+
+/// "1.50 GB", "312.4 MB", "17 B": decimal units, as disk sizes are sold.
+public func formatBytes(_ bytes: Int) -> String {
+    let units = ["B", "kB", "MB", "GB", "TB"]
+    var value = Double(bytes)
+    var unit = 0
+    while value >= 1000, unit < units.count - 1 {
+        value /= 1000
+        unit += 1
+    }
+    return unit == 0 ? "\(bytes) B" : String(format: value >= 100 ? "%.1f %@" : "%.2f %@", value, units[unit])
+}
+
+/// Formats a count with thousands separators: 3,744,761,856.
+public func formatCount(_ value: Int) -> String {
+    let digits = String(value.magnitude)
+    var out = ""
+    for (i, c) in digits.enumerated() {
+        if i > 0, (digits.count - i) % 3 == 0 { out.append(",") }
+        out.append(c)
+    }
+    return value < 0 ? "-" + out : out
+}
+
+/// A one-line progress bar on standard error, drawn only when standard error is a terminal and
+/// redrawn at most ten times a second.
+public final class ProgressBar {
+    private let title: String
+    private let enabled: Bool
+    private var lastDraw = Date.distantPast
+    private var drawn = false
+
+    public init(title: String, enabled: Bool = standardErrorIsTerminal) {
+        self.title = title
+        self.enabled = enabled
+    }
+
+    public func update(fraction: Double, detail: String) {
+        guard enabled else { return }
+        let now = Date()
+        guard fraction >= 1 || now.timeIntervalSince(lastDraw) >= 0.1 else { return }
+        lastDraw = now
+        let width = 30
+        let filled = Int((min(max(fraction, 0), 1) * Double(width)).rounded(.down))
+        let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(0, width - filled - 1))
+        var line = "\(title) [\(bar)] \(String(format: "%3.0f%%", fraction * 100)) \(detail)"
+        let columns = 120
+        if line.count > columns { line = String(line.prefix(columns)) }
+        FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
+        drawn = true
+    }
+
+    public func finish() {
+        guard enabled, drawn else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        drawn = false
+    }
+}
+
+/// Prints a value as one line of JSON on standard output.
+public func printJSON<T: Encodable>(_ value: T, pretty: Bool = false) throws {
+    let encoder = JSONEncoder()
+    encoder.outputFormatting = pretty ? [.sortedKeys, .prettyPrinted, .withoutEscapingSlashes] : [.sortedKeys, .withoutEscapingSlashes]
+    let data = try encoder.encode(value)
+    FileHandle.standardOutput.write(data)
+    FileHandle.standardOutput.write(Data("\n".utf8))
+}
+
+/// Removes `path` and exits when the user interrupts (Ctrl-C) or the process is terminated, so an
+/// interrupted writer leaves nothing behind.
+public final class CleanupOnSignal {
+    private var sources: [DispatchSourceSignal] = []
+
+    public init(removing path: String) {
+        for signalNumber in [SIGINT, SIGTERM, SIGHUP] {
+            signal(signalNumber, SIG_IGN)
+            let source = DispatchSource.makeSignalSource(signal: signalNumber, queue: .global())
+            source.setEventHandler {
+                unlink(path)
+                printError("interrupted; nothing was written")
+                exit(128 + signalNumber)
+            }
+            source.resume()
+            sources.append(source)
+        }
+    }
+
+    deinit {
+        for source in sources { source.cancel() }
+    }
+}

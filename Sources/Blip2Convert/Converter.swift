@@ -1,0 +1,333 @@
+import Blip2Config
+import Blip2Core
+import Blip2ModelFile
+import Blip2Tokenizer
+import Dispatch
+import Foundation
+
+// MARK: - blip2-quantize
+//
+// Checkpoint folder in, one model file out. Tensors stream through in row chunks: the source pages of a
+// chunk are dropped once it is written, so peak memory is a few chunk buffers, not the checkpoint.
+
+public struct ConversionOptions: Sendable {
+    public var weights: WeightPrecision = .q8
+    public var compression: TensorCompression = .none
+    public var zstdLevel: Int32 = 3
+    public var overrides: [PrecisionOverride] = []
+    public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    public init() {}
+}
+
+public struct ConvertedTensor: Codable, Sendable {
+    public let name: String
+    public let type: String
+    public let shape: [Int]
+    public let bytes: Int
+    public let storedBytes: Int
+    public let compression: String
+    public let error: Double
+    public let sourceDtype: String
+    public let component: String
+    public let note: String?
+
+    enum CodingKeys: String, CodingKey {
+        case name, type, shape, bytes, storedBytes = "stored_bytes", compression, error
+        case sourceDtype = "source_dtype", component, note
+    }
+}
+
+public struct ComponentTotals: Codable, Sendable, Equatable {
+    public var parameters = 0
+    public var bytes = 0
+    public var storedBytes = 0
+    enum CodingKeys: String, CodingKey { case parameters, bytes, storedBytes = "stored_bytes" }
+    public init() {}
+}
+
+public struct ConversionReport: Codable, Sendable {
+    public let output: String
+    public let formatVersion: Int
+    public let weights: String
+    public let compression: String
+    public let fileBytes: Int
+    public let seconds: Double
+    public let tensors: [ConvertedTensor]
+    public let totals: [String: ComponentTotals]
+    public let ignored: [String]
+
+    enum CodingKeys: String, CodingKey {
+        case output, formatVersion = "format_version", weights, compression, fileBytes = "file_bytes", seconds
+        case tensors, totals, ignored
+    }
+}
+
+public struct ConversionProgress: Sendable {
+    public let tensorIndex: Int
+    public let tensorCount: Int
+    public let name: String
+    public let bytesDone: Int
+    public let bytesTotal: Int
+}
+
+public enum Converter {
+    /// Rows per chunk are chosen so a chunk holds about this many f32 values.
+    static let chunkElements = 1 << 21
+
+    public static func convert(checkpoint folder: URL, output: String, options: ConversionOptions,
+                               progress: ((ConversionProgress) -> Void)? = nil) throws -> ConversionReport {
+        let started = Date()
+        let checkpoint = try Checkpoint(folder: folder)
+        let config = checkpoint.config
+        let manifest = WeightManifest(config: config)
+        let policy = PrecisionPolicy(weights: options.weights, overrides: options.overrides)
+        try policy.checkOverridesMatch(manifest.weights.map(\.name))
+
+        let plan = try plan(checkpoint: checkpoint, manifest: manifest)
+        let choices = try manifest.weights.map { try policy.choose(for: $0) }
+        let sections = try metadataSections(checkpoint: checkpoint, config: config)
+
+        let writer = try ModelFileWriter(destination: output)
+        var buffers = ChunkBuffers(threads: max(1, options.threads))
+        var converted: [ConvertedTensor] = []
+        var provenance: [String: TensorProvenance] = [:]
+        var totals: [String: ComponentTotals] = [:]
+        let bytesTotal = plan.sources.reduce(0) { $0 + $1.elementCount }
+        var bytesDone = 0
+
+        for (i, spec) in manifest.weights.enumerated() {
+            let source = plan.sources[i]
+            let choice = choices[i]
+            progress?(ConversionProgress(tensorIndex: i, tensorCount: manifest.weights.count, name: spec.name,
+                                         bytesDone: bytesDone, bytesTotal: bytesTotal))
+            let sink = try writer.beginTensor(name: spec.name, type: choice.type, shape: spec.shape,
+                                              compression: options.compression, zstdLevel: options.zstdLevel)
+            let error = try write(source, as: choice.type, shape: spec.shape, to: sink, buffers: &buffers)
+            let record = try sink.finish()
+            bytesDone += source.elementCount
+
+            converted.append(ConvertedTensor(name: spec.name, type: choice.type.name, shape: spec.shape, bytes: record.size,
+                                             storedBytes: record.storedSize, compression: record.compression.description,
+                                             error: error, sourceDtype: source.dtypeName, component: spec.component.rawValue,
+                                             note: choice.note))
+            provenance[spec.name] = TensorProvenance(sourceDtype: source.dtypeName, error: error, component: spec.component.rawValue,
+                                                     role: spec.role.rawValue, note: choice.note)
+            for key in [spec.component.rawValue, "total"] {
+                totals[key, default: ComponentTotals()].parameters += record.elementCount
+                totals[key, default: ComponentTotals()].bytes += record.size
+                totals[key, default: ComponentTotals()].storedBytes += record.storedSize
+            }
+        }
+        progress?(ConversionProgress(tensorIndex: manifest.weights.count, tensorCount: manifest.weights.count, name: "",
+                                     bytesDone: bytesTotal, bytesTotal: bytesTotal))
+
+        let record = QuantizationProvenance(
+            tool: "blip2-quantize", toolVersion: Blip2Version.string,
+            sourceDtypes: Array(Set(plan.sources.map(\.dtypeName))).sorted(), weights: options.weights.rawValue,
+            compression: options.compression.description, zstdLevel: options.compression == .zstd ? Int(options.zstdLevel) : nil,
+            overrides: options.overrides.map(\.description), tensors: provenance)
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        try writer.finish(metadata: sections + [MetadataSection(name: MetadataSectionName.quantization, json: Array(try encoder.encode(record)))])
+
+        let fileBytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
+        return ConversionReport(output: output, formatVersion: Int(ModelFileFormat.version), weights: options.weights.rawValue,
+                                compression: options.compression.description, fileBytes: fileBytes,
+                                seconds: Date().timeIntervalSince(started), tensors: converted, totals: totals, ignored: plan.ignored)
+    }
+
+    // MARK: Matching checkpoint keys to model weights
+
+    struct Plan {
+        var sources: [TensorSource]
+        var ignored: [String]
+    }
+
+    /// Finds every model weight in the checkpoint and accounts for every checkpoint key: used, or
+    /// ignored for a stated reason. Anything else is an error, so a renamed or missing weight is caught.
+    static func plan(checkpoint: Checkpoint, manifest: WeightManifest) throws -> Plan {
+        var unused = Set(checkpoint.tensors.keys)
+        var sources: [TensorSource] = []
+        var missing: [String] = []
+        let config = checkpoint.config
+
+        func stored(_ name: String) throws -> TensorSource? {
+            guard let (shard, entry) = checkpoint.tensors[name] else { return nil }
+            guard case .other(let dtype, _) = entry.dtype else {
+                unused.remove(name)
+                return .stored(checkpoint.shards[shard], entry)
+            }
+            throw ConversionError("\(checkpoint.shardPath(shard)): tensor '\(name)' is stored as \(dtype); weights must be F32, F16 or BF16")
+        }
+
+        for spec in manifest.weights {
+            var source = try stored(spec.name)
+            if source == nil, spec.name.hasSuffix(".self_attn.qkv.bias") {
+                source = try legacyQKVBias(spec, stored: stored)
+            }
+            guard let source else {
+                missing.append(spec.name)
+                continue
+            }
+            if case .stored(let file, let entry) = source, entry.shape != spec.shape {
+                // query_tokens and the vision embeddings are the only tensors stored with leading 1s.
+                throw ConversionError("\(file.path): tensor '\(spec.name)' has shape \(entry.shape), but config.json implies \(spec.shape)")
+            }
+            sources.append(source)
+        }
+        if !missing.isEmpty {
+            let shown = missing.prefix(5).joined(separator: ", ")
+            throw ConversionError("\(checkpoint.folder.path): \(missing.count) model weight(s) missing from the checkpoint: \(shown)\(missing.count > 5 ? ", ..." : "") (does config.json match the weights?)")
+        }
+
+        var ignored: [String] = []
+        for name in unused.sorted() {
+            if let reason = ignoreReason(name, config: config, checkpoint: checkpoint) {
+                ignored.append("\(name): \(reason)")
+            } else {
+                throw ConversionError("\(checkpoint.folder.path): unexpected tensor '\(name)' in the checkpoint: it is not part of a BLIP-2-OPT model with this config.json")
+            }
+        }
+        return Plan(sources: sources, ignored: ignored)
+    }
+
+    /// Older checkpoints keep the vision attention bias as q_bias and v_bias; the model adds
+    /// [q_bias, 0, v_bias] after the fused qkv projection.
+    static func legacyQKVBias(_ spec: WeightSpec, stored: (String) throws -> TensorSource?) throws -> TensorSource? {
+        let prefix = String(spec.name.dropLast("qkv.bias".count))
+        guard let q = try stored(prefix + "q_bias"), let v = try stored(prefix + "v_bias") else { return nil }
+        let hidden = spec.shape[0] / 3
+        guard q.elementCount == hidden, v.elementCount == hidden else {
+            throw ConversionError("'\(prefix)q_bias' / 'v_bias' have \(q.elementCount) / \(v.elementCount) values, expected \(hidden)")
+        }
+        var values = [Float](repeating: 0, count: 3 * hidden)
+        values.withUnsafeMutableBufferPointer { out in
+            q.read(0..<hidden, into: out.baseAddress!)
+            v.read(0..<hidden, into: out.baseAddress! + 2 * hidden)
+        }
+        return .fused(values: values, dtype: q.dtypeName)
+    }
+
+    static func ignoreReason(_ name: String, config: Blip2Config, checkpoint: Checkpoint) -> String? {
+        if name == WeightManifest.outputHeadKey, config.textConfig.tieWordEmbeddings {
+            return "tied to embed_tokens (text_config.tie_word_embeddings)"
+        }
+        if name.hasSuffix("position_ids") { return "index buffer, recomputed at run time" }
+        // The Q-Former's text feed-forward: the image path uses intermediate_query / output_query.
+        let parts = name.split(separator: ".")
+        if parts.count >= 6, parts[0] == "qformer", parts[1] == "encoder", parts[2] == "layer",
+           parts[4] == "intermediate" || parts[4] == "output" {
+            return "Q-Former text feed-forward, unused when only query tokens pass through"
+        }
+        return nil
+    }
+
+    // MARK: Metadata
+
+    static func metadataSections(checkpoint: Checkpoint, config: Blip2Config) throws -> [MetadataSection] {
+        let folder = checkpoint.folder
+        func jsonObject(_ file: String, required: Bool) throws -> [UInt8]? {
+            let url = folder.appendingPathComponent(file)
+            guard FileManager.default.fileExists(atPath: url.path) else {
+                if required { throw ConversionError("\(url.path): missing; the runtime needs it (\(file == "preprocessor_config.json" ? "image size, mean and std" : "settings"))") }
+                return nil
+            }
+            let data = try Data(contentsOf: url)
+            guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
+                throw ConversionError("\(url.path): not a JSON object")
+            }
+            return Array(data)
+        }
+        var sections = [MetadataSection(name: MetadataSectionName.config, json: Array(checkpoint.configJSON))]
+        sections.append(MetadataSection(name: MetadataSectionName.preprocessorConfig, json: try jsonObject("preprocessor_config.json", required: true)!))
+        sections.append(MetadataSection(name: MetadataSectionName.generationConfig, json: try jsonObject("generation_config.json", required: false) ?? Array("{}".utf8)))
+
+        let tokenizer: TokenizerData
+        do {
+            tokenizer = try TokenizerData.load(huggingFaceFolder: folder, imageTokenIndex: config.imageTokenIndex)
+        } catch {
+            throw ConversionError("\(folder.path): cannot read the tokenizer: \(error)")
+        }
+        let largest = max(tokenizer.vocab.values.max() ?? 0, tokenizer.addedTokens.map(\.id).max() ?? 0)
+        guard largest < config.textConfig.vocabSize else {
+            throw ConversionError("\(folder.path): the tokenizer has id \(largest), beyond the language model's \(config.textConfig.vocabSize) embedding rows")
+        }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.sortedKeys]
+        sections.append(MetadataSection(name: MetadataSectionName.tokenizer, json: Array(try encoder.encode(tokenizer))))
+        return sections
+    }
+
+    // MARK: Streaming one tensor
+
+    struct ChunkBuffers {
+        let threads: Int
+        var input = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+        var scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
+        var output = UnsafeMutableRawBufferPointer.allocate(byteCount: 0, alignment: 64)
+
+        init(threads: Int) { self.threads = threads }
+
+        mutating func reserve(elements: Int, outputBytes: Int) {
+            if input.count < elements {
+                input.deallocate(); scratch.deallocate()
+                input = .allocate(capacity: elements)
+                scratch = .allocate(capacity: elements)
+            }
+            if output.count < outputBytes {
+                output.deallocate()
+                output = .allocate(byteCount: outputBytes, alignment: 64)
+            }
+        }
+    }
+
+    /// Writes one tensor and returns its relative RMS error.
+    static func write(_ source: TensorSource, as type: ElementType, shape: [Int], to sink: TensorSink,
+                      buffers: inout ChunkBuffers) throws -> Double {
+        let count = source.elementCount
+        if let raw = source.rawBytes(ifStoredAs: type) {
+            let elementSize = type.blockBytes
+            var start = 0
+            while start < count {
+                let end = min(count, start + chunkElements)
+                try sink.write(UnsafeRawBufferPointer(rebasing: raw[(start * elementSize)..<(end * elementSize)]))
+                source.release(start..<end)
+                start = end
+            }
+            return 0
+        }
+        let width = shape.count >= 2 ? shape[shape.count - 1] : max(count, 1)
+        let rows = count == 0 ? 0 : count / width
+        let rowsPerChunk = max(1, chunkElements / max(width, 1))
+        let rowBytes = type.byteCount(elements: width)!
+        buffers.reserve(elements: min(rows, rowsPerChunk) * width, outputBytes: min(rows, rowsPerChunk) * rowBytes)
+        var error = 0.0, norm = 0.0
+        var row = 0
+        let threads = buffers.threads
+        while row < rows {
+            let chunkRows = min(rowsPerChunk, rows - row)
+            let elements = (row * width)..<((row + chunkRows) * width)
+            let input = buffers.input.baseAddress!, scratch = buffers.scratch.baseAddress!, output = buffers.output.baseAddress!
+            let parts = min(threads, chunkRows)
+            var partial = [(Double, Double)](repeating: (0, 0), count: parts)
+            partial.withUnsafeMutableBufferPointer { partialSums in
+                DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    let first = chunkRows * part / parts, last = chunkRows * (part + 1) / parts
+                    let offset = first * width
+                    source.read((elements.lowerBound + offset)..<(elements.lowerBound + last * width), into: input + offset)
+                    partialSums[part] = RowEncoder.encode(input + offset, rows: last - first, width: width, as: type,
+                                                          into: output + first * rowBytes, scratch: scratch + offset)
+                }
+            }
+            for (e, n) in partial {
+                error += e
+                norm += n
+            }
+            try sink.write(UnsafeRawBufferPointer(start: output, count: chunkRows * rowBytes))
+            source.release(elements)
+            row += chunkRows
+        }
+        if norm == 0 { return error == 0 ? 0 : .infinity }
+        return (error / norm).squareRoot()
+    }
+}

@@ -1,0 +1,100 @@
+import Blip2Config
+import Blip2Core
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
+
+// MARK: - Precision policy
+//
+// What each weight is stored as. The defaults (docs/FORMAT.md has the measurements):
+// - linear weights take the requested type: they are >99% of the bytes and tolerate block quantization;
+// - token embeddings (also the output head when tied) never go below q8: they decide every logit;
+// - norms, biases, position embeddings, the class embedding and query tokens stay f32: together they are
+//   well under 1% of the bytes and their errors land directly in the residual stream;
+// - the patch convolution stays f16 (f32 in an f32 file): its 588-wide input rows are not a whole number
+//   of 32-wide blocks.
+// A quantized type that cannot block a tensor (input width not a multiple of 32) falls back to f16.
+
+public enum WeightPrecision: String, CaseIterable, Sendable {
+    case f32, f16, q8, q4
+    public var elementType: ElementType {
+        switch self {
+        case .f32: return .f32
+        case .f16: return .f16
+        case .q8: return .q8
+        case .q4: return .q4
+        }
+    }
+}
+
+public struct PrecisionOverride: Sendable, Equatable, CustomStringConvertible {
+    public let pattern: String
+    public let type: ElementType
+
+    /// Parses `GLOB=TYPE`, e.g. `*.fc2.weight=q8`.
+    public init(parsing text: String) throws {
+        guard let equals = text.lastIndex(of: "=") else {
+            throw ConversionError("--override '\(text)': expected GLOB=TYPE, e.g. 'language_model.*.fc2.weight=q8'")
+        }
+        pattern = String(text[..<equals])
+        let typeName = String(text[text.index(after: equals)...])
+        guard !pattern.isEmpty else { throw ConversionError("--override '\(text)': empty pattern") }
+        guard let type = ElementType(name: typeName), type != .bf16 else {
+            throw ConversionError("--override '\(text)': unknown type '\(typeName)' (use f32, f16, q8 or q4)")
+        }
+        self.type = type
+    }
+
+    public func matches(_ name: String) -> Bool { fnmatch(pattern, name, 0) == 0 }
+    public var description: String { "\(pattern)=\(type)" }
+}
+
+public struct PrecisionPolicy: Sendable {
+    public var weights: WeightPrecision
+    public var overrides: [PrecisionOverride]
+
+    public init(weights: WeightPrecision, overrides: [PrecisionOverride] = []) {
+        self.weights = weights
+        self.overrides = overrides
+    }
+
+    public struct Choice: Equatable, Sendable {
+        public let type: ElementType
+        /// Why a tensor did not get what the role asked for, if it did not.
+        public let note: String?
+    }
+
+    /// The type a weight is stored as. The last matching override wins.
+    public func choose(for spec: WeightSpec) throws -> Choice {
+        if let override = overrides.last(where: { $0.matches(spec.name) }) {
+            guard override.type.canStore(shape: spec.shape) else {
+                throw ConversionError("--override \(override): '\(spec.name)' has shape \(spec.shape); \(override.type) needs a matrix whose rows are a multiple of \(override.type.blockElements) wide")
+            }
+            return Choice(type: override.type, note: "override \(override)")
+        }
+        let wanted = defaultType(for: spec.role)
+        if wanted.canStore(shape: spec.shape) { return Choice(type: wanted, note: nil) }
+        return Choice(type: .f16, note: "\(wanted) needs rows a multiple of \(wanted.blockElements) wide; stored as f16")
+    }
+
+    public func defaultType(for role: WeightRole) -> ElementType {
+        switch role {
+        case .linearWeight:
+            return weights.elementType
+        case .tokenEmbedding, .outputHead:
+            return weights == .q4 ? .q8 : weights.elementType
+        case .patchEmbedding:
+            return weights == .f32 ? .f32 : .f16
+        case .bias, .normWeight, .normBias, .positionEmbedding, .classEmbedding, .queryTokens:
+            return .f32
+        }
+    }
+
+    /// Overrides that name no weight are almost always typos; say so instead of ignoring them.
+    public func checkOverridesMatch(_ names: [String]) throws {
+        for override in overrides where !names.contains(where: override.matches) {
+            throw ConversionError("--override \(override): the pattern matches no tensor (names are Hugging Face keys, e.g. 'language_model.model.decoder.layers.*.fc1.weight')")
+        }
+    }
+}

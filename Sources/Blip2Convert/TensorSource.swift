@@ -1,0 +1,103 @@
+import Blip2Core
+import Blip2ModelFile
+import CKernels
+
+// Where a model weight's values come from: a checkpoint tensor read in place, or (for checkpoints that
+// store the vision attention bias as separate q_bias / v_bias) the fused [q_bias, 0, v_bias] vector.
+enum TensorSource {
+    case stored(SafeTensorsFile, SafeTensorsEntry)
+    case fused(values: [Float], dtype: String)
+
+    var dtypeName: String {
+        switch self {
+        case .stored(_, let entry): return entry.dtype.description
+        case .fused(_, let dtype): return dtype
+        }
+    }
+
+    var elementCount: Int {
+        switch self {
+        case .stored(_, let entry): return entry.elementCount
+        case .fused(let values, _): return values.count
+        }
+    }
+
+    /// The stored bytes when they already are `type`: f32 -> f32 and f16 -> f16 copy bit for bit.
+    func rawBytes(ifStoredAs type: ElementType) -> UnsafeRawBufferPointer? {
+        guard case .stored(let file, let entry) = self else { return nil }
+        switch (entry.dtype, type) {
+        case (.f32, .f32), (.f16, .f16), (.bf16, .bf16): return file.bytes(of: entry)
+        default: return nil
+        }
+    }
+
+    /// Converts elements `range` to f32.
+    func read(_ range: Range<Int>, into destination: UnsafeMutablePointer<Float>) {
+        switch self {
+        case .stored(let file, let entry):
+            let bytes = file.bytes(of: entry)
+            let size = entry.dtype.byteSize
+            let start = bytes.baseAddress! + range.lowerBound * size
+            switch entry.dtype {
+            case .f32:
+                destination.update(from: start.assumingMemoryBound(to: Float.self), count: range.count)
+            case .f16:
+                HalfConversion.f16ToF32(start.assumingMemoryBound(to: UInt16.self), destination, count: range.count)
+            case .bf16:
+                HalfConversion.bf16ToF32(start.assumingMemoryBound(to: UInt16.self), destination, count: range.count)
+            case .other:
+                preconditionFailure("unsupported dtypes are rejected before conversion")
+            }
+        case .fused(let values, _):
+            values.withUnsafeBufferPointer { destination.update(from: $0.baseAddress! + range.lowerBound, count: range.count) }
+        }
+    }
+
+    /// Lets the kernel drop the pages already converted, so resident memory stays flat.
+    func release(_ range: Range<Int>) {
+        guard case .stored(let file, let entry) = self else { return }
+        let size = entry.dtype.byteSize
+        file.file.release((entry.range.lowerBound + range.lowerBound * size)..<(entry.range.lowerBound + range.upperBound * size))
+    }
+}
+
+/// Encodes f32 rows into a stored type and measures what that lost.
+enum RowEncoder {
+    /// Encodes `rows` rows of `width` f32 values into `output` (rows * bytes-per-row) and returns the
+    /// squared error and squared norm, summed.
+    static func encode(_ input: UnsafePointer<Float>, rows: Int, width: Int, as type: ElementType,
+                       into output: UnsafeMutableRawPointer, scratch: UnsafeMutablePointer<Float>) -> (error: Double, norm: Double) {
+        let count = rows * width
+        switch type {
+        case .f32:
+            output.copyMemory(from: input, byteCount: count * 4)
+            return (0, sumOfSquares(input, count))
+        case .f16:
+            HalfConversion.f32ToF16(input, output.assumingMemoryBound(to: UInt16.self), count: count)
+        case .bf16:
+            preconditionFailure("bf16 is a source format only")
+        case .q8:
+            for r in 0..<rows {
+                blip2_quantize_row_q8(input + r * width, (output + r * type.byteCount(elements: width)!).assumingMemoryBound(to: blip2_block_q8.self), width)
+            }
+        case .q4:
+            for r in 0..<rows {
+                blip2_quantize_row_q4(input + r * width, (output + r * type.byteCount(elements: width)!).assumingMemoryBound(to: blip2_block_q4.self), width)
+            }
+        }
+        _ = blip2_to_f32(type.rawValue, output, scratch, count)
+        var error = 0.0, norm = 0.0
+        for i in 0..<count {
+            let x = Double(input[i]), d = x - Double(scratch[i])
+            error += d * d
+            norm += x * x
+        }
+        return (error, norm)
+    }
+
+    static func sumOfSquares(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
+        var total = 0.0
+        for i in 0..<n { total += Double(x[i]) * Double(x[i]) }
+        return total
+    }
+}

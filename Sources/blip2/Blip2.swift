@@ -1,0 +1,11 @@
+import ArgumentParser
+
+@main
+struct Blip2: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "blip2",
+        abstract: "Run BLIP-2 model files on the CPU: caption images, answer questions, inspect files.",
+        discussion: "Model files are made from Hugging Face checkpoints by blip2-quantize.",
+        subcommands: [InspectCommand.self]
+    )
+}
