@@ -1,0 +1,89 @@
+import Foundation
+
+/// Limits applied while decoding untrusted images.
+public struct ImageDecodeOptions: Sendable, Equatable {
+    /// Images whose header declares more pixels than this are refused before any pixel is decoded.
+    /// The default, 64 megapixels, admits any camera photo while bounding memory (about 200 MB of RGB).
+    public var maxPixels: Int = 64_000_000
+
+    public init(maxPixels: Int = 64_000_000) {
+        self.maxPixels = maxPixels
+    }
+}
+
+/// The image formats recognized from their leading bytes.
+public enum ImageFormat: String, Sendable, Equatable {
+    case jpeg = "JPEG"
+    case png = "PNG"
+    case gif = "GIF"
+    case bmp = "BMP"
+    case webp = "WebP"
+    case tiff = "TIFF"
+    case heif = "HEIF/AVIF"
+    case jpeg2000 = "JPEG 2000"
+    case jpegXL = "JPEG XL"
+    case qoi = "QOI"
+
+    /// Recognizes a format from the first bytes of a file (the extension is never consulted).
+    public static func sniff(_ bytes: UnsafeRawBufferPointer) -> ImageFormat? {
+        func starts(with prefix: [UInt8], at offset: Int = 0) -> Bool {
+            guard bytes.count >= offset + prefix.count else { return false }
+            for (index, byte) in prefix.enumerated() where bytes[offset + index] != byte { return false }
+            return true
+        }
+        if starts(with: [0xFF, 0xD8, 0xFF]) { return .jpeg }
+        if starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return .png }
+        if starts(with: Array("GIF87a".utf8)) || starts(with: Array("GIF89a".utf8)) { return .gif }
+        if starts(with: Array("RIFF".utf8)) && starts(with: Array("WEBP".utf8), at: 8) { return .webp }
+        if starts(with: [0x49, 0x49, 0x2A, 0x00]) || starts(with: [0x4D, 0x4D, 0x00, 0x2A]) { return .tiff }
+        if starts(with: Array("ftyp".utf8), at: 4) { return .heif }
+        if starts(with: [0x00, 0x00, 0x00, 0x0C, 0x6A, 0x50, 0x20, 0x20]) || starts(with: [0xFF, 0x4F, 0xFF, 0x51]) {
+            return .jpeg2000
+        }
+        if starts(with: [0xFF, 0x0A]) || starts(with: [0x00, 0x00, 0x00, 0x0C, 0x4A, 0x58, 0x4C, 0x20]) { return .jpegXL }
+        if starts(with: Array("qoif".utf8)) { return .qoi }
+        if starts(with: Array("BM".utf8)) && bytes.count >= 26 { return .bmp }
+        return nil
+    }
+}
+
+/// Reads JPEG and PNG images into RGB exactly as the reference `transformers` image processor sees them
+/// (PIL's decoders, then its conversion to RGB with transparency composited onto white).
+public enum ImageDecoder {
+    /// Decodes the image file at `url`.
+    public static func decode(contentsOf url: URL, options: ImageDecodeOptions = .init()) throws -> RGBImage {
+        let path = url.path
+        var isDirectory: ObjCBool = false
+        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
+            throw ImageError.fileNotFound(path: path)
+        }
+        if isDirectory.boolValue { throw ImageError.unreadableFile(path: path, reason: "it is a directory") }
+        let data: Data
+        do {
+            data = try Data(contentsOf: url, options: .mappedIfSafe)
+        } catch {
+            throw ImageError.unreadableFile(path: path, reason: error.localizedDescription)
+        }
+        return try decode(data: data, name: path, options: options)
+    }
+
+    /// Decodes image bytes already in memory; `name` identifies them in errors.
+    public static func decode(data: Data, name: String, options: ImageDecodeOptions = .init()) throws -> RGBImage {
+        guard !data.isEmpty else { throw ImageError.emptyFile(name: name) }
+        return try data.withUnsafeBytes { bytes in
+            switch ImageFormat.sniff(bytes) {
+            case .jpeg: return try decodeJPEG(bytes, name: name, options: options)
+            case .png: return try decodePNG(bytes, name: name, options: options)
+            case .some(let other): throw ImageError.unsupportedFormat(name: name, format: other.rawValue)
+            case .none: throw ImageError.unrecognizedFormat(name: name)
+            }
+        }
+    }
+}
+
+func checkPixelLimit(width: Int, height: Int, name: String, options: ImageDecodeOptions) throws {
+    let (pixels, overflow) = width.multipliedReportingOverflow(by: height)
+    if overflow || pixels > options.maxPixels {
+        throw ImageError.tooManyPixels(name: name, width: width, height: height, limit: options.maxPixels)
+    }
+}
