@@ -121,9 +121,9 @@ enum BytePairMerger {
     ///
     /// This is the `tokenizers` BPE loop: a min-heap of candidate merges ordered by (rank, position);
     /// popping always applies the lowest-ranked pair, leftmost first. An entry is stale when its
-    /// left symbol died or the pair at its position no longer merges into the same token; only the
-    /// merged id is compared, exactly as the reference does, because that choice is observable when
-    /// two different pairs merge into the same token.
+    /// left symbol died or the pair at its position no longer merges into the same token. Comparing
+    /// the merged id alone (as the reference does) is enough: the text a position spans only grows,
+    /// so a changed pair can never spell the same token again.
     static func merge(_ scratch: inout BPEScratch, table: MergeTable) {
         let count = scratch.symbols.count
         guard count > 1 else { return }

@@ -124,32 +124,32 @@ extension TokenizerData {
 
     // MARK: Validation shared with `OPTTokenizer.init`
 
-    static func validateVocabulary(_ vocab: [String: Int]) throws {
-        var tokenForId = [Int: String](minimumCapacity: vocab.count)
+    /// Ids must be in range and unique. Returns the highest id (-1 for an empty vocabulary).
+    @discardableResult
+    static func validateVocabulary(_ vocab: [String: Int]) throws -> Int {
+        var highest = -1
         for (token, id) in vocab {
             guard id >= 0, id < TokenizerLimits.maximumTokenId else {
                 throw TokenizerError.invalidTokenId(token: token, id: id)
             }
-            if let other = tokenForId.updateValue(token, forKey: id) {
-                let pair = [other, token].sorted()
-                throw TokenizerError.duplicateTokenId(id: id, first: pair[0], second: pair[1])
-            }
+            highest = max(highest, id)
         }
+        // One bit per id: bounded by maximumTokenId, so at most 2 MB even for a hostile file.
+        var seen = [UInt64](repeating: 0, count: (highest >> 6) + 1)
+        for (_, id) in vocab {
+            let bit: UInt64 = 1 << UInt64(id & 63)
+            if seen[id >> 6] & bit != 0 {
+                let names = vocab.filter { $0.value == id }.map(\.key).sorted()
+                throw TokenizerError.duplicateTokenId(id: id, first: names[0], second: names[names.count > 1 ? 1 : 0])
+            }
+            seen[id >> 6] |= bit
+        }
+        return highest
     }
 
-    /// Like `tokenizers`, refuses merges whose parts or result are not in the vocabulary: such a
-    /// merge could never produce a token the model knows, so the files do not belong together.
+    /// Refuses merges whose parts or result are not in the vocabulary, as `tokenizers` does.
     static func validateMerges(_ merges: [String], vocab: [String: Int]) throws {
-        for (rank, merge) in merges.enumerated() {
-            let fields = merge.split(separator: " ", omittingEmptySubsequences: false)
-            guard fields.count == 2 else {
-                throw TokenizerError.badMergeLine(line: rank + 1, text: merge)
-            }
-            for symbol in [String(fields[0]), String(fields[1]), String(fields[0]) + String(fields[1])]
-            where vocab[symbol] == nil {
-                throw TokenizerError.mergeSymbolNotInVocabulary(rank: rank, merge: merge, symbol: symbol)
-            }
-        }
+        _ = try TokenTable(vocab).resolve(merges)
     }
 }
 

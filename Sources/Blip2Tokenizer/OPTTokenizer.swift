@@ -40,10 +40,10 @@ public final class OPTTokenizer: Sendable {
     /// - Throws: `TokenizerError` for out-of-range or duplicate ids, malformed merges, merges over
     ///   symbols the vocabulary lacks, or special tokens that name nothing.
     public init(_ data: TokenizerData) throws {
-        try TokenizerData.validateVocabulary(data.vocab)
+        var highestId = try TokenizerData.validateVocabulary(data.vocab)
         vocab = data.vocab
+        let table = TokenTable(data.vocab)
 
-        var highestId = data.vocab.values.max() ?? -1
         var addedIds: [String: Int] = [:]
         var seenAddedIds = Set<Int>()
         for token in data.addedTokens {
@@ -65,33 +65,18 @@ public final class OPTTokenizer: Sendable {
         for (token, id) in data.vocab { tokens[id] = token }
         for token in data.addedTokens where !token.content.isEmpty { tokens[token.id] = token.content }
         tokenForId = tokens
-        vocabularySize = Set(data.vocab.keys).union(addedIds.keys).count
+        vocabularySize = data.vocab.count + addedIds.keys.filter { table.id(of: $0) == nil }.count
 
         byteSymbols = (0..<256).map { byte in
-            data.vocab[ByteLevel.token(forByte: UInt8(byte))].map { Int32($0) } ?? -1
+            table.id(of: ByteLevel.token(forByte: UInt8(byte))).map { Int32($0) } ?? -1
         }
 
-        var table = MergeTable(capacityFor: data.merges.count)
-        for (rank, merge) in data.merges.enumerated() {
-            let utf8 = merge.utf8
-            guard let space = utf8.firstIndex(of: UInt8(ascii: " ")),
-                  !utf8[utf8.index(after: space)...].contains(UInt8(ascii: " ")) else {
-                throw TokenizerError.badMergeLine(line: rank + 1, text: merge)
-            }
-            let left = String(merge[..<space])
-            let right = String(merge[merge.index(after: space)...])
-            guard let leftId = data.vocab[left] else {
-                throw TokenizerError.mergeSymbolNotInVocabulary(rank: rank, merge: merge, symbol: left)
-            }
-            guard let rightId = data.vocab[right] else {
-                throw TokenizerError.mergeSymbolNotInVocabulary(rank: rank, merge: merge, symbol: right)
-            }
-            guard let mergedId = data.vocab[left + right] else {
-                throw TokenizerError.mergeSymbolNotInVocabulary(rank: rank, merge: merge, symbol: left + right)
-            }
-            table.insert(left: Int32(leftId), right: Int32(rightId), rank: Int32(rank), merged: Int32(mergedId))
+        let rules = try table.resolve(data.merges)
+        var mergeTable = MergeTable(capacityFor: rules.count)
+        for (rank, rule) in rules.enumerated() {
+            mergeTable.insert(left: rule.left, right: rule.right, rank: Int32(rank), merged: rule.merged)
         }
-        merges = table
+        merges = mergeTable
         splitter = AddedTokenSplitter(tokens: data.addedTokens)
 
         var bytes: [UInt8] = []
@@ -106,12 +91,17 @@ public final class OPTTokenizer: Sendable {
         decodeOffsets = offsets
 
         // The reference decides "special" by the token's text, so every id spelled like a special token is skipped.
-        let specialContents = Set(data.addedTokens.filter { $0.special && !$0.content.isEmpty }.map(\.content))
-        specialIds = tokens.map { token in token.map { specialContents.contains($0) } ?? false }
+        var special = [Bool](repeating: false, count: tokens.count)
+        for token in data.addedTokens where token.special && !token.content.isEmpty {
+            for id in [token.id, table.id(of: token.content)].compactMap({ $0 }) where tokens[id] == token.content {
+                special[id] = true
+            }
+        }
+        specialIds = special
 
         func resolve(_ role: String, _ token: String?) throws -> Int? {
             guard let token else { return nil }
-            guard let id = addedIds[token] ?? data.vocab[token] else {
+            guard let id = addedIds[token] ?? table.id(of: token) else {
                 throw TokenizerError.missingSpecialToken(role: role, token: token)
             }
             return id

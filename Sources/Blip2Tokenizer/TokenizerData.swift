@@ -37,6 +37,11 @@ public struct AddedToken: Codable, Sendable, Equatable {
 }
 
 /// Everything needed to rebuild the tokenizer; stored inside model files as JSON (Codable, snake_case keys).
+///
+/// In JSON, `vocab` is written as an array of tokens indexed by id (`null` for unused ids): decoding
+/// an array is about three times faster than decoding a 50k-entry object with `JSONDecoder`, which
+/// matters when a model starts on a small board. Decoding accepts that array or a `vocab.json`-style
+/// object.
 public struct TokenizerData: Codable, Sendable, Equatable {
     /// Byte-level token -> id (`vocab.json`).
     public var vocab: [String: Int]
@@ -86,7 +91,20 @@ public struct TokenizerData: Codable, Sendable, Equatable {
 
     public init(from decoder: Decoder) throws {
         let container = try decoder.container(keyedBy: CodingKeys.self)
-        vocab = try container.decode([String: Int].self, forKey: .vocab)
+        if let tokensById = try? container.decode([String?].self, forKey: .vocab) {
+            var vocab = [String: Int](minimumCapacity: tokensById.count)
+            for (id, token) in tokensById.enumerated() {
+                guard let token else { continue }
+                if let earlier = vocab.updateValue(id, forKey: token) {
+                    throw DecodingError.dataCorruptedError(
+                        forKey: .vocab, in: container,
+                        debugDescription: "token \(token.debugDescription) appears at ids \(earlier) and \(id)")
+                }
+            }
+            self.vocab = vocab
+        } else {
+            vocab = try container.decode([String: Int].self, forKey: .vocab)
+        }
         merges = try container.decode([String].self, forKey: .merges)
         addedTokens = try container.decodeIfPresent([AddedToken].self, forKey: .addedTokens) ?? []
         bosToken = try container.decodeIfPresent(String.self, forKey: .bosToken)
@@ -96,5 +114,33 @@ public struct TokenizerData: Codable, Sendable, Equatable {
         addBosToken = try container.decodeIfPresent(Bool.self, forKey: .addBosToken) ?? false
         imageToken = try container.decodeIfPresent(String.self, forKey: .imageToken)
         addPrefixSpace = try container.decodeIfPresent(Bool.self, forKey: .addPrefixSpace) ?? false
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        let highest = vocab.values.max() ?? -1
+        guard vocab.values.allSatisfy({ $0 >= 0 }), highest < TokenizerLimits.maximumTokenId else {
+            throw EncodingError.invalidValue(vocab, .init(
+                codingPath: container.codingPath + [CodingKeys.vocab],
+                debugDescription: "vocabulary ids must be in 0..<\(TokenizerLimits.maximumTokenId)"))
+        }
+        var tokensById = [String?](repeating: nil, count: highest + 1)
+        for (token, id) in vocab {
+            guard tokensById[id] == nil else {
+                throw EncodingError.invalidValue(vocab, .init(
+                    codingPath: container.codingPath + [CodingKeys.vocab], debugDescription: "two tokens share id \(id)"))
+            }
+            tokensById[id] = token
+        }
+        try container.encode(tokensById, forKey: .vocab)
+        try container.encode(merges, forKey: .merges)
+        try container.encode(addedTokens, forKey: .addedTokens)
+        try container.encodeIfPresent(bosToken, forKey: .bosToken)
+        try container.encodeIfPresent(eosToken, forKey: .eosToken)
+        try container.encodeIfPresent(padToken, forKey: .padToken)
+        try container.encodeIfPresent(unkToken, forKey: .unkToken)
+        try container.encode(addBosToken, forKey: .addBosToken)
+        try container.encodeIfPresent(imageToken, forKey: .imageToken)
+        try container.encode(addPrefixSpace, forKey: .addPrefixSpace)
     }
 }
