@@ -375,6 +375,7 @@ TINY_TEXTS = [
     "", "a", "ab", "abc", "abcd", "ddd", "a b c", "abc abc", "é", "café", "z", "zaz", "a\nb", "it's", "a!!", "12 21",
     "</s>", "<pad>", "<image>", "<mask>", "<s>", "a </s> b", "a<mask>b", "a <mask> b", " <mask> ", "b<extra>c",
     "b <extra> c", "<extra>", "hello <sep>", "ab <sep> ab", "<sep><sep>", "word", "a word b", "awordb",
+    "a !", "it 's", "a ' s", "b ! ! c",
 ]
 
 
@@ -424,6 +425,14 @@ def tiny_folder_variants(seed):
     cfg["image_token"] = "<image>"
     cfg["extra_special_tokens"] = ["<sep>"]
     variants.append(("image_token key and extra_special_tokens", {
+        "vocab.json": json.dumps(vocab),
+        "merges.txt": merges_text(merges),
+        "tokenizer_config.json": json.dumps(cfg),
+    }))
+    cfg = dict(base_config)
+    cfg["add_eos_token"] = True
+    cfg["clean_up_tokenization_spaces"] = True
+    variants.append(("add_eos_token, and clean_up_tokenization_spaces (ignored for BPE)", {
         "vocab.json": json.dumps(vocab),
         "merges.txt": merges_text(merges),
         "tokenizer_config.json": json.dumps(cfg),
@@ -487,7 +496,8 @@ def tiny_cases():
                          "normalized": t.normalized, "single_word": t.single_word}
                         for i, t in sorted(tok.added_tokens_decoder.items())
                     ],
-                    "encode": [{"text": t, "ids": tok(t)["input_ids"], "ids_no_specials": tok(t, add_special_tokens=False)["input_ids"]}
+                    "encode": [{"text": t, "ids": tok(t)["input_ids"], "ids_no_specials": tok(t, add_special_tokens=False)["input_ids"],
+                                "decoded": tok.decode(tok(t)["input_ids"], skip_special_tokens=True)}
                                for t in texts],
                     "decode": [{"ids": ids, "text": tok.decode(ids, skip_special_tokens=True),
                                 "text_keep_special": tok.decode(ids, skip_special_tokens=False)} for ids in decode_ids],

@@ -50,7 +50,8 @@ extension TokenizerData {
             unkToken: special.named["unk_token"],
             addBosToken: (config["add_bos_token"] as? Bool) ?? false,
             imageToken: imageToken,
-            addPrefixSpace: (config["add_prefix_space"] as? Bool) ?? false
+            addPrefixSpace: (config["add_prefix_space"] as? Bool) ?? false,
+            addEosToken: (config["add_eos_token"] as? Bool) ?? false
         )
     }
 

@@ -16,14 +16,16 @@ public final class OPTTokenizer: Sendable {
     public let unkTokenId: Int?
     /// Id of the token `Blip2Processor` repeats for the query embeddings (50265 for BLIP-2-OPT).
     public let imageTokenId: Int?
-    /// Whether `encode(_:addBOS: true)` prepends BOS (the files' `add_bos_token`).
+    /// Whether `encode(_:addBOS: true)` prepends BOS (the files' `add_bos_token`; true for OPT).
     public let addsBosToken: Bool
+    /// Whether `encode(_:addBOS: true)` appends EOS (the files' `add_eos_token`; false for OPT).
+    public let addsEosToken: Bool
     /// The added tokens, sorted by id.
     public let addedTokens: [AddedToken]
 
     private let addPrefixSpace: Bool
-    private let vocab: [String: Int]
-    private let addedIdForContent: [String: Int]
+    /// Token bytes -> id, vocabulary and added tokens (added ones win, as in the reference).
+    private let lookup: TokenTable
     private let tokenForId: [String?]
     /// Vocabulary id of each byte's one-character token, or -1 (such bytes are dropped, like the reference does).
     private let byteSymbols: [Int32]
@@ -41,7 +43,6 @@ public final class OPTTokenizer: Sendable {
     ///   symbols the vocabulary lacks, or special tokens that name nothing.
     public init(_ data: TokenizerData) throws {
         var highestId = try TokenizerData.validateVocabulary(data.vocab)
-        vocab = data.vocab
         let table = TokenTable(data.vocab)
 
         var addedIds: [String: Int] = [:]
@@ -58,7 +59,6 @@ public final class OPTTokenizer: Sendable {
             addedIds[token.content] = token.id
             highestId = max(highestId, token.id)
         }
-        addedIdForContent = addedIds
         addedTokens = data.addedTokens.sorted { $0.id < $1.id }
 
         var tokens = [String?](repeating: nil, count: highestId + 1)
@@ -66,6 +66,9 @@ public final class OPTTokenizer: Sendable {
         for token in data.addedTokens where !token.content.isEmpty { tokens[token.id] = token.content }
         tokenForId = tokens
         vocabularySize = data.vocab.count + addedIds.keys.filter { table.id(of: $0) == nil }.count
+        var combined = table
+        for (content, id) in addedIds { combined.insert(content, id: id) }
+        lookup = combined
 
         byteSymbols = (0..<256).map { byte in
             table.id(of: ByteLevel.token(forByte: UInt8(byte))).map { Int32($0) } ?? -1
@@ -118,6 +121,7 @@ public final class OPTTokenizer: Sendable {
         unkTokenId = try resolve("unk", data.unkToken)
         imageTokenId = try resolve("image", data.imageToken)
         addsBosToken = data.addBosToken
+        addsEosToken = data.addEosToken
         addPrefixSpace = data.addPrefixSpace
 
         _ = ScalarClassifier.basicPlane  // build the class table now rather than during the first encode
@@ -126,7 +130,8 @@ public final class OPTTokenizer: Sendable {
     // MARK: Encoding
 
     /// Token ids for `text`, as `tokenizer(text)["input_ids"]` (or with `add_special_tokens=False`
-    /// when `addBOS` is false). BOS is prepended only when `addBOS` is true and the files ask for it.
+    /// when `addBOS` is false). `addBOS` adds the special tokens the files ask for: BOS for OPT
+    /// (`add_bos_token`), and EOS after the text only if `add_eos_token` is set.
     public func encode(_ text: String, addBOS: Bool = true) -> [Int] {
         var output: [Int] = []
         output.reserveCapacity(text.utf8.count / 3 + 2)
@@ -156,6 +161,7 @@ public final class OPTTokenizer: Sendable {
                 }
             }
         }
+        if addBOS && addsEosToken { output.append(eosTokenId) }
         return output
     }
 
@@ -238,9 +244,10 @@ public final class OPTTokenizer: Sendable {
         return tokenForId[id]
     }
 
-    /// The id of a token text (added tokens first, then the vocabulary), or nil.
+    /// The id of a token text (added tokens first, then the vocabulary), or nil. Compares bytes, so
+    /// `"é"` and `"e\u{301}"` are different tokens, as they are to the reference.
     public func id(for token: String) -> Int? {
-        addedIdForContent[token] ?? vocab[token]
+        lookup.id(of: token)
     }
 
     /// Whether `decode(_:skipSpecialTokens: true)` drops this id.

@@ -17,24 +17,39 @@ struct TokenTable {
 
     init(_ vocab: [String: Int]) {
         var capacity = 16
-        while capacity < vocab.count * 2 { capacity <<= 1 }
+        while capacity < vocab.count * 2 + 16 { capacity <<= 1 }
         slots = [Int32](repeating: -1, count: capacity)
         mask = capacity - 1
         arena.reserveCapacity(vocab.count * 8)
         starts.reserveCapacity(vocab.count + 1)
         ids.reserveCapacity(vocab.count)
+        starts.append(0)
         for (token, id) in vocab {
-            let entry = Int32(ids.count)
-            let start = arena.count
-            starts.append(Int32(start))
-            arena.append(contentsOf: token.utf8)
-            ids.append(Int32(truncatingIfNeeded: id))
-            let hash = arena.withUnsafeBufferPointer { TokenTable.hash(UnsafeBufferPointer(rebasing: $0[start...])) }
-            var slot = hash & mask
-            while slots[slot] >= 0 { slot = (slot + 1) & mask }
-            slots[slot] = entry
+            append(token, id: id)
         }
+    }
+
+    /// Adds an entry without looking for an existing one (the vocabulary's keys are distinct).
+    private mutating func append(_ token: String, id: Int) {
+        let entry = Int32(ids.count)
+        let start = arena.count
+        arena.append(contentsOf: token.utf8)
         starts.append(Int32(arena.count))
+        ids.append(Int32(truncatingIfNeeded: id))
+        let hash = arena.withUnsafeBufferPointer { TokenTable.hash(UnsafeBufferPointer(rebasing: $0[start...])) }
+        var slot = hash & mask
+        while slots[slot] >= 0 { slot = (slot + 1) & mask }
+        slots[slot] = entry
+    }
+
+    /// Adds `token`, or gives an existing entry the new id. Only for a few added tokens: the table
+    /// never grows its slots, so it must stay well below capacity.
+    mutating func insert(_ token: String, id: Int) {
+        if let entry = entry(of: token) {
+            ids[entry] = Int32(truncatingIfNeeded: id)
+        } else if ids.count < (mask + 1) / 2 {
+            append(token, id: id)
+        }
     }
 
     @inline(__always)
@@ -48,6 +63,15 @@ struct TokenTable {
 
     /// The id of the token spelled by `bytes`, or nil.
     func id(of bytes: UnsafeBufferPointer<UInt8>) -> Int? {
+        entry(of: bytes).map { Int(ids[$0]) }
+    }
+
+    private func entry(of token: String) -> Int? {
+        var token = token
+        return token.withUTF8 { entry(of: $0) }
+    }
+
+    private func entry(of bytes: UnsafeBufferPointer<UInt8>) -> Int? {
         var slot = TokenTable.hash(bytes) & mask
         return arena.withUnsafeBufferPointer { arena in
             slots.withUnsafeBufferPointer { slots in
@@ -59,7 +83,7 @@ struct TokenTable {
                         let end = Int(starts[entry + 1])
                         if end - start == bytes.count,
                            bytes.count == 0 || memcmp(arena.baseAddress! + start, bytes.baseAddress!, bytes.count) == 0 {
-                            return Int(ids[entry])
+                            return entry
                         }
                         slot = (slot + 1) & mask
                     }

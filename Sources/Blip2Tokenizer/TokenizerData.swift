@@ -55,6 +55,8 @@ public struct TokenizerData: Codable, Sendable, Equatable {
     public var unkToken: String?
     /// Prepend the BOS token when encoding with special tokens (OPT: true).
     public var addBosToken: Bool
+    /// Append the EOS token when encoding with special tokens (OPT: false).
+    public var addEosToken: Bool
     /// The token the processor repeats for the query embeddings (BLIP-2: "<image>").
     public var imageToken: String?
     /// GPT-2's `add_prefix_space` (OPT: false): a space is put before each text piece that lacks one.
@@ -63,7 +65,7 @@ public struct TokenizerData: Codable, Sendable, Equatable {
     public init(
         vocab: [String: Int], merges: [String], addedTokens: [AddedToken],
         bosToken: String?, eosToken: String?, padToken: String?, unkToken: String?,
-        addBosToken: Bool, imageToken: String?, addPrefixSpace: Bool = false
+        addBosToken: Bool, imageToken: String?, addPrefixSpace: Bool = false, addEosToken: Bool = false
     ) {
         self.vocab = vocab
         self.merges = merges
@@ -73,6 +75,7 @@ public struct TokenizerData: Codable, Sendable, Equatable {
         self.padToken = padToken
         self.unkToken = unkToken
         self.addBosToken = addBosToken
+        self.addEosToken = addEosToken
         self.imageToken = imageToken
         self.addPrefixSpace = addPrefixSpace
     }
@@ -85,6 +88,7 @@ public struct TokenizerData: Codable, Sendable, Equatable {
         case padToken = "pad_token"
         case unkToken = "unk_token"
         case addBosToken = "add_bos_token"
+        case addEosToken = "add_eos_token"
         case imageToken = "image_token"
         case addPrefixSpace = "add_prefix_space"
     }
@@ -112,6 +116,7 @@ public struct TokenizerData: Codable, Sendable, Equatable {
         padToken = try container.decodeIfPresent(String.self, forKey: .padToken)
         unkToken = try container.decodeIfPresent(String.self, forKey: .unkToken)
         addBosToken = try container.decodeIfPresent(Bool.self, forKey: .addBosToken) ?? false
+        addEosToken = try container.decodeIfPresent(Bool.self, forKey: .addEosToken) ?? false
         imageToken = try container.decodeIfPresent(String.self, forKey: .imageToken)
         addPrefixSpace = try container.decodeIfPresent(Bool.self, forKey: .addPrefixSpace) ?? false
     }
@@ -140,6 +145,7 @@ public struct TokenizerData: Codable, Sendable, Equatable {
         try container.encodeIfPresent(padToken, forKey: .padToken)
         try container.encodeIfPresent(unkToken, forKey: .unkToken)
         try container.encode(addBosToken, forKey: .addBosToken)
+        try container.encode(addEosToken, forKey: .addEosToken)
         try container.encodeIfPresent(imageToken, forKey: .imageToken)
         try container.encode(addPrefixSpace, forKey: .addPrefixSpace)
     }

@@ -115,8 +115,9 @@ struct TinyFolders: Decodable {
             var text: String
             var ids: [Int]
             var idsNoSpecials: [Int]
+            var decoded: String
             enum CodingKeys: String, CodingKey {
-                case text, ids
+                case text, ids, decoded
                 case idsNoSpecials = "ids_no_specials"
             }
         }

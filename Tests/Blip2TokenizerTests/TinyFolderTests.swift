@@ -32,6 +32,7 @@ struct TinyFolderTests {
         #expect(data.padToken == folder.padToken)
         #expect(data.unkToken == folder.unkToken)
         #expect(data.addBosToken == folder.addBosToken)
+        #expect(data.addEosToken == folder.name.hasPrefix("add_eos_token"))
         #expect(data.imageToken == folder.imageToken)
 
         let tokenizer = try OPTTokenizer(data)
@@ -40,6 +41,7 @@ struct TinyFolderTests {
         for item in folder.encode ?? [] {
             #expect(tokenizer.encode(item.text) == item.ids, "\(folder.name): \(visible(item.text))")
             #expect(tokenizer.encode(item.text, addBOS: false) == item.idsNoSpecials, "\(folder.name): \(visible(item.text))")
+            #expect(tokenizer.decode(item.ids) == item.decoded, "\(folder.name): \(item.ids)")
         }
         for item in folder.decode ?? [] {
             #expect(tokenizer.decode(item.ids) == item.text, "\(folder.name): \(item.ids)")
