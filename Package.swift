@@ -60,6 +60,8 @@ let package = Package(
         .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Config"]),
         .testTarget(name: "Blip2TokenizerTests", dependencies: ["Blip2Tokenizer"]),
         .testTarget(name: "Blip2ImageTests", dependencies: ["Blip2Image"]),
+        // Runs the built executables: exit codes, stderr, --json contracts.
+        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -1,0 +1,152 @@
+import Foundation
+import Testing
+@testable import Blip2ModelFile
+
+/// Runs one of the package's executables from the build folder.
+struct Executable {
+    let name: String
+    var url: URL {
+        // The test bundle sits beside the built products.
+        var dir = URL(fileURLWithPath: CommandLine.arguments[0]).deletingLastPathComponent()
+        while !FileManager.default.fileExists(atPath: dir.appendingPathComponent(name).path), dir.path != "/" {
+            dir = dir.deletingLastPathComponent()
+        }
+        return dir.appendingPathComponent(name)
+    }
+
+    struct Result {
+        let status: Int32
+        let stdout: String
+        let stderr: String
+    }
+
+    func run(_ arguments: [String]) throws -> Result {
+        let process = Process()
+        process.executableURL = url
+        process.arguments = arguments
+        let out = Pipe(), err = Pipe()
+        process.standardOutput = out
+        process.standardError = err
+        try process.run()
+        let stdout = out.fileHandleForReading.readDataToEndOfFile()
+        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        process.waitUntilExit()
+        return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
+                      stderr: String(decoding: stderr, as: UTF8.self))
+    }
+}
+
+let quantize = Executable(name: "blip2-quantize")
+let blip2 = Executable(name: "blip2")
+
+let packageRoot = URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent().deletingLastPathComponent()
+let fixtureModels = packageRoot.appendingPathComponent("Tests/Fixtures/models")
+
+final class Scratch {
+    let url: URL
+    init() {
+        url = FileManager.default.temporaryDirectory.appendingPathComponent("blip2-cli-\(UUID().uuidString)")
+        try! FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
+    }
+    deinit { try? FileManager.default.removeItem(at: url) }
+    func path(_ name: String) -> String { url.appendingPathComponent(name).path }
+    var contents: [String] { ((try? FileManager.default.contentsOfDirectory(atPath: url.path)) ?? []).sorted() }
+}
+
+@Suite struct CLIHelpTests {
+    @Test func helpIsEverywhere() throws {
+        for (tool, args) in [(quantize, ["--help"]), (blip2, ["--help"]), (blip2, ["inspect", "--help"])] {
+            let result = try tool.run(args)
+            #expect(result.status == 0)
+            #expect(result.stdout.contains("USAGE"))
+        }
+    }
+
+    @Test func badArgumentsAreUsageErrors() throws {
+        let scratch = Scratch()
+        for args in [["x", "--output", scratch.path("o"), "--weights", "q3"], ["x", "--output", scratch.path("o"), "--compress", "lz4"],
+                     ["x", "--output", scratch.path("o"), "--override", "nothing"], ["x", "--output", scratch.path("o"), "--override", "a=q5"], ["x"]] {
+            let result = try quantize.run(args)
+            #expect(result.status == 64, "\(args): \(result.stderr)")
+            #expect(result.stderr.contains("Error"), "\(args)")
+        }
+        #expect(scratch.contents.isEmpty)
+    }
+
+    @Test func inspectRefusesWhatIsNotAModel() throws {
+        let scratch = Scratch()
+        try Data("not a model".utf8).write(to: URL(fileURLWithPath: scratch.path("x.blip2")))
+        for path in [scratch.path("x.blip2"), scratch.path("missing.blip2")] {
+            let result = try blip2.run(["inspect", path])
+            #expect(result.status == 1)
+            #expect(result.stderr.contains(path))
+            #expect(result.stdout.isEmpty)
+        }
+    }
+}
+
+@Suite struct QuantizeAndInspectTests {
+    @Test func convertThenInspectAsJSON() throws {
+        let scratch = Scratch()
+        let output = scratch.path("tiny.blip2")
+        let checkpoint = fixtureModels.appendingPathComponent("sharded-untied-f32/checkpoint").path
+        let convert = try quantize.run([checkpoint, "--output", output, "--weights", "q4", "--compress", "zstd", "--json"])
+        #expect(convert.status == 0, "\(convert.stderr)")
+        let report = try JSONSerialization.jsonObject(with: Data(convert.stdout.utf8)) as! [String: Any]
+        #expect(report["weights"] as? String == "q4")
+        #expect((report["tensors"] as? [[String: Any]])?.isEmpty == false)
+        let totals = report["totals"] as! [String: [String: Int]]
+        #expect(Set(totals.keys) == ["vision", "qformer", "language", "total"])
+
+        let inspect = try blip2.run(["inspect", output, "--json", "--verify"])
+        #expect(inspect.status == 0, "\(inspect.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(inspect.stdout.utf8)) as! [String: Any]
+        #expect(object["format_version"] as? Int == 1)
+        let tensors = object["tensors"] as! [[String: Any]]
+        let expected = try JSONSerialization.jsonObject(with: Data(contentsOf: fixtureModels.appendingPathComponent("sharded-untied-f32/tensors.json"))) as! [String: Any]
+        let shapes = Dictionary(uniqueKeysWithValues: (expected["tensors"] as! [[String: Any]]).map { ($0["name"] as! String, $0["shape"] as! [Int]) })
+        #expect(tensors.count == shapes.count)
+        for tensor in tensors {
+            let name = tensor["name"] as! String
+            #expect(tensor["shape"] as? [Int] == shapes[name], "\(name)")
+            for key in ["type", "bytes", "stored_bytes", "compression", "error"] { #expect(tensor[key] != nil, "\(name) lacks \(key)") }
+            #expect(tensor["compression"] as? String == "zstd")
+        }
+        #expect((object["verify"] as? [String: Any])?["failures"] as? [String] == [])
+
+        let human = try blip2.run(["inspect", output])
+        #expect(human.status == 0)
+        #expect(human.stdout.contains("format      version 1"))
+        #expect(human.stdout.contains("language_model.model.decoder.layers.0.fc1.weight"))
+    }
+
+    @Test func verifyFailsOnACorruptTensor() throws {
+        let scratch = Scratch()
+        let output = scratch.path("tiny.blip2")
+        let checkpoint = fixtureModels.appendingPathComponent("base-f32/checkpoint").path
+        #expect(try quantize.run([checkpoint, "--output", output, "--weights", "f32"]).status == 0)
+        let file = try ModelFile(path: output)
+        let record = file.tensors[0]
+        var bytes = Array(try Data(contentsOf: URL(fileURLWithPath: output)))
+        bytes[record.offset] ^= 0xff
+        try Data(bytes).write(to: URL(fileURLWithPath: output))
+        let result = try blip2.run(["inspect", output, "--verify"])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains(record.name))
+    }
+
+    @Test func brokenCheckpointLeavesNoOutput() throws {
+        let scratch = Scratch()
+        let folder = scratch.url.appendingPathComponent("ckpt")
+        try FileManager.default.copyItem(at: fixtureModels.appendingPathComponent("base-f32/checkpoint"), to: folder)
+        let weights = folder.appendingPathComponent("model.safetensors")
+        let data = try Data(contentsOf: weights)
+        try data.prefix(data.count / 2).write(to: weights)
+        let output = scratch.path("out.blip2")
+        let result = try quantize.run([folder.path, "--output", output])
+        #expect(result.status == 1)
+        #expect(result.stderr.contains("model.safetensors"))
+        #expect(result.stdout.isEmpty)
+        #expect(scratch.contents == ["ckpt"])
+    }
+}
