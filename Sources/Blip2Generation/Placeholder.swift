@@ -1,0 +1,1 @@
+// Blip2Generation
