@@ -168,10 +168,10 @@ private enum SpecialValue: Equatable {
         }
     }
 
-    init?(json: Any?, forceSpecial: Bool) {
+    init?(json: Any?) {
         if let string = json as? String {
             self = .plain(string)
-        } else if let dictionary = json as? [String: Any], let options = TokenOptions(json: dictionary, forceSpecial: forceSpecial) {
+        } else if let dictionary = json as? [String: Any], let options = TokenOptions(json: dictionary) {
             self = .token(options)
         } else {
             return nil
@@ -194,9 +194,9 @@ private struct TokenOptions: Equatable {
         self.normalized = normalized ?? !special
     }
 
-    init?(json: [String: Any], forceSpecial: Bool) {
+    init?(json: [String: Any]) {
         guard let content = json["content"] as? String else { return nil }
-        let special = forceSpecial || ((json["special"] as? Bool) ?? false)
+        let special = (json["special"] as? Bool) ?? false
         self.init(content: content, special: special, normalized: json["normalized"] as? Bool)
         lstrip = (json["lstrip"] as? Bool) ?? false
         rstrip = (json["rstrip"] as? Bool) ?? false
@@ -212,8 +212,6 @@ private struct AddedTokenResolver {
     let vocab: [String: Int]
     private var idForContent: [String: Int] = [:]
     private var tokenForId: [Int: TokenOptions] = [:]
-    private var specialContents: Set<String> = []
-    private var namedKeysInOrder: [String] = []
 
     init(vocab: [String: Int]) {
         self.vocab = vocab
@@ -235,14 +233,14 @@ private struct AddedTokenResolver {
         // Model-specific named tokens from the config itself (e.g. image_token).
         var explicitModelSpecific: [(String, SpecialValue)] = []
         for key in kwargs.keys.sorted() where Self.isModelSpecificKey(key) {
-            if let value = SpecialValue(json: kwargs[key], forceSpecial: false) {
+            if let value = SpecialValue(json: kwargs[key]) {
                 explicitModelSpecific.append((key, value))
                 kwargs[key] = nil
             }
         }
         if let extraDictionary = kwargs["extra_special_tokens"] as? [String: Any] {
             for key in extraDictionary.keys.sorted() {
-                if let value = SpecialValue(json: extraDictionary[key], forceSpecial: false) {
+                if let value = SpecialValue(json: extraDictionary[key]) {
                     explicitModelSpecific.append((key, value))
                 }
             }
@@ -257,7 +255,7 @@ private struct AddedTokenResolver {
             // The saved added tokens are authoritative; special_tokens_map.json and added_tokens.json are ignored.
             for (key, value) in decoder {
                 guard let id = Int(key), let dictionary = value as? [String: Any],
-                      let options = TokenOptions(json: dictionary, forceSpecial: false) else {
+                      let options = TokenOptions(json: dictionary) else {
                     throw TokenizerError.malformedJSON(
                         name: "tokenizer_config.json", reason: "added_tokens_decoder entry \(key.debugDescription) is not {id: {content: ...}}")
                 }
@@ -287,7 +285,7 @@ private struct AddedTokenResolver {
                 }
                 if let extraDictionary = kwargs["extra_special_tokens"] as? [String: Any] {
                     for key in extraDictionary.keys.sorted() {
-                        if let value = SpecialValue(json: extraDictionary[key], forceSpecial: false) {
+                        if let value = SpecialValue(json: extraDictionary[key]) {
                             explicitModelSpecific.append((key, value))
                         }
                     }
@@ -298,10 +296,10 @@ private struct AddedTokenResolver {
                 // Whether an entry is special is decided against the named and extra tokens known so far.
                 var specialStrings = Set<String>()
                 for key in Self.namedKeys {
-                    if let value = SpecialValue(json: kwargs[key], forceSpecial: false) { specialStrings.insert(value.content) }
+                    if let value = SpecialValue(json: kwargs[key]) { specialStrings.insert(value.content) }
                 }
                 for item in (kwargs["extra_special_tokens"] as? [Any]) ?? [] {
-                    if let value = SpecialValue(json: item, forceSpecial: false) { specialStrings.insert(value.content) }
+                    if let value = SpecialValue(json: item) { specialStrings.insert(value.content) }
                 }
                 var byId: [Int: TokenOptions] = [:]
                 for (content, value) in addedTokensFile {
@@ -325,7 +323,7 @@ private struct AddedTokenResolver {
         let declaredByContent = Dictionary(declared.map { ($0.options.content, $0.options) }, uniquingKeysWith: { _, last in last })
         for key in Self.namedKeys {
             if kwargs.keys.contains(key) {
-                guard var value = SpecialValue(json: kwargs[key], forceSpecial: false) else { continue }
+                guard var value = SpecialValue(json: kwargs[key]) else { continue }
                 if let options = declaredByContent[value.content] { value = .token(options) }
                 namedValues[key] = value
             } else if let fallback = Self.gpt2Defaults[key] {
@@ -333,12 +331,12 @@ private struct AddedTokenResolver {
             }
         }
         for item in (kwargs["extra_special_tokens"] as? [Any]) ?? [] {
-            if let value = SpecialValue(json: item, forceSpecial: false) { extras.append(value) }
+            if let value = SpecialValue(json: item) { extras.append(value) }
         }
         // Keys that arrived through special_tokens_map.json are detected at init, before the config's own.
         var modelSpecific: [(String, SpecialValue)] = []
         for key in kwargs.keys.sorted() where Self.isModelSpecificKey(key) {
-            if let value = SpecialValue(json: kwargs[key], forceSpecial: false) { modelSpecific.append((key, value)) }
+            if let value = SpecialValue(json: kwargs[key]) { modelSpecific.append((key, value)) }
         }
         for (key, value) in explicitModelSpecific {
             if let index = modelSpecific.firstIndex(where: { $0.0 == key }) {
@@ -373,7 +371,6 @@ private struct AddedTokenResolver {
 
         var named: [String: String] = [:]
         for (key, value) in orderedNamed { named[key] = value.content }
-        namedKeysInOrder = orderedNamed.map(\.0)
         return Resolved(named: named, imageToken: named["image_token"])
     }
 
@@ -416,9 +413,6 @@ private struct AddedTokenResolver {
     /// `tokenizers`' AddedVocabulary.add_tokens: identical tokens are ignored, a known content keeps
     /// its id (and takes the new options), anything else gets the next id after the vocabulary.
     private mutating func add(_ tokens: [TokenOptions]) {
-        for token in tokens where token.special && !token.content.isEmpty {
-            specialContents.insert(token.content)
-        }
         for token in tokens {
             if token.content.isEmpty || tokenForId.values.contains(token) { continue }
             let id = idForContent[token.content] ?? vocab[token.content] ?? nextId()

@@ -1,6 +1,19 @@
 import Foundation
 
 // MARK: - The tokenizer
+//
+// Encoding, as transformers 5.x + tokenizers 0.23 do it for BLIP-2-OPT:
+//   1. added tokens typed in the text (`</s>`, `<pad>`, `<image>`; not `<s>`, `<unk>`, `<mask>`,
+//      which OPT's files do not declare) are cut out first; the spaces around them stay in the text;
+//   2. the rest is split by the GPT-2 regex (PreTokenizer.swift) and each piece is spelled in
+//      GPT-2's byte alphabet (ByteLevel.swift);
+//   3. each piece is merged by BPE rank (BytePairEncoding.swift), with results cached per piece;
+//   4. BOS (`</s>`, id 2) goes in front.
+// Decoding joins the bytes of every known, non-skipped id and decodes them as UTF-8 with U+FFFD for
+// each invalid or incomplete sequence (Rust's from_utf8_lossy; Python's errors="replace" agrees).
+// transformers 5 never applies clean_up_tokenization_spaces to a BPE tokenizer (it logs a warning and
+// ignores the flag), so `decode` does no cleanup. The BLIP-2 examples then call Python's `.strip()`
+// on the text; `decodeStripped` and `TokenStreamDecoder(stripWhitespace:)` reproduce that.
 
 /// OPT's tokenizer as `transformers` 5.x builds it for BLIP-2-OPT: GPT-2 byte-level BPE with
 /// fairseq/RoBERTa ids, added tokens split out before BPE, BOS (`</s>`) prepended.
