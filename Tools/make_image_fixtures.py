@@ -354,6 +354,13 @@ def broken_cases():
     zero[sof + 5 : sof + 7] = struct.pack(">H", 0)
     cases.append(("jpeg_zero_height.jpg", bytes(zero), "corrupt"))
 
+    # 1,500 copies of the last refinement scan of a tiny progressive JPEG: a decoding-time bomb
+    tiny = encode(Image.fromarray((np.arange(64).reshape(8, 8) * 4).astype(np.uint8), "L"), "JPEG", quality=90, progressive=True)
+    last_sos = tiny.rfind(b"\xff\xda")
+    eoi = tiny.rfind(b"\xff\xd9")
+    bomb = tiny[:eoi] + tiny[last_sos:eoi] * 1500 + b"\xff\xd9"
+    cases.append(("jpeg_1500_scans.jpg", bomb, "unsupportedImage", "PIL decodes every scan; the decoder stops after 1000"))
+
     png = raw_png(np.asarray(content(60, 40, 73)), 8, 2)
     cases.append(("png_truncated_in_idat.png", png[: len(png) // 2], "truncated"))
     cases.append(("png_truncated_in_header.png", png[:20], "truncated"))

@@ -5,9 +5,16 @@ public struct ImageDecodeOptions: Sendable, Equatable {
     /// Images whose header declares more pixels than this are refused before any pixel is decoded.
     /// The default, 64 megapixels, admits any camera photo while bounding memory (about 200 MB of RGB).
     public var maxPixels: Int = 64_000_000
+    /// Files larger than this are refused before they are read.
+    public var maxFileBytes: Int = 256 << 20
+    /// Progressive JPEGs with more scans than this are refused: ordinary encoders write about 10, and each
+    /// scan can cost a pass over the whole image, so thousands of tiny scans would stall a small board.
+    public var maxJPEGScans: Int = 1000
 
-    public init(maxPixels: Int = 64_000_000) {
+    public init(maxPixels: Int = 64_000_000, maxFileBytes: Int = 256 << 20, maxJPEGScans: Int = 1000) {
         self.maxPixels = maxPixels
+        self.maxFileBytes = maxFileBytes
+        self.maxJPEGScans = maxJPEGScans
     }
 }
 
@@ -23,6 +30,7 @@ public enum ImageFormat: String, Sendable, Equatable {
     case jpeg2000 = "JPEG 2000"
     case jpegXL = "JPEG XL"
     case qoi = "QOI"
+    case ico = "ICO"
 
     /// Recognizes a format from the first bytes of a file (the extension is never consulted).
     public static func sniff(_ bytes: UnsafeRawBufferPointer) -> ImageFormat? {
@@ -43,6 +51,7 @@ public enum ImageFormat: String, Sendable, Equatable {
         if starts(with: [0xFF, 0x0A]) || starts(with: [0x00, 0x00, 0x00, 0x0C, 0x4A, 0x58, 0x4C, 0x20]) { return .jpegXL }
         if starts(with: Array("qoif".utf8)) { return .qoi }
         if starts(with: Array("BM".utf8)) && bytes.count >= 26 { return .bmp }
+        if starts(with: [0x00, 0x00, 0x01, 0x00]) || starts(with: [0x00, 0x00, 0x02, 0x00]) { return .ico }
         return nil
     }
 }
@@ -58,9 +67,13 @@ public enum ImageDecoder {
             throw ImageError.fileNotFound(path: path)
         }
         if isDirectory.boolValue { throw ImageError.unreadableFile(path: path, reason: "it is a directory") }
+        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > options.maxFileBytes {
+            throw ImageError.fileTooLarge(path: path, bytes: size, limit: options.maxFileBytes)
+        }
+        // Read, not mapped: a mapping of a file that another process truncates would crash on access.
         let data: Data
         do {
-            data = try Data(contentsOf: url, options: .mappedIfSafe)
+            data = try Data(contentsOf: url)
         } catch {
             throw ImageError.unreadableFile(path: path, reason: error.localizedDescription)
         }
@@ -70,6 +83,9 @@ public enum ImageDecoder {
     /// Decodes image bytes already in memory; `name` identifies them in errors.
     public static func decode(data: Data, name: String, options: ImageDecodeOptions = .init()) throws -> RGBImage {
         guard !data.isEmpty else { throw ImageError.emptyFile(name: name) }
+        guard data.count <= options.maxFileBytes else {
+            throw ImageError.fileTooLarge(path: name, bytes: data.count, limit: options.maxFileBytes)
+        }
         return try data.withUnsafeBytes { bytes in
             switch ImageFormat.sniff(bytes) {
             case .jpeg: return try decodeJPEG(bytes, name: name, options: options)

@@ -5,6 +5,8 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
     case fileNotFound(path: String)
     /// The path exists but could not be read (a directory, no permission, an I/O error).
     case unreadableFile(path: String, reason: String)
+    /// Over `ImageDecodeOptions.maxFileBytes`; nothing was read.
+    case fileTooLarge(path: String, bytes: Int, limit: Int)
     /// Zero bytes.
     case emptyFile(name: String)
     /// The leading bytes match no image format at all: not an image, or damaged from the first byte.
@@ -31,6 +33,8 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
             return "\(path): no such file; check the path"
         case .unreadableFile(let path, let reason):
             return "\(path): cannot read the file (\(reason))"
+        case .fileTooLarge(let path, let bytes, let limit):
+            return "\(path): the file has \(bytes) bytes, over the limit of \(limit); raise ImageDecodeOptions.maxFileBytes to read it"
         case .emptyFile(let name):
             return "\(name): the file is empty; expected a JPEG or PNG image"
         case .unrecognizedFormat(let name):

@@ -18,7 +18,7 @@ public struct ImagePreprocessor: Sendable {
         if config.doCenterCrop {
             throw ImageError.invalidConfig(name: name, reason: "do_center_crop is not part of BLIP-2's preprocessing and is not supported")
         }
-        if config.doResize && config.resample == .nearest {
+        if config.resample == .nearest {
             throw ImageError.invalidConfig(name: name, reason: "resample 0 (nearest) is not supported; BLIP-2 uses 3 (bicubic)")
         }
         switch config.size {
@@ -81,7 +81,7 @@ public struct ImagePreprocessor: Sendable {
     public func makeResampler(inputWidth: Int, inputHeight: Int) -> ImageResampler {
         let size = outputSize(inputWidth: inputWidth, inputHeight: inputHeight)
         return ImageResampler(inputWidth: inputWidth, inputHeight: inputHeight, outputWidth: size.width,
-                              outputHeight: size.height, filter: config.resample == .nearest ? .bicubic : config.resample)
+                              outputHeight: size.height, filter: config.resample)
     }
 
     /// The uint8 image the reference hands to rescaling: `image` resized when `do_resize` is on.

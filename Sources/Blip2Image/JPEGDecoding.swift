@@ -69,14 +69,19 @@ func scanJPEGHeader(_ bytes: UnsafeRawBufferPointer) -> JPEGHeaderScan {
 
 /// Everything the decoding thread reads and writes. Plain values and raw pointers only: see GuardedThread.
 private struct JPEGDecodeJob {
-    enum Outcome { case notFinished, decoded, unsupportedColorComponents, unsupportedPrecision, tooManyPixels, outOfMemory }
+    enum Outcome {
+        case notFinished, decoded, unsupportedColorComponents, unsupportedPrecision, unexpectedOutputSize
+        case tooManyPixels, tooManyScans, outOfMemory
+    }
 
     var input: UnsafePointer<UInt8>
     var inputCount: Int
     var maxPixels: Int
+    var maxScans: Int
     var decompressor: UnsafeMutablePointer<jpeg_decompress_struct>
     var errorManager: UnsafeMutablePointer<jpeg_error_mgr>
     var source: UnsafeMutablePointer<jpeg_source_mgr>
+    var progress: UnsafeMutablePointer<jpeg_progress_mgr>
     /// An end-of-image marker handed to libjpeg when the real data runs out.
     var endOfImageMarker: UnsafeMutablePointer<UInt8>
     var message: UnsafeMutablePointer<CChar>
@@ -147,6 +152,16 @@ private func installHandlers(_ job: UnsafeMutablePointer<JPEGDecodeJob>) {
     }
     source.pointee.resync_to_restart = jpeg_resync_to_restart
     source.pointee.term_source = { _ in }
+
+    // A progressive file can hold thousands of tiny scans that each cost a pass over the whole image;
+    // libjpeg reports progress once per unit of input, which is where such a file is stopped.
+    job.pointee.progress.pointee.progress_monitor = { common in
+        guard let job = decodeJob(of: common) else { return }
+        if Int(job.pointee.decompressor.pointee.input_scan_number) > job.pointee.maxScans {
+            job.pointee.outcome = .tooManyScans
+            GuardedThread.abandon()
+        }
+    }
 }
 
 private func decodeJPEGOnCurrentThread(_ job: UnsafeMutablePointer<JPEGDecodeJob>) {
@@ -156,6 +171,7 @@ private func decodeJPEGOnCurrentThread(_ job: UnsafeMutablePointer<JPEGDecodeJob
     decompressor.pointee.client_data = UnsafeMutableRawPointer(job)
     jpeg_CreateDecompress(decompressor, JPEG_LIB_VERSION, MemoryLayout<jpeg_decompress_struct>.size)
     decompressor.pointee.src = job.pointee.source
+    decompressor.pointee.progress = job.pointee.progress
     _ = jpeg_read_header(decompressor, 1)
 
     let width = Int(decompressor.pointee.image_width)
@@ -185,7 +201,7 @@ private func decodeJPEGOnCurrentThread(_ job: UnsafeMutablePointer<JPEGDecodeJob
     guard Int(decompressor.pointee.output_width) == width, Int(decompressor.pointee.output_height) == height,
           Int(decompressor.pointee.output_components) == components
     else {
-        job.pointee.outcome = .unsupportedColorComponents
+        job.pointee.outcome = .unexpectedOutputSize
         return
     }
     let rowBytes = width * components
@@ -241,6 +257,8 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
     errorManager.initialize(to: jpeg_error_mgr())
     let source = UnsafeMutablePointer<jpeg_source_mgr>.allocate(capacity: 1)
     source.initialize(to: jpeg_source_mgr())
+    let progress = UnsafeMutablePointer<jpeg_progress_mgr>.allocate(capacity: 1)
+    progress.initialize(to: jpeg_progress_mgr())
     let endOfImageMarker = UnsafeMutablePointer<UInt8>.allocate(capacity: 2)
     endOfImageMarker[0] = 0xFF
     endOfImageMarker[1] = 0xD9
@@ -248,8 +266,8 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
     message.initialize(repeating: 0, count: Int(JMSG_LENGTH_MAX) + 1)
     let job = UnsafeMutablePointer<JPEGDecodeJob>.allocate(capacity: 1)
     job.initialize(to: JPEGDecodeJob(
-        input: input, inputCount: bytes.count, maxPixels: options.maxPixels,
-        decompressor: decompressor, errorManager: errorManager, source: source,
+        input: input, inputCount: bytes.count, maxPixels: options.maxPixels, maxScans: options.maxJPEGScans,
+        decompressor: decompressor, errorManager: errorManager, source: source, progress: progress,
         endOfImageMarker: endOfImageMarker, message: message))
     defer {
         // Safe whether the thread finished, gave up, or never started: libjpeg owns its memory.
@@ -260,6 +278,7 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
         decompressor.deallocate()
         errorManager.deallocate()
         source.deallocate()
+        progress.deallocate()
         endOfImageMarker.deallocate()
         message.deallocate()
     }
@@ -272,17 +291,18 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
         if result.ranOutOfData { throw ImageError.truncated(name: name) }
         throw ImageError.corrupt(name: name, reason: "libjpeg: " + String(cString: message))
     }
-    let frame = JPEGFrameHeader(width: result.width, height: result.height, precision: 8, components: result.components)
     switch result.outcome {
     case .notFinished:
         throw ImageError.corrupt(name: name, reason: "libjpeg stopped without saying why")
     case .unsupportedPrecision:
         throw ImageError.unsupportedImage(name: name, reason: "JPEG samples are not 8-bit")
     case .unsupportedColorComponents:
-        try checkFrame(frame, name: name, options: options)
         throw ImageError.unsupportedImage(name: name, reason: "JPEG with \(result.components) color components")
+    case .unexpectedOutputSize:
+        throw ImageError.corrupt(name: name, reason: "libjpeg would output a different size than the frame header declares")
+    case .tooManyScans:
+        throw ImageError.unsupportedImage(name: name, reason: "a progressive JPEG with more than \(options.maxJPEGScans) scans")
     case .tooManyPixels:
-        try checkFrame(frame, name: name, options: options)
         throw ImageError.tooManyPixels(name: name, width: result.width, height: result.height, limit: options.maxPixels)
     case .outOfMemory:
         throw ImageError.decoderUnavailable(name: name, reason: "out of memory for \(result.width)x\(result.height) pixels")

@@ -82,6 +82,29 @@ struct DecodeTests {
         }
     }
 
+    @Test("files over the byte limit are refused before reading")
+    func fileSizeLimit() throws {
+        let fixture = try #require(Manifest.cases.first { $0.name == "png_rgb8_200x133" })
+        let size = try Data(contentsOf: fixture.url).count
+        let options = ImageDecodeOptions(maxFileBytes: size - 1)
+        #expect(throws: ImageError.fileTooLarge(path: fixture.url.path, bytes: size, limit: size - 1)) {
+            try ImageDecoder.decode(contentsOf: fixture.url, options: options)
+        }
+        #expect(throws: ImageError.fileTooLarge(path: "frame", bytes: size, limit: size - 1)) {
+            try ImageDecoder.decode(data: try Data(contentsOf: fixture.url), name: "frame", options: options)
+        }
+    }
+
+    @Test("the progressive scan limit stops a decode inside libjpeg")
+    func scanLimit() throws {
+        let progressive = try #require(Manifest.cases.first { $0.name == "jpeg_progressive_333x251" })
+        #expect(throws: ImageError.self) {
+            try ImageDecoder.decode(contentsOf: progressive.url, options: ImageDecodeOptions(maxJPEGScans: 2))
+        }
+        let baseline = try #require(Manifest.cases.first { $0.name == "jpeg_3x5" })
+        #expect(try ImageDecoder.decode(contentsOf: baseline.url, options: ImageDecodeOptions(maxJPEGScans: 1)).width == 3)
+    }
+
     @Test("every prefix of a JPEG and a PNG either decodes or fails cleanly")
     func everyTruncation() throws {
         for name in ["jpeg_3x5", "jpeg_gray_progressive_65x33", "png_palette4_interlaced_53x29", "png_la16_40x30"] {
@@ -148,6 +171,7 @@ struct DecodeTests {
         #expect(format([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) == .png)
         #expect(format([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A]) == nil)
         #expect(format(Array("GIF89a".utf8)) == .gif)
+        #expect(format([0x00, 0x00, 0x01, 0x00, 0x01, 0x00]) == .ico)
         #expect(format([0xFF, 0xD8]) == nil)
         #expect(format([]) == nil)
     }
@@ -162,6 +186,7 @@ struct DecodeTests {
         switch error {
         case .fileNotFound: return "fileNotFound"
         case .unreadableFile: return "unreadableFile"
+        case .fileTooLarge: return "fileTooLarge"
         case .emptyFile: return "emptyFile"
         case .unrecognizedFormat: return "unrecognizedFormat"
         case .unsupportedFormat: return "unsupportedFormat"
