@@ -5,9 +5,9 @@ public struct ImagePreprocessor: Sendable {
     public let config: ImageProcessorConfig
     /// Output height when the configured size is exact (BLIP-2: 224). With an aspect-preserving size the
     /// output depends on the input: this is then the height a square input gets; use `outputSize(for:)`.
-    public var outputHeight: Int
+    public let outputHeight: Int
     /// Output width; see `outputHeight`.
-    public var outputWidth: Int
+    public let outputWidth: Int
     /// The float each uint8 value becomes, per channel: [channel * 256 + value]. Every value goes through
     /// the same arithmetic, so a table is exact and keeps the per-pixel work to one load.
     private let channelTables: [Float]
