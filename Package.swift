@@ -35,6 +35,8 @@ let package = Package(
         .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer"]),
         .target(name: "Blip2Tokenizer"),
         .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
+        // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
+        .target(name: "Blip2Model", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
         // Decoding strategies over any language model state: greedy, beam search, sampling.
         .target(name: "Blip2Generation"),
         // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
@@ -62,6 +64,7 @@ let package = Package(
         .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Config"]),
         .testTarget(name: "Blip2TokenizerTests", dependencies: ["Blip2Tokenizer"]),
         .testTarget(name: "Blip2ImageTests", dependencies: ["Blip2Image"]),
+        .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Convert", "Blip2ModelFile"]),
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),

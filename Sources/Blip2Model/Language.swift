@@ -1,0 +1,152 @@
+import Blip2Config
+import Blip2ModelFile
+
+// MARK: - Language: OPT decoder
+//
+// Input embeddings are the projected query outputs followed by embed_tokens rows; learned positions with
+// OPT's offset of 2; pre-LN layers (q scaled by 1/sqrt(head_dim) before the product), causal attention
+// over a KV cache; LN -> fc1 -> ReLU -> fc2; final_layer_norm; lm_head tied to embed_tokens unless stored.
+
+final class LanguageModel {
+    let config: OPTConfig
+    let embedTokens: WeightMatrix                 // model.decoder.embed_tokens [vocab, embed_dim]
+    let embedPositions: UnsafePointer<Float>      // model.decoder.embed_positions [max_positions + 2, hidden]
+    let projectIn: Linear?                        // model.decoder.project_in [hidden, embed_dim] (only if embed_dim != hidden)
+    let projectOut: Linear?                       // model.decoder.project_out [embed_dim, hidden]
+    let layers: [Layer]
+    let finalLayerNorm: LayerNormWeights?         // model.decoder.final_layer_norm
+    let lmHead: Linear                            // lm_head [vocab, embed_dim] (= embed_tokens when tied)
+
+    struct Layer {
+        let selfAttentionNorm: LayerNormWeights   // self_attn_layer_norm
+        let qProj, kProj, vProj, outProj: Linear  // self_attn.{q,k,v,out}_proj [hidden, hidden]
+        let finalNorm: LayerNormWeights           // final_layer_norm
+        let fc1: Linear                           // fc1 [ffn, hidden]
+        let fc2: Linear                           // fc2 [hidden, ffn]
+    }
+
+    var hidden: Int { config.hiddenSize }
+    var vocabSize: Int { config.vocabSize }
+    var maxPositions: Int { config.maxPositionEmbeddings }
+
+    init(config: OPTConfig, loader: WeightLoader, storage: inout [UnsafeMutablePointer<Float>]) throws {
+        guard config.doLayerNormBefore else {
+            throw ModelLoadError(message: "OPT with do_layer_norm_before = false (post-LN, as in opt-350m) is not supported")
+        }
+        self.config = config
+        let h = config.hiddenSize, e = config.embeddingDim, bias = config.enableBias, affine = config.layerNormElementwiseAffine
+        let d = "language_model.model.decoder"
+        embedTokens = try loader.matrix("\(d).embed_tokens.weight", rows: config.vocabSize, cols: e)
+        embedPositions = try loader.vector("\(d).embed_positions.weight", count: (config.maxPositionEmbeddings + OPTConfig.positionOffset) * h,
+                                           shape: [config.maxPositionEmbeddings + OPTConfig.positionOffset, h], into: &storage)
+        projectIn = e == h ? nil : try loader.linear("\(d).project_in", out: h, in: e, bias: false, into: &storage)
+        projectOut = e == h ? nil : try loader.linear("\(d).project_out", out: e, in: h, bias: false, into: &storage)
+        layers = try (0..<config.numHiddenLayers).map { i in
+            let l = "\(d).layers.\(i)"
+            return Layer(
+                selfAttentionNorm: try loader.layerNorm("\(l).self_attn_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage),
+                qProj: try loader.linear("\(l).self_attn.q_proj", out: h, in: h, bias: bias, into: &storage),
+                kProj: try loader.linear("\(l).self_attn.k_proj", out: h, in: h, bias: bias, into: &storage),
+                vProj: try loader.linear("\(l).self_attn.v_proj", out: h, in: h, bias: bias, into: &storage),
+                outProj: try loader.linear("\(l).self_attn.out_proj", out: h, in: h, bias: bias, into: &storage),
+                finalNorm: try loader.layerNorm("\(l).final_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage),
+                fc1: try loader.linear("\(l).fc1", out: config.ffnDim, in: h, bias: bias, into: &storage),
+                fc2: try loader.linear("\(l).fc2", out: h, in: config.ffnDim, bias: bias, into: &storage))
+        }
+        finalLayerNorm = config.hasFinalLayerNorm
+            ? try loader.layerNorm("\(d).final_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage) : nil
+        let head = config.tieWordEmbeddings ? embedTokens : try loader.matrix(WeightManifest.outputHeadKey, rows: config.vocabSize, cols: e)
+        lmHead = Linear(weight: head, bias: nil)
+    }
+
+    /// Token embedding rows (before project_in) for `ids` into `out` [ids.count, embed_dim].
+    func embed(_ ids: [Int], into out: UnsafeMutablePointer<Float>) {
+        for (i, id) in ids.enumerated() { embedTokens.dequantizeRow(id, into: out + i * embedTokens.cols) }
+    }
+
+    /// Runs `tokens` input embeddings [tokens, embed_dim] at positions cache.length..., appending to the
+    /// cache; returns the logits of the last position.
+    func forward(_ embeddings: UnsafePointer<Float>, tokens: Int, cache: KVCache, logits: UnsafeMutablePointer<Float>) {
+        let h = hidden, start = cache.length
+        precondition(start + tokens <= cache.capacity, "KV cache overflow is checked by the caller")
+        let x = FloatBuffer(tokens * h)
+        if let projectIn {
+            MatMul.linear(embeddings, tokens: tokens, projectIn, into: x.pointer)
+        } else {
+            x.pointer.update(from: embeddings, count: tokens * h)
+        }
+        for t in 0..<tokens {
+            Ops.add(x.pointer + t * h, embedPositions + (start + t + OPTConfig.positionOffset) * h, count: h)
+        }
+        let heads = config.numAttentionHeads, headDim = h / heads
+        let scaling = 1 / Float(headDim).squareRoot()
+        let normed = FloatBuffer(tokens * h), q = FloatBuffer(tokens * h), context = FloatBuffer(tokens * h)
+        let ffn = FloatBuffer(tokens * config.ffnDim), scores = FloatBuffer(start + tokens)
+        for (i, layer) in layers.enumerated() {
+            normed.pointer.update(from: x.pointer, count: tokens * h)
+            Ops.layerNorm(normed.pointer, tokens: tokens, layer.selfAttentionNorm)
+            MatMul.linear(normed.pointer, tokens: tokens, layer.qProj, into: q.pointer)
+            for j in 0..<(tokens * h) { q.pointer[j] *= scaling }
+            let keys = cache.keys(layer: i), values = cache.values(layer: i)
+            MatMul.linear(normed.pointer, tokens: tokens, layer.kProj, into: keys + start * h)
+            MatMul.linear(normed.pointer, tokens: tokens, layer.vProj, into: values + start * h)
+            Ops.attention(q: q.pointer, qStride: h, queries: tokens, k: keys, v: values, kvStride: h, keys: start + tokens,
+                          heads: heads, headDim: headDim, scale: 1, causalOffset: start, out: context.pointer, scores: scores.pointer)
+            MatMul.linear(context.pointer, tokens: tokens, layer.outProj, into: normed.pointer)
+            Ops.add(x.pointer, normed.pointer, count: tokens * h)
+
+            normed.pointer.update(from: x.pointer, count: tokens * h)
+            Ops.layerNorm(normed.pointer, tokens: tokens, layer.finalNorm)
+            MatMul.linear(normed.pointer, tokens: tokens, layer.fc1, into: ffn.pointer)
+            Ops.relu(ffn.pointer, count: tokens * config.ffnDim)
+            MatMul.linear(ffn.pointer, tokens: tokens, layer.fc2, into: normed.pointer)
+            Ops.add(x.pointer, normed.pointer, count: tokens * h)
+        }
+        cache.length = start + tokens
+        let last = x.pointer + (tokens - 1) * h
+        if let finalLayerNorm { Ops.layerNorm(last, tokens: 1, finalLayerNorm) }
+        if let projectOut {
+            let out = FloatBuffer(config.embeddingDim)
+            MatMul.linear(last, tokens: 1, projectOut, into: out.pointer)
+            MatMul.linear(out.pointer, tokens: 1, lmHead, into: logits)
+        } else {
+            MatMul.linear(last, tokens: 1, lmHead, into: logits)
+        }
+    }
+}
+
+/// Keys and values of every layer for the positions consumed so far.
+public final class KVCache {
+    public let layers: Int
+    public let width: Int
+    public let capacity: Int
+    public internal(set) var length = 0
+    private let storage: UnsafeMutablePointer<Float>
+
+    init(layers: Int, width: Int, capacity: Int) {
+        self.layers = layers
+        self.width = width
+        self.capacity = capacity
+        storage = .allocate(capacity: max(1, 2 * layers * capacity * width))
+    }
+    deinit { storage.deallocate() }
+
+    func keys(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer) * capacity * width }
+    func values(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer + 1) * capacity * width }
+
+    /// A copy holding the same positions.
+    func copy() -> KVCache {
+        let other = KVCache(layers: layers, width: width, capacity: capacity)
+        for i in 0..<(2 * layers) {
+            (other.storage + i * capacity * width).update(from: storage + i * capacity * width, count: length * width)
+        }
+        other.length = length
+        return other
+    }
+
+    /// Forgets positions from `newLength` on (chat turns reuse the shared prefix).
+    func truncate(to newLength: Int) {
+        precondition(newLength <= length)
+        length = newLength
+    }
+}

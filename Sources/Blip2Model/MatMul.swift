@@ -1,0 +1,47 @@
+import CKernels
+
+// MARK: - The matrix product seam
+//
+// Every linear layer in the model goes through `MatMul.linear`. This is the plain reference version:
+// dequantize one weight row, dot it with every token. The SIMD kernels replace the body, not the callers.
+
+public enum MatMul {
+    /// y[t, o] = sum_i x[t, i] * W[o, i] + b[o] for t < tokens. x: [tokens, in], y: [tokens, out].
+    public static func linear(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
+        let w = layer.weight
+        let n = w.cols
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: n)
+        defer { row.deallocate() }
+        for o in 0..<w.rows {
+            let rowPointer: UnsafePointer<Float>
+            if w.type == .f32 {
+                rowPointer = (w.data + o * w.rowBytes).assumingMemoryBound(to: Float.self)
+            } else {
+                w.dequantizeRow(o, into: row)
+                rowPointer = UnsafePointer(row)
+            }
+            let b = layer.bias?[o] ?? 0
+            for t in 0..<tokens {
+                y[t * w.rows + o] = dot(x + t * n, rowPointer, n) + b
+            }
+        }
+    }
+
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            let va = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+            let vb = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            acc = acc.addingProduct(va, vb)
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < n {
+            sum += a[i] * b[i]
+            i += 1
+        }
+        return sum
+    }
+}

@@ -1,0 +1,102 @@
+import Foundation
+
+// MARK: - Element-wise and normalization operations on [tokens, dim] rows
+
+enum Ops {
+    /// In place over `tokens` rows of `dim`. Statistics in Double: the reference computes them in f32 with
+    /// a pairwise reduction; Double keeps us at least as close to the exact value.
+    static func layerNorm(_ x: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
+        let n = norm.dim
+        for t in 0..<tokens {
+            let row = x + t * n
+            var mean = 0.0
+            for i in 0..<n { mean += Double(row[i]) }
+            mean /= Double(n)
+            var variance = 0.0
+            for i in 0..<n {
+                let d = Double(row[i]) - mean
+                variance += d * d
+            }
+            variance /= Double(n)
+            let inv = Float(1 / (variance + Double(norm.eps)).squareRoot())
+            let m = Float(mean)
+            for i in 0..<n {
+                var v = (row[i] - m) * inv
+                if let w = norm.weight { v *= w[i] }
+                if let b = norm.bias { v += b[i] }
+                row[i] = v
+            }
+        }
+    }
+
+    /// Exact GELU: x * (1 + erf(x / sqrt(2))) / 2.
+    static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count {
+            let v = x[i]
+            x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        }
+    }
+
+    static func relu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        for i in 0..<count where x[i] < 0 { x[i] = 0 }
+    }
+
+    /// y += x
+    static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
+    /// Softmax in place over `count` values.
+    static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        var maximum = -Float.infinity
+        for i in 0..<count { maximum = max(maximum, x[i]) }
+        var sum: Float = 0
+        for i in 0..<count {
+            let e = expf(x[i] - maximum)
+            x[i] = e
+            sum += e
+        }
+        let inv = 1 / sum
+        for i in 0..<count { x[i] *= inv }
+    }
+
+    /// Multi-head attention for one block of queries against keys/values.
+    /// q: [queries, heads*hd] (row stride qStride), k/v: [keys, heads*hd] (row stride kvStride);
+    /// out: [queries, heads*hd]. Query i may attend to keys 0...(causalOffset + i) when causal.
+    static func attention(q: UnsafePointer<Float>, qStride: Int, queries: Int,
+                          k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, keys: Int,
+                          heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
+                          out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+        let width = heads * headDim
+        for h in 0..<heads {
+            for i in 0..<queries {
+                let visible = causalOffset.map { min(keys, $0 + i + 1) } ?? keys
+                let qi = q + i * qStride + h * headDim
+                for j in 0..<visible {
+                    scores[j] = MatMul.dot(qi, k + j * kvStride + h * headDim, headDim) * scale
+                }
+                softmax(scores, count: visible)
+                let o = out + i * width + h * headDim
+                for d in 0..<headDim { o[d] = 0 }
+                for j in 0..<visible {
+                    let p = scores[j]
+                    let vj = v + j * kvStride + h * headDim
+                    for d in 0..<headDim { o[d] += p * vj[d] }
+                }
+            }
+        }
+    }
+}
+
+/// A heap buffer of floats, freed with its owner; model code passes its pointer around.
+final class FloatBuffer {
+    let pointer: UnsafeMutablePointer<Float>
+    let count: Int
+    init(_ count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+    deinit { pointer.deallocate() }
+    var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+}
