@@ -39,6 +39,8 @@ let package = Package(
         .target(name: "Blip2Model", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
         // Decoding strategies over any language model state: greedy, beam search, sampling.
         .target(name: "Blip2Generation"),
+        // Image + prompt in, text out: the four tasks, chat sessions, timings.
+        .target(name: "Blip2Pipeline", dependencies: ["Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
         // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core"]),
 
@@ -46,7 +48,8 @@ let package = Package(
         .executableTarget(
             name: "blip2",
             dependencies: [
-                "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine",
+                "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
+                "Blip2Generation", "Blip2Image", "Blip2Model",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -65,6 +68,7 @@ let package = Package(
         .testTarget(name: "Blip2TokenizerTests", dependencies: ["Blip2Tokenizer"]),
         .testTarget(name: "Blip2ImageTests", dependencies: ["Blip2Image"]),
         .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Convert", "Blip2ModelFile"]),
+        .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Convert", "Blip2Generation", "Blip2Core"]),
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),

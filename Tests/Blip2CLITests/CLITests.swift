@@ -150,3 +150,118 @@ final class Scratch {
         #expect(scratch.contents == ["ckpt"])
     }
 }
+
+/// caption / ask / chat / preprocess / tokenize / detokenize on a converted fixture.
+@Suite struct RuntimeCommandTests {
+    static func model(_ scratch: Scratch, _ fixture: String = "base-f32") throws -> String {
+        let output = scratch.path("\(fixture).blip2")
+        let result = try quantize.run([fixtureModels.appendingPathComponent("\(fixture)/checkpoint").path, "--output", output, "--weights", "f32"])
+        #expect(result.status == 0, "\(result.stderr)")
+        return output
+    }
+    static let image = fixtureModels.appendingPathComponent("images/circle.png").path
+
+    struct Reference: Decodable {
+        struct Generation: Decodable { let name: String; let new_ids_trimmed: [[Int]]; let text: [String] }
+        struct Task: Decodable { let prompt_ids: [Int]; let generations: [Generation] }
+        let tasks: [String: Task]
+    }
+    static func reference(_ fixture: String = "base-f32") throws -> Reference {
+        try JSONDecoder().decode(Reference.self, from: Data(contentsOf: fixtureModels.appendingPathComponent("\(fixture)/reference/reference.json")))
+    }
+
+    @Test func captionAskAndChatAsJSON() throws {
+        let scratch = Scratch()
+        let model = try Self.model(scratch)
+        let reference = try Self.reference()
+        let caption = try blip2.run(["caption", model, Self.image, "--json"])
+        #expect(caption.status == 0, "\(caption.stderr)")
+        let object = try JSONSerialization.jsonObject(with: Data(caption.stdout.utf8)) as! [String: Any]
+        let greedy = reference.tasks["caption"]!.generations.first { $0.name == "greedy" }!
+        #expect(object["token_ids"] as? [Int] == greedy.new_ids_trimmed[0])
+        #expect(object["text"] as? String == greedy.text[0])
+        #expect(object["prompt_ids"] as? [Int] == reference.tasks["caption"]!.prompt_ids)
+        #expect((object["timings_ms"] as? [String: Double])?["vision"] != nil)
+
+        let plain = try blip2.run(["caption", model, Self.image])
+        #expect(plain.stdout == greedy.text[0] + "\n")
+
+        let ask = try blip2.run(["ask", model, Self.image, "what color is the circle?", "--json", "--beams", "3"])
+        #expect(ask.status == 0, "\(ask.stderr)")
+        let answer = try JSONSerialization.jsonObject(with: Data(ask.stdout.utf8)) as! [String: Any]
+        let beam = reference.tasks["vqa"]!.generations.first { $0.name == "beam3" }!
+        #expect(answer["token_ids"] as? [Int] == beam.new_ids_trimmed[0])
+        #expect(answer["prompt_ids"] as? [Int] == reference.tasks["vqa"]!.prompt_ids)
+
+        let chat = Process()
+        chat.executableURL = blip2.url
+        chat.arguments = ["chat", model, Self.image, "--json"]
+        let input = Pipe(), output = Pipe()
+        chat.standardInput = input
+        chat.standardOutput = output
+        chat.standardError = Pipe()
+        try chat.run()
+        input.fileHandleForWriting.write(Data("what is in the picture?\n\nwhat color is the background?\n".utf8))
+        input.fileHandleForWriting.closeFile()
+        let lines = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
+        chat.waitUntilExit()
+        #expect(chat.terminationStatus == 0)
+        #expect(lines.count == 2)
+        let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
+        let second = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as! [String: Any]
+        let firstIds = first["prompt_ids"] as! [Int], secondIds = second["prompt_ids"] as! [Int]
+        #expect(second["question"] as? String == "what color is the background?")
+        #expect(Array(secondIds.prefix(firstIds.count)) == firstIds, "the second prompt starts with the first turn")
+        #expect((second["reused_prompt_ids"] as? Int ?? 0) >= firstIds.count, "the KV cache of the first turn was reused")
+    }
+
+    @Test func dumpLogitsWritesTheStepLogits() throws {
+        let scratch = Scratch()
+        let model = try Self.model(scratch)
+        let path = scratch.path("logits.npy")
+        let result = try blip2.run(["caption", model, Self.image, "--dump-logits", path])
+        #expect(result.status == 0, "\(result.stderr)")
+        let header = try Data(contentsOf: URL(fileURLWithPath: path)).prefix(128)
+        #expect(String(decoding: header, as: UTF8.self).contains("'shape': (8, 576)"))
+    }
+
+    @Test func preprocessTokenizeDetokenize() throws {
+        let scratch = Scratch()
+        let model = try Self.model(scratch)
+        let pixels = scratch.path("p.npy")
+        #expect(try blip2.run(["preprocess", model, Self.image, "--output", pixels]).status == 0)
+        let reference = try Data(contentsOf: fixtureModels.appendingPathComponent("base-f32/reference/pixel_values_circle.npy"))
+        let ours = try Data(contentsOf: URL(fileURLWithPath: pixels))
+        #expect(ours.suffix(3 * 28 * 28 * 4) == reference.suffix(3 * 28 * 28 * 4))
+
+        let vqa = try Self.reference().tasks["vqa"]!
+        let tokens = try blip2.run(["tokenize", model, "Question: what color is the circle? Answer:"])
+        #expect(tokens.stdout == vqa.prompt_ids.map(String.init).joined(separator: " ") + "\n")
+        let text = try blip2.run(["detokenize", model] + vqa.prompt_ids.map(String.init))
+        #expect(text.stdout == "Question: what color is the circle? Answer:\n")
+    }
+
+    @Test func badInputsAreClearErrors() throws {
+        let scratch = Scratch()
+        let model = try Self.model(scratch)
+        let corrupt = scratch.path("corrupt.jpg")
+        try Data([0xFF, 0xD8, 0xFF, 0xE0, 0, 16, 1, 2, 3]).write(to: URL(fileURLWithPath: corrupt))
+        let cases: [([String], String)] = [
+            (["caption", model, scratch.path("missing.png")], "missing.png"),
+            (["caption", model, corrupt], "corrupt.jpg"),
+            (["caption", Self.image, Self.image], "not a blip2 model file"),
+            (["ask", model, Self.image, String(repeating: "why ", count: 400)], "context"),
+            (["caption", model, Self.image, "--max-pixels", "100"], "pixels"),
+        ]
+        for (args, needle) in cases {
+            let result = try blip2.run(args)
+            #expect(result.status == 1, "\(args.prefix(2)): \(result.stderr)")
+            #expect(result.stderr.contains(needle), "\(args.prefix(2)): \(result.stderr)")
+        }
+        let usage = try blip2.run(["caption", model, Self.image, "--beams", "0"])
+        #expect(usage.status == 64)
+        let preprocess = try blip2.run(["preprocess", model, corrupt, "--output", scratch.path("p.npy")])
+        #expect(preprocess.status == 1)
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("p.npy")))
+    }
+}

@@ -1,0 +1,66 @@
+import Blip2Generation
+
+// MARK: - Chat about one image
+//
+// The image is encoded once. Each turn's prompt is the history plus the new question; the KV cache keeps
+// the longest prefix of ids the new prompt shares with what it already holds, so only the new part runs.
+
+public final class ChatSession {
+    public let pipeline: Blip2Pipeline
+    public let image: EncodedImage
+    public private(set) var history: [(question: String, answer: String)] = []
+    private var state: SessionState?
+
+    public init(pipeline: Blip2Pipeline, image: EncodedImage) {
+        self.pipeline = pipeline
+        self.image = image
+    }
+
+    public struct Turn: Sendable {
+        public var result: Blip2Pipeline.Result
+        /// Oldest turns dropped to fit the context, if any.
+        public var droppedTurns: Int
+        /// Prompt ids that were already in the KV cache and not recomputed.
+        public var reusedIds: Int
+    }
+
+    public func ask(_ question: String, options: GenerationOptions, onText: ((String) -> Void)? = nil) throws -> Turn {
+        // Drop the oldest turns until the prompt fits; the current question is never cut.
+        var dropped = 0
+        var ids = pipeline.promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
+        while pipeline.numQueryTokens + ids.count + options.maxNewTokens > pipeline.contextLimit, dropped < history.count {
+            dropped += 1
+            ids = pipeline.promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
+        }
+        try pipeline.checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
+
+        var timings = StageTimings()
+        let capacity = pipeline.contextLimit
+        let base: SessionState
+        if let state {
+            base = state
+        } else {
+            base = try SessionState(model: pipeline.model, capacity: capacity)
+            try measure(&timings.prefill) { try base.feed(embeddings: image.embeddings) }
+        }
+        var shared = 0
+        while shared < min(base.ids.count, ids.count), base.ids[shared] == ids[shared] { shared += 1 }
+        var promptMilliseconds: Double?
+        try measure(&promptMilliseconds) {
+            base.truncate(keepingIds: shared, imageTokens: pipeline.numQueryTokens)
+            try base.feed(Array(ids[shared...]))
+        }
+        timings.prefill = (timings.prefill ?? 0) + (promptMilliseconds ?? 0)
+        // Beam search explores copies; greedy and sampling continue the cached state itself.
+        let working = options.numBeams > 1 ? try base.fork() : base
+        let sequences = try pipeline.decode(from: working, contextIds: pipeline.contextIds(promptIds: ids), options: options,
+                                            onText: onText, timings: &timings)
+        timings.total = [timings.prefill, timings.generate].compactMap { $0 }.reduce(0, +)
+        state = base
+        let texts = sequences.map { pipeline.tokenizer.decodeStripped($0.tokens) }
+        history = Array(history.dropFirst(dropped))
+        history.append((question, texts.first ?? ""))
+        let result = Blip2Pipeline.Result(sequences: sequences, promptIds: ids, timings: timings, texts: texts)
+        return Turn(result: result, droppedTurns: dropped, reusedIds: shared)
+    }
+}

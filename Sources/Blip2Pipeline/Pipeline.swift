@@ -1,0 +1,224 @@
+import Blip2Config
+import Blip2Generation
+import Blip2Image
+import Blip2Model
+import Blip2ModelFile
+import Blip2Tokenizer
+import Foundation
+
+// MARK: - Pipeline: image + prompt in, text out
+//
+// Everything comes from the model file: the configs, the preprocessing parameters and the tokenizer.
+
+public struct PipelineError: Error, CustomStringConvertible {
+    public let message: String
+    public init(_ message: String) { self.message = message }
+    public var description: String { message }
+}
+
+/// Milliseconds per stage.
+public struct StageTimings: Codable, Sendable {
+    public var imageDecode: Double?
+    public var preprocess: Double?
+    public var vision: Double?
+    public var qformer: Double?
+    public var prefill: Double?
+    public var generate: Double?
+    public var total: Double?
+
+    enum CodingKeys: String, CodingKey {
+        case imageDecode = "image_decode", preprocess, vision, qformer = "qformer_projection", prefill, generate, total
+    }
+    public init() {}
+}
+
+/// Times a closure in milliseconds.
+@inline(__always)
+func measure<T>(_ milliseconds: inout Double?, _ body: () throws -> T) rethrows -> T {
+    let start = DispatchTime.now().uptimeNanoseconds
+    defer { milliseconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 }
+    return try body()
+}
+
+/// The projected query embeddings of one image, ready to start any number of prompts from.
+public struct EncodedImage: Sendable {
+    public let embeddings: [Float]
+    public var timings: StageTimings
+}
+
+public final class Blip2Pipeline: @unchecked Sendable {
+    public let model: Blip2Model
+    public let tokenizer: OPTTokenizer
+    public let preprocessor: ImagePreprocessor
+    public let imageOptions: ImageDecodeOptions
+    /// Context limit for prompts: the BLIP-2 walkthrough's 512, or less if the model has fewer positions.
+    public let contextLimit: Int
+
+    public static let defaultContextLimit = 512
+
+    public init(modelPath: String, imageOptions: ImageDecodeOptions = ImageDecodeOptions()) throws {
+        let file = try ModelFile(path: modelPath)
+        model = try Blip2Model(file: file)
+        let tokenizerData = try file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer)
+        do { tokenizer = try OPTTokenizer(tokenizerData) } catch {
+            throw PipelineError("\(modelPath): the tokenizer in the model file is invalid: \(error)")
+        }
+        guard let section = file.section(named: MetadataSectionName.preprocessorConfig) else {
+            throw PipelineError("\(modelPath): the model file has no preprocessor_config; convert the checkpoint again")
+        }
+        let processorConfig = try ImageProcessorConfig.decode(Data(section.json), name: "\(modelPath) (preprocessor_config)")
+        preprocessor = try ImagePreprocessor(config: processorConfig)
+        guard preprocessor.outputHeight == model.imageSize, preprocessor.outputWidth == model.imageSize else {
+            throw PipelineError("\(modelPath): preprocessor_config resizes to \(preprocessor.outputWidth)x\(preprocessor.outputHeight), but the vision model takes \(model.imageSize)x\(model.imageSize)")
+        }
+        self.imageOptions = imageOptions
+        contextLimit = min(Self.defaultContextLimit, model.maxPositions)
+    }
+
+    public var numQueryTokens: Int { model.numQueryTokens }
+    public var eosTokenId: Int? { model.config.textConfig.eosTokenId }
+    public var padTokenId: Int? { model.config.textConfig.padTokenId }
+    public var imageTokenId: Int { model.config.imageTokenIndex ?? tokenizer.imageTokenId ?? tokenizer.vocabularySize }
+
+    // MARK: Images
+
+    /// Decodes and preprocesses an image file into the [3, H, W] pixel tensor.
+    public func pixels(contentsOf url: URL, timings: inout StageTimings) throws -> [Float] {
+        let image = try measure(&timings.imageDecode) { try ImageDecoder.decode(contentsOf: url, options: imageOptions) }
+        return measure(&timings.preprocess) { preprocessor.pixelValues(for: image) }
+    }
+
+    public func encode(pixels: [Float], timings: StageTimings = StageTimings()) -> EncodedImage {
+        var timings = timings
+        let states = measure(&timings.vision) { model.visionForward(pixels: pixels) }
+        let embeddings = measure(&timings.qformer) { model.project(queryStates: model.qformerForward(imageStates: states)) }
+        return EncodedImage(embeddings: embeddings, timings: timings)
+    }
+
+    public func encodeImage(contentsOf url: URL) throws -> EncodedImage {
+        var timings = StageTimings()
+        let pixels = try pixels(contentsOf: url, timings: &timings)
+        return encode(pixels: pixels, timings: timings)
+    }
+
+    // MARK: Prompts
+
+    /// BOS + prompt ids, as the processor builds them to follow the image embeddings.
+    public func promptIds(_ prompt: String?) -> [Int] {
+        tokenizer.encode(prompt ?? "", addBOS: true)
+    }
+
+    /// What transformers passes to generate as input_ids: one `<image>` per query token, then the prompt ids.
+    public func contextIds(promptIds: [Int]) -> [Int] {
+        [Int](repeating: imageTokenId, count: numQueryTokens) + promptIds
+    }
+
+    /// Refuses a prompt that cannot fit the context with the tokens to generate.
+    public func checkFits(promptIds: [Int], maxNewTokens: Int) throws {
+        let needed = numQueryTokens + promptIds.count + maxNewTokens
+        guard needed <= contextLimit else {
+            throw PipelineError("the prompt is \(promptIds.count) tokens; with \(numQueryTokens) image embeddings and \(maxNewTokens) new tokens that is \(needed), over the \(contextLimit)-token context: shorten it or lower --max-new-tokens")
+        }
+    }
+
+    // MARK: Generation
+
+    public struct Result: Sendable {
+        public var sequences: [GeneratedSequence]
+        public var promptIds: [Int]
+        public var timings: StageTimings
+        public var text: String { texts.first ?? "" }
+        public var texts: [String]
+    }
+
+    /// Generates from an encoded image and a prompt. `onText` receives text pieces as tokens arrive
+    /// (single-sequence decoding only).
+    public func generate(image: EncodedImage, prompt: String?, options: GenerationOptions,
+                         onText: ((String) -> Void)? = nil) throws -> Result {
+        let ids = promptIds(prompt)
+        try checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
+        var timings = image.timings
+        // Decoding never feeds the last generated token, so this is exactly enough.
+        let state = try SessionState(model: model, capacity: numQueryTokens + ids.count + options.maxNewTokens)
+        try measure(&timings.prefill) {
+            try state.feed(embeddings: image.embeddings)
+            try state.feed(ids)
+        }
+        let sequences = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options, onText: onText, timings: &timings)
+        timings.total = [timings.imageDecode, timings.preprocess, timings.vision, timings.qformer, timings.prefill, timings.generate]
+            .compactMap { $0 }.reduce(0, +)
+        return Result(sequences: sequences, promptIds: ids, timings: timings, texts: sequences.map { tokenizer.decodeStripped($0.tokens) })
+    }
+
+    func decode(from state: SessionState, contextIds: [Int], options: GenerationOptions,
+                onText: ((String) -> Void)?, timings: inout StageTimings) throws -> [GeneratedSequence] {
+        var options = options
+        options.eosTokenId = options.eosTokenId ?? eosTokenId
+        options.padTokenId = options.padTokenId ?? padTokenId
+        try options.validate()
+        var stream = TokenStreamDecoder(tokenizer: tokenizer, stripWhitespace: true)
+        let streaming = onText != nil && options.numBeams == 1 && options.numReturnSequences == 1
+        let sequences = try measure(&timings.generate) {
+            try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
+                let piece = stream.append(id)
+                if !piece.isEmpty { onText?(piece) }
+            } : nil)
+        }
+        if streaming {
+            let rest = stream.finish()
+            if !rest.isEmpty { onText?(rest) }
+        }
+        return sequences
+    }
+
+    /// The raw logits the model gives at each step of `tokens` after the prompt ([tokens.count, vocab]).
+    public func stepLogits(image: EncodedImage, promptIds: [Int], tokens: [Int]) throws -> [Float] {
+        let state = try SessionState(model: model, capacity: numQueryTokens + promptIds.count + tokens.count)
+        try state.feed(embeddings: image.embeddings)
+        try state.feed(promptIds)
+        var all: [Float] = []
+        all.reserveCapacity(tokens.count * model.vocabularySize)
+        for (i, token) in tokens.enumerated() {
+            all += state.logits
+            if i + 1 < tokens.count { try state.append(token) }
+        }
+        return all
+    }
+}
+
+/// The language model's state as the generation strategies see it; remembers the ids it consumed.
+final class SessionState: DecoderState {
+    let session: LanguageSession
+    private(set) var ids: [Int] = []
+
+    init(model: Blip2Model, capacity: Int) throws {
+        guard capacity <= model.maxPositions else {
+            throw PipelineError("the sequence needs \(capacity) positions; the language model has \(model.maxPositions)")
+        }
+        session = model.makeSession(capacity: capacity)
+    }
+
+    private init(session: LanguageSession, ids: [Int]) {
+        self.session = session
+        self.ids = ids
+    }
+
+    var logits: [Float] { session.logits }
+
+    func feed(embeddings: [Float]) throws { try session.feed(embeddings: embeddings) }
+
+    func feed(_ tokens: [Int]) throws {
+        try session.feed(tokens: tokens)
+        ids += tokens
+    }
+
+    func append(_ token: Int) throws { try feed([token]) }
+
+    func fork() throws -> SessionState { SessionState(session: session.fork(), ids: ids) }
+
+    /// Keeps the image embeddings and the first `count` ids.
+    func truncate(keepingIds count: Int, imageTokens: Int) {
+        session.truncate(to: imageTokens + count)
+        ids.removeLast(ids.count - count)
+    }
+}

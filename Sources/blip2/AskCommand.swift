@@ -1,0 +1,43 @@
+import ArgumentParser
+import Blip2CommandLine
+import Blip2Pipeline
+
+struct AskCommand: ParsableCommand {
+    static let configuration = CommandConfiguration(
+        commandName: "ask",
+        abstract: "Answer a question about an image (prompt: \"Question: {q} Answer:\").",
+        discussion: """
+        Examples:
+          blip2 ask model.blip2 photo.jpg "how many dogs are there?"
+          blip2 ask model.blip2 photo.jpg "what color is the car?" --json
+        """
+    )
+
+    @OptionGroup var modelOptions: ModelOptions
+
+    @Argument(help: "An image file (JPEG or PNG).")
+    var image: String
+
+    @Argument(help: "The question.")
+    var question: String
+
+    @OptionGroup var generation: GenerationOptionsGroup
+
+    @Flag(name: .long, help: "One JSON object on standard output.")
+    var json = false
+
+    @Option(name: .customLong("dump-logits"), help: "Write the float32 logits of every generated step ([steps, vocab]) to this .npy file.")
+    var dumpLogits: String?
+
+    func run() throws {
+        generation.applyThreads()
+        let pipeline = try modelOptions.load()
+        do {
+            try runImageTask(pipeline: pipeline, task: .question, imagePath: image, prompt: Prompts.question(question), question: question,
+                             generation: generation, json: json, label: false, dumpLogits: dumpLogits)
+        } catch {
+            printError("error: \(error)")
+            throw ExitCode.failure
+        }
+    }
+}
