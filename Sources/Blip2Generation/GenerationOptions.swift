@@ -52,6 +52,10 @@ public struct GenerationOptions: Sendable, Equatable {
 
     public init() {}
 
+    /// Bounds that keep buffers (beams x sequence length, beams x vocabulary) to a sane size.
+    public static let maxNewTokensLimit = 65_536
+    public static let numBeamsLimit = 256
+
     /// Throws `GenerationError.invalidOption` naming the first setting transformers would reject (or that
     /// cannot mean anything), with what it must be.
     public func validate() throws {
@@ -59,8 +63,12 @@ public struct GenerationOptions: Sendable, Equatable {
             throw GenerationError.invalidOption(name: name, value: value.description, requirement: requirement)
         }
         if maxNewTokens < 1 { try fail("maxNewTokens", maxNewTokens, "at least 1") }
+        if maxNewTokens > Self.maxNewTokensLimit {
+            try fail("maxNewTokens", maxNewTokens, "at most \(Self.maxNewTokensLimit), far beyond any language model's context")
+        }
         if minNewTokens < 0 { try fail("minNewTokens", minNewTokens, "0 or more") }
         if numBeams < 1 { try fail("numBeams", numBeams, "at least 1") }
+        if numBeams > Self.numBeamsLimit { try fail("numBeams", numBeams, "at most \(Self.numBeamsLimit)") }
         if !lengthPenalty.isFinite { try fail("lengthPenalty", lengthPenalty, "a finite number") }
         if noRepeatNgramSize < 0 { try fail("noRepeatNgramSize", noRepeatNgramSize, "0 (off) or more") }
         if numReturnSequences < 1 { try fail("numReturnSequences", numReturnSequences, "at least 1") }

@@ -38,8 +38,10 @@ public enum Generator {
     /// call it as each token is chosen (before the model consumes it); beam search, whose best sequence is
     /// only known at the end, calls it once the search has finished.
     ///
-    /// Returns `numReturnSequences` sequences; for beam search ordered by score, best first. `state` is
-    /// advanced (and possibly forked) in the process; do not reuse it for another generation.
+    /// Returns `numReturnSequences` sequences; for beam search ordered by score, best first (a kept slot
+    /// that no hypothesis ever reached, possible only when fewer than `numBeams` candidates have a finite
+    /// score, comes back empty with score -1e9, as transformers returns it). `state` is advanced (and
+    /// possibly forked) in the process; do not reuse it for another generation.
     public static func generate(from state: some DecoderState, contextIds: [Int], options: GenerationOptions,
                                 onToken: ((Int) -> Void)? = nil) throws -> [GeneratedSequence] {
         try options.validate()

@@ -16,7 +16,9 @@ struct ValidationTests {
 
     static let invalid: [(String, (inout GenerationOptions) -> Void)] = [
         ("maxNewTokens", { $0.maxNewTokens = 0 }),
+        ("maxNewTokens", { $0.maxNewTokens = .max }),
         ("minNewTokens", { $0.minNewTokens = -1 }),
+        ("numBeams", { $0.numBeams = 100_000 }),
         ("numBeams", { $0.numBeams = 0 }),
         ("lengthPenalty", { $0.lengthPenalty = .nan }),
         ("noRepeatNgramSize", { $0.noRepeatNgramSize = -2 }),
