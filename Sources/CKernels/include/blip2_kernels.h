@@ -80,6 +80,86 @@ void blip2_dequantize_row_q4(const blip2_block_q4 *src, float *dst, size_t n);
 /// unknown type or an `n` that is not a whole number of blocks.
 bool blip2_to_f32(uint32_t type, const void *src, float *dst, size_t n);
 
+// MARK: - Activations quantized on the fly (never stored in files)
+
+/// q8a: one block of an activation row, x[i] ~= d * qs[i] with d = max|x| / 127 (f32, not rounded).
+/// `s` = d * sum(qs) carries what a weight block's constant term needs: for q4,
+/// sum_i (d_w q_i + m_w) d qs_i = d_w d sum(q_i qs_i) + m_w s.
+typedef struct {
+    float d;
+    float s;
+    int8_t qs[BLIP2_QBLOCK];
+} blip2_block_q8a;
+_Static_assert(sizeof(blip2_block_q8a) == 8 + BLIP2_QBLOCK, "q8a block must be 40 bytes");
+
+// MARK: - Kernels per instruction set
+//
+// Every instruction set implements the same table; `ref` is the portable scalar reference the others are
+// tested against. A table exists only where it is compiled in (x86-64: ref, avx2, avx512; aarch64: ref, neon,
+// dotprod); whether the CPU can run it is a separate question (blip2_isa_supported).
+
+typedef enum {
+    BLIP2_ISA_REF = 0,
+    BLIP2_ISA_AVX2 = 1,      // AVX2 + FMA + F16C
+    BLIP2_ISA_AVX512 = 2,    // AVX-512 F/BW/VL + VNNI
+    BLIP2_ISA_NEON = 3,      // AArch64 Advanced SIMD
+    BLIP2_ISA_DOTPROD = 4,   // Armv8.2 dot product (sdot)
+    BLIP2_ISA_COUNT = 5,
+} blip2_isa;
+
+/// Which weight types the products take (index into the tile arrays).
+typedef enum {
+    BLIP2_WEIGHT_F32 = 0,
+    BLIP2_WEIGHT_F16 = 1,
+    BLIP2_WEIGHT_Q8 = 2,
+    BLIP2_WEIGHT_Q4 = 3,
+    BLIP2_WEIGHT_KINDS = 4,
+} blip2_weight_kind;
+
+/// A fixed-size register tile: `rows` weight rows against `tokens` activation rows over `n` inputs,
+/// out[r * tokens + t] = dot(w[r], x[t]). Row/token pointers may repeat (the driver pads edges that way).
+/// For f32/f16 weights x rows are f32; for q8/q4 they are q8a blocks (n is a multiple of 32).
+typedef void (*blip2_tile_fn)(const void *const *w, const void *const *x, size_t n, float *out);
+
+typedef struct {
+    blip2_tile_fn fn;
+    uint32_t rows;
+    uint32_t tokens;
+} blip2_tile;
+
+typedef struct {
+    blip2_isa isa;
+    const char *name;
+    /// n must be a multiple of 32.
+    void (*quantize_q8a)(const float *x, blip2_block_q8a *y, size_t n);
+    /// Dot products of one row with one activation row (nb blocks, or n floats).
+    float (*vec_dot_q8_q8a)(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb);
+    float (*vec_dot_q4_q8a)(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb);
+    float (*vec_dot_f32)(const float *w, const float *x, size_t n);
+    float (*vec_dot_f16)(const uint16_t *w, const float *x, size_t n);
+    /// One token (decode: weights streamed once, bound by memory).
+    blip2_tile matvec[BLIP2_WEIGHT_KINDS];
+    /// Several tokens per weight load (prefill: bound by arithmetic).
+    blip2_tile matmul[BLIP2_WEIGHT_KINDS];
+} blip2_kernels;
+
+/// The table for `isa` when it is compiled into this build, else NULL. Says nothing about the CPU.
+const blip2_kernels *blip2_kernels_for(blip2_isa isa);
+/// Compiled in and runnable on this CPU.
+bool blip2_isa_supported(blip2_isa isa);
+/// The fastest supported instruction set.
+blip2_isa blip2_isa_best(void);
+/// "ref", "avx2", "avx512", "neon", "dotprod"; NULL for an unknown value.
+const char *blip2_isa_name(blip2_isa isa);
+/// The value for a name above, or -1.
+int blip2_isa_from_name(const char *name);
+
+/// y[t * ldy + r] = dot(W[r], x[t]) (+ bias[r]) for r < rows, t < tokens.
+/// W: rows of `row_bytes` (f32, f16, q8 or q4 as `kind`); x: `tokens` rows of `x_row_bytes` (f32 values for
+/// f32/f16 weights, q8a blocks for q8/q4); n inputs per row (a multiple of 32 for q8/q4).
+void blip2_gemm(const blip2_kernels *k, blip2_weight_kind kind, const void *w, size_t row_bytes, size_t rows,
+                const void *x, size_t x_row_bytes, size_t tokens, size_t n, const float *bias, float *y, size_t ldy);
+
 // MARK: - Checksums
 
 /// CRC-32C (Castagnoli), as used by iSCSI/ext4: hardware instruction where the CPU has it.

@@ -1,0 +1,110 @@
+// Instruction-set tables, selection, and the tiled product driver every path shares.
+#include "kernels_internal.h"
+
+static const char *const isa_names[BLIP2_ISA_COUNT] = {"ref", "avx2", "avx512", "neon", "dotprod"};
+
+const char *blip2_isa_name(blip2_isa isa) {
+    return (unsigned)isa < BLIP2_ISA_COUNT ? isa_names[isa] : NULL;
+}
+
+int blip2_isa_from_name(const char *name) {
+    if (!name) return -1;
+    for (int i = 0; i < BLIP2_ISA_COUNT; i++) {
+        if (strcmp(name, isa_names[i]) == 0) return i;
+    }
+    return -1;
+}
+
+const blip2_kernels *blip2_kernels_for(blip2_isa isa) {
+    switch (isa) {
+    case BLIP2_ISA_REF: return &blip2_kernels_ref;
+#if defined(__x86_64__) || defined(BLIP2_X86_EMULATED)
+    case BLIP2_ISA_AVX2: return &blip2_kernels_avx2;
+    case BLIP2_ISA_AVX512: return &blip2_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+    case BLIP2_ISA_NEON: return &blip2_kernels_neon;
+    case BLIP2_ISA_DOTPROD: return &blip2_kernels_dotprod;
+#endif
+    default: return NULL;
+    }
+}
+
+bool blip2_isa_supported(blip2_isa isa) {
+    if (!blip2_kernels_for(isa)) return false;
+    uint32_t cpu = blip2_cpu_features();
+    switch (isa) {
+    case BLIP2_ISA_REF: return true;
+    case BLIP2_ISA_AVX2: return (cpu & BLIP2_CPU_AVX2) != 0;
+    case BLIP2_ISA_AVX512: return (cpu & BLIP2_CPU_AVX512) && (cpu & BLIP2_CPU_AVX512VNNI);
+    case BLIP2_ISA_NEON: return (cpu & BLIP2_CPU_NEON) != 0;
+    case BLIP2_ISA_DOTPROD: return (cpu & BLIP2_CPU_NEON) && (cpu & BLIP2_CPU_DOTPROD);
+    default: return false;
+    }
+}
+
+blip2_isa blip2_isa_best(void) {
+    static const blip2_isa preference[] = {BLIP2_ISA_AVX512, BLIP2_ISA_AVX2, BLIP2_ISA_DOTPROD, BLIP2_ISA_NEON};
+    for (size_t i = 0; i < sizeof preference / sizeof preference[0]; i++) {
+        if (blip2_isa_supported(preference[i])) return preference[i];
+    }
+    return BLIP2_ISA_REF;
+}
+
+// MARK: - Driver
+
+// Rows [r0, r0 + nr) x tokens [t0, t0 + nt) through one tile; missing rows and tokens repeat the last real
+// one so the tile always runs at its fixed size, and only the real results are stored.
+static void run_tile(const blip2_tile *tile, const char *w, size_t row_bytes, size_t r0, size_t nr,
+                     const char *x, size_t x_row_bytes, size_t t0, size_t nt, size_t n,
+                     const float *bias, float *y, size_t ldy) {
+    const void *wp[BLIP2_TILE_MAX], *xp[BLIP2_TILE_MAX];
+    float out[BLIP2_TILE_MAX * BLIP2_TILE_MAX];
+    for (uint32_t r = 0; r < tile->rows; r++) wp[r] = w + (r0 + (r < nr ? r : nr - 1)) * row_bytes;
+    for (uint32_t t = 0; t < tile->tokens; t++) xp[t] = x + (t0 + (t < nt ? t : nt - 1)) * x_row_bytes;
+    tile->fn(wp, xp, n, out);
+    for (size_t t = 0; t < nt; t++) {
+        float *yt = y + (t0 + t) * ldy + r0;
+        for (size_t r = 0; r < nr; r++) yt[r] = bias ? out[r * tile->tokens + t] + bias[r0 + r] : out[r * tile->tokens + t];
+    }
+}
+
+static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
+
+// Activations for this many bytes of token rows are reused by every tile of weight rows while they are
+// still in the L2 cache (256 KB and up on every target core).
+#define BLIP2_TOKEN_CHUNK_BYTES (160u * 1024u)
+
+void blip2_gemm(const blip2_kernels *k, blip2_weight_kind kind, const void *w, size_t row_bytes, size_t rows,
+                const void *x, size_t x_row_bytes, size_t tokens, size_t n, const float *bias, float *y, size_t ldy) {
+    if (rows == 0 || tokens == 0 || (unsigned)kind >= BLIP2_WEIGHT_KINDS) return;
+    const blip2_tile *mv = &k->matvec[kind], *mm = &k->matmul[kind];
+    const char *wb = w, *xb = x;
+    if (tokens == 1 || mm->tokens == 1) {
+        for (size_t t = 0; t < tokens; t++) {
+            for (size_t r0 = 0; r0 < rows; r0 += mv->rows) {
+                run_tile(mv, wb, row_bytes, r0, min_size(mv->rows, rows - r0), xb, x_row_bytes, t, 1, n, bias, y, ldy);
+            }
+        }
+        return;
+    }
+    size_t chunk = BLIP2_TOKEN_CHUNK_BYTES / (x_row_bytes ? x_row_bytes : 1);
+    chunk = chunk < mm->tokens ? mm->tokens : chunk / mm->tokens * mm->tokens;
+    for (size_t c0 = 0; c0 < tokens; c0 += chunk) {
+        size_t c1 = min_size(tokens, c0 + chunk);
+        for (size_t r0 = 0; r0 < rows; r0 += mm->rows) {
+            size_t nr = min_size(mm->rows, rows - r0);
+            for (size_t t0 = c0; t0 < c1; t0 += mm->tokens) {
+                size_t nt = min_size(mm->tokens, c1 - t0);
+                if (nt > 1) {
+                    run_tile(mm, wb, row_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
+                    continue;
+                }
+                // A single leftover token streams its rows through the one-token tile instead of a padded one.
+                for (size_t r = r0; r < r0 + nr; r += mv->rows) {
+                    run_tile(mv, wb, row_bytes, r, min_size(mv->rows, r0 + nr - r), xb, x_row_bytes, t0, 1, n, bias, y, ldy);
+                }
+            }
+        }
+    }
+}

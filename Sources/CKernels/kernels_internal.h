@@ -1,0 +1,35 @@
+// Shared by the per-instruction-set kernel files; not part of the public interface.
+#pragma once
+#include "blip2_kernels.h"
+#include <string.h>
+
+// Tiles are written once with their row and token counts as parameters; each table entry instantiates a
+// fixed size, and full unrolling turns the accumulator arrays into registers.
+#if defined(__clang__)
+#define BLIP2_UNROLL _Pragma("unroll")
+#else
+#define BLIP2_UNROLL _Pragma("GCC unroll 16")
+#endif
+#define BLIP2_INLINE static inline __attribute__((always_inline))
+
+// The largest tile any table uses (the driver's padding buffers are this size).
+#define BLIP2_TILE_MAX 8
+
+/// Declares `name` as a table entry running `body` with fixed `rows` x `tokens`.
+#define BLIP2_TILE(name, body, rows, tokens) \
+    static void name(const void *const *w, const void *const *x, size_t n, float *out) { body(w, x, n, out, rows, tokens); }
+
+extern const blip2_kernels blip2_kernels_ref;
+#if defined(__x86_64__) || defined(BLIP2_X86_EMULATED)
+extern const blip2_kernels blip2_kernels_avx2;
+extern const blip2_kernels blip2_kernels_avx512;
+#endif
+#if defined(__aarch64__)
+extern const blip2_kernels blip2_kernels_neon;
+extern const blip2_kernels blip2_kernels_dotprod;
+#endif
+
+// Scalar pieces every path shares so that activation quantization is bit-identical across paths:
+// d = max|x| / 127, inverse 1 / d, values clamped to +-127 and rounded to nearest even.
+static inline float blip2_q8a_scale(float amax) { return amax / 127.0f; }
+static inline float blip2_q8a_inverse(float d) { return d > 0 ? 1.0f / d : 0.0f; }

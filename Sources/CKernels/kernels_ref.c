@@ -1,0 +1,82 @@
+// Portable scalar reference kernels: the definition every SIMD path is tested against, and the path
+// used where no SIMD path applies (BLIP2_ISA=ref).
+#include "kernels_internal.h"
+#include <math.h>
+
+static void quantize_q8a_ref(const float *x, blip2_block_q8a *y, size_t n) {
+    for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
+        const float *xb = x + b * BLIP2_QBLOCK;
+        float amax = 0;
+        for (int i = 0; i < BLIP2_QBLOCK; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        float d = blip2_q8a_scale(amax), inverse = blip2_q8a_inverse(d);
+        int sum = 0;
+        for (int i = 0; i < BLIP2_QBLOCK; i++) {
+            float v = fmaxf(fminf(xb[i] * inverse, 127.0f), -127.0f);
+            int q = (int)rintf(v);   // the SIMD paths convert with round-to-nearest-even too
+            y[b].qs[i] = (int8_t)q;
+            sum += q;
+        }
+        y[b].d = d;
+        y[b].s = d * (float)sum;
+    }
+}
+
+static float vec_dot_q8_q8a_ref(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb) {
+    float sum = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int dot = 0;
+        for (int i = 0; i < BLIP2_QBLOCK; i++) dot += (int)w[b].qs[i] * (int)x[b].qs[i];
+        sum += (float)dot * (blip2_f16_to_f32(w[b].d) * x[b].d);
+    }
+    return sum;
+}
+
+static float vec_dot_q4_q8a_ref(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb) {
+    float sum = 0;
+    for (size_t b = 0; b < nb; b++) {
+        int dot = 0;
+        for (int i = 0; i < BLIP2_QBLOCK / 2; i++) {
+            dot += (int)(w[b].qs[i] & 0x0f) * (int)x[b].qs[i];
+            dot += (int)(w[b].qs[i] >> 4) * (int)x[b].qs[i + BLIP2_QBLOCK / 2];
+        }
+        sum += (float)dot * (blip2_f16_to_f32(w[b].d) * x[b].d) + blip2_f16_to_f32(w[b].m) * x[b].s;
+    }
+    return sum;
+}
+
+static float vec_dot_f32_ref(const float *w, const float *x, size_t n) {
+    float sum = 0;
+    for (size_t i = 0; i < n; i++) sum += w[i] * x[i];
+    return sum;
+}
+
+static float vec_dot_f16_ref(const uint16_t *w, const float *x, size_t n) {
+    float sum = 0;
+    for (size_t i = 0; i < n; i++) sum += blip2_f16_to_f32(w[i]) * x[i];
+    return sum;
+}
+
+static void tile_q8_ref(const void *const *w, const void *const *x, size_t n, float *out) {
+    out[0] = vec_dot_q8_q8a_ref(w[0], x[0], n / BLIP2_QBLOCK);
+}
+static void tile_q4_ref(const void *const *w, const void *const *x, size_t n, float *out) {
+    out[0] = vec_dot_q4_q8a_ref(w[0], x[0], n / BLIP2_QBLOCK);
+}
+static void tile_f32_ref(const void *const *w, const void *const *x, size_t n, float *out) {
+    out[0] = vec_dot_f32_ref(w[0], x[0], n);
+}
+static void tile_f16_ref(const void *const *w, const void *const *x, size_t n, float *out) {
+    out[0] = vec_dot_f16_ref(w[0], x[0], n);
+}
+
+const blip2_kernels blip2_kernels_ref = {
+    .isa = BLIP2_ISA_REF,
+    .name = "ref",
+    .quantize_q8a = quantize_q8a_ref,
+    .vec_dot_q8_q8a = vec_dot_q8_q8a_ref,
+    .vec_dot_q4_q8a = vec_dot_q4_q8a_ref,
+    .vec_dot_f32 = vec_dot_f32_ref,
+    .vec_dot_f16 = vec_dot_f16_ref,
+    .matvec = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
+    .matmul = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
+};

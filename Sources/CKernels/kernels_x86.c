@@ -1,0 +1,355 @@
+// x86-64 kernels: AVX2 (+FMA, F16C) and AVX-512 (F/BW/VL + VNNI). Each function carries its own target
+// attribute (through the pragmas below), so the package builds without -m flags and runs on any x86-64 CPU;
+// kernels.c only hands these tables out where blip2_cpu_features() reports the instructions.
+//
+// BLIP2_X86_EMULATED compiles the same code against portable implementations of the intrinsics (the test
+// harness does this to check the AVX-512 path on machines without it).
+#include "kernels_internal.h"
+
+#if defined(BLIP2_X86_EMULATED)
+#include "x86_emulated.h"
+#define BLIP2_X86_KERNELS 1
+#define BLIP2_BEGIN_AVX2
+#define BLIP2_BEGIN_AVX512
+#define BLIP2_END_TARGET
+#elif defined(__x86_64__)
+#include <immintrin.h>
+#define BLIP2_X86_KERNELS 1
+#if defined(__clang__)
+#define BLIP2_BEGIN_AVX2 _Pragma("clang attribute push (__attribute__((target(\"avx2,fma,f16c\"))), apply_to = function)")
+#define BLIP2_BEGIN_AVX512 _Pragma("clang attribute push (__attribute__((target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\"))), apply_to = function)")
+#define BLIP2_END_TARGET _Pragma("clang attribute pop")
+#else
+#define BLIP2_BEGIN_AVX2 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c\")")
+#define BLIP2_BEGIN_AVX512 _Pragma("GCC push_options") _Pragma("GCC target(\"avx2,fma,f16c,avx512f,avx512bw,avx512vl,avx512vnni\")")
+#define BLIP2_END_TARGET _Pragma("GCC pop_options")
+#endif
+#endif
+
+#if BLIP2_X86_KERNELS
+
+// MARK: - AVX2
+
+BLIP2_BEGIN_AVX2
+
+BLIP2_INLINE float hsum_avx2(__m256 v) {
+    __m128 s = _mm_add_ps(_mm256_castps256_ps128(v), _mm256_extractf128_ps(v, 1));
+    s = _mm_add_ps(s, _mm_movehl_ps(s, s));
+    s = _mm_add_ss(s, _mm_movehdup_ps(s));
+    return _mm_cvtss_f32(s);
+}
+
+BLIP2_INLINE float half_avx2(uint16_t h) { return _cvtsh_ss(h); }
+
+// Shared by both x86 paths: activation quantization is defined to be bit-identical everywhere.
+static void quantize_q8a_avx2(const float *x, blip2_block_q8a *y, size_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), top = _mm256_set1_ps(127.0f), bottom = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
+        const float *xb = x + b * BLIP2_QBLOCK;
+        __m256 v[4];
+        for (int j = 0; j < 4; j++) v[j] = _mm256_loadu_ps(xb + 8 * j);
+        __m256 m = _mm256_max_ps(_mm256_max_ps(_mm256_andnot_ps(sign, v[0]), _mm256_andnot_ps(sign, v[1])),
+                                 _mm256_max_ps(_mm256_andnot_ps(sign, v[2]), _mm256_andnot_ps(sign, v[3])));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float d = blip2_q8a_scale(_mm_cvtss_f32(m4));
+        __m256 inverse = _mm256_set1_ps(blip2_q8a_inverse(d));
+        __m256i q[4];
+        for (int j = 0; j < 4; j++) {
+            __m256 s = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(v[j], inverse), top), bottom);
+            q[j] = _mm256_cvtps_epi32(s);   // MXCSR default: round to nearest even
+        }
+        __m256i sum = _mm256_add_epi32(_mm256_add_epi32(q[0], q[1]), _mm256_add_epi32(q[2], q[3]));
+        __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+        s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+        // packs interleave the 128-bit lanes; the permute puts the 32 bytes back in element order.
+        __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+        _mm256_storeu_si256((__m256i *)y[b].qs, _mm256_permutevar8x32_epi32(packed, order));
+        y[b].d = d;
+        y[b].s = d * (float)_mm_cvtsi128_si32(s4);
+    }
+}
+
+// q8 x q8a: maddubs wants an unsigned operand, so it takes |w| and moves w's sign onto the activation
+// (sign trick); |w| <= 128 and |a| <= 127 keep each 16-bit pair sum below saturation.
+BLIP2_INLINE void tile_q8_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int R, const int T) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4][4];
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        __m256i a[4];
+        float da[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            const blip2_block_q8a *xb = (const blip2_block_q8a *)xv[t] + b;
+            a[t] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            da[t] = xb->d;
+        }
+        BLIP2_UNROLL for (int r = 0; r < R; r++) {
+            const blip2_block_q8 *wb = (const blip2_block_q8 *)wv[r] + b;
+            __m256i q = _mm256_loadu_si256((const __m256i *)wb->qs);
+            __m256i magnitude = _mm256_abs_epi8(q);
+            float dw = half_avx2(wb->d);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(a[t], q)), ones);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * da[t]), acc[r][t]);
+            }
+        }
+    }
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) out[r * T + t] = hsum_avx2(acc[r][t]);
+}
+
+// q4 x q8a: the nibbles are already unsigned (0..15); the minimum adds m * s per block.
+BLIP2_INLINE void tile_q4_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int R, const int T) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
+    __m256 acc[4][4];
+    float minimum[4][4];
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        acc[r][t] = _mm256_setzero_ps();
+        minimum[r][t] = 0;
+    }
+    for (size_t b = 0; b < nb; b++) {
+        __m256i a[4];
+        float da[4], sa[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            const blip2_block_q8a *xb = (const blip2_block_q8a *)xv[t] + b;
+            a[t] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            da[t] = xb->d;
+            sa[t] = xb->s;
+        }
+        BLIP2_UNROLL for (int r = 0; r < R; r++) {
+            const blip2_block_q4 *wb = (const blip2_block_q4 *)wv[r] + b;
+            __m128i raw = _mm_loadu_si128((const __m128i *)wb->qs);
+            __m256i q = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+            float dw = half_avx2(wb->d), mw = half_avx2(wb->m);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                __m256i p = _mm256_madd_epi16(_mm256_maddubs_epi16(q, a[t]), ones);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * da[t]), acc[r][t]);
+                minimum[r][t] += mw * sa[t];
+            }
+        }
+    }
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) out[r * T + t] = hsum_avx2(acc[r][t]) + minimum[r][t];
+}
+
+BLIP2_INLINE __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
+BLIP2_INLINE __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
+
+// f32/f16 weights: FMA over 8 inputs at a time, a scalar tail for n not a multiple of 8.
+#define BLIP2_FLOAT_TILE_AVX2(name, wtype, load, widen)                                                         \
+    BLIP2_INLINE void name(const void *const *wv, const void *const *xv, size_t n, float *out, const int R, const int T) { \
+        const wtype *w[4];                                                                                      \
+        const float *x[4];                                                                                      \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) w[r] = (const wtype *)wv[r];                                   \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const float *)xv[t];                                   \
+        __m256 acc[4][4];                                                                                       \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) acc[r][t] = _mm256_setzero_ps(); \
+        size_t i = 0;                                                                                           \
+        for (; i + 8 <= n; i += 8) {                                                                            \
+            __m256 xs[4];                                                                                       \
+            BLIP2_UNROLL for (int t = 0; t < T; t++) xs[t] = _mm256_loadu_ps(x[t] + i);                          \
+            BLIP2_UNROLL for (int r = 0; r < R; r++) {                                                          \
+                __m256 ws = load(w[r] + i);                                                                     \
+                BLIP2_UNROLL for (int t = 0; t < T; t++) acc[r][t] = _mm256_fmadd_ps(ws, xs[t], acc[r][t]);     \
+            }                                                                                                   \
+        }                                                                                                       \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) {                     \
+            float sum = hsum_avx2(acc[r][t]);                                                                   \
+            for (size_t j = i; j < n; j++) sum += widen(w[r][j]) * x[t][j];                                      \
+            out[r * T + t] = sum;                                                                               \
+        }                                                                                                       \
+    }
+
+#define BLIP2_SAME(v) (v)
+BLIP2_FLOAT_TILE_AVX2(tile_f32_avx2, float, load8_f32, BLIP2_SAME)
+BLIP2_FLOAT_TILE_AVX2(tile_f16_avx2, uint16_t, load8_f16, half_avx2)
+
+BLIP2_TILE(q8_mv_avx2, tile_q8_avx2, 4, 1)
+BLIP2_TILE(q8_mm_avx2, tile_q8_avx2, 2, 4)
+BLIP2_TILE(q4_mv_avx2, tile_q4_avx2, 4, 1)
+BLIP2_TILE(q4_mm_avx2, tile_q4_avx2, 2, 4)
+BLIP2_TILE(f32_mv_avx2, tile_f32_avx2, 4, 1)
+BLIP2_TILE(f32_mm_avx2, tile_f32_avx2, 2, 4)
+BLIP2_TILE(f16_mv_avx2, tile_f16_avx2, 4, 1)
+BLIP2_TILE(f16_mm_avx2, tile_f16_avx2, 2, 4)
+
+static float vec_dot_q8_q8a_avx2(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_q8_avx2(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);
+    return out;
+}
+static float vec_dot_q4_q8a_avx2(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_q4_avx2(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);
+    return out;
+}
+static float vec_dot_f32_avx2(const float *w, const float *x, size_t n) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_f32_avx2(wp, xp, n, &out, 1, 1);
+    return out;
+}
+static float vec_dot_f16_avx2(const uint16_t *w, const float *x, size_t n) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_f16_avx2(wp, xp, n, &out, 1, 1);
+    return out;
+}
+
+BLIP2_END_TARGET
+
+const blip2_kernels blip2_kernels_avx2 = {
+    .isa = BLIP2_ISA_AVX2,
+    .name = "avx2",
+    .quantize_q8a = quantize_q8a_avx2,
+    .vec_dot_q8_q8a = vec_dot_q8_q8a_avx2,
+    .vec_dot_q4_q8a = vec_dot_q4_q8a_avx2,
+    .vec_dot_f32 = vec_dot_f32_avx2,
+    .vec_dot_f16 = vec_dot_f16_avx2,
+    .matvec = {{f32_mv_avx2, 4, 1}, {f16_mv_avx2, 4, 1}, {q8_mv_avx2, 4, 1}, {q4_mv_avx2, 4, 1}},
+    .matmul = {{f32_mm_avx2, 2, 4}, {f16_mm_avx2, 2, 4}, {q8_mm_avx2, 2, 4}, {q4_mm_avx2, 2, 4}},
+};
+
+// MARK: - AVX-512 with VNNI
+
+BLIP2_BEGIN_AVX512
+
+// vpdpbusd multiplies unsigned by signed bytes and accumulates in 32 bits with no 16-bit step to saturate.
+// q4's nibbles are unsigned already. q8 uses the offset trick: w + 128 (an xor of the sign bit) is unsigned,
+// and sum (w + 128) a = sum w a + 128 sum a, so the correction is a "minimum" of -128 d_w per block, the
+// same term q4 carries: one shared kernel.
+BLIP2_INLINE void tile_q_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int R, const int T, const bool is_q4) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const __m256i low = _mm256_set1_epi8(0x0f), offset = _mm256_set1_epi8((char)0x80);
+    __m256 acc[8][4];
+    float minimum[8][4];
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        acc[r][t] = _mm256_setzero_ps();
+        minimum[r][t] = 0;
+    }
+    for (size_t b = 0; b < nb; b++) {
+        __m256i a[4];
+        float da[4], sa[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            const blip2_block_q8a *xb = (const blip2_block_q8a *)xv[t] + b;
+            a[t] = _mm256_loadu_si256((const __m256i *)xb->qs);
+            da[t] = xb->d;
+            sa[t] = xb->s;
+        }
+        BLIP2_UNROLL for (int r = 0; r < R; r++) {
+            __m256i u;
+            float dw, mw;
+            if (is_q4) {
+                const blip2_block_q4 *wb = (const blip2_block_q4 *)wv[r] + b;
+                __m128i raw = _mm_loadu_si128((const __m128i *)wb->qs);
+                u = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(raw, 4), raw), low);
+                dw = half_avx2(wb->d);
+                mw = half_avx2(wb->m);
+            } else {
+                const blip2_block_q8 *wb = (const blip2_block_q8 *)wv[r] + b;
+                u = _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)wb->qs), offset);
+                dw = half_avx2(wb->d);
+                mw = -128.0f * dw;
+            }
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                __m256i p = _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a[t]);
+                acc[r][t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_set1_ps(dw * da[t]), acc[r][t]);
+                minimum[r][t] += mw * sa[t];
+            }
+        }
+    }
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) out[r * T + t] = hsum_avx2(acc[r][t]) + minimum[r][t];
+}
+
+BLIP2_INLINE void tile_q8_vnni(const void *const *w, const void *const *x, size_t n, float *out, const int R, const int T) {
+    tile_q_vnni(w, x, n, out, R, T, false);
+}
+BLIP2_INLINE void tile_q4_vnni(const void *const *w, const void *const *x, size_t n, float *out, const int R, const int T) {
+    tile_q_vnni(w, x, n, out, R, T, true);
+}
+
+BLIP2_INLINE __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
+BLIP2_INLINE __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
+
+#define BLIP2_FLOAT_TILE_AVX512(name, wtype, load, widen)                                                       \
+    BLIP2_INLINE void name(const void *const *wv, const void *const *xv, size_t n, float *out, const int R, const int T) { \
+        const wtype *w[4];                                                                                      \
+        const float *x[4];                                                                                      \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) w[r] = (const wtype *)wv[r];                                   \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const float *)xv[t];                                   \
+        __m512 acc[4][4];                                                                                       \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) acc[r][t] = _mm512_setzero_ps(); \
+        size_t i = 0;                                                                                           \
+        for (; i + 16 <= n; i += 16) {                                                                          \
+            __m512 xs[4];                                                                                       \
+            BLIP2_UNROLL for (int t = 0; t < T; t++) xs[t] = _mm512_loadu_ps(x[t] + i);                          \
+            BLIP2_UNROLL for (int r = 0; r < R; r++) {                                                          \
+                __m512 ws = load(w[r] + i);                                                                     \
+                BLIP2_UNROLL for (int t = 0; t < T; t++) acc[r][t] = _mm512_fmadd_ps(ws, xs[t], acc[r][t]);     \
+            }                                                                                                   \
+        }                                                                                                       \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) {                     \
+            float sum = _mm512_reduce_add_ps(acc[r][t]);                                                        \
+            for (size_t j = i; j < n; j++) sum += widen(w[r][j]) * x[t][j];                                      \
+            out[r * T + t] = sum;                                                                               \
+        }                                                                                                       \
+    }
+
+BLIP2_FLOAT_TILE_AVX512(tile_f32_avx512, float, load16_f32, BLIP2_SAME)
+BLIP2_FLOAT_TILE_AVX512(tile_f16_avx512, uint16_t, load16_f16, half_avx2)
+
+BLIP2_TILE(q8_mv_vnni, tile_q8_vnni, 4, 1)
+BLIP2_TILE(q8_mm_vnni, tile_q8_vnni, 4, 4)
+BLIP2_TILE(q4_mv_vnni, tile_q4_vnni, 4, 1)
+BLIP2_TILE(q4_mm_vnni, tile_q4_vnni, 4, 4)
+BLIP2_TILE(f32_mv_avx512, tile_f32_avx512, 4, 1)
+BLIP2_TILE(f32_mm_avx512, tile_f32_avx512, 4, 4)
+BLIP2_TILE(f16_mv_avx512, tile_f16_avx512, 4, 1)
+BLIP2_TILE(f16_mm_avx512, tile_f16_avx512, 4, 4)
+
+static float vec_dot_q8_q8a_vnni(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_q8_vnni(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);
+    return out;
+}
+static float vec_dot_q4_q8a_vnni(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_q4_vnni(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);
+    return out;
+}
+static float vec_dot_f32_avx512(const float *w, const float *x, size_t n) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_f32_avx512(wp, xp, n, &out, 1, 1);
+    return out;
+}
+static float vec_dot_f16_avx512(const uint16_t *w, const float *x, size_t n) {
+    const void *wp[1] = {w}, *xp[1] = {x};
+    float out;
+    tile_f16_avx512(wp, xp, n, &out, 1, 1);
+    return out;
+}
+
+BLIP2_END_TARGET
+
+const blip2_kernels blip2_kernels_avx512 = {
+    .isa = BLIP2_ISA_AVX512,
+    .name = "avx512",
+    .quantize_q8a = quantize_q8a_avx2,
+    .vec_dot_q8_q8a = vec_dot_q8_q8a_vnni,
+    .vec_dot_q4_q8a = vec_dot_q4_q8a_vnni,
+    .vec_dot_f32 = vec_dot_f32_avx512,
+    .vec_dot_f16 = vec_dot_f16_avx512,
+    .matvec = {{f32_mv_avx512, 4, 1}, {f16_mv_avx512, 4, 1}, {q8_mv_vnni, 4, 1}, {q4_mv_vnni, 4, 1}},
+    .matmul = {{f32_mm_avx512, 4, 4}, {f16_mm_avx512, 4, 4}, {q8_mm_vnni, 4, 4}, {q4_mm_vnni, 4, 4}},
+};
+
+#endif

@@ -1,0 +1,272 @@
+// Checks every kernel of the named instruction sets against the scalar reference on random data, odd
+// sizes and tails included. Built from the package's own kernel sources for targets the host cannot run
+// natively (AArch64 under qemu-user; AVX-512 through portable intrinsics) by Tools/test.sh.
+//
+//   kernel_harness [--emulated] ISA...    e.g. `kernel_harness neon dotprod`
+//
+// Each ISA must be compiled in and (unless --emulated) reported by the CPU: a missing one is a failure,
+// never a skip. Prints one line per failure and ends with "<label>: N passed, M failed"; exits 1 on any
+// failure.
+#include "blip2_kernels.h"
+#include <math.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+// Two float sums of the same n terms in different orders differ by at most 2(n-1)u sum|terms|
+// (u = 2^-24, the unit roundoff); the extra 16 terms cover the per-block scale products and lane folds.
+#define UNIT_ROUNDOFF 5.9604645e-8
+static double sum_tolerance(size_t terms, double magnitude) { return 2.0 * (double)(terms + 16) * UNIT_ROUNDOFF * magnitude + 1e-30; }
+
+static unsigned passed, failed;
+
+static void check(int ok, const char *isa, const char *what, const char *detail) {
+    if (ok) {
+        passed++;
+    } else {
+        failed++;
+        printf("FAIL %s %s: %s\n", isa, what, detail);
+    }
+}
+
+// MARK: - Random data
+
+static uint64_t rng_state = 0x9e3779b97f4a7c15ull;
+static uint64_t next_u64(void) {
+    uint64_t z = (rng_state += 0x9e3779b97f4a7c15ull);
+    z = (z ^ (z >> 30)) * 0xbf58476d1ce4e5b9ull;
+    z = (z ^ (z >> 27)) * 0x94d049bb133111ebull;
+    return z ^ (z >> 31);
+}
+static float uniform(float lo, float hi) { return lo + (hi - lo) * (float)((next_u64() >> 40) * (1.0 / 16777216.0)); }
+
+static void random_floats(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = uniform(-1, 1) * (next_u64() % 17 == 0 ? 30.0f : 1.0f);
+}
+
+static void random_q8(blip2_block_q8 *w, size_t blocks) {
+    for (size_t b = 0; b < blocks; b++) {
+        w[b].d = blip2_f32_to_f16(uniform(0.001f, 0.05f));
+        for (int i = 0; i < BLIP2_QBLOCK; i++) w[b].qs[i] = (int8_t)(next_u64() & 0xff);   // -128 included
+    }
+}
+
+static void random_q4(blip2_block_q4 *w, size_t blocks) {
+    for (size_t b = 0; b < blocks; b++) {
+        w[b].d = blip2_f32_to_f16(uniform(0.001f, 0.05f));
+        w[b].m = blip2_f32_to_f16(uniform(-0.4f, 0.1f));
+        for (int i = 0; i < BLIP2_QBLOCK / 2; i++) w[b].qs[i] = (uint8_t)(next_u64() & 0xff);
+    }
+}
+
+static void random_f16(uint16_t *w, size_t n) {
+    for (size_t i = 0; i < n; i++) w[i] = blip2_f32_to_f16(uniform(-0.2f, 0.2f));
+}
+
+// MARK: - Magnitudes (sum of |terms| each product adds up)
+
+static double magnitude_q8(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb) {
+    double m = 0;
+    for (size_t b = 0; b < nb; b++) {
+        double dd = fabs((double)blip2_f16_to_f32(w[b].d) * x[b].d), terms = 0;
+        // the AVX-512 path adds 128 * a to every product and takes it back (offset trick)
+        for (int i = 0; i < BLIP2_QBLOCK; i++) terms += (abs(w[b].qs[i]) + 128.0) * abs(x[b].qs[i]);
+        m += dd * terms;
+    }
+    return m;
+}
+
+static double magnitude_q4(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb) {
+    double m = 0;
+    for (size_t b = 0; b < nb; b++) {
+        double dd = fabs((double)blip2_f16_to_f32(w[b].d) * x[b].d), terms = 0;
+        for (int i = 0; i < BLIP2_QBLOCK; i++) terms += 15.0 * abs(x[b].qs[i]);
+        m += dd * terms + fabs((double)blip2_f16_to_f32(w[b].m) * x[b].s);
+    }
+    return m;
+}
+
+static double magnitude_f32(const float *w, const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m += fabs((double)w[i] * x[i]);
+    return m;
+}
+
+static double magnitude_f16(const uint16_t *w, const float *x, size_t n) {
+    double m = 0;
+    for (size_t i = 0; i < n; i++) m += fabs((double)blip2_f16_to_f32(w[i]) * x[i]);
+    return m;
+}
+
+// MARK: - Checks
+
+static void check_quantize(const blip2_kernels *k, const blip2_kernels *ref) {
+    static const size_t sizes[] = {32, 64, 96, 992, 2560};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s], nb = n / BLIP2_QBLOCK;
+        float *x = malloc(n * sizeof *x);
+        blip2_block_q8a *a = malloc(nb * sizeof *a), *b = malloc(nb * sizeof *b);
+        random_floats(x, n);
+        if (n == 64) {
+            for (size_t i = 0; i < 32; i++) x[i] = 0;                        // an all-zero block
+            for (size_t i = 32; i < 64; i++) x[i] = (float)(i - 48) + 0.5f;  // exact .5 ties: nearest even
+            x[33] = 127;
+        }
+        k->quantize_q8a(x, a, n);
+        ref->quantize_q8a(x, b, n);
+        char detail[128];
+        snprintf(detail, sizeof detail, "n=%zu: blocks differ from the reference (must be bit-identical)", n);
+        check(memcmp(a, b, nb * sizeof *a) == 0, k->name, "quantize_q8a", detail);
+        free(x); free(a); free(b);
+    }
+}
+
+static void check_vec_dots(const blip2_kernels *k, const blip2_kernels *ref) {
+    static const size_t blocks[] = {1, 2, 3, 31};
+    for (size_t s = 0; s < sizeof blocks / sizeof blocks[0]; s++) {
+        size_t nb = blocks[s], n = nb * BLIP2_QBLOCK;
+        float *x = malloc(n * sizeof *x);
+        blip2_block_q8a *a = malloc(nb * sizeof *a);
+        blip2_block_q8 *w8 = malloc(nb * sizeof *w8);
+        blip2_block_q4 *w4 = malloc(nb * sizeof *w4);
+        random_floats(x, n);
+        ref->quantize_q8a(x, a, n);
+        random_q8(w8, nb);
+        random_q4(w4, nb);
+        char detail[160];
+        double got = k->vec_dot_q8_q8a(w8, a, nb), want = ref->vec_dot_q8_q8a(w8, a, nb);
+        double tol = sum_tolerance(n, magnitude_q8(w8, a, nb));
+        snprintf(detail, sizeof detail, "%zu blocks: %.9g vs reference %.9g (tolerance %.3g)", nb, got, want, tol);
+        check(fabs(got - want) <= tol, k->name, "vec_dot_q8_q8a", detail);
+        got = k->vec_dot_q4_q8a(w4, a, nb); want = ref->vec_dot_q4_q8a(w4, a, nb);
+        tol = sum_tolerance(n, magnitude_q4(w4, a, nb));
+        snprintf(detail, sizeof detail, "%zu blocks: %.9g vs reference %.9g (tolerance %.3g)", nb, got, want, tol);
+        check(fabs(got - want) <= tol, k->name, "vec_dot_q4_q8a", detail);
+        free(x); free(a); free(w8); free(w4);
+    }
+    static const size_t lengths[] = {1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 588};
+    for (size_t s = 0; s < sizeof lengths / sizeof lengths[0]; s++) {
+        size_t n = lengths[s];
+        float *x = malloc(n * sizeof *x), *w = malloc(n * sizeof *w);
+        uint16_t *h = malloc(n * sizeof *h);
+        random_floats(x, n);
+        random_floats(w, n);
+        random_f16(h, n);
+        char detail[160];
+        double got = k->vec_dot_f32(w, x, n), want = ref->vec_dot_f32(w, x, n), tol = sum_tolerance(n, magnitude_f32(w, x, n));
+        snprintf(detail, sizeof detail, "n=%zu: %.9g vs reference %.9g (tolerance %.3g)", n, got, want, tol);
+        check(fabs(got - want) <= tol, k->name, "vec_dot_f32", detail);
+        got = k->vec_dot_f16(h, x, n); want = ref->vec_dot_f16(h, x, n); tol = sum_tolerance(n, magnitude_f16(h, x, n));
+        snprintf(detail, sizeof detail, "n=%zu: %.9g vs reference %.9g (tolerance %.3g)", n, got, want, tol);
+        check(fabs(got - want) <= tol, k->name, "vec_dot_f16", detail);
+        free(x); free(w); free(h);
+    }
+}
+
+static const char *const kind_names[BLIP2_WEIGHT_KINDS] = {"gemm f32", "gemm f16", "gemm q8", "gemm q4"};
+
+// One product through the driver (every tile shape, padding and the bias) against the reference table.
+static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, blip2_weight_kind kind, size_t rows, size_t tokens, size_t n) {
+    int quantized = kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4;
+    size_t nb = n / BLIP2_QBLOCK;
+    size_t row_bytes = kind == BLIP2_WEIGHT_F32 ? n * 4 : kind == BLIP2_WEIGHT_F16 ? n * 2
+                     : kind == BLIP2_WEIGHT_Q8 ? nb * sizeof(blip2_block_q8) : nb * sizeof(blip2_block_q4);
+    size_t x_row_bytes = quantized ? nb * sizeof(blip2_block_q8a) : n * sizeof(float);
+    size_t ldy = rows + 3;
+    char *w = malloc(rows * row_bytes);
+    float *xf = malloc(tokens * n * sizeof *xf), *bias = malloc(rows * sizeof *bias);
+    char *x = malloc(tokens * x_row_bytes);
+    float *got = malloc(tokens * ldy * sizeof *got), *want = malloc(tokens * ldy * sizeof *want);
+    random_floats(xf, tokens * n);
+    random_floats(bias, rows);
+    for (size_t r = 0; r < rows; r++) {
+        void *row = w + r * row_bytes;
+        switch (kind) {
+        case BLIP2_WEIGHT_F32: random_floats(row, n); break;
+        case BLIP2_WEIGHT_F16: random_f16(row, n); break;
+        case BLIP2_WEIGHT_Q8: random_q8(row, nb); break;
+        default: random_q4(row, nb); break;
+        }
+    }
+    if (quantized) {
+        for (size_t t = 0; t < tokens; t++) ref->quantize_q8a(xf + t * n, (blip2_block_q8a *)(x + t * x_row_bytes), n);
+    } else {
+        memcpy(x, xf, tokens * n * sizeof *xf);
+    }
+    const float *b = (rows + tokens) % 2 ? bias : NULL;
+    for (size_t i = 0; i < tokens * ldy; i++) got[i] = want[i] = -12345.0f;   // the gaps past `rows` stay untouched
+    blip2_gemm(k, kind, w, row_bytes, rows, x, x_row_bytes, tokens, n, b, got, ldy);
+    blip2_gemm(ref, kind, w, row_bytes, rows, x, x_row_bytes, tokens, n, b, want, ldy);
+    size_t bad = 0;
+    double worst = 0;
+    for (size_t t = 0; t < tokens; t++) {
+        const void *xt = x + t * x_row_bytes;
+        for (size_t r = 0; r < ldy; r++) {
+            size_t i = t * ldy + r;
+            if (r >= rows) { bad += got[i] != -12345.0f; continue; }
+            const void *wr = w + r * row_bytes;
+            double magnitude = kind == BLIP2_WEIGHT_F32 ? magnitude_f32(wr, xt, n) : kind == BLIP2_WEIGHT_F16 ? magnitude_f16(wr, xt, n)
+                             : kind == BLIP2_WEIGHT_Q8 ? magnitude_q8(wr, xt, nb) : magnitude_q4(wr, xt, nb);
+            double error = fabs((double)got[i] - want[i]), tol = sum_tolerance(n, magnitude + (b ? fabs(b[r]) : 0));
+            if (!(error <= tol)) bad++;
+            if (error / tol > worst) worst = error / tol;
+        }
+    }
+    char detail[160];
+    snprintf(detail, sizeof detail, "rows=%zu tokens=%zu n=%zu: %zu of %zu outputs off (worst %.2fx the tolerance)",
+             rows, tokens, n, bad, tokens * ldy, worst);
+    check(bad == 0, k->name, kind_names[kind], detail);
+    free(w); free(xf); free(bias); free(x); free(got); free(want);
+}
+
+static void check_products(const blip2_kernels *k, const blip2_kernels *ref) {
+    static const size_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 31, 67};
+    static const size_t blocks[] = {1, 2, 3, 31};
+    static const size_t lengths[] = {1, 3, 17, 33, 588};
+    for (int kind = 0; kind < BLIP2_WEIGHT_KINDS; kind++) {
+        int quantized = kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4;
+        for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
+            for (size_t tokens = 1; tokens <= 9; tokens++) {
+                // every row and token count meets a short and a long inner dimension; the rest rotate
+                size_t choices = quantized ? 4 : 5;
+                size_t pick = (ri + tokens) % choices;
+                size_t n = quantized ? blocks[pick] * BLIP2_QBLOCK : lengths[pick];
+                check_gemm(k, ref, kind, rows[ri], tokens, n);
+                check_gemm(k, ref, kind, rows[ri], tokens, quantized ? 2 * BLIP2_QBLOCK : 9);
+            }
+        }
+    }
+}
+
+int main(int argc, char **argv) {
+    int emulated = 0;
+    const char *label = "kernels";
+    int isas = 0;
+    for (int i = 1; i < argc; i++) {
+        if (strcmp(argv[i], "--emulated") == 0) { emulated = 1; continue; }
+        if (strncmp(argv[i], "--label=", 8) == 0) { label = argv[i] + 8; continue; }
+        isas++;
+        int isa = blip2_isa_from_name(argv[i]);
+        const blip2_kernels *k = isa < 0 ? NULL : blip2_kernels_for((blip2_isa)isa);
+        if (!k) {
+            check(0, argv[i], "availability", "not compiled into this build");
+            continue;
+        }
+        if (!emulated && !blip2_isa_supported((blip2_isa)isa)) {
+            check(0, argv[i], "availability", "this CPU does not report it (under qemu: check -cpu)");
+            continue;
+        }
+        const blip2_kernels *ref = blip2_kernels_for(BLIP2_ISA_REF);
+        unsigned before = passed + failed;
+        check_quantize(k, ref);
+        check_vec_dots(k, ref);
+        check_products(k, ref);
+        printf("%s: %u checks\n", k->name, passed + failed - before);
+    }
+    if (isas == 0) {
+        fprintf(stderr, "usage: kernel_harness [--emulated] [--label=NAME] ISA...\n");
+        return 2;
+    }
+    printf("%s: %u passed, %u failed\n", label, passed, failed);
+    return failed ? 1 : 0;
+}
