@@ -70,6 +70,8 @@ let package = Package(
         .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Convert", "Blip2ModelFile"]),
         .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Convert", "Blip2Generation", "Blip2Core"]),
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),
+        // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
+        .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Model", "Blip2Core", "CKernels"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
     ],

@@ -1,0 +1,208 @@
+import CKernels
+import Foundation
+#if canImport(Glibc)
+import Glibc
+#elseif canImport(Darwin)
+import Darwin
+#endif
+
+/// A fixed set of threads, created once and parked between jobs, that run the parts of one job at a time.
+///
+/// `run(parts:_:)` hands out part indices to the caller's thread and the workers until all are done;
+/// it allocates nothing. Jobs from different threads are serialized; a job started from inside a job
+/// (a nested call) runs on the calling thread alone, so nesting cannot deadlock.
+public final class WorkerPool: @unchecked Sendable {
+    /// Threads that work on a job, the caller's included.
+    public let threads: Int
+    private let shared: PoolShared
+
+    /// Starts `threads - 1` worker threads (the caller is the other one).
+    public init(threads: Int) {
+        self.threads = max(1, threads)
+        shared = PoolShared(threads: self.threads)
+        for worker in 1..<self.threads {
+            let shared = self.shared
+            let thread = Thread { shared.workerMain(worker) }
+            thread.name = "blip2-worker-\(worker)"
+            thread.start()
+        }
+    }
+
+    deinit { shared.stop(workers: threads - 1) }
+
+    /// Runs `body(part, worker)` for every part in 0..<parts and returns when all have finished.
+    /// `worker` (0..<threads) names the thread running the part, for per-thread scratch memory.
+    public func run(parts: Int, _ body: (_ part: Int, _ worker: Int) -> Void) {
+        guard parts > 0 else { return }
+        if parts == 1 || threads == 1 || PoolShared.insideJob {
+            for part in 0..<parts { body(part, 0) }
+            return
+        }
+        shared.run(parts: parts, body)
+    }
+
+    /// Memory private to `worker` while it runs a part: at least `bytes` long, 64-byte aligned.
+    /// Allocates only when more is asked for than before.
+    public func scratch(worker: Int, bytes: Int) -> UnsafeMutableRawPointer {
+        shared.scratch(worker: worker, bytes: bytes)
+    }
+}
+
+/// The state workers share with the pool; workers keep it alive, the pool's deinit stops them.
+private final class PoolShared: @unchecked Sendable {
+    // Counters, each on its own cache line: [generation, next part, parts left].
+    private let counters: UnsafeMutablePointer<Int64>
+    private static let line = 8
+    private var generation: UnsafeMutablePointer<Int64> { counters }
+    private var nextPart: UnsafeMutablePointer<Int64> { counters + Self.line }
+    private var remaining: UnsafeMutablePointer<Int64> { counters + 2 * Self.line }
+    // `nextPart` holds this while no job is open, so a late worker's claim can never land in the next job.
+    private static let closed: Int64 = 1 << 60
+    // Spinning briefly before parking spares back-to-back jobs (several per layer) a wake-up each.
+    private static let spinLimit = 20_000
+
+    private var job: ((Int, Int) -> Void)?
+    private var parts: Int64 = 0
+    private var stopping = false
+    private var exited = 0
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
+    private let jobLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var scratchBuffers: [UnsafeMutableRawPointer?]
+    private var scratchBytes: [Int]
+
+    init(threads: Int) {
+        counters = .allocate(capacity: 3 * Self.line)
+        counters.initialize(repeating: 0, count: 3 * Self.line)
+        (counters + Self.line).pointee = Self.closed   // nextPart: no job open yet
+        scratchBuffers = Array(repeating: nil, count: threads)
+        scratchBytes = Array(repeating: 0, count: threads)
+        pthread_mutex_init(mutex, nil)
+        pthread_mutex_init(jobLock, nil)
+        pthread_cond_init(wake, nil)
+        pthread_cond_init(finished, nil)
+    }
+
+    deinit {
+        pthread_mutex_destroy(mutex)
+        pthread_mutex_destroy(jobLock)
+        pthread_cond_destroy(wake)
+        pthread_cond_destroy(finished)
+        mutex.deallocate(); jobLock.deallocate(); wake.deallocate(); finished.deallocate()
+        for buffer in scratchBuffers { buffer?.deallocate() }
+        counters.deallocate()
+    }
+
+    func stop(workers: Int) {
+        pthread_mutex_lock(mutex)
+        stopping = true
+        blip2_atomic_fetch_add(generation, 1)
+        pthread_cond_broadcast(wake)
+        while exited < workers { pthread_cond_wait(finished, mutex) }
+        pthread_mutex_unlock(mutex)
+    }
+
+    func run(parts: Int, _ body: (Int, Int) -> Void) {
+        pthread_mutex_lock(jobLock)
+        defer { pthread_mutex_unlock(jobLock) }
+        withoutActuallyEscaping(body) { body in
+            job = body
+            self.parts = Int64(parts)
+            blip2_atomic_store(remaining, Int64(parts))
+            blip2_atomic_store(nextPart, 0)
+            pthread_mutex_lock(mutex)
+            blip2_atomic_fetch_add(generation, 1)
+            pthread_cond_broadcast(wake)
+            pthread_mutex_unlock(mutex)
+
+            Self.insideJob = true
+            work(as: 0)
+            Self.insideJob = false
+
+            var spins = 0
+            while blip2_atomic_load(remaining) > 0 && spins < Self.spinLimit {
+                blip2_cpu_relax()
+                spins += 1
+            }
+            if blip2_atomic_load(remaining) > 0 {
+                pthread_mutex_lock(mutex)
+                while blip2_atomic_load(remaining) > 0 { pthread_cond_wait(finished, mutex) }
+                pthread_mutex_unlock(mutex)
+            }
+            blip2_atomic_store(nextPart, Self.closed)
+            job = nil
+        }
+    }
+
+    func scratch(worker: Int, bytes: Int) -> UnsafeMutableRawPointer {
+        precondition(worker >= 0 && worker < scratchBuffers.count, "the worker index comes from run(parts:_:)")
+        if let buffer = scratchBuffers[worker], scratchBytes[worker] >= bytes { return buffer }
+        scratchBuffers[worker]?.deallocate()
+        let size = max(bytes, 64)
+        let buffer = UnsafeMutableRawPointer.allocate(byteCount: size, alignment: 64)
+        scratchBuffers[worker] = buffer
+        scratchBytes[worker] = size
+        return buffer
+    }
+
+    private func work(as worker: Int) {
+        while true {
+            let part = blip2_atomic_fetch_add(nextPart, 1)
+            // A claim past the end (or on a closed counter) means this job has nothing left here. A claim
+            // below `parts` keeps the job open (and `job` set) until the part is done.
+            guard part < parts else { return }
+            runPart(Int(part), worker)
+            if blip2_atomic_fetch_add(remaining, -1) == 1 {
+                pthread_mutex_lock(mutex)
+                pthread_cond_broadcast(finished)
+                pthread_mutex_unlock(mutex)
+            }
+        }
+    }
+
+    // The job closure is borrowed from `run` (withoutActuallyEscaping): every reference taken here must be
+    // dropped before the part counts as done, hence a separate, never-inlined frame.
+    @inline(never)
+    private func runPart(_ part: Int, _ worker: Int) {
+        job?(part, worker)
+    }
+
+    func workerMain(_ worker: Int) {
+        Self.insideJob = true
+        var seen: Int64 = 0
+        while true {
+            var spins = 0
+            while blip2_atomic_load(generation) == seen && spins < Self.spinLimit {
+                blip2_cpu_relax()
+                spins += 1
+            }
+            pthread_mutex_lock(mutex)
+            while blip2_atomic_load(generation) == seen && !stopping { pthread_cond_wait(wake, mutex) }
+            let stop = stopping
+            seen = blip2_atomic_load(generation)
+            if stop {
+                exited += 1
+                pthread_cond_broadcast(finished)
+                pthread_mutex_unlock(mutex)
+                return
+            }
+            pthread_mutex_unlock(mutex)
+            work(as: worker)
+        }
+    }
+
+    // MARK: Thread-local "inside a job" flag
+
+    private static let insideJobKey: pthread_key_t = {
+        var key = pthread_key_t()
+        pthread_key_create(&key, nil)
+        return key
+    }()
+
+    /// True on a worker thread, and on a caller's thread while it works on its own job.
+    static var insideJob: Bool {
+        get { pthread_getspecific(insideJobKey) != nil }
+        set { pthread_setspecific(insideJobKey, newValue ? UnsafeRawPointer(bitPattern: 1) : nil) }
+    }
+}

@@ -1,0 +1,269 @@
+import Blip2Core
+import CKernels
+import Foundation
+import Testing
+@testable import Blip2Model
+
+// Every kernel of every instruction set this CPU runs, against first principles (exact f64 sums of the
+// stored values) and against the scalar reference table. The ARM paths run the same checks under qemu
+// through Tests/ARM/kernel_harness.c (Tools/test.sh).
+
+private let ref = blip2_kernels_for(BLIP2_ISA_REF)!.pointee
+private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_WEIGHT_Q4]
+
+@Suite struct ActivationQuantizationTests {
+    @Test(arguments: KernelISA.supported)
+    func roundTripWithinHalfAStep(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        var rng = SplitMix(seed: 11)
+        let n = 32 * 37
+        var x = (0..<n).map { _ in rng.activation() }
+        for i in 0..<32 { x[i] = 0 }                                   // an all-zero block
+        for i in 32..<64 { x[i] = Float(i - 48) + 0.5 }                 // exact ties once scaled by 1
+        x[33] = 127
+        var blocks = [blip2_block_q8a](repeating: blip2_block_q8a(), count: n / 32)
+        var expected = blocks
+        k.quantize_q8a(x, &blocks, n)
+        ref.quantize_q8a(x, &expected, n)
+        for b in 0..<(n / 32) {
+            let block = blocks[b]
+            let amax = x[(b * 32)..<(b * 32 + 32)].map(abs).max()!
+            #expect(block.d == amax / 127, "block \(b): the scale is max|x| / 127")
+            var sum = 0
+            withUnsafeBytes(of: block.qs) { raw in
+                for i in 0..<32 {
+                    let q = Int8(bitPattern: raw[i])
+                    sum += Int(q)
+                    #expect(abs(x[b * 32 + i] - block.d * Float(q)) <= block.d * 0.5 * (1 + 1e-6), "element \(b * 32 + i)")
+                }
+            }
+            #expect(block.s == block.d * Float(sum), "block \(b): s = d * sum(qs)")
+            #expect(withUnsafeBytes(of: block) { a in withUnsafeBytes(of: expected[b]) { b in a.elementsEqual(b) } },
+                    "\(isa) must quantize bit-identically to the reference (block \(b))")
+        }
+        // Ties at x = k + 0.5 with d = 1 round to the even neighbour: -15.5 -> -16, -13.5 -> -14, -12.5 -> -12.
+        withUnsafeBytes(of: blocks[1].qs) { raw in
+            #expect(Int8(bitPattern: raw[0]) == -16 && Int8(bitPattern: raw[2]) == -14 && Int8(bitPattern: raw[3]) == -12)
+        }
+    }
+}
+
+@Suite struct VectorDotTests {
+    /// Exact value and magnitude (sum of |terms| the kernel adds) of one quantized dot product.
+    static func exact(_ w: RandomWeights, row: Int, _ x: [blip2_block_q8a], offset: Int) -> (value: Double, magnitude: Double) {
+        var value = 0.0, magnitude = 0.0
+        w.bytes.withUnsafeBytes { raw in
+            for b in 0..<(w.cols / 32) {
+                let block = raw.baseAddress! + row * w.rowBytes + b * (w.kind == BLIP2_WEIGHT_Q8 ? 34 : 20)
+                let d = Double(blip2_f16_to_f32(block.loadUnaligned(as: UInt16.self)))
+                let a = x[offset + b]
+                var dot = 0.0, absolute = 0.0
+                withUnsafeBytes(of: a.qs) { qa in
+                    for i in 0..<32 {
+                        let ai = Double(Int8(bitPattern: qa[i]))
+                        let wi: Double
+                        if w.kind == BLIP2_WEIGHT_Q8 {
+                            wi = Double(Int8(bitPattern: block.load(fromByteOffset: 2 + i, as: UInt8.self)))
+                            absolute += (abs(wi) + 128) * abs(ai)   // the AVX-512 path offsets w by 128
+                        } else {
+                            let byte = block.load(fromByteOffset: 4 + i % 16, as: UInt8.self)
+                            wi = Double(i < 16 ? byte & 0x0f : byte >> 4)
+                            absolute += 15 * abs(ai)
+                        }
+                        dot += wi * ai
+                    }
+                }
+                value += d * Double(a.d) * dot
+                magnitude += abs(d * Double(a.d)) * absolute
+                if w.kind == BLIP2_WEIGHT_Q4 {
+                    let m = Double(blip2_f16_to_f32(block.load(fromByteOffset: 2, as: UInt16.self)))
+                    var sum = 0.0
+                    withUnsafeBytes(of: a.qs) { qa in for i in 0..<32 { sum += Double(Int8(bitPattern: qa[i])) } }
+                    value += m * Double(a.d) * sum
+                    magnitude += abs(m * Double(a.s))
+                }
+            }
+        }
+        return (value, magnitude)
+    }
+
+    @Test(arguments: KernelISA.supported)
+    func quantizedDotsOnOddBlockCounts(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        var rng = SplitMix(seed: 21)
+        for nb in [1, 2, 3, 31] {
+            let n = nb * 32
+            let x = (0..<n).map { _ in rng.activation() }
+            let (a, _) = quantizedActivations(x, tokens: 1, cols: n)
+            for kind in [BLIP2_WEIGHT_Q8, BLIP2_WEIGHT_Q4] {
+                let w = RandomWeights(kind: kind, rows: 1, cols: n, rng: &rng)
+                let (value, magnitude) = Self.exact(w, row: 0, a, offset: 0)
+                let got = w.bytes.withUnsafeBytes { raw in
+                    kind == BLIP2_WEIGHT_Q8
+                        ? k.vec_dot_q8_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q8.self), a, nb)
+                        : k.vec_dot_q4_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q4.self), a, nb)
+                }
+                let reference = w.bytes.withUnsafeBytes { raw in
+                    kind == BLIP2_WEIGHT_Q8
+                        ? ref.vec_dot_q8_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q8.self), a, nb)
+                        : ref.vec_dot_q4_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q4.self), a, nb)
+                }
+                let tolerance = Tolerance.floatSum(terms: n, magnitude: magnitude)
+                #expect(abs(Double(got) - value) <= tolerance, "\(isa) \(w.elementType), \(nb) blocks: \(got) vs exact \(value)")
+                #expect(abs(Double(got) - Double(reference)) <= 2 * tolerance, "\(isa) \(w.elementType), \(nb) blocks: \(got) vs reference \(reference)")
+            }
+        }
+    }
+
+    @Test(arguments: KernelISA.supported)
+    func floatDotsWithTails(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        var rng = SplitMix(seed: 31)
+        for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 588] {
+            let x = (0..<n).map { _ in rng.activation() }
+            for kind in [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16] {
+                let w = RandomWeights(kind: kind, rows: 1, cols: n, rng: &rng)
+                let values = w.row(0)
+                let exact = zip(values, x).reduce(0.0) { $0 + $1.0 * Double($1.1) }
+                let magnitude = zip(values, x).reduce(0.0) { $0 + abs($1.0 * Double($1.1)) }
+                let (got, reference) = w.bytes.withUnsafeBytes { raw -> (Float, Float) in
+                    if kind == BLIP2_WEIGHT_F32 {
+                        let p = raw.baseAddress!.assumingMemoryBound(to: Float.self)
+                        return (k.vec_dot_f32(p, x, n), ref.vec_dot_f32(p, x, n))
+                    }
+                    let p = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
+                    return (k.vec_dot_f16(p, x, n), ref.vec_dot_f16(p, x, n))
+                }
+                let tolerance = Tolerance.floatSum(terms: n, magnitude: magnitude)
+                #expect(abs(Double(got) - exact) <= tolerance, "\(isa) \(w.elementType), n=\(n): \(got) vs exact \(exact)")
+                #expect(abs(Double(got) - Double(reference)) <= 2 * tolerance, "\(isa) \(w.elementType), n=\(n): \(got) vs reference \(reference)")
+            }
+        }
+    }
+}
+
+@Suite struct ProductTests {
+    /// W x^T through the tiled driver of `isa` against the reference table, with a bias on odd shapes and
+    /// an output stride wider than the rows (the gap must stay untouched).
+    static func check(_ isa: KernelISA, kind: blip2_weight_kind, rows: Int, tokens: Int, cols: Int, rng: inout SplitMix) throws {
+        let k = try #require(isa.table)
+        let w = RandomWeights(kind: kind, rows: rows, cols: cols, rng: &rng)
+        let x = (0..<(tokens * cols)).map { _ in rng.activation() }
+        let bias: [Float]? = (rows + tokens) % 2 == 1 ? (0..<rows).map { _ in rng.activation() } : nil
+        let ldy = rows + 3
+        var got = [Float](repeating: -12345, count: tokens * ldy), expected = got
+        let quantized = w.isQuantized ? quantizedActivations(x, tokens: tokens, cols: cols).blocks : []
+        let inputRowBytes = w.isQuantized ? cols / 32 * MemoryLayout<blip2_block_q8a>.stride : cols * 4
+        func run(_ table: UnsafePointer<blip2_kernels>, into y: inout [Float]) {
+            w.bytes.withUnsafeBytes { raw in
+                let input: UnsafeRawPointer = w.isQuantized ? quantized.withUnsafeBytes { $0.baseAddress! } : x.withUnsafeBytes { $0.baseAddress! }
+                withExtendedLifetime((quantized, x)) {
+                    if let bias {
+                        bias.withUnsafeBufferPointer { b in
+                            blip2_gemm(table, kind, raw.baseAddress!, w.rowBytes, rows, input, inputRowBytes, tokens, cols, b.baseAddress!, &y, ldy)
+                        }
+                    } else {
+                        blip2_gemm(table, kind, raw.baseAddress!, w.rowBytes, rows, input, inputRowBytes, tokens, cols, nil, &y, ldy)
+                    }
+                }
+            }
+        }
+        run(k, into: &got)
+        run(KernelISA.ref.table!, into: &expected)
+
+        // Magnitude bound per (row, token): max|w_r| * sum|x_t| for floats; per block for the quantized types.
+        var bad = 0
+        for r in 0..<rows {
+            let values = w.row(r)
+            let wmax = values.map(abs).max() ?? 0
+            for t in 0..<tokens {
+                let xs = x[(t * cols)..<((t + 1) * cols)]
+                let magnitude: Double
+                if w.isQuantized {
+                    magnitude = VectorDotTests.exact(w, row: r, quantized, offset: t * cols / 32).magnitude
+                } else {
+                    magnitude = wmax * xs.reduce(0.0) { $0 + abs(Double($1)) }
+                }
+                let tolerance = Tolerance.floatSum(terms: cols, magnitude: magnitude + abs(Double(bias?[r] ?? 0)))
+                if !(abs(Double(got[t * ldy + r]) - Double(expected[t * ldy + r])) <= tolerance) { bad += 1 }
+            }
+        }
+        for t in 0..<tokens { for r in rows..<ldy where got[t * ldy + r] != -12345 { bad += 1 } }
+        #expect(bad == 0, "\(isa) \(w.elementType): rows=\(rows) tokens=\(tokens) cols=\(cols): \(bad) outputs differ from the reference")
+    }
+
+    @Test(arguments: KernelISA.supported)
+    func everyRowCountAndTokenCount(isa: KernelISA) throws {
+        var rng = SplitMix(seed: 41)
+        for kind in kinds {
+            let quantized = kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4
+            let inner = quantized ? [32, 64, 96, 992] : [1, 3, 17, 33, 588]
+            for rows in 1...67 {
+                let tokens = rows % 9 + 1
+                try Self.check(isa, kind: kind, rows: rows, tokens: tokens, cols: inner[rows % inner.count], rng: &rng)
+            }
+            for rows in [1, 5, 8, 13] {
+                for tokens in 1...9 {
+                    try Self.check(isa, kind: kind, rows: rows, tokens: tokens, cols: inner[(rows + tokens) % inner.count], rng: &rng)
+                }
+            }
+        }
+    }
+}
+
+@Suite struct LinearSeamTests {
+    /// MatMul.linear (activation quantization, row split over the pool, bias) against exact f64 sums of the
+    /// values the kernels see, and bit-identical for any thread count (rows never share a sum).
+    @Test(arguments: ["f32", "f16", "q8", "q4"])
+    func linearMatchesExactProducts(type: String) throws {
+        var rng = SplitMix(seed: 51)
+        let kind = kinds[["f32", "f16", "q8", "q4"].firstIndex(of: type)!]
+        let rows = 203, cols = 320, tokens = 7
+        let w = RandomWeights(kind: kind, rows: rows, cols: cols, rng: &rng)
+        let x = (0..<(tokens * cols)).map { _ in rng.activation() }
+        let bias = (0..<rows).map { _ in rng.activation() }
+        let activations = w.isQuantized ? quantizedActivations(x, tokens: tokens, cols: cols).values : x.map(Double.init)
+        var outputs: [[Float]] = []
+        let saved = MatMul.threads
+        defer { MatMul.threads = saved }
+        for threads in [1, 2, 3] {
+            MatMul.threads = threads
+            var y = [Float](repeating: .nan, count: tokens * rows)
+            w.bytes.withUnsafeBytes { raw in
+                bias.withUnsafeBufferPointer { b in
+                    let layer = Linear(WeightMatrix(name: "test", type: ElementType(name: type)!, rows: rows, cols: cols, data: raw.baseAddress!),
+                                       bias: b.baseAddress!)
+                    MatMul.linear(x, tokens: tokens, layer, into: &y)
+                }
+            }
+            outputs.append(y)
+        }
+        #expect(outputs[0] == outputs[1] && outputs[1] == outputs[2], "\(type): results depend on the thread count")
+        var worst = 0.0
+        for r in 0..<rows {
+            let values = w.row(r)
+            for t in 0..<tokens {
+                var exact = Double(bias[r]), magnitude = abs(Double(bias[r]))
+                for i in 0..<cols {
+                    exact += values[i] * activations[t * cols + i]
+                    magnitude += abs(values[i] * activations[t * cols + i])
+                }
+                // q8 on AVX-512 offsets every product by 128 * a; allow for it in the bound.
+                let slack = w.kind == BLIP2_WEIGHT_Q8 ? 3.0 : w.kind == BLIP2_WEIGHT_Q4 ? 16.0 : 1.0
+                let tolerance = Tolerance.floatSum(terms: cols, magnitude: slack * magnitude)
+                worst = max(worst, abs(Double(outputs[0][t * rows + r]) - exact) / tolerance)
+            }
+        }
+        #expect(worst <= 1, "\(type) on \(MatMul.isa): worst error \(worst)x the tolerance")
+    }
+
+    @Test func selectionErrorsSayWhatToDo() {
+        #expect(KernelSelectionError.unknown("sse9").description.contains("ref, avx2, avx512, neon, dotprod"))
+        let unsupported = KernelISA.allCases.first { !$0.isSupported }
+        if let unsupported {
+            #expect(throws: KernelSelectionError.self) { try MatMul.select(unsupported) }
+            #expect(KernelSelectionError.unsupported(unsupported).description.contains("not available on this CPU"))
+        }
+        #expect(KernelISA.ref.isSupported && KernelISA.supported.contains(KernelISA.best))
+    }
+}

@@ -1,0 +1,79 @@
+import Blip2Core
+import Foundation
+import Testing
+
+@Suite struct WorkerPoolTests {
+    @Test func everyPartRunsExactlyOnce() {
+        let pool = WorkerPool(threads: 3)
+        for parts in [1, 2, 3, 7, 64, 1000] {
+            let counts = UnsafeMutablePointer<Int>.allocate(capacity: parts)
+            counts.initialize(repeating: 0, count: parts)
+            let workers = UnsafeMutablePointer<Int>.allocate(capacity: parts)
+            pool.run(parts: parts) { part, worker in
+                counts[part] += 1
+                workers[part] = worker
+            }
+            #expect((0..<parts).allSatisfy { counts[$0] == 1 }, "\(parts) parts")
+            #expect((0..<parts).allSatisfy { workers[$0] >= 0 && workers[$0] < pool.threads })
+            counts.deallocate()
+            workers.deallocate()
+        }
+    }
+
+    @Test func manyShortJobsInARow() {
+        let pool = WorkerPool(threads: 2)
+        let slots = UnsafeMutablePointer<Int>.allocate(capacity: 4)
+        defer { slots.deallocate() }
+        var total = 0
+        for job in 0..<5000 {
+            slots.initialize(repeating: 0, count: 4)
+            pool.run(parts: 4) { part, _ in slots[part] = job + part }
+            total += (0..<4).reduce(0) { $0 + slots[$1] - job }
+        }
+        #expect(total == 5000 * 6)
+    }
+
+    @Test func nestedJobsRunInline() {
+        let pool = WorkerPool(threads: 2)
+        let sums = UnsafeMutablePointer<Int>.allocate(capacity: 4)
+        sums.initialize(repeating: 0, count: 4)
+        defer { sums.deallocate() }
+        pool.run(parts: 4) { part, _ in
+            pool.run(parts: 3) { inner, _ in sums[part] += inner + 1 }
+        }
+        #expect((0..<4).allSatisfy { sums[$0] == 6 })
+    }
+
+    @Test func callersOnSeveralThreadsTakeTurns() async {
+        let pool = WorkerPool(threads: 2)
+        await withTaskGroup(of: Bool.self) { group in
+            for caller in 0..<4 {
+                group.addTask {
+                    let values = UnsafeMutablePointer<Int>.allocate(capacity: 50)
+                    defer { values.deallocate() }
+                    for _ in 0..<200 {
+                        pool.run(parts: 50) { part, _ in values[part] = part * caller }
+                        if !(0..<50).allSatisfy({ values[$0] == $0 * caller }) { return false }
+                    }
+                    return true
+                }
+            }
+            for await ok in group { #expect(ok) }
+        }
+    }
+
+    @Test func scratchIsPerWorkerAndKept() {
+        let pool = WorkerPool(threads: 2)
+        let first = pool.scratch(worker: 1, bytes: 100)
+        #expect(Int(bitPattern: first) % 64 == 0)
+        #expect(pool.scratch(worker: 1, bytes: 64) == first)
+        #expect(pool.scratch(worker: 0, bytes: 100) != first)
+    }
+
+    @Test func deinitStopsTheWorkers() {
+        for _ in 0..<20 {
+            let pool = WorkerPool(threads: 3)
+            pool.run(parts: 6) { _, _ in }
+        }
+    }
+}
