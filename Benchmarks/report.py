@@ -1,0 +1,241 @@
+#!/usr/bin/env python3
+"""Size and latency report: convert a checkpoint to several variants, bench each, write Markdown + SVG + JSON.
+
+    python3 Benchmarks/report.py [--checkpoint DIR] [--work DIR] [--out DIR] [--variants f16,q8,q4,mixed]
+                                 [--runs 3] [--new-tokens 20] [--threads N] [--no-torch]
+
+Without --checkpoint, the synthetic full-size blip2-opt-2.7b checkpoint is generated into WORK/synthetic-fp16
+(Tools/make_synthetic_checkpoint.py, numpy only). Every variant is converted with blip2-quantize (with and
+without zstd) and measured with `blip2 bench --json` (parsed, never scraped). When torch and transformers are
+importable, the same stages are timed with PyTorch in fp32 and bf16 in the same run, on the same machine.
+Outputs: OUT/report.md, OUT/report.json, OUT/size_latency.svg, OUT/stages.svg.
+"""
+import argparse
+import json
+import os
+import pathlib
+import platform
+import subprocess
+import sys
+import time
+
+ROOT = pathlib.Path(__file__).resolve().parent.parent
+
+# name -> blip2-quantize arguments
+VARIANTS = {
+    "f16": ["--weights", "f16"],
+    "q8": ["--weights", "q8"],
+    "q4": ["--weights", "q4"],
+    # q4 language model, q8 image side: the image encoder is compute bound, decode is bandwidth bound.
+    "mixed": ["--weights", "q4", "--override", "vision_model.*.weight=q8", "--override", "qformer.*.weight=q8"],
+}
+STAGES = ["image_decode", "preprocess", "vision", "qformer_projection", "prefill", "ms_per_token"]
+
+
+def run(cmd, **kw):
+    print("+", " ".join(str(c) for c in cmd), file=sys.stderr, flush=True)
+    return subprocess.run(cmd, check=True, **kw)
+
+
+def build():
+    run(["swift", "build", "-c", "release", "--product", "blip2"], cwd=ROOT)
+    run(["swift", "build", "-c", "release", "--product", "blip2-quantize"], cwd=ROOT)
+    return ROOT / ".build" / "release"
+
+
+def convert(bin_dir, checkpoint, out, args, compress):
+    start = time.time()
+    report = run([bin_dir / "blip2-quantize", checkpoint, "--output", out, "--compress", compress, "--json"] + args,
+                 stdout=subprocess.PIPE)
+    return json.loads(report.stdout), time.time() - start
+
+
+def bench(bin_dir, model, opts):
+    cmd = [bin_dir / "blip2", "bench", model, "--json", "--runs", str(opts.runs), "--new-tokens", str(opts.new_tokens),
+           "--threads", str(opts.threads)]
+    if opts.image:
+        cmd += ["--image", opts.image]
+    return json.loads(run(cmd, stdout=subprocess.PIPE).stdout)
+
+
+def torch_rows(checkpoint, opts):
+    """The same stages with transformers on PyTorch: fp32 and bf16, forced token count, medians."""
+    try:
+        import numpy as np
+        import torch
+        from transformers import Blip2ForConditionalGeneration
+    except ImportError as error:
+        print(f"PyTorch rows skipped: {error}", file=sys.stderr)
+        return []
+    torch.set_num_threads(opts.threads)
+    rows = []
+    for name, dtype in [("pytorch fp32", torch.float32), ("pytorch bf16", torch.bfloat16)]:
+        print(f"timing {name}", file=sys.stderr, flush=True)
+        start = time.time()
+        model = Blip2ForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype).eval()
+        load_ms = (time.time() - start) * 1000
+        size = model.config.vision_config.image_size
+        pixels = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)).to(dtype)
+        samples = {k: [] for k in ["vision", "qformer_projection", "prefill", "ms_per_token", "caption"]}
+        with torch.inference_mode():
+            for run_index in range(opts.runs + 1):
+                t0 = time.perf_counter()
+                image = model.vision_model(pixel_values=pixels).last_hidden_state
+                t1 = time.perf_counter()
+                queries = model.query_tokens.expand(1, -1, -1)
+                q = model.qformer(query_embeds=queries, encoder_hidden_states=image).last_hidden_state
+                embeds = model.language_projection(q)
+                t2 = time.perf_counter()
+                bos = model.get_input_embeddings()(torch.tensor([[2]]))
+                inputs = torch.cat([embeds, bos.to(embeds.dtype)], dim=1)
+                out = model.language_model(inputs_embeds=inputs, use_cache=True)
+                t3 = time.perf_counter()
+                past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                steps = []
+                for _ in range(opts.new_tokens - 1):
+                    s = time.perf_counter()
+                    out = model.language_model(input_ids=token, past_key_values=past, use_cache=True)
+                    past, token = out.past_key_values, out.logits[:, -1:].argmax(-1)
+                    steps.append(time.perf_counter() - s)
+                t4 = time.perf_counter()
+                if run_index == 0:
+                    continue
+                samples["vision"].append((t1 - t0) * 1000)
+                samples["qformer_projection"].append((t2 - t1) * 1000)
+                samples["prefill"].append((t3 - t2) * 1000)
+                samples["ms_per_token"].append(sorted(steps)[len(steps) // 2] * 1000)
+                samples["caption"].append((t4 - t0) * 1000)
+        median = {k: sorted(v)[len(v) // 2] for k, v in samples.items()}
+        rows.append({"name": name, "load_ms": load_ms, "file_bytes": None, "stages": median, "peak_rss_bytes": None})
+        del model
+    return rows
+
+
+def svg_scatter(rows, path):
+    pts = [(r["file_bytes"] / 1e9, r["stages"]["caption"] / 1000, r["name"]) for r in rows if r.get("file_bytes")]
+    if not pts:
+        return
+    w, h, pad = 640, 400, 60
+    xmax = max(p[0] for p in pts) * 1.15
+    ymax = max(p[1] for p in pts) * 1.15
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{w}" height="{h}" fill="white"/>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{w - 20}" y2="{h - pad}" stroke="black"/>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{pad}" y2="20" stroke="black"/>',
+             f'<text x="{w / 2}" y="{h - 20}" text-anchor="middle">file size (GB)</text>',
+             f'<text x="18" y="{h / 2}" transform="rotate(-90 18 {h / 2})" text-anchor="middle">caption latency (s)</text>']
+    for i in range(5):
+        xv, yv = xmax * i / 4, ymax * i / 4
+        x = pad + (w - pad - 20) * i / 4
+        y = h - pad - (h - pad - 20) * i / 4
+        parts.append(f'<text x="{x}" y="{h - pad + 16}" text-anchor="middle">{xv:.1f}</text>')
+        parts.append(f'<text x="{pad - 6}" y="{y + 4}" text-anchor="end">{yv:.1f}</text>')
+    for gb, sec, name in pts:
+        x = pad + (w - pad - 20) * gb / xmax
+        y = h - pad - (h - pad - 20) * sec / ymax
+        parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#3366cc"/>')
+        parts.append(f'<text x="{x + 8:.1f}" y="{y - 6:.1f}">{name}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def svg_stages(rows, path):
+    colors = ["#999999", "#66aadd", "#3366cc", "#9966cc", "#dd8844", "#44aa66"]
+    w, bar, pad = 760, 22, 150
+    h = 60 + len(rows) * (bar + 10)
+    totals = [sum(stage_ms(r, s) for s in STAGES) for r in rows]
+    scale = (w - pad - 30) / max(totals + [1])
+    parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
+             f'<rect width="{w}" height="{h}" fill="white"/>']
+    for i, row in enumerate(rows):
+        y = 20 + i * (bar + 10)
+        parts.append(f'<text x="{pad - 8}" y="{y + 15}" text-anchor="end">{row["name"]}</text>')
+        x = pad
+        for color, stage in zip(colors, STAGES):
+            width = stage_ms(row, stage) * scale
+            parts.append(f'<rect x="{x:.1f}" y="{y}" width="{width:.1f}" height="{bar}" fill="{color}"><title>{stage}</title></rect>')
+            x += width
+        parts.append(f'<text x="{x + 4:.1f}" y="{y + 15}">{totals[i] / 1000:.2f} s</text>')
+    y = h - 20
+    for j, (color, stage) in enumerate(zip(colors, STAGES)):
+        label = stage if stage != "ms_per_token" else "tokens (x new_tokens)"
+        parts.append(f'<rect x="{10 + j * 125}" y="{y - 10}" width="10" height="10" fill="{color}"/><text x="{24 + j * 125}" y="{y}">{label}</text>')
+    parts.append("</svg>")
+    path.write_text("\n".join(parts))
+
+
+def stage_ms(row, stage):
+    value = row["stages"].get(stage) or 0
+    return value * row.get("new_tokens", 20) if stage == "ms_per_token" else value
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--checkpoint")
+    parser.add_argument("--work", default="/tmp/blip2-report")
+    parser.add_argument("--out", default=None, help="report folder (default: WORK/report)")
+    parser.add_argument("--variants", default="f16,q8,q4,mixed")
+    parser.add_argument("--runs", type=int, default=3)
+    parser.add_argument("--new-tokens", type=int, default=20)
+    parser.add_argument("--threads", type=int, default=os.cpu_count())
+    parser.add_argument("--image")
+    parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--no-zstd", action="store_true", help="skip the zstd variants")
+    opts = parser.parse_args()
+
+    work = pathlib.Path(opts.work)
+    work.mkdir(parents=True, exist_ok=True)
+    out_dir = pathlib.Path(opts.out) if opts.out else work / "report"
+    out_dir.mkdir(parents=True, exist_ok=True)
+    checkpoint = pathlib.Path(opts.checkpoint) if opts.checkpoint else work / "synthetic-fp16"
+    if not (checkpoint / "config.json").exists():
+        run([sys.executable, ROOT / "Tools" / "make_synthetic_checkpoint.py", checkpoint,
+             "--tokenizer-dir", ROOT.parent / "shared" / "tokenizers" / "opt"])
+    bin_dir = build()
+    started = time.time()
+    rows = []
+    for name in opts.variants.split(","):
+        for compress in (["none"] if opts.no_zstd else ["none", "zstd"]):
+            label = name if compress == "none" else f"{name}+zstd"
+            model = work / f"{label}.blip2"
+            conversion, seconds = convert(bin_dir, checkpoint, model, VARIANTS[name], compress)
+            report = bench(bin_dir, model, opts)
+            stages = {k: (v or {}).get("median") for k, v in report["stages_ms"].items()}
+            rows.append({"name": label, "file_bytes": report["model"]["file_bytes"], "convert_seconds": seconds,
+                         "load_ms": report["load_ms"], "peak_rss_bytes": report["peak_rss_bytes"], "stages": stages,
+                         "new_tokens": report["new_tokens"], "bandwidth_fraction": report["bandwidth_fraction"],
+                         "tokens_per_second": report["tokens_per_second"], "bench": report, "conversion_totals": conversion["totals"]})
+            model.unlink()   # keep the disk usage to one variant at a time
+    if not opts.no_torch:
+        for row in torch_rows(checkpoint, opts):
+            row["new_tokens"] = opts.new_tokens
+            rows.append(row)
+    machine = rows[0]["bench"]["machine"] if rows and "bench" in rows[0] else {}
+    bandwidth = rows[0]["bench"]["read_bandwidth_bytes_per_second"] if rows and "bench" in rows[0] else None
+
+    lines = [f"# blip2 size and latency report", "",
+             f"Machine: {machine.get('cpu', platform.processor())}, {machine.get('architecture', platform.machine())}, "
+             f"{machine.get('cores', os.cpu_count())} cores, features {' '.join(machine.get('features', []))}; "
+             f"{opts.threads} threads; read bandwidth {bandwidth / 1e9:.1f} GB/s." if bandwidth else "",
+             f"Checkpoint: `{checkpoint}`; {opts.runs} runs after a warm-up, {opts.new_tokens} new tokens each; medians.", "",
+             "| variant | file | load ms | peak RSS | vision ms | Q-Former+proj ms | prefill ms | ms/token | caption s | of bandwidth floor |",
+             "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in rows:
+        s = r["stages"]
+        size = f"{r['file_bytes'] / 1e9:.2f} GB" if r.get("file_bytes") else "-"
+        rss = f"{r['peak_rss_bytes'] / 1e9:.2f} GB" if r.get("peak_rss_bytes") else "-"
+        fraction = f"{r['bandwidth_fraction'] * 100:.0f}%" if r.get("bandwidth_fraction") else "-"
+        lines.append(f"| {r['name']} | {size} | {r['load_ms']:.0f} | {rss} | {s['vision']:.0f} | {s['qformer_projection']:.0f} | "
+                     f"{s['prefill']:.0f} | {s['ms_per_token']:.1f} | {s['caption'] / 1000:.2f} | {fraction} |")
+    lines += ["", "![size against caption latency](size_latency.svg)", "", "![per-stage breakdown](stages.svg)", "",
+              f"Report made in {time.time() - started:.0f} s."]
+    (out_dir / "report.md").write_text("\n".join(lines) + "\n")
+    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "threads": opts.threads, "runs": opts.runs,
+                                                     "new_tokens": opts.new_tokens}, indent=1))
+    svg_scatter(rows, out_dir / "size_latency.svg")
+    svg_stages(rows, out_dir / "stages.svg")
+    print(out_dir / "report.md")
+
+
+if __name__ == "__main__":
+    main()
