@@ -53,6 +53,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Quick kernel throughput on the real shapes (Benchmarks/KernelBench; release builds).
+        .executableTarget(name: "blip2-kernel-bench", dependencies: ["Blip2Model", "Blip2Core", "CKernels"], path: "Benchmarks/KernelBench"),
         .executableTarget(
             name: "blip2-quantize",
             dependencies: [

@@ -7,7 +7,14 @@ enum Ops {
     /// a pairwise reduction; Double keeps us at least as close to the exact value.
     static func layerNorm(_ x: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
         let n = norm.dim
-        for t in 0..<tokens {
+        forChunks(count: tokens, minimum: max(1, (1 << 14) / max(n, 1))) { range in
+            layerNormRows(x, range, norm)
+        }
+    }
+
+    private static func layerNormRows(_ x: UnsafeMutablePointer<Float>, _ rows: Range<Int>, _ norm: LayerNormWeights) {
+        let n = norm.dim
+        for t in rows {
             let row = x + t * n
             var mean = 0.0
             for i in 0..<n { mean += Double(row[i]) }
@@ -29,12 +36,28 @@ enum Ops {
         }
     }
 
-    /// Exact GELU: x * (1 + erf(x / sqrt(2))) / 2.
+    /// Exact GELU: x * (1 + erf(x / sqrt(2))) / 2. Large tensors (ViT-g: 257 x 6144 per layer) are split
+    /// over the worker pool: erf stays the libm one, so the values do not depend on the split.
     static func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count {
-            let v = x[i]
-            x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+        forChunks(count: count, minimum: 1 << 14) { range in
+            for i in range {
+                let v = x[i]
+                x[i] = 0.5 * v * (1 + erff(v * 0.70710678118654752))
+            }
         }
+    }
+
+    /// Runs `body` over consecutive ranges covering 0..<count, on the pool when there are at least
+    /// `minimum` elements per thread.
+    @inline(__always)
+    static func forChunks(count: Int, minimum: Int, _ body: (Range<Int>) -> Void) {
+        let threads = MatMul.threads
+        guard threads > 1, count >= 2 * minimum else {
+            body(0..<count)
+            return
+        }
+        let parts = min(threads * 2, count / minimum)
+        MatMul.pool.run(parts: parts) { part, _ in body((count * part / parts)..<(count * (part + 1) / parts)) }
     }
 
     static func relu(_ x: UnsafeMutablePointer<Float>, count: Int) {
@@ -63,27 +86,63 @@ enum Ops {
     /// Multi-head attention for one block of queries against keys/values.
     /// q: [queries, heads*hd] (row stride qStride), k/v: [keys, heads*hd] (row stride kvStride);
     /// out: [queries, heads*hd]. Query i may attend to keys 0...(causalOffset + i) when causal.
+    /// Heads run in parallel on the worker pool; `scores` (keys floats) serves the caller's thread, the other
+    /// workers use their pool scratch.
     static func attention(q: UnsafePointer<Float>, qStride: Int, queries: Int,
                           k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, keys: Int,
                           heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
                           out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
-        let width = heads * headDim
-        for h in 0..<heads {
-            for i in 0..<queries {
-                let visible = causalOffset.map { min(keys, $0 + i + 1) } ?? keys
-                let qi = q + i * qStride + h * headDim
-                for j in 0..<visible {
-                    scores[j] = MatMul.dot(qi, k + j * kvStride + h * headDim, headDim) * scale
-                }
-                softmax(scores, count: visible)
-                let o = out + i * width + h * headDim
-                for d in 0..<headDim { o[d] = 0 }
-                for j in 0..<visible {
-                    let p = scores[j]
-                    let vj = v + j * kvStride + h * headDim
-                    for d in 0..<headDim { o[d] += p * vj[d] }
-                }
+        let work = heads * queries * keys * headDim
+        guard MatMul.threads > 1, heads > 1, work >= 1 << 16 else {
+            for h in 0..<heads {
+                attentionHead(h, q: q, qStride: qStride, queries: queries, k: k, v: v, kvStride: kvStride, keys: keys,
+                              heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: scores)
             }
+            return
+        }
+        let pool = MatMul.pool
+        pool.run(parts: heads) { h, worker in
+            let buffer = worker == 0 ? scores
+                : pool.scratch(worker: worker, bytes: keys * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
+            attentionHead(h, q: q, qStride: qStride, queries: queries, k: k, v: v, kvStride: kvStride, keys: keys,
+                          heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: buffer)
+        }
+    }
+
+    private static func attentionHead(_ h: Int, q: UnsafePointer<Float>, qStride: Int, queries: Int,
+                                      k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, keys: Int,
+                                      heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
+                                      out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+        let width = heads * headDim
+        for i in 0..<queries {
+            let visible = causalOffset.map { min(keys, $0 + i + 1) } ?? keys
+            let qi = q + i * qStride + h * headDim
+            for j in 0..<visible {
+                scores[j] = MatMul.dot(qi, k + j * kvStride + h * headDim, headDim) * scale
+            }
+            softmax(scores, count: visible)
+            let o = out + i * width + h * headDim
+            for d in 0..<headDim { o[d] = 0 }
+            for j in 0..<visible {
+                addScaled(o, scores[j], v + j * kvStride + h * headDim, headDim)
+            }
+        }
+    }
+
+    /// y += a * x over n values.
+    @inline(__always)
+    static func addScaled(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        let va = SIMD8<Float>(repeating: a)
+        while i + 8 <= n {
+            let vx = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            let vy = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: vy.addingProduct(va, vx), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] += a * x[i]
+            i += 1
         }
     }
 }

@@ -1,0 +1,78 @@
+import Foundation
+import Testing
+@testable import Blip2Model
+
+// The element-wise and attention work split over the pool must give the same values as one thread
+// (each output is computed by exactly one part), and attention must match softmax(QK^T s)V in f64.
+@Suite struct ParallelOpsTests {
+    static func withThreads<T>(_ threads: Int, _ body: () -> T) -> T {
+        let saved = MatMul.threads
+        MatMul.threads = threads
+        defer { MatMul.threads = saved }
+        return body()
+    }
+
+    @Test(arguments: [nil, 5] as [Int?])
+    func attentionOverHeads(causalOffset: Int?) {
+        var rng = SplitMix(seed: 61)
+        let heads = 4, headDim = 24, queries = 33, keys = causalOffset.map { $0 + 33 } ?? 40
+        let width = heads * headDim
+        let q = (0..<(queries * width)).map { _ in rng.uniform(-1, 1) }
+        let k = (0..<(keys * width)).map { _ in rng.uniform(-1, 1) }
+        let v = (0..<(keys * width)).map { _ in rng.uniform(-1, 1) }
+        let scale: Float = 0.3
+        func run(threads: Int) -> [Float] {
+            var out = [Float](repeating: .nan, count: queries * width)
+            var scores = [Float](repeating: 0, count: keys)
+            Self.withThreads(threads) {
+                Ops.attention(q: q, qStride: width, queries: queries, k: k, v: v, kvStride: width, keys: keys,
+                              heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: &out, scores: &scores)
+            }
+            return out
+        }
+        let one = run(threads: 1), two = run(threads: 2), three = run(threads: 3)
+        #expect(one == two && two == three)
+        var worst = 0.0
+        for h in 0..<heads {
+            for i in 0..<queries {
+                let visible = causalOffset.map { min(keys, $0 + i + 1) } ?? keys
+                var logits = (0..<visible).map { j in
+                    (0..<headDim).reduce(0.0) { $0 + Double(q[i * width + h * headDim + $1]) * Double(k[j * width + h * headDim + $1]) } * Double(scale)
+                }
+                let top = logits.max()!
+                logits = logits.map { exp($0 - top) }
+                let total = logits.reduce(0, +)
+                for d in 0..<headDim {
+                    let exact = (0..<visible).reduce(0.0) { $0 + logits[$1] / total * Double(v[$1 * width + h * headDim + d]) }
+                    worst = max(worst, abs(exact - Double(two[i * width + h * headDim + d])))
+                }
+            }
+        }
+        #expect(worst < 1e-5, "attention differs from the f64 result by \(worst)")
+    }
+
+    @Test func geluAndLayerNormDoNotDependOnTheSplit() {
+        var rng = SplitMix(seed: 71)
+        let tokens = 97, dim = 640
+        let x = (0..<(tokens * dim)).map { _ in rng.activation() }
+        let gamma = (0..<dim).map { _ in rng.uniform(0.5, 1.5) }, beta = (0..<dim).map { _ in rng.uniform(-0.1, 0.1) }
+        func run(threads: Int) -> ([Float], [Float]) {
+            var g = x, n = x
+            Self.withThreads(threads) {
+                Ops.gelu(&g, count: g.count)
+                gamma.withUnsafeBufferPointer { w in
+                    beta.withUnsafeBufferPointer { b in
+                        Ops.layerNorm(&n, tokens: tokens, LayerNormWeights(weight: w.baseAddress, bias: b.baseAddress, dim: dim, eps: 1e-5))
+                    }
+                }
+            }
+            return (g, n)
+        }
+        let one = run(threads: 1), two = run(threads: 2)
+        #expect(one.0 == two.0 && one.1 == two.1)
+        for i in stride(from: 0, to: x.count, by: 997) {
+            let exact = 0.5 * Double(x[i]) * (1 + erf(Double(x[i]) / 2.0.squareRoot()))
+            #expect(abs(Double(two.0[i]) - exact) <= 1e-6 * max(1, abs(exact)))
+        }
+    }
+}
