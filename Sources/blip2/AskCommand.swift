@@ -30,7 +30,7 @@ struct AskCommand: ParsableCommand {
     var dumpLogits: String?
 
     func run() throws {
-        generation.applyThreads()
+        try generation.applyThreads()
         let pipeline = try modelOptions.load()
         do {
             try runImageTask(pipeline: pipeline, task: .question, imagePath: image, prompt: Prompts.question(question), question: question,

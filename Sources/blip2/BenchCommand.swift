@@ -50,6 +50,11 @@ struct BenchCommand: ParsableCommand {
 
     func run() throws {
         MatMul.threads = threads
+        let kernel: KernelISA
+        do { kernel = try MatMul.configureFromEnvironment() } catch {
+            printError("error: \(error)")
+            throw ExitCode.failure
+        }
         var settings = BenchmarkSettings()
         settings.image = image.map { URL(fileURLWithPath: $0) }
         settings.runs = runs
@@ -57,7 +62,7 @@ struct BenchCommand: ParsableCommand {
         settings.threads = threads
         let report: BenchmarkReport
         do {
-            report = try Benchmark.run(modelPath: model, settings: settings, kernel: Self.kernelDescription) { step in
+            report = try Benchmark.run(modelPath: model, settings: settings, kernel: kernel.rawValue) { step in
                 if standardErrorIsTerminal { FileHandle.standardError.write(Data("\r\u{1B}[Kbench: \(step)".utf8)) }
             }
             if standardErrorIsTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
@@ -73,9 +78,6 @@ struct BenchCommand: ParsableCommand {
             }
         }
     }
-
-    /// The matrix-product path the runtime uses on this machine.
-    static var kernelDescription: String { "reference (Swift SIMD8 dot products)" }
 
     static func markdown(_ r: BenchmarkReport) -> String {
         func ms(_ s: Spread?) -> String {

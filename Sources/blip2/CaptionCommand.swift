@@ -36,7 +36,7 @@ struct CaptionCommand: ParsableCommand {
     }
 
     func run() throws {
-        generation.applyThreads()
+        try generation.applyThreads()
         let pipeline = try modelOptions.load()
         var failed = false
         for image in images {

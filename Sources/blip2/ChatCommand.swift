@@ -32,7 +32,7 @@ struct ChatCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        generation.applyThreads()
+        try generation.applyThreads()
         let pipeline = try modelOptions.load()
         let encoded: EncodedImage
         do { encoded = try pipeline.encodeImage(contentsOf: URL(fileURLWithPath: image)) } catch {
