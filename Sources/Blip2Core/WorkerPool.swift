@@ -59,7 +59,7 @@ private final class PoolShared: @unchecked Sendable {
     // `nextPart` holds this while no job is open, so a late worker's claim can never land in the next job.
     private static let closed: Int64 = 1 << 60
     // Spinning briefly before parking spares back-to-back jobs (several per layer) a wake-up each.
-    private static let spinLimit = 20_000
+    private static let spinLimit = 2_000   // tens of microseconds of pause instructions
 
     private var job: ((Int, Int) -> Void)?
     private var parts: Int64 = 0
