@@ -50,7 +50,16 @@ func weights(_ type: ElementType, rows: Int, cols: Int) -> UnsafeMutableRawPoint
 
 func median(_ values: [Double]) -> Double { values.sorted()[values.count / 2] }
 
-func measure(_ type: ElementType, rows: Int, cols: Int, tokens: Int, threads: Int) -> Double {
+/// CPU seconds this process has used (all threads): beside wall time it shows how much of the machine a
+/// run got when other processes share the cores.
+func processSeconds() -> Double {
+    var t = timespec()
+    clock_gettime(CLOCK_PROCESS_CPUTIME_ID, &t)
+    return Double(t.tv_sec) + Double(t.tv_nsec) * 1e-9
+}
+
+/// Median wall seconds and median CPU seconds of one product.
+func measure(_ type: ElementType, rows: Int, cols: Int, tokens: Int, threads: Int) -> (wall: Double, cpu: Double) {
     let data = weights(type, rows: rows, cols: cols)
     defer { data.deallocate() }
     let layer = Linear(WeightMatrix(name: "bench", type: type, rows: rows, cols: cols, data: data), bias: nil)
@@ -60,26 +69,29 @@ func measure(_ type: ElementType, rows: Int, cols: Int, tokens: Int, threads: In
     for i in 0..<(tokens * cols) { x[i] = Float(i % 113) * 0.01 - 0.5 }
     MatMul.threads = threads
     MatMul.linear(x, tokens: tokens, layer, into: y)   // warm-up: pool, pages, caches
-    var times: [Double] = []
+    var times: [Double] = [], cpu: [Double] = []
     for _ in 0..<(tokens > 1 ? max(3, repeats / 2) : repeats) {
-        let start = DispatchTime.now().uptimeNanoseconds
+        let start = DispatchTime.now().uptimeNanoseconds, startCPU = processSeconds()
         MatMul.linear(x, tokens: tokens, layer, into: y)
         times.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+        cpu.append(processSeconds() - startCPU)
     }
-    return median(times)
+    return (median(times), median(cpu))
 }
 
 print("instruction set: \(MatMul.isa)")
 for threads in threadCounts {
     for type in [ElementType.q4, .q8] {
         let rows = 10240, cols = 2560
-        let seconds = measure(type, rows: rows, cols: cols, tokens: 1, threads: threads)
+        let (seconds, cpu) = measure(type, rows: rows, cols: cols, tokens: 1, threads: threads)
         let bytes = Double(type.byteCount(elements: rows * cols)!)
-        print(String(format: "matvec %@ 2560x10240, 1 token, %d thread(s): %.3f ms, %.1f GB/s", type.name, threads, seconds * 1e3, bytes / seconds / 1e9))
+        print(String(format: "matvec %@ 2560x10240, 1 token, %d thread(s): %.3f ms, %.1f GB/s (CPU %.3f ms)",
+                     type.name, threads, seconds * 1e3, bytes / seconds / 1e9, cpu * 1e3))
     }
     for type in [ElementType.q8, .q4, .f16, .f32] {
         let rows = 6144, cols = 1408, tokens = 257
-        let seconds = measure(type, rows: rows, cols: cols, tokens: tokens, threads: threads)
-        print(String(format: "matmul %@ 1408x6144, 257 tokens, %d thread(s): %.1f ms, %.1f GOP/s", type.name, threads, seconds * 1e3, 2.0 * Double(rows * cols * tokens) / seconds / 1e9))
+        let (seconds, cpu) = measure(type, rows: rows, cols: cols, tokens: tokens, threads: threads)
+        print(String(format: "matmul %@ 1408x6144, 257 tokens, %d thread(s): %.1f ms, %.1f GOP/s (CPU %.1f ms)",
+                     type.name, threads, seconds * 1e3, 2.0 * Double(rows * cols * tokens) / seconds / 1e9, cpu * 1e3))
     }
 }
