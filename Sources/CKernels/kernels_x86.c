@@ -156,57 +156,80 @@ BLIP2_INLINE void tile_q4_avx2(const void *const *wv, const void *const *xv, siz
 // One token, four rows (decode). Each weight byte is used once, so per-block overhead decides the speed:
 // the four rows' f16 scales (and q4 minimums) of a block are converted with one instruction and
 // multiplied by the activation's (d, s) together; each row then takes its lane with one permute.
-BLIP2_INLINE void tile_q_mv4_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const bool is_q4) {
-    const size_t nb = n / BLIP2_QBLOCK;
-    const __m256i ones = _mm256_set1_epi16(1);
-    const blip2_block_q8a *x = (const blip2_block_q8a *)xv[0];
-    const uint8_t *w[4];
-    for (int r = 0; r < 4; r++) w[r] = (const uint8_t *)wv[r];
-    const size_t block_bytes = is_q4 ? sizeof(blip2_block_q4) : sizeof(blip2_block_q8);
-    // q4 lanes: [d0 m0 d1 m1 d2 m2 d3 m3]; q8 lanes: [d0 d1 d2 d3 ...]
-    const int step = is_q4 ? 2 : 1;
-    const __m256i lane[4] = {_mm256_set1_epi32(0), _mm256_set1_epi32(step), _mm256_set1_epi32(2 * step), _mm256_set1_epi32(3 * step)};
-    __m256 acc[4], minimum = _mm256_setzero_ps();
-    for (int r = 0; r < 4; r++) acc[r] = _mm256_setzero_ps();
-    for (size_t b = 0; b < nb; b++) {
-        const size_t offset = b * block_bytes;
-        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);
-        __m256 scales;
-        if (is_q4) {
-            uint32_t pair[4];
-            for (int r = 0; r < 4; r++) memcpy(&pair[r], w[r] + offset, 4);
-            __m128i halves = _mm_setr_epi32((int)pair[0], (int)pair[1], (int)pair[2], (int)pair[3]);
-            // (d, s) of the activation block repeated: d_w d_a in even lanes, m_w s_a in odd ones.
-            __m256 ds = _mm256_castpd_ps(_mm256_broadcast_sd((const double *)&x[b].d));
-            scales = _mm256_mul_ps(_mm256_cvtph_ps(halves), ds);
-            minimum = _mm256_add_ps(minimum, scales);
-        } else {
-            uint64_t packed = 0;
-            for (int r = 0; r < 4; r++) {
-                uint16_t h;
-                memcpy(&h, w[r] + offset, 2);
-                packed |= (uint64_t)h << (16 * r);
-            }
-            scales = _mm256_mul_ps(_mm256_cvtph_ps(_mm_cvtsi64_si128((long long)packed)), _mm256_set1_ps(x[b].d));
-        }
-        BLIP2_UNROLL for (int r = 0; r < 4; r++) {
-            __m256i p;
-            if (is_q4) {
-                p = _mm256_madd_epi16(_mm256_maddubs_epi16(unpack_q4_avx2((const blip2_block_q4 *)(w[r] + offset)), a), ones);
-            } else {
-                __m256i q = _mm256_loadu_si256((const __m256i *)((const blip2_block_q8 *)(w[r] + offset))->qs);
-                p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(a, q)), ones);
-            }
-            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_permutevar8x32_ps(scales, lane[r]), acc[r]);
-        }
-    }
-    float minima[8];
-    _mm256_storeu_ps(minima, minimum);
-    for (int r = 0; r < 4; r++) out[r] = hsum_avx2(acc[r]) + (is_q4 ? minima[2 * r + 1] : 0.0f);
+// Written once as a macro so each target region instantiates it with its own dot product. With `vnni`
+// (AVX-512 path), q8 takes the offset trick of tile_q_vnni below: its
+// lanes become [d0 -128d0 d1 -128d1 ...], the same layout as q4's (d, m), and vpdpbusd does each block's dot product.
+#define BLIP2_Q_MV4(name, dot)                                                                                         \
+BLIP2_INLINE void name(const void *const *wv, const void *const *xv, size_t n, float *out, const bool is_q4, const bool vnni) { \
+    const size_t nb = n / BLIP2_QBLOCK;                                                                                \
+    const __m256i ones = _mm256_set1_epi16(1);                                                                         \
+    const blip2_block_q8a *x = (const blip2_block_q8a *)xv[0];                                                         \
+    const uint8_t *w[4];                                                                                               \
+    for (int r = 0; r < 4; r++) w[r] = (const uint8_t *)wv[r];                                                         \
+    const size_t block_bytes = is_q4 ? sizeof(blip2_block_q4) : sizeof(blip2_block_q8);                                \
+    /* q4 lanes: [d0 m0 d1 m1 d2 m2 d3 m3]; q8 lanes: [d0 d1 d2 d3 ...] */                                             \
+    const bool paired = is_q4 || vnni;                                                                                 \
+    const int step = paired ? 2 : 1;                                                                                   \
+    const __m256i offset_bits = _mm256_set1_epi8((char)0x80);                                                          \
+    const __m256 offset_weights = _mm256_setr_ps(1, -128, 1, -128, 1, -128, 1, -128);                                  \
+    const __m256i lane[4] = {_mm256_set1_epi32(0), _mm256_set1_epi32(step), _mm256_set1_epi32(2 * step), _mm256_set1_epi32(3 * step)}; \
+    __m256 acc[4], minimum = _mm256_setzero_ps();                                                                      \
+    for (int r = 0; r < 4; r++) acc[r] = _mm256_setzero_ps();                                                          \
+    for (size_t b = 0; b < nb; b++) {                                                                                  \
+        const size_t offset = b * block_bytes;                                                                         \
+        __m256i a = _mm256_loadu_si256((const __m256i *)x[b].qs);                                                      \
+        __m256 scales;                                                                                                 \
+        if (paired) {                                                                                                  \
+            uint32_t pair[4];                                                                                          \
+            for (int r = 0; r < 4; r++) {                                                                              \
+                if (is_q4) {                                                                                           \
+                    memcpy(&pair[r], w[r] + offset, 4);                                                                \
+                } else {                                                                                               \
+                    uint16_t h;                                                                                        \
+                    memcpy(&h, w[r] + offset, 2);                                                                      \
+                    pair[r] = (uint32_t)h | (uint32_t)h << 16;                                                         \
+                }                                                                                                      \
+            }                                                                                                          \
+            __m128i halves = _mm_setr_epi32((int)pair[0], (int)pair[1], (int)pair[2], (int)pair[3]);                   \
+            /* (d, s) of the activation block repeated: d_w d_a in even lanes, m_w s_a in odd ones. */                 \
+            __m256 ds = _mm256_castpd_ps(_mm256_broadcast_sd((const double *)&x[b].d));                                \
+            if (!is_q4) ds = _mm256_mul_ps(ds, offset_weights);                                                        \
+            scales = _mm256_mul_ps(_mm256_cvtph_ps(halves), ds);                                                       \
+            minimum = _mm256_add_ps(minimum, scales);                                                                  \
+        } else {                                                                                                       \
+            uint64_t packed = 0;                                                                                       \
+            for (int r = 0; r < 4; r++) {                                                                              \
+                uint16_t h;                                                                                            \
+                memcpy(&h, w[r] + offset, 2);                                                                          \
+                packed |= (uint64_t)h << (16 * r);                                                                     \
+            }                                                                                                          \
+            scales = _mm256_mul_ps(_mm256_cvtph_ps(_mm_cvtsi64_si128((long long)packed)), _mm256_set1_ps(x[b].d));     \
+        }                                                                                                              \
+        BLIP2_UNROLL for (int r = 0; r < 4; r++) {                                                                     \
+            __m256i p;                                                                                                 \
+            if (vnni) {                                                                                                \
+                __m256i u = is_q4 ? unpack_q4_avx2((const blip2_block_q4 *)(w[r] + offset))                            \
+                                  : _mm256_xor_si256(_mm256_loadu_si256((const __m256i *)((const blip2_block_q8 *)(w[r] + offset))->qs), offset_bits); \
+                p = dot(u, a);                                                                                         \
+            } else if (is_q4) {                                                                                        \
+                p = _mm256_madd_epi16(_mm256_maddubs_epi16(unpack_q4_avx2((const blip2_block_q4 *)(w[r] + offset)), a), ones); \
+            } else {                                                                                                   \
+                __m256i q = _mm256_loadu_si256((const __m256i *)((const blip2_block_q8 *)(w[r] + offset))->qs);        \
+                p = _mm256_madd_epi16(_mm256_maddubs_epi16(_mm256_abs_epi8(q), _mm256_sign_epi8(a, q)), ones);         \
+            }                                                                                                          \
+            acc[r] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(p), _mm256_permutevar8x32_ps(scales, lane[r]), acc[r]);        \
+        }                                                                                                              \
+    }                                                                                                                  \
+    float minima[8];                                                                                                   \
+    _mm256_storeu_ps(minima, minimum);                                                                                 \
+    for (int r = 0; r < 4; r++) out[r] = hsum_avx2(acc[r]) + (paired ? minima[2 * r + 1] : 0.0f);                      \
 }
 
-static void q8_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_avx2(w, x, n, out, false); }
-static void q4_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_avx2(w, x, n, out, true); }
+// The AVX2 instantiation never takes the vnni branch (vnni is false): it only needs something to compile.
+BLIP2_INLINE __m256i no_dot_avx2(__m256i u, __m256i a) { (void)u; (void)a; return _mm256_setzero_si256(); }
+BLIP2_Q_MV4(tile_q_mv4_avx2, no_dot_avx2)
+static void q8_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_avx2(w, x, n, out, false, false); }
+static void q4_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_avx2(w, x, n, out, true, false); }
 
 BLIP2_INLINE __m256 load8_f32(const float *p) { return _mm256_loadu_ps(p); }
 BLIP2_INLINE __m256 load8_f16(const uint16_t *p) { return _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p)); }
@@ -342,6 +365,11 @@ BLIP2_INLINE void tile_q4_vnni(const void *const *w, const void *const *x, size_
     tile_q_vnni(w, x, n, out, R, T, true);
 }
 
+BLIP2_INLINE __m256i dot_vnni(__m256i u, __m256i a) { return _mm256_dpbusd_epi32(_mm256_setzero_si256(), u, a); }
+BLIP2_Q_MV4(tile_q_mv4_vnni, dot_vnni)
+static void q8_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_vnni(w, x, n, out, false, true); }
+static void q4_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_vnni(w, x, n, out, true, true); }
+
 BLIP2_INLINE __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
 BLIP2_INLINE __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 
@@ -372,9 +400,7 @@ BLIP2_INLINE __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm25
 BLIP2_FLOAT_TILE_AVX512(tile_f32_avx512, float, load16_f32, BLIP2_SAME)
 BLIP2_FLOAT_TILE_AVX512(tile_f16_avx512, uint16_t, load16_f16, half_avx2)
 
-BLIP2_TILE(q8_mv_vnni, tile_q8_vnni, 4, 1)
 BLIP2_TILE(q8_mm_vnni, tile_q8_vnni, 4, 4)
-BLIP2_TILE(q4_mv_vnni, tile_q4_vnni, 4, 1)
 BLIP2_TILE(q4_mm_vnni, tile_q4_vnni, 4, 4)
 BLIP2_TILE(f32_mv_avx512, tile_f32_avx512, 4, 1)
 BLIP2_TILE(f32_mm_avx512, tile_f32_avx512, 4, 4)
