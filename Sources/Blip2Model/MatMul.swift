@@ -72,6 +72,9 @@ public enum MatMul {
         return isa
     }
 
+    /// The selected kernel table (products, softmax), resolved like `isa`.
+    public static var kernels: UnsafePointer<blip2_kernels> { state.lock(); defer { state.unlock() }; return state.kernels().table }
+
     /// The worker pool the products (and attention) run on, sized by `threads`.
     public static var pool: WorkerPool { state.lock(); defer { state.unlock() }; return state.currentPool() }
 

@@ -69,18 +69,10 @@ enum Ops {
         for i in 0..<count { y[i] += x[i] }
     }
 
-    /// Softmax in place over `count` values.
+    /// Softmax in place over `count` values (the selected kernels' vector exponential; libm's with `ref`).
     static func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        var maximum = -Float.infinity
-        for i in 0..<count { maximum = max(maximum, x[i]) }
-        var sum: Float = 0
-        for i in 0..<count {
-            let e = expf(x[i] - maximum)
-            x[i] = e
-            sum += e
-        }
-        let inv = 1 / sum
-        for i in 0..<count { x[i] *= inv }
+        guard count > 0 else { return }
+        MatMul.kernels.pointee.softmax(x, count)
     }
 
     /// Multi-head attention for one block of queries against keys/values.
@@ -93,10 +85,12 @@ enum Ops {
                           heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
                           out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
         let work = heads * queries * keys * headDim
+        let softmax = MatMul.kernels.pointee.softmax!
         guard MatMul.threads > 1, heads > 1, work >= 1 << 16 else {
             for h in 0..<heads {
                 attentionHead(h, q: q, qStride: qStride, queries: queries, k: k, v: v, kvStride: kvStride, keys: keys,
-                              heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: scores)
+                              heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: scores,
+                              softmax: softmax)
             }
             return
         }
@@ -105,14 +99,16 @@ enum Ops {
             let buffer = worker == 0 ? scores
                 : pool.scratch(worker: worker, bytes: keys * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
             attentionHead(h, q: q, qStride: qStride, queries: queries, k: k, v: v, kvStride: kvStride, keys: keys,
-                          heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: buffer)
+                          heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: buffer,
+                          softmax: softmax)
         }
     }
 
     private static func attentionHead(_ h: Int, q: UnsafePointer<Float>, qStride: Int, queries: Int,
                                       k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, keys: Int,
                                       heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
-                                      out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
+                                      out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
+                                      softmax: @convention(c) (UnsafeMutablePointer<Float>?, Int) -> Void) {
         let width = heads * headDim
         for i in 0..<queries {
             let visible = causalOffset.map { min(keys, $0 + i + 1) } ?? keys
@@ -120,7 +116,7 @@ enum Ops {
             for j in 0..<visible {
                 scores[j] = MatMul.dot(qi, k + j * kvStride + h * headDim, headDim) * scale
             }
-            softmax(scores, count: visible)
+            if visible > 0 { softmax(scores, visible) }
             let o = out + i * width + h * headDim
             for d in 0..<headDim { o[d] = 0 }
             for j in 0..<visible {

@@ -5,6 +5,7 @@
 
 #if defined(__aarch64__)
 #include <arm_neon.h>
+#include <math.h>
 
 #if defined(__clang__)
 #define BLIP2_BEGIN_DOTPROD _Pragma("clang attribute push (__attribute__((target(\"dotprod\"))), apply_to = function)")
@@ -22,6 +23,50 @@ BLIP2_INLINE float half_neon(uint16_t h) {
 
 BLIP2_INLINE float32x4_t load4_f32(const float *p) { return vld1q_f32(p); }
 BLIP2_INLINE float32x4_t load4_f16(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
+
+BLIP2_INLINE float32x4_t exp4_neon(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(BLIP2_EXP_LO)), vdupq_n_f32(BLIP2_EXP_HI));
+    float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(BLIP2_LOG2E)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(BLIP2_LN2_HI));
+    r = vfmsq_f32(r, n, vdupq_n_f32(BLIP2_LN2_LO));
+    float32x4_t p = vdupq_n_f32(BLIP2_EXP_P0);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_EXP_P1), p, r);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_EXP_P2), p, r);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_EXP_P3), p, r);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_EXP_P4), p, r);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_EXP_P5), p, r);
+    float32x4_t y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
+    int32x4_t scale = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
+    return vmulq_f32(y, vreinterpretq_f32_s32(scale));
+}
+
+static void exp_row_neon(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(y + i, exp4_neon(vld1q_f32(x + i)));
+    for (; i < n; i++) y[i] = expf(x[i]);
+}
+
+static void softmax_neon(float *x, size_t n) {
+    size_t i = 0;
+    float32x4_t m4 = vdupq_n_f32(-INFINITY);
+    for (; i + 4 <= n; i += 4) m4 = vmaxq_f32(m4, vld1q_f32(x + i));
+    float maximum = vmaxvq_f32(m4);
+    for (; i < n; i++) maximum = fmaxf(maximum, x[i]);
+    float32x4_t shift = vdupq_n_f32(maximum), sum4 = vdupq_n_f32(0);
+    for (i = 0; i + 4 <= n; i += 4) {
+        float32x4_t e = exp4_neon(vsubq_f32(vld1q_f32(x + i), shift));
+        vst1q_f32(x + i, e);
+        sum4 = vaddq_f32(sum4, e);
+    }
+    float sum = vaddvq_f32(sum4);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - maximum);
+        sum += x[i];
+    }
+    float inverse = 1 / sum;
+    for (i = 0; i + 4 <= n; i += 4) vst1q_f32(x + i, vmulq_n_f32(vld1q_f32(x + i), inverse));
+    for (; i < n; i++) x[i] *= inverse;
+}
 
 static void quantize_q8a_neon(const float *x, blip2_block_q8a *y, size_t n) {
     const float32x4_t top = vdupq_n_f32(127.0f), bottom = vdupq_n_f32(-127.0f);
@@ -186,6 +231,8 @@ const blip2_kernels blip2_kernels_neon = {
     .vec_dot_q4_q8a = vec_dot_q4_q8a_neon,
     .vec_dot_f32 = vec_dot_f32_neon,
     .vec_dot_f16 = vec_dot_f16_neon,
+    .exp_row = exp_row_neon,
+    .softmax = softmax_neon,
     .matvec = {{f32_mv_neon, 4, 1}, {f16_mv_neon, 4, 1}, {q8_mv_neon, 4, 1}, {q4_mv_neon, 4, 1}},
     .matmul = {{f32_mm_neon, 4, 4}, {f16_mm_neon, 4, 4}, {q8_mm_neon, 2, 4}, {q4_mm_neon, 2, 4}},
 };
@@ -217,6 +264,8 @@ const blip2_kernels blip2_kernels_dotprod = {
     .vec_dot_q4_q8a = vec_dot_q4_q8a_sdot,
     .vec_dot_f32 = vec_dot_f32_sdot,
     .vec_dot_f16 = vec_dot_f16_sdot,
+    .exp_row = exp_row_neon,
+    .softmax = softmax_neon,
     .matvec = {{f32_mv_neon, 4, 1}, {f16_mv_neon, 4, 1}, {q8_mv_sdot, 4, 1}, {q4_mv_sdot, 4, 1}},
     .matmul = {{f32_mm_neon, 4, 4}, {f16_mm_neon, 4, 4}, {q8_mm_sdot, 4, 4}, {q4_mm_sdot, 4, 4}},
 };

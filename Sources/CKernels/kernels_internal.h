@@ -33,3 +33,18 @@ extern const blip2_kernels blip2_kernels_dotprod;
 // d = max|x| / 127, inverse 1 / d, values clamped to +-127 and rounded to nearest even.
 static inline float blip2_q8a_scale(float amax) { return amax / 127.0f; }
 static inline float blip2_q8a_inverse(float d) { return d > 0 ? 1.0f / d : 0.0f; }
+
+// Cephes-style single-precision exponential, shared by the SIMD paths: n = round(x log2 e),
+// r = x - n ln 2 (two-part ln 2, so r is exact to a few ulp), e^r by a degree-7 polynomial, then 2^n
+// through the exponent bits. Relative error below 2 ulp on [-87.3, 88]; inputs are clamped to that range.
+#define BLIP2_EXP_HI 88.0f
+#define BLIP2_EXP_LO -87.3365447504f
+#define BLIP2_LOG2E 1.44269504088896341f
+#define BLIP2_LN2_HI 0.693359375f
+#define BLIP2_LN2_LO -2.12194440e-4f
+#define BLIP2_EXP_P0 1.9875691500e-4f
+#define BLIP2_EXP_P1 1.3981999507e-3f
+#define BLIP2_EXP_P2 8.3334519073e-3f
+#define BLIP2_EXP_P3 4.1665795894e-2f
+#define BLIP2_EXP_P4 1.6666665459e-1f
+#define BLIP2_EXP_P5 5.0000001201e-1f

@@ -56,6 +56,21 @@ static float vec_dot_f16_ref(const uint16_t *w, const float *x, size_t n) {
     return sum;
 }
 
+static void exp_row_ref(const float *x, float *y, size_t n) {
+    for (size_t i = 0; i < n; i++) y[i] = expf(x[i]);
+}
+
+static void softmax_ref(float *x, size_t n) {
+    float maximum = -INFINITY, sum = 0;
+    for (size_t i = 0; i < n; i++) maximum = fmaxf(maximum, x[i]);
+    for (size_t i = 0; i < n; i++) {
+        x[i] = expf(x[i] - maximum);
+        sum += x[i];
+    }
+    float inverse = 1 / sum;
+    for (size_t i = 0; i < n; i++) x[i] *= inverse;
+}
+
 static void tile_q8_ref(const void *const *w, const void *const *x, size_t n, float *out) {
     out[0] = vec_dot_q8_q8a_ref(w[0], x[0], n / BLIP2_QBLOCK);
 }
@@ -77,6 +92,8 @@ const blip2_kernels blip2_kernels_ref = {
     .vec_dot_q4_q8a = vec_dot_q4_q8a_ref,
     .vec_dot_f32 = vec_dot_f32_ref,
     .vec_dot_f16 = vec_dot_f16_ref,
+    .exp_row = exp_row_ref,
+    .softmax = softmax_ref,
     .matvec = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
     .matmul = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
 };

@@ -5,6 +5,7 @@
 // BLIP2_X86_EMULATED compiles the same code against portable implementations of the intrinsics (the test
 // harness does this to check the AVX-512 path on machines without it).
 #include "kernels_internal.h"
+#include <math.h>
 
 #if defined(BLIP2_X86_EMULATED)
 #include "x86_emulated.h"
@@ -49,6 +50,55 @@ BLIP2_INLINE void scale_and_minimum_avx2(const blip2_block_q4 *wb, float *d, flo
     __m128 both = _mm_cvtph_ps(_mm_cvtsi32_si128((int)pair));
     *d = _mm_cvtss_f32(both);
     *m = _mm_cvtss_f32(_mm_movehdup_ps(both));
+}
+
+// MARK: Exponential and softmax (attention: keys x queries x heads of them per layer)
+
+BLIP2_INLINE __m256 exp8_avx2(__m256 x) {
+    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(BLIP2_EXP_LO)), _mm256_set1_ps(BLIP2_EXP_HI));
+    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(BLIP2_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
+    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(BLIP2_LN2_HI), x);
+    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(BLIP2_LN2_LO), r);
+    __m256 p = _mm256_set1_ps(BLIP2_EXP_P0);
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P1));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P2));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P3));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P4));
+    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P5));
+    __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
+    __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
+    return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
+}
+
+static void exp_row_avx2(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(y + i, exp8_avx2(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) y[i] = expf(x[i]);
+}
+
+static void softmax_avx2(float *x, size_t n) {
+    size_t i = 0;
+    __m256 m8 = _mm256_set1_ps(-INFINITY);
+    for (; i + 8 <= n; i += 8) m8 = _mm256_max_ps(m8, _mm256_loadu_ps(x + i));
+    __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m8), _mm256_extractf128_ps(m8, 1));
+    m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+    m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+    float maximum = _mm_cvtss_f32(m4);
+    for (; i < n; i++) maximum = fmaxf(maximum, x[i]);
+    __m256 shift = _mm256_set1_ps(maximum), sum8 = _mm256_setzero_ps();
+    for (i = 0; i + 8 <= n; i += 8) {
+        __m256 e = exp8_avx2(_mm256_sub_ps(_mm256_loadu_ps(x + i), shift));
+        _mm256_storeu_ps(x + i, e);
+        sum8 = _mm256_add_ps(sum8, e);
+    }
+    float sum = hsum_avx2(sum8);
+    for (; i < n; i++) {
+        x[i] = expf(x[i] - maximum);
+        sum += x[i];
+    }
+    __m256 inverse = _mm256_set1_ps(1 / sum);
+    for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inverse));
+    for (; i < n; i++) x[i] *= 1 / sum;
 }
 
 // Shared by both x86 paths: activation quantization is defined to be bit-identical everywhere.
@@ -305,6 +355,8 @@ const blip2_kernels blip2_kernels_avx2 = {
     .vec_dot_q4_q8a = vec_dot_q4_q8a_avx2,
     .vec_dot_f32 = vec_dot_f32_avx2,
     .vec_dot_f16 = vec_dot_f16_avx2,
+    .exp_row = exp_row_avx2,
+    .softmax = softmax_avx2,
     .matvec = {{f32_mv_avx2, 4, 1}, {f16_mv_avx2, 4, 1}, {q8_mv_avx2, 4, 1}, {q4_mv_avx2, 4, 1}},
     .matmul = {{f32_mm_avx2, 2, 4}, {f16_mm_avx2, 2, 4}, {q8_mm_avx2, 2, 4}, {q4_mm_avx2, 2, 4}},
 };
@@ -442,6 +494,8 @@ const blip2_kernels blip2_kernels_avx512 = {
     .vec_dot_q4_q8a = vec_dot_q4_q8a_vnni,
     .vec_dot_f32 = vec_dot_f32_avx512,
     .vec_dot_f16 = vec_dot_f16_avx512,
+    .exp_row = exp_row_avx2,
+    .softmax = softmax_avx2,
     .matvec = {{f32_mv_avx512, 4, 1}, {f16_mv_avx512, 4, 1}, {q8_mv_vnni, 4, 1}, {q4_mv_vnni, 4, 1}},
     .matmul = {{f32_mm_avx512, 4, 4}, {f16_mm_avx512, 4, 4}, {q8_mm_vnni, 4, 4}, {q4_mm_vnni, 4, 4}},
 };

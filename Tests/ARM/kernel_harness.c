@@ -163,6 +163,55 @@ static void check_vec_dots(const blip2_kernels *k, const blip2_kernels *ref) {
     }
 }
 
+// e^x within 2 ulp of the exact value over the whole clamped range (dense sweep plus the ends), and
+// 0 <= e^x <= the smallest normal below it (where expf is subnormal).
+static void check_exp(const blip2_kernels *k) {
+    const size_t n = 400003;
+    float *x = malloc(n * sizeof *x), *y = malloc(n * sizeof *y);
+    for (size_t i = 0; i < n; i++) x[i] = -87.0f + 175.0f * (float)i / (float)(n - 1);
+    x[0] = -87.3f; x[1] = 0; x[2] = -0.0f; x[3] = 88.0f; x[4] = 1e-8f; x[5] = -1e-8f; x[6] = 0.6931472f;
+    k->exp_row(x, y, n);
+    double worst = 0;
+    for (size_t i = 0; i < n; i++) {
+        double exact = exp((double)x[i]);
+        double ulp = ldexp(1.0, ilogb(exact) - 23);
+        double error = fabs((double)y[i] - exact) / ulp;
+        if (!(error <= worst)) worst = error;
+    }
+    char detail[128];
+    snprintf(detail, sizeof detail, "worst error %.2f ulp over [-87.3, 88] (limit 2)", worst);
+    check(worst <= 2, k->name, "exp_row", detail);
+    if (getenv("BLIP2_HARNESS_VERBOSE")) printf("%s exp_row: %s\n", k->name, detail);
+    float tiny[9] = {-87.5f, -90, -100, -103, -200, -1000, -1e30f, -87.34f, -88};
+    float out[9];
+    k->exp_row(tiny, out, 9);
+    int ok = 1;
+    for (int i = 0; i < 9; i++) ok &= out[i] >= 0 && out[i] <= 1.2e-38f;
+    check(ok, k->name, "exp_row", "inputs below -87.3 give 0 or at most the smallest normal");
+    free(x); free(y);
+}
+
+static void check_softmax(const blip2_kernels *k, const blip2_kernels *ref) {
+    static const size_t lengths[] = {1, 2, 3, 7, 8, 9, 31, 33, 257, 512};
+    for (size_t s = 0; s < sizeof lengths / sizeof lengths[0]; s++) {
+        size_t n = lengths[s];
+        float *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+        for (size_t i = 0; i < n; i++) a[i] = b[i] = uniform(-12, 12);
+        k->softmax(a, n);
+        ref->softmax(b, n);
+        size_t bad = 0;
+        for (size_t i = 0; i < n; i++) {
+            // exp within 2 ulp, the sum's order (2(n+16)u), the division and scaling: relative to the value.
+            double tol = (8 + 2.0 * (double)(n + 16)) * UNIT_ROUNDOFF * b[i] + 1e-38;
+            if (!(fabs((double)a[i] - b[i]) <= tol)) bad++;
+        }
+        char detail[128];
+        snprintf(detail, sizeof detail, "n=%zu: %zu of %zu values differ from the reference", n, bad, n);
+        check(bad == 0, k->name, "softmax", detail);
+        free(a); free(b);
+    }
+}
+
 static const char *const kind_names[BLIP2_WEIGHT_KINDS] = {"gemm f32", "gemm f16", "gemm q8", "gemm q4"};
 
 // One product through the driver (every tile shape, padding and the bias) against the reference table.
@@ -261,6 +310,8 @@ int main(int argc, char **argv) {
         check_quantize(k, ref);
         check_vec_dots(k, ref);
         check_products(k, ref);
+        check_exp(k);
+        check_softmax(k, ref);
         printf("%s: %u checks\n", k->name, passed + failed - before);
     }
     if (isas == 0) {

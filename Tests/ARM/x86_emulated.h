@@ -8,6 +8,9 @@
 #include "blip2_kernels.h"
 
 // Missing from the packaged SIMDe (0.7.x); defined here with the instructions' semantics.
+#ifndef _MM_FROUND_NO_EXC
+#define _MM_FROUND_NO_EXC SIMDE_MM_FROUND_NO_EXC
+#endif
 static inline float _cvtsh_ss(unsigned short h) { return blip2_f16_to_f32(h); }
 
 static inline __m512 _mm512_cvtph_ps(__m256i h) {

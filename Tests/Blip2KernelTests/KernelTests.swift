@@ -267,3 +267,39 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
         #expect(KernelISA.ref.isSupported && KernelISA.supported.contains(KernelISA.best))
     }
 }
+
+@Suite struct ExponentialTests {
+    /// Within 2 ulp of the exact exponential over the clamped range (f64 reference).
+    @Test(arguments: KernelISA.supported)
+    func expWithinTwoUlp(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        let n = 40_001
+        var x = (0..<n).map { -87.0 + 175.0 * Float($0) / Float(n - 1) }
+        x += [-87.3, 0, -0.0, 1e-8, -1e-8, 0.6931472, 88]
+        var y = [Float](repeating: 0, count: x.count)
+        k.exp_row(x, &y, x.count)
+        var worst = 0.0
+        for (xi, yi) in zip(x, y) {
+            let exact = Foundation.exp(Double(xi))
+            let ulp = Double(Float(exact).ulp)
+            worst = max(worst, abs(Double(yi) - exact) / ulp)
+        }
+        #expect(worst <= 2, "\(isa): worst exp error \(worst) ulp")
+    }
+
+    @Test(arguments: KernelISA.supported)
+    func softmaxMatchesReference(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        var rng = SplitMix(seed: 81)
+        for n in [1, 2, 3, 7, 8, 9, 31, 33, 257, 512] {
+            let x = (0..<n).map { _ in rng.uniform(-12, 12) }
+            var got = x, expected = x
+            k.softmax(&got, n)
+            ref.softmax(&expected, n)
+            // exp within 2 ulp, the sum's order (2(n+16)u), the division and scaling, relative to each value.
+            let bad = zip(got, expected).filter { abs(Double($0) - Double($1)) > (8 + 2 * Double(n + 16)) * Tolerance.u * Double($1) + 1e-38 }
+            #expect(bad.isEmpty, "\(isa) n=\(n): \(bad.count) values differ")
+            #expect(abs(got.reduce(0, +) - 1) < 1e-5)
+        }
+    }
+}

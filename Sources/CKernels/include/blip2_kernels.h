@@ -137,6 +137,11 @@ typedef struct {
     float (*vec_dot_q4_q8a)(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb);
     float (*vec_dot_f32)(const float *w, const float *x, size_t n);
     float (*vec_dot_f16)(const uint16_t *w, const float *x, size_t n);
+    /// y[i] = e^x[i] for x <= 88 (the reference is libm's expf; SIMD paths are within 2 ulp of it, and
+    /// give 0 or the smallest normal below -87.3, where expf is subnormal).
+    void (*exp_row)(const float *x, float *y, size_t n);
+    /// Softmax in place over n values (max subtracted first), n >= 1.
+    void (*softmax)(float *x, size_t n);
     /// One token (decode: weights streamed once, bound by memory).
     blip2_tile matvec[BLIP2_WEIGHT_KINDS];
     /// Several tokens per weight load (prefill: bound by arithmetic).
