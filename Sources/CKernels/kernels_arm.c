@@ -68,6 +68,34 @@ static void softmax_neon(float *x, size_t n) {
     for (; i < n; i++) x[i] *= inverse;
 }
 
+BLIP2_INLINE float32x4_t gelu4_neon(float32x4_t x) {
+    float32x4_t z = vmulq_f32(vabsq_f32(x), vdupq_n_f32(0.70710678118654752f));
+    float32x4_t u = vdivq_f32(vdupq_n_f32(1.0f), vfmaq_f32(vdupq_n_f32(1.0f), z, vdupq_n_f32(0.5f)));
+    float32x4_t t = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_T_SHIFT), u, vdupq_n_f32(BLIP2_GELU_T_SCALE));
+    float32x4_t p = vdupq_n_f32(BLIP2_GELU_P9);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P8), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P7), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P6), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P5), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P4), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P3), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P2), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P1), p, t);
+    p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P0), p, t);
+    float32x4_t xx = vmulq_f32(x, x);
+    float32x4_t residual = vfmaq_f32(vnegq_f32(xx), x, x);   // x^2 = xx + residual exactly
+    float32x4_t e = vmulq_f32(exp4_neon(vmulq_f32(xx, vdupq_n_f32(-0.5f))), exp4_neon(vfmsq_f32(p, residual, vdupq_n_f32(0.5f))));
+    float32x4_t half_erfc = vmulq_f32(vmulq_f32(u, e), vdupq_n_f32(0.5f));
+    float32x4_t phi = vbslq_f32(vcltzq_f32(x), half_erfc, vsubq_f32(vdupq_n_f32(1.0f), half_erfc));
+    return vmulq_f32(x, phi);
+}
+
+static void gelu_neon(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 4 <= n; i += 4) vst1q_f32(x + i, gelu4_neon(vld1q_f32(x + i)));
+    for (; i < n; i++) x[i] = blip2_gelu_ref(x[i]);
+}
+
 static void quantize_q8a_neon(const float *x, blip2_block_q8a *y, size_t n) {
     const float32x4_t top = vdupq_n_f32(127.0f), bottom = vdupq_n_f32(-127.0f);
     for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
@@ -233,6 +261,7 @@ const blip2_kernels blip2_kernels_neon = {
     .vec_dot_f16 = vec_dot_f16_neon,
     .exp_row = exp_row_neon,
     .softmax = softmax_neon,
+    .gelu = gelu_neon,
     .matvec = {{f32_mv_neon, 4, 1}, {f16_mv_neon, 4, 1}, {q8_mv_neon, 4, 1}, {q4_mv_neon, 4, 1}},
     .matmul = {{f32_mm_neon, 4, 4}, {f16_mm_neon, 4, 4}, {q8_mm_neon, 2, 4}, {q4_mm_neon, 2, 4}},
 };
@@ -266,6 +295,7 @@ const blip2_kernels blip2_kernels_dotprod = {
     .vec_dot_f16 = vec_dot_f16_sdot,
     .exp_row = exp_row_neon,
     .softmax = softmax_neon,
+    .gelu = gelu_neon,
     .matvec = {{f32_mv_neon, 4, 1}, {f16_mv_neon, 4, 1}, {q8_mv_sdot, 4, 1}, {q4_mv_sdot, 4, 1}},
     .matmul = {{f32_mm_neon, 4, 4}, {f16_mm_neon, 4, 4}, {q8_mm_sdot, 4, 4}, {q4_mm_sdot, 4, 4}},
 };

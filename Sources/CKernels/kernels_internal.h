@@ -2,6 +2,7 @@
 #pragma once
 #include "blip2_kernels.h"
 #include <string.h>
+#include <math.h>
 
 // Tiles are written once with their row and token counts as parameters; each table entry instantiates a
 // fixed size, and full unrolling turns the accumulator arrays into registers.
@@ -48,3 +49,24 @@ static inline float blip2_q8a_inverse(float d) { return d > 0 ? 1.0f / d : 0.0f;
 #define BLIP2_EXP_P3 4.1665795894e-2f
 #define BLIP2_EXP_P4 1.6666665459e-1f
 #define BLIP2_EXP_P5 5.0000001201e-1f
+
+// GELU through erfc, so that negative inputs keep their relative accuracy: with z = |x| / sqrt 2 and
+// u = 1 / (1 + z / 2), erfc(z) = u exp(-z^2 + P(u)), where P is a degree-9 least-squares fit (Chebyshev
+// nodes, u in [1/6, 1], i.e. z in [0, 10]) of log(erfc(z) / u) + z^2, written in t = 2.4 u - 1.4
+// (docs/KERNELS.md has the fit). z^2 = x^2 / 2 is kept exact (x^2 split by an FMA) and e^(-x^2/2) taken on
+// its own: rounding x / sqrt 2 first would cost ~100 ulp in the far negative tail.
+// Phi(x) = erfc(z) / 2 for x < 0 and 1 - erfc(z) / 2 otherwise; gelu = x Phi(x).
+#define BLIP2_GELU_T_SCALE 2.4f
+#define BLIP2_GELU_T_SHIFT -1.4f
+#define BLIP2_GELU_P0 -0.5585953983680997f
+#define BLIP2_GELU_P1 0.5703071029766184f
+#define BLIP2_GELU_P2 0.01574730608082492f
+#define BLIP2_GELU_P3 -0.029470336858019447f
+#define BLIP2_GELU_P4 -0.001063407905037902f
+#define BLIP2_GELU_P5 0.003707476740350102f
+#define BLIP2_GELU_P6 -0.00022596416188561545f
+#define BLIP2_GELU_P7 -0.0005343206104750811f
+#define BLIP2_GELU_P8 7.272879018112664e-05f
+#define BLIP2_GELU_P9 5.4860246829818323e-05f
+
+static inline float blip2_gelu_ref(float x) { return 0.5f * x * (1 + erff(x * 0.70710678118654752f)); }

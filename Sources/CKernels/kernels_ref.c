@@ -71,6 +71,10 @@ static void softmax_ref(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] *= inverse;
 }
 
+static void gelu_ref(float *x, size_t n) {
+    for (size_t i = 0; i < n; i++) x[i] = blip2_gelu_ref(x[i]);
+}
+
 static void tile_q8_ref(const void *const *w, const void *const *x, size_t n, float *out) {
     out[0] = vec_dot_q8_q8a_ref(w[0], x[0], n / BLIP2_QBLOCK);
 }
@@ -94,6 +98,7 @@ const blip2_kernels blip2_kernels_ref = {
     .vec_dot_f16 = vec_dot_f16_ref,
     .exp_row = exp_row_ref,
     .softmax = softmax_ref,
+    .gelu = gelu_ref,
     .matvec = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
     .matmul = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
 };

@@ -101,6 +101,34 @@ static void softmax_avx2(float *x, size_t n) {
     for (; i < n; i++) x[i] *= 1 / sum;
 }
 
+BLIP2_INLINE __m256 gelu8_avx2(__m256 x) {
+    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(0.70710678118654752f));
+    __m256 u = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
+    __m256 t = _mm256_fmadd_ps(u, _mm256_set1_ps(BLIP2_GELU_T_SCALE), _mm256_set1_ps(BLIP2_GELU_T_SHIFT));
+    __m256 p = _mm256_set1_ps(BLIP2_GELU_P9);
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P8));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P7));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P6));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P5));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P4));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P3));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P2));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P1));
+    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P0));
+    __m256 xx = _mm256_mul_ps(x, x), residual = _mm256_fmsub_ps(x, x, xx);   // x^2 = xx + residual exactly
+    __m256 e = _mm256_mul_ps(exp8_avx2(_mm256_mul_ps(xx, _mm256_set1_ps(-0.5f))),
+                             exp8_avx2(_mm256_fnmadd_ps(residual, _mm256_set1_ps(0.5f), p)));
+    __m256 half_erfc = _mm256_mul_ps(_mm256_mul_ps(u, e), _mm256_set1_ps(0.5f));
+    __m256 phi = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), half_erfc), half_erfc, x);   // sign of x picks
+    return _mm256_mul_ps(x, phi);
+}
+
+static void gelu_avx2(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu8_avx2(_mm256_loadu_ps(x + i)));
+    for (; i < n; i++) x[i] = blip2_gelu_ref(x[i]);
+}
+
 // Shared by both x86 paths: activation quantization is defined to be bit-identical everywhere.
 static void quantize_q8a_avx2(const float *x, blip2_block_q8a *y, size_t n) {
     const __m256 sign = _mm256_set1_ps(-0.0f), top = _mm256_set1_ps(127.0f), bottom = _mm256_set1_ps(-127.0f);
@@ -357,6 +385,7 @@ const blip2_kernels blip2_kernels_avx2 = {
     .vec_dot_f16 = vec_dot_f16_avx2,
     .exp_row = exp_row_avx2,
     .softmax = softmax_avx2,
+    .gelu = gelu_avx2,
     .matvec = {{f32_mv_avx2, 4, 1}, {f16_mv_avx2, 4, 1}, {q8_mv_avx2, 4, 1}, {q4_mv_avx2, 4, 1}},
     .matmul = {{f32_mm_avx2, 2, 4}, {f16_mm_avx2, 2, 4}, {q8_mm_avx2, 2, 4}, {q4_mm_avx2, 2, 4}},
 };
@@ -496,6 +525,7 @@ const blip2_kernels blip2_kernels_avx512 = {
     .vec_dot_f16 = vec_dot_f16_avx512,
     .exp_row = exp_row_avx2,
     .softmax = softmax_avx2,
+    .gelu = gelu_avx2,
     .matvec = {{f32_mv_avx512, 4, 1}, {f16_mv_avx512, 4, 1}, {q8_mv_vnni, 4, 1}, {q4_mv_vnni, 4, 1}},
     .matmul = {{f32_mm_avx512, 4, 4}, {f16_mm_avx512, 4, 4}, {q8_mm_vnni, 4, 4}, {q4_mm_vnni, 4, 4}},
 };

@@ -29,3 +29,36 @@ static inline float _mm512_reduce_add_ps(__m512 v) {
     }
     return f[0];
 }
+
+// SIMDe falls back to a separate multiply and add where the host lacks FMA instructions; the kernels rely
+// on the fused rounding (the GELU keeps x^2 exact through an FMA residual), so these are fused per lane.
+#include <math.h>
+#define BLIP2_FUSED_256(name, expression)                                           \
+    static inline __m256 blip2_emulated_##name(__m256 a, __m256 b, __m256 c) {     \
+        float x[8], y[8], z[8];                                                     \
+        _mm256_storeu_ps(x, a);                                                     \
+        _mm256_storeu_ps(y, b);                                                     \
+        _mm256_storeu_ps(z, c);                                                     \
+        for (int i = 0; i < 8; i++) x[i] = expression;                              \
+        return _mm256_loadu_ps(x);                                                  \
+    }
+BLIP2_FUSED_256(fmadd, fmaf(x[i], y[i], z[i]))
+BLIP2_FUSED_256(fmsub, fmaf(x[i], y[i], -z[i]))
+BLIP2_FUSED_256(fnmadd, fmaf(-x[i], y[i], z[i]))
+#undef _mm256_fmadd_ps
+#undef _mm256_fmsub_ps
+#undef _mm256_fnmadd_ps
+#define _mm256_fmadd_ps blip2_emulated_fmadd
+#define _mm256_fmsub_ps blip2_emulated_fmsub
+#define _mm256_fnmadd_ps blip2_emulated_fnmadd
+
+static inline __m512 blip2_emulated_fmadd512(__m512 a, __m512 b, __m512 c) {
+    float x[16], y[16], z[16];
+    _mm512_storeu_ps(x, a);
+    _mm512_storeu_ps(y, b);
+    _mm512_storeu_ps(z, c);
+    for (int i = 0; i < 16; i++) x[i] = fmaf(x[i], y[i], z[i]);
+    return _mm512_loadu_ps(x);
+}
+#undef _mm512_fmadd_ps
+#define _mm512_fmadd_ps blip2_emulated_fmadd512

@@ -303,3 +303,25 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
         }
     }
 }
+
+@Suite struct GELUTests {
+    /// SIMD paths within 8 ulp of the exact value (f64 erfc); the reference (libm erff inside 1 + erf) within
+    /// 1 ulp plus |x| 2^-24 from that sum's cancellation for negative x.
+    @Test(arguments: KernelISA.supported)
+    func geluAgainstExactValues(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        let n = 20_001
+        var x = (0..<n).map { -16 + 32 * Float($0) / Float(n - 1) }
+        x += [0, -0.0, 1e-20, -1e-20, 100, -100, 1e-3]
+        var y = x
+        k.gelu(&y, y.count)
+        var bad = 0
+        for (xi, yi) in zip(x, y) {
+            let exact = 0.5 * Double(xi) * erfc(-Double(xi) / 2.0.squareRoot())
+            let ulp = exact == 0 ? 1.4e-45 : Double(Float(exact).ulp)
+            let tolerance = isa == .ref ? ulp + abs(Double(xi)) * Tolerance.u : 8 * ulp
+            if !(abs(Double(yi) - exact) <= tolerance + 1e-37) { bad += 1 }
+        }
+        #expect(bad == 0, "\(isa): \(bad) GELU values off")
+    }
+}

@@ -142,6 +142,9 @@ typedef struct {
     void (*exp_row)(const float *x, float *y, size_t n);
     /// Softmax in place over n values (max subtracted first), n >= 1.
     void (*softmax)(float *x, size_t n);
+    /// Exact (erf) GELU in place: x * (1 + erf(x / sqrt 2)) / 2. The reference uses libm's erff; SIMD paths
+    /// are within 8 ulp of the exact value (docs/KERNELS.md).
+    void (*gelu)(float *x, size_t n);
     /// One token (decode: weights streamed once, bound by memory).
     blip2_tile matvec[BLIP2_WEIGHT_KINDS];
     /// Several tokens per weight load (prefill: bound by arithmetic).
