@@ -9,8 +9,9 @@ import Darwin
 /// A fixed set of threads, created once and parked between jobs, that run the parts of one job at a time.
 ///
 /// `run(parts:_:)` hands out part indices to the caller's thread and the workers until all are done;
-/// it allocates nothing. Jobs from different threads are serialized; a job started from inside a job
-/// (a nested call) runs on the calling thread alone, so nesting cannot deadlock.
+/// it allocates nothing. Jobs from different threads are serialized, so a part owns its worker's scratch
+/// memory; a job started from inside a part (a nested call) runs on that thread alone, with that part's
+/// worker index (and scratch), so nesting cannot deadlock.
 public final class WorkerPool: @unchecked Sendable {
     /// Threads that work on a job, the caller's included.
     public let threads: Int
@@ -34,11 +35,23 @@ public final class WorkerPool: @unchecked Sendable {
     /// `worker` (0..<threads) names the thread running the part, for per-thread scratch memory.
     public func run(parts: Int, _ body: (_ part: Int, _ worker: Int) -> Void) {
         guard parts > 0 else { return }
-        if parts == 1 || threads == 1 || PoolShared.insideJob {
-            for part in 0..<parts { body(part, 0) }
+        if let worker = PoolShared.currentWorker {
+            for part in 0..<parts { body(part, worker) }
+        } else if parts == 1 || threads == 1 {
+            runOnCaller(parts: parts, body)
+        } else {
+            shared.run(parts: parts, body)
+        }
+    }
+
+    /// Like `run`, but every part runs on the calling thread (as worker 0): for work too small to share.
+    public func runOnCaller(parts: Int, _ body: (_ part: Int, _ worker: Int) -> Void) {
+        guard parts > 0 else { return }
+        if let worker = PoolShared.currentWorker {
+            for part in 0..<parts { body(part, worker) }
             return
         }
-        shared.run(parts: parts, body)
+        shared.runAlone(parts: parts, body)
     }
 
     /// Memory private to `worker` while it runs a part: at least `bytes` long, 64-byte aligned.
@@ -103,6 +116,15 @@ private final class PoolShared: @unchecked Sendable {
         pthread_mutex_unlock(mutex)
     }
 
+    /// A job on the caller's thread only, still exclusive of other jobs (worker 0's scratch is its own).
+    func runAlone(parts: Int, _ body: (Int, Int) -> Void) {
+        pthread_mutex_lock(jobLock)
+        defer { pthread_mutex_unlock(jobLock) }
+        Self.currentWorker = 0
+        defer { Self.currentWorker = nil }
+        for part in 0..<parts { body(part, 0) }
+    }
+
     func run(parts: Int, _ body: (Int, Int) -> Void) {
         pthread_mutex_lock(jobLock)
         defer { pthread_mutex_unlock(jobLock) }
@@ -116,9 +138,9 @@ private final class PoolShared: @unchecked Sendable {
             pthread_cond_broadcast(wake)
             pthread_mutex_unlock(mutex)
 
-            Self.insideJob = true
+            Self.currentWorker = 0
             work(as: 0)
-            Self.insideJob = false
+            Self.currentWorker = nil
 
             var spins = 0
             while blip2_atomic_load(remaining) > 0 && spins < Self.spinLimit {
@@ -169,7 +191,7 @@ private final class PoolShared: @unchecked Sendable {
     }
 
     func workerMain(_ worker: Int) {
-        Self.insideJob = true
+        Self.currentWorker = worker
         var seen: Int64 = 0
         while true {
             var spins = 0
@@ -192,17 +214,20 @@ private final class PoolShared: @unchecked Sendable {
         }
     }
 
-    // MARK: Thread-local "inside a job" flag
+    // MARK: Thread-local worker index
 
-    private static let insideJobKey: pthread_key_t = {
+    private static let workerKey: pthread_key_t = {
         var key = pthread_key_t()
         pthread_key_create(&key, nil)
         return key
     }()
 
-    /// True on a worker thread, and on a caller's thread while it works on its own job.
-    static var insideJob: Bool {
-        get { pthread_getspecific(insideJobKey) != nil }
-        set { pthread_setspecific(insideJobKey, newValue ? UnsafeRawPointer(bitPattern: 1) : nil) }
+    /// The worker index of the part running on this thread (worker threads always have one), or nil.
+    static var currentWorker: Int? {
+        get {
+            guard let value = pthread_getspecific(workerKey) else { return nil }
+            return Int(bitPattern: value) - 1
+        }
+        set { pthread_setspecific(workerKey, newValue.flatMap { UnsafeRawPointer(bitPattern: $0 + 1) }) }
     }
 }

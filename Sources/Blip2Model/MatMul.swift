@@ -152,7 +152,7 @@ public enum MatMul {
         while i + 8 <= n {
             let va = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
             let vb = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
-            acc = acc.addingProduct(va, vb)
+            acc += va * vb   // not addingProduct: without an FMA target that is a libm call per lane
             i += 8
         }
         var sum = acc.sum()

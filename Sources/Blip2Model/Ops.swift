@@ -1,3 +1,4 @@
+import CKernels
 import Foundation
 
 // MARK: - Element-wise and normalization operations on [tokens, dim] rows
@@ -77,54 +78,71 @@ enum Ops {
     /// Multi-head attention for one block of queries against keys/values.
     /// q: [queries, heads*hd] (row stride qStride), k/v: [keys, heads*hd] (row stride kvStride);
     /// out: [queries, heads*hd]. Query i may attend to keys 0...(causalOffset + i) when causal.
-    /// Heads run in parallel on the worker pool; `scores` (keys floats) serves the caller's thread, the other
-    /// workers use their pool scratch.
+    /// Heads run in parallel on the worker pool, each product through the f32 kernels (keys as weight rows
+    /// against the queries; then V^T against the probabilities). `scores` is kept for the callers' sake:
+    /// every head works in its worker's scratch.
     static func attention(q: UnsafePointer<Float>, qStride: Int, queries: Int,
                           k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, keys: Int,
                           heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
                           out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
-        let work = heads * queries * keys * headDim
-        let softmax = MatMul.kernels.pointee.softmax!
-        guard MatMul.threads > 1, heads > 1, work >= 1 << 16 else {
-            for h in 0..<heads {
-                attentionHead(h, q: q, qStride: qStride, queries: queries, k: k, v: v, kvStride: kvStride, keys: keys,
-                              heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: scores,
-                              softmax: softmax)
-            }
-            return
-        }
+        guard queries > 0, heads > 0 else { return }
+        let kernels = MatMul.kernels
         let pool = MatMul.pool
-        pool.run(parts: heads) { h, worker in
-            let buffer = worker == 0 ? scores
-                : pool.scratch(worker: worker, bytes: keys * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
+        // Non-causal heads hold all scores [queries, keys] and V^T [headDim, keys]; causal ones one row.
+        let floats = causalOffset == nil ? (queries + headDim) * keys : keys
+        let body = { (h: Int, worker: Int) in
+            let scratch = pool.scratch(worker: worker, bytes: max(1, floats) * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
             attentionHead(h, q: q, qStride: qStride, queries: queries, k: k, v: v, kvStride: kvStride, keys: keys,
-                          heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out, scores: buffer,
-                          softmax: softmax)
+                          heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out,
+                          scratch: scratch, kernels: kernels)
+        }
+        let work = heads * queries * keys * headDim
+        if MatMul.threads > 1, heads > 1, work >= 1 << 16 {
+            pool.run(parts: heads, body)
+        } else {
+            pool.runOnCaller(parts: heads, body)
         }
     }
 
     private static func attentionHead(_ h: Int, q: UnsafePointer<Float>, qStride: Int, queries: Int,
                                       k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, keys: Int,
                                       heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
-                                      out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>,
-                                      softmax: @convention(c) (UnsafeMutablePointer<Float>?, Int) -> Void) {
-        let width = heads * headDim
-        for i in 0..<queries {
-            let visible = causalOffset.map { min(keys, $0 + i + 1) } ?? keys
-            let qi = q + i * qStride + h * headDim
-            for j in 0..<visible {
-                scores[j] = MatMul.dot(qi, k + j * kvStride + h * headDim, headDim) * scale
+                                      out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
+                                      kernels: UnsafePointer<blip2_kernels>) {
+        let width = heads * headDim, float = MemoryLayout<Float>.stride
+        let qh = q + h * headDim, kh = k + h * headDim, vh = v + h * headDim
+        let softmax = kernels.pointee.softmax!
+        guard let offset = causalOffset else {
+            // scores[i, j] = q_i . k_j: keys are the weight rows, queries the tokens.
+            let scores = scratch, vt = scratch + queries * keys
+            blip2_gemm(kernels, BLIP2_WEIGHT_F32, kh, kvStride * float, keys, qh, qStride * float, queries, headDim, nil, scores, keys)
+            for i in 0..<queries {
+                let row = scores + i * keys
+                for j in 0..<keys { row[j] *= scale }
+                softmax(row, keys)
             }
-            if visible > 0 { softmax(scores, visible) }
+            // out_i = sum_j p_ij v_j: V^T rows against the probability rows.
+            for j in 0..<keys {
+                for d in 0..<headDim { vt[d * keys + j] = vh[j * kvStride + d] }
+            }
+            blip2_gemm(kernels, BLIP2_WEIGHT_F32, vt, keys * float, headDim, scores, keys * float, queries, keys, nil, out + h * headDim, width)
+            return
+        }
+        // Causal (the language model): each query sees its own prefix; one token per product.
+        let scores = scratch
+        for i in 0..<queries {
+            let visible = min(keys, offset + i + 1)
+            blip2_gemm(kernels, BLIP2_WEIGHT_F32, kh, kvStride * float, visible, qh + i * qStride, headDim * float, 1, headDim, nil, scores, visible)
+            for j in 0..<visible { scores[j] *= scale }
+            softmax(scores, visible)
             let o = out + i * width + h * headDim
             for d in 0..<headDim { o[d] = 0 }
-            for j in 0..<visible {
-                addScaled(o, scores[j], v + j * kvStride + h * headDim, headDim)
-            }
+            for j in 0..<visible { addScaled(o, scores[j], vh + j * kvStride, headDim) }
         }
     }
 
-    /// y += a * x over n values.
+    /// y += a * x over n values. (Multiply and add, not addingProduct: without an FMA target the latter
+    /// becomes a libm fmaf call per lane.)
     @inline(__always)
     static func addScaled(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
         var i = 0
@@ -132,7 +150,7 @@ enum Ops {
         while i + 8 <= n {
             let vx = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
             let vy = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
-            UnsafeMutableRawPointer(y + i).storeBytes(of: vy.addingProduct(va, vx), as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: vy + va * vx, as: SIMD8<Float>.self)
             i += 8
         }
         while i < n {
