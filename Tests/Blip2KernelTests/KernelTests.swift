@@ -265,6 +265,13 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
             #expect(KernelSelectionError.unsupported(unsupported).description.contains("not available on this CPU"))
         }
         #expect(KernelISA.ref.isSupported && KernelISA.supported.contains(KernelISA.best))
+        // The Swift cases name the C instruction sets one for one.
+        for isa in KernelISA.allCases {
+            #expect(String(cString: blip2_isa_name(isa.cValue)) == isa.rawValue)
+            #expect(blip2_isa_from_name(isa.rawValue) == Int32(isa.cValue.rawValue))
+            if let table = isa.table { #expect(String(cString: table.pointee.name) == isa.rawValue) }
+        }
+        #expect(blip2_isa_from_name("sse9") == -1)
     }
 }
 
