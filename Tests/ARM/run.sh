@@ -4,7 +4,7 @@
 #     Raspberry Pi 4) and a Cortex-A76 (NEON + dotprod, Raspberry Pi 5);
 #   - x86 AVX2 and AVX-512 VNNI: compiled against SIMDe's portable intrinsics (libsimde-dev) and run here.
 # Every run compares each kernel with the scalar reference (Tests/ARM/kernel_harness.c). Missing tools
-# are an error, never a skip. The last line reads "ARM kernels: N passed, M failed".
+# are an error, never a skip. The last line reads "ARM-kernels: N passed, M failed".
 set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 kernels="$root/Sources/CKernels"
@@ -65,5 +65,5 @@ echo "x86 AVX2 and AVX-512 VNNI through portable intrinsics:"
 x86_before_passed=$total_passed x86_before_failed=$total_failed
 run "$work/harness-x86-emulated" --emulated avx2 avx512
 echo "x86 kernels (emulated): $((total_passed - x86_before_passed)) checks passed, $((total_failed - x86_before_failed)) failed"
-echo "ARM kernels: $((x86_before_passed)) passed, $((x86_before_failed)) failed"
+echo "ARM-kernels: $((x86_before_passed)) passed, $((x86_before_failed)) failed"
 [ "$total_failed" -eq 0 ]
