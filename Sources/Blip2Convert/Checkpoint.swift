@@ -90,7 +90,5 @@ public final class Checkpoint {
         return (Array(Set(map.values)), map)
     }
 
-    public func file(at name: String) -> URL { folder.appendingPathComponent(name) }
-
     public func shardPath(_ index: Int) -> String { shards[index].path }
 }
