@@ -115,24 +115,24 @@ def svg_scatter(rows, path):
     pts = [(r["file_bytes"] / 1e9, r["stages"]["caption"] / 1000, r["name"]) for r in rows if r.get("file_bytes")]
     if not pts:
         return
-    w, h, pad = 640, 400, 60
+    w, h, pad, top = 640, 400, 70, 36
     xmax = max(p[0] for p in pts) * 1.15
     ymax = max(p[1] for p in pts) * 1.15
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
              f'<rect width="{w}" height="{h}" fill="white"/>',
              f'<line x1="{pad}" y1="{h - pad}" x2="{w - 20}" y2="{h - pad}" stroke="black"/>',
-             f'<line x1="{pad}" y1="{h - pad}" x2="{pad}" y2="20" stroke="black"/>',
+             f'<line x1="{pad}" y1="{h - pad}" x2="{pad}" y2="{top}" stroke="black"/>',
              f'<text x="{w / 2}" y="{h - 20}" text-anchor="middle">file size (GB)</text>',
-             f'<text x="18" y="{h / 2}" transform="rotate(-90 18 {h / 2})" text-anchor="middle">caption latency (s)</text>']
+             f'<text x="{pad}" y="14" text-anchor="middle">caption latency (s)</text>']
     for i in range(5):
         xv, yv = xmax * i / 4, ymax * i / 4
         x = pad + (w - pad - 20) * i / 4
-        y = h - pad - (h - pad - 20) * i / 4
+        y = h - pad - (h - pad - top) * i / 4
         parts.append(f'<text x="{x}" y="{h - pad + 16}" text-anchor="middle">{xv:.1f}</text>')
         parts.append(f'<text x="{pad - 6}" y="{y + 4}" text-anchor="end">{yv:.1f}</text>')
     for gb, sec, name in pts:
         x = pad + (w - pad - 20) * gb / xmax
-        y = h - pad - (h - pad - 20) * sec / ymax
+        y = h - pad - (h - pad - top) * sec / ymax
         parts.append(f'<circle cx="{x:.1f}" cy="{y:.1f}" r="5" fill="#3366cc"/>')
         parts.append(f'<text x="{x + 8:.1f}" y="{y - 6:.1f}">{name}</text>')
     parts.append("</svg>")
@@ -141,10 +141,10 @@ def svg_scatter(rows, path):
 
 def svg_stages(rows, path):
     colors = ["#999999", "#66aadd", "#3366cc", "#9966cc", "#dd8844", "#44aa66"]
-    w, bar, pad = 760, 22, 150
+    w, bar, pad = 880, 22, 150
     h = 60 + len(rows) * (bar + 10)
     totals = [sum(stage_ms(r, s) for s in STAGES) for r in rows]
-    scale = (w - pad - 30) / max(totals + [1])
+    scale = (w - pad - 80) / max(totals + [1])
     parts = [f'<svg xmlns="http://www.w3.org/2000/svg" width="{w}" height="{h}" font-family="sans-serif" font-size="12">',
              f'<rect width="{w}" height="{h}" fill="white"/>']
     for i, row in enumerate(rows):
@@ -158,8 +158,8 @@ def svg_stages(rows, path):
         parts.append(f'<text x="{x + 4:.1f}" y="{y + 15}">{totals[i] / 1000:.2f} s</text>')
     y = h - 20
     for j, (color, stage) in enumerate(zip(colors, STAGES)):
-        label = stage if stage != "ms_per_token" else "tokens (x new_tokens)"
-        parts.append(f'<rect x="{10 + j * 125}" y="{y - 10}" width="10" height="10" fill="{color}"/><text x="{24 + j * 125}" y="{y}">{label}</text>')
+        label = stage if stage != "ms_per_token" else "generated tokens"
+        parts.append(f'<rect x="{10 + j * 140}" y="{y - 10}" width="10" height="10" fill="{color}"/><text x="{24 + j * 140}" y="{y}">{label}</text>')
     parts.append("</svg>")
     path.write_text("\n".join(parts))
 
