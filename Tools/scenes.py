@@ -223,7 +223,7 @@ def background_colors(rng: random.Random) -> list[tuple[int, int, int]]:
 
 def make_style(rng: random.Random) -> dict:
     return {
-        "canvas": rng.choice([160, 192, 224, 256, 288, 320]),
+        "canvas": rng.choice([128, 160, 192, 224, 256]),
         "background": rng.choice(BACKGROUNDS),
         "background_colors": background_colors(rng),
         "background_angle": round(rng.uniform(0, 360), 1),

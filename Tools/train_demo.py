@@ -300,45 +300,48 @@ class PatchProbe(torch.nn.Module):
         return total / (weights.sum() * len(self.heads))
 
 
-SLOT_CLASSES = {"color": ["none", *scenes.COLORS], "shape": ["none", *scenes.SHAPES],
-                "size": ["none", *scenes.SIZES], "zone": ["none", *scenes.ZONES]}
-SLOTS = 3
+ZONE_CLASSES = {"color": ["none", *scenes.COLORS], "shape": ["none", *scenes.SHAPES],
+                "size": ["none", *scenes.SIZES]}
 
 
-def slot_labels(scene: scenes.Scene) -> torch.Tensor:
-    """[SLOTS, 4] class ids (color, shape, size, zone) of the objects in caption order; "none" pads."""
-    labels = torch.zeros((SLOTS, len(SLOT_CLASSES)), dtype=torch.long)
-    for slot, obj in enumerate(scene.objects):
-        labels[slot] = torch.tensor([SLOT_CLASSES[k].index(getattr(obj, k)) for k in SLOT_CLASSES])
+def zone_labels(scene: scenes.Scene) -> torch.Tensor:
+    """[len(ZONES), 3] class ids (color, shape, size) of the object in each zone; "none" if empty.
+
+    Every object sits in its own zone (left, right, top, bottom, middle: scenes.py places them so).
+    """
+    labels = torch.zeros((len(scenes.ZONES), len(ZONE_CLASSES)), dtype=torch.long)
+    for obj in scene.objects:
+        labels[scenes.ZONES.index(obj.zone)] = torch.tensor(
+            [ZONE_CLASSES[k].index(getattr(obj, k)) for k in ZONE_CLASSES])
     return labels
 
 
-class SlotProbe(torch.nn.Module):
+class ZoneProbe(torch.nn.Module):
     """Training-only linear heads on the first Q-Former query outputs (not saved).
 
-    Query k is asked to describe the k-th object of the caption. The Q-Former's cross-attention
-    otherwise learns where to look only through OPT's loss, which from scratch takes far longer
-    than a CPU budget; with this signal each object's attributes sit in a known query, which the
-    language model then learns to read.
+    Query z is asked what stands in zone z of the picture (or that nothing does). Through OPT's
+    loss alone, the Q-Former's cross-attention learns where to look far more slowly than a CPU
+    budget allows; with a fixed region per query it only has to learn a spatial attention
+    pattern, and the language model then reads each object's attributes from a known query.
     """
 
     def __init__(self, hidden: int):
         super().__init__()
-        self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, len(c)) for c in SLOT_CLASSES.values())
+        self.heads = torch.nn.ModuleList(torch.nn.Linear(hidden, len(c)) for c in ZONE_CLASSES.values())
 
     def loss(self, query_states: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        flat = query_states[:, :SLOTS].reshape(-1, query_states.shape[-1])
+        flat = query_states[:, :len(scenes.ZONES)].reshape(-1, query_states.shape[-1])
         targets = labels.reshape(-1, labels.shape[-1])
         return sum(F.cross_entropy(head(flat), targets[:, k]) for k, head in enumerate(self.heads)) / len(self.heads)
 
 
 def make_batch(indices: list[int], image_processor, encoder: Encoder, rng: random.Random):
-    images, sequences, patches, slots = [], [], [], []
+    images, sequences, patches, zones = [], [], [], []
     for image_slot, index in enumerate(indices):
         scene = scenes.make_scene(TRAIN_SEED, index)
         images.append(scenes.render(scene))
         patches.append(patch_labels(scene))
-        slots.append(slot_labels(scene))
+        zones.append(zone_labels(scene))
         for prompt, target in text_examples(scene, rng):
             sequences.append((image_slot, encoder.prompt(prompt), encoder.target(target)))
     length = max(len(p) + len(t) for _, p, t in sequences)
@@ -353,12 +356,12 @@ def make_batch(indices: list[int], image_processor, encoder: Encoder, rng: rando
         labels[row, len(prompt) - 1:len(tokens) - 1] = torch.tensor(target)
     image_slots = torch.tensor([slot for slot, _, _ in sequences])
     return (pixel_batch(image_processor, images), image_slots, ids, mask, labels, torch.stack(patches),
-            torch.stack(slots))
+            torch.stack(zones))
 
 
-def losses(model, patch_probe: PatchProbe, slot_probe: SlotProbe, pixel_values, image_slots, ids, mask, labels,
-           patches, slots):
-    """(language loss, patch loss, slot loss). The language part is Blip2ForConditionalGeneration.forward's
+def losses(model, patch_probe: PatchProbe, zone_probe: ZoneProbe, pixel_values, image_slots, ids, mask, labels,
+           patches, zones):
+    """(language loss, patch loss, zone loss). The language part is Blip2ForConditionalGeneration.forward's
     arithmetic, except that each image is encoded once and shared by all of its text sequences."""
     features = model.get_image_features(pixel_values)
     image_embeds = features.pooler_output                                        # [images, nq, hidden]
@@ -373,7 +376,7 @@ def losses(model, patch_probe: PatchProbe, slot_probe: SlotProbe, pixel_values, 
     patch_states = features.last_hidden_state[:, 1:]                             # drop the class token
     query_states = features.qformer_outputs.last_hidden_state                    # [images, nq, qformer hidden]
     return (F.cross_entropy(logits, labels[selected]), patch_probe.loss(patch_states, patches),
-            slot_probe.loss(query_states, slots))
+            zone_probe.loss(query_states, zones))
 
 
 # ---------------------------------------------------------------------------------------------
@@ -457,7 +460,7 @@ def train(args) -> dict:
     image_processor = BlipImageProcessorPil.from_dict(preprocessor_config())
 
     probes = torch.nn.ModuleList([PatchProbe(config.vision_config.hidden_size),
-                                  SlotProbe(config.qformer_config.hidden_size)])
+                                  ZoneProbe(config.qformer_config.hidden_size)])
     parameters = sum(p.numel() for p in model.parameters())
     print(f"parameters: {parameters:,}; images per step {args.batch}, steps {args.steps}", file=sys.stderr)
     decay = [p for n, p in model.named_parameters() if p.dim() >= 2 and "embed" not in n and n != "query_tokens"]
@@ -480,8 +483,8 @@ def train(args) -> dict:
         batch = make_batch(indices, image_processor, encoder, rng)
         for group in optimizer.param_groups:
             group["lr"] = learning_rate(step, args.steps, args.lr, args.warmup)
-        text_loss, patch_loss, slot_loss = losses(model, *probes, *batch)
-        loss = text_loss + args.probe_weight * (patch_loss + slot_loss)
+        text_loss, patch_loss, zone_loss = losses(model, *probes, *batch)
+        loss = text_loss + args.probe_weight * (patch_loss + zone_loss)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(list(model.parameters()) + list(probes.parameters()), 1.0)
@@ -495,9 +498,9 @@ def train(args) -> dict:
             elapsed = time.monotonic() - start
             history.append({"step": step, "text_loss": round(value, 4), "smoothed": round(smoothed, 4),
                             "patch_loss": round(float(patch_loss.detach()), 4),
-                            "slot_loss": round(float(slot_loss.detach()), 4), "seconds": round(elapsed, 1)})
+                            "zone_loss": round(float(zone_loss.detach()), 4), "seconds": round(elapsed, 1)})
             print(f"step {step:5d}  text loss {value:.4f}  smoothed {smoothed:.4f}  "
-                  f"patch loss {float(patch_loss.detach()):.4f}  slot loss {float(slot_loss.detach()):.4f}  "
+                  f"patch loss {float(patch_loss.detach()):.4f}  zone loss {float(zone_loss.detach()):.4f}  "
                   f"{elapsed / 60:5.1f} min",
                   file=sys.stderr, flush=True)
     elapsed = time.monotonic() - start
@@ -532,7 +535,7 @@ def main() -> None:
     parser.add_argument("--lr", type=float, default=1e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--probe-weight", type=float, default=0.5,
-                        help="weight of the training-only patch and slot losses (0 turns them off)")
+                        help="weight of the training-only patch and zone losses (0 turns them off)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--max-minutes", type=float, default=35.0, help="safety stop; 0 disables")
     parser.add_argument("--eval-count", type=int, default=300, help="held-out scenes measured after training")
