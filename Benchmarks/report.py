@@ -27,7 +27,7 @@ VARIANTS = {
     "q8": ["--weights", "q8"],
     "q4": ["--weights", "q4"],
     # q4 language model, q8 image side: the image encoder is compute bound, decode is bandwidth bound.
-    "mixed": ["--weights", "q4", "--override", "vision_model.*.weight=q8", "--override", "qformer.*.weight=q8"],
+    "mixed": ["--weights", "mixed"],
 }
 STAGES = ["image_decode", "preprocess", "vision", "qformer_projection", "prefill", "ms_per_token"]
 

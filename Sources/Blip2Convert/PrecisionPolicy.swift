@@ -8,7 +8,8 @@ import Glibc
 // MARK: - Precision policy
 //
 // What each weight is stored as. The defaults (docs/FORMAT.md has the measurements):
-// - linear weights take the requested type: they are >99% of the bytes and tolerate block quantization;
+// - linear weights take the requested type: they are >99% of the bytes and tolerate block quantization
+//   (`mixed`: q4 in the language model, q8 in the vision tower and the Q-Former);
 // - token embeddings (also the output head when tied) never go below q8: they decide every logit;
 // - norms, biases, position embeddings, the class embedding and query tokens stay f32: together they are
 //   well under 1% of the bytes and their errors land directly in the residual stream;
@@ -18,14 +19,25 @@ import Glibc
 
 public enum WeightPrecision: String, CaseIterable, Sendable {
     case f32, f16, q8, q4
-    public var elementType: ElementType {
+    /// q4 linear weights in the language model, q8 in the vision tower and the Q-Former.
+    ///
+    /// Decoding streams every language-model weight once per token, so its speed is bytes read: q4
+    /// halves them. The image side multiplies each weight by 257 (vision) or 32 (Q-Former) tokens and
+    /// is bound by arithmetic, where q8's integer dot products cost the same as q4's and lose less.
+    case mixed
+
+    /// The type of linear weights in a component.
+    public func linearType(in component: ModelComponent) -> ElementType {
         switch self {
         case .f32: return .f32
         case .f16: return .f16
         case .q8: return .q8
         case .q4: return .q4
+        case .mixed: return component == .language ? .q4 : .q8
         }
     }
+
+    var isFourBit: Bool { self == .q4 || self == .mixed }
 }
 
 public struct PrecisionOverride: Sendable, Equatable, CustomStringConvertible {
@@ -73,17 +85,17 @@ public struct PrecisionPolicy: Sendable {
             }
             return Choice(type: override.type, note: "override \(override)")
         }
-        let wanted = defaultType(for: spec.role)
+        let wanted = defaultType(for: spec)
         if wanted.canStore(shape: spec.shape) { return Choice(type: wanted, note: nil) }
         return Choice(type: .f16, note: "\(wanted) needs rows a multiple of \(wanted.blockElements) wide; stored as f16")
     }
 
-    public func defaultType(for role: WeightRole) -> ElementType {
-        switch role {
+    public func defaultType(for spec: WeightSpec) -> ElementType {
+        switch spec.role {
         case .linearWeight:
-            return weights.elementType
+            return weights.linearType(in: spec.component)
         case .tokenEmbedding, .outputHead:
-            return weights == .q4 ? .q8 : weights.elementType
+            return weights.isFourBit ? .q8 : weights.linearType(in: spec.component)
         case .patchEmbedding:
             return weights == .f32 ? .f32 : .f16
         case .bias, .normWeight, .normBias, .positionEmbedding, .classEmbedding, .queryTokens:

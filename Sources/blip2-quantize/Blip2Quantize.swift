@@ -27,7 +27,7 @@ struct Blip2Quantize: ParsableCommand {
     @Option(name: .long, help: "The model file to write (written to a temporary file beside it, then renamed).")
     var output: String
 
-    @Option(name: .long, help: "Type of the linear weights: f32, f16, q8 or q4.")
+    @Option(name: .long, help: "Type of the linear weights: f32, f16, q8, q4, or mixed (q4 language model, q8 vision and Q-Former).")
     var weights: String = "q8"
 
     @Option(name: .long, help: "Per-tensor compression: none or zstd (smaller files, decompressed once at load).")
@@ -46,7 +46,7 @@ struct Blip2Quantize: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard WeightPrecision(rawValue: weights) != nil else { throw ValidationError("--weights must be f32, f16, q8 or q4 (got '\(weights)')") }
+        guard WeightPrecision(rawValue: weights) != nil else { throw ValidationError("--weights must be f32, f16, q8, q4 or mixed (got '\(weights)')") }
         guard TensorCompression(name: compress) != nil else { throw ValidationError("--compress must be none or zstd (got '\(compress)')") }
         guard (1...22).contains(zstdLevel) else { throw ValidationError("--zstd-level must be between 1 and 22") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }

@@ -116,6 +116,33 @@ import Testing
         #expect(!scratch.contents.contains("bad.blip2"))
     }
 
+    /// `mixed`: q4 where decoding streams the weights (language model), q8 where images are encoded.
+    @Test func mixedPolicySplitsByComponent() throws {
+        let scratch = Scratch()
+        var options = ConversionOptions()
+        options.weights = .mixed
+        _ = try Converter.convert(checkpoint: checkpoint("base-f32"), output: scratch.path("m.blip2"), options: options)
+        let file = try ModelFile(path: scratch.path("m.blip2"))
+        let manifest = WeightManifest(config: try file.decode(Blip2Config.self, section: MetadataSectionName.config))
+        var seen: Set<ElementType> = []
+        for spec in manifest.weights {
+            let type = try #require(file.tensor(named: spec.name)?.type, "\(spec.name) missing")
+            switch spec.role {
+            case .linearWeight:
+                #expect(type == (spec.component == .language ? .q4 : .q8), "\(spec.name) is \(type)")
+                seen.insert(type)
+            case .tokenEmbedding, .outputHead:
+                #expect(type == .q8, "\(spec.name) is \(type)")
+            case .patchEmbedding:
+                #expect(type == .f16, "\(spec.name) is \(type)")
+            default:
+                #expect(type == .f32, "\(spec.name) is \(type)")
+            }
+        }
+        #expect(seen == [.q4, .q8])
+        #expect(try file.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization).weights == "mixed")
+    }
+
     /// Older checkpoints store the vision attention bias as q_bias and v_bias.
     @Test func legacyQAndVBiasesAreFused() throws {
         let scratch = Scratch()
