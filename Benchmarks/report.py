@@ -111,6 +111,20 @@ def torch_rows(checkpoint, opts):
     return rows
 
 
+def consistency(row):
+    """The report's own arithmetic, re-done from the bench's raw fields: what the Acceptance asks to hold."""
+    bench, s = row["bench"], row["stages"]
+    ttft, per_token, caption = s["time_to_first_token"], s["ms_per_token"], s["caption"]
+    # A caption is the stages up to the first token, then one step per further token.
+    rebuilt = ttft + (row["new_tokens"] - 1) * per_token
+    floor_ms = bench["model"]["decode_bytes_per_token"] / bench["read_bandwidth_bytes_per_second"] * 1000
+    return {
+        "stages_sum_ms": rebuilt, "caption_ms": caption, "stages_vs_caption": rebuilt / caption - 1,
+        "file_bytes_on_disk": row["file_bytes_on_disk"], "file_bytes_reported": row["file_bytes"],
+        "bandwidth_fraction_recomputed": floor_ms / per_token, "bandwidth_fraction_reported": row["bandwidth_fraction"],
+    }
+
+
 def svg_scatter(rows, path):
     pts = [(r["file_bytes"] / 1e9, r["stages"]["caption"] / 1000, r["name"]) for r in rows if r.get("file_bytes")]
     if not pts:
@@ -199,12 +213,15 @@ def main():
             label = name if compress == "none" else f"{name}+zstd"
             model = work / f"{label}.blip2"
             conversion, seconds = convert(bin_dir, checkpoint, model, VARIANTS[name], compress)
+            on_disk = model.stat().st_size
             report = bench(bin_dir, model, opts)
             stages = {k: (v or {}).get("median") for k, v in report["stages_ms"].items()}
             rows.append({"name": label, "file_bytes": report["model"]["file_bytes"], "convert_seconds": seconds,
                          "load_ms": report["load_ms"], "peak_rss_bytes": report["peak_rss_bytes"], "stages": stages,
                          "new_tokens": report["new_tokens"], "bandwidth_fraction": report["bandwidth_fraction"],
-                         "tokens_per_second": report["tokens_per_second"], "bench": report, "conversion_totals": conversion["totals"]})
+                         "tokens_per_second": report["tokens_per_second"], "bench": report, "conversion_totals": conversion["totals"],
+                         "file_bytes_on_disk": on_disk})
+            rows[-1]["checks"] = consistency(rows[-1])
             model.unlink()   # keep the disk usage to one variant at a time
     if not opts.no_torch:
         for row in torch_rows(checkpoint, opts):
@@ -227,6 +244,17 @@ def main():
         fraction = f"{r['bandwidth_fraction'] * 100:.0f}%" if r.get("bandwidth_fraction") else "-"
         lines.append(f"| {r['name']} | {size} | {r['load_ms']:.0f} | {rss} | {s['vision']:.0f} | {s['qformer_projection']:.0f} | "
                      f"{s['prefill']:.0f} | {s['ms_per_token']:.1f} | {s['caption'] / 1000:.2f} | {fraction} |")
+    lines += ["", "Consistency (recomputed from each bench's raw fields): time to first token + (new tokens - 1) x ms/token "
+              "against the measured caption; file size on disk against the bench's; bytes per token / bandwidth / ms per token "
+              "against the reported fraction.", "",
+              "| variant | stages sum ms | caption ms | difference | file on disk = reported | fraction recomputed | reported |",
+              "|---|---:|---:|---:|---|---:|---:|"]
+    for r in rows:
+        c = r.get("checks")
+        if c:
+            lines.append(f"| {r['name']} | {c['stages_sum_ms']:.0f} | {c['caption_ms']:.0f} | {c['stages_vs_caption'] * 100:+.1f}% | "
+                         f"{'yes' if c['file_bytes_on_disk'] == c['file_bytes_reported'] else 'NO'} | "
+                         f"{c['bandwidth_fraction_recomputed'] * 100:.1f}% | {c['bandwidth_fraction_reported'] * 100:.1f}% |")
     lines += ["", "![size against caption latency](size_latency.svg)", "", "![per-stage breakdown](stages.svg)", "",
               f"Report made in {time.time() - started:.0f} s."]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
