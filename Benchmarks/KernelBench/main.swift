@@ -6,7 +6,10 @@ import Foundation
 // A quick look at the products on the real shapes, through the same seam the model uses
 // (MatMul.linear: activation quantization, worker pool, kernels). Release builds only:
 //   swift build -c release --product blip2-kernel-bench && .build/release/blip2-kernel-bench [--threads 1,2] [--isa avx2]
-// matvec: OPT-2.7B fc1 shape (2560 -> 10240) at one token, reported as weight bytes streamed per second;
+//     [--types q4,q8] [--matvec 2560x2560,2560x10240,10240x2560,2560x50272] [--no-matmul]
+// matvec: one token through OPT-2.7B's decode shapes (in x out: q/k/v/out, fc1, fc2, lm_head), reported as
+// weight bytes streamed per second, twice: "hot" repeats one matrix (cache-resident when it fits in L3),
+// "streamed" cycles through copies totalling at least 256 MB, so every byte comes from memory as in decode.
 // matmul: ViT-g fc1 shape (1408 -> 6144) at 257 tokens, reported as 2 * multiply-adds per second.
 
 func argument(_ name: String) -> String? {
@@ -79,15 +82,55 @@ func measure(_ type: ElementType, rows: Int, cols: Int, tokens: Int, threads: In
     return (median(times), median(cpu))
 }
 
+/// Median wall seconds and median CPU seconds of one one-token product, cycling through `copies` matrices.
+func measureStreamed(_ type: ElementType, rows: Int, cols: Int, threads: Int, copies: Int) -> (wall: Double, cpu: Double) {
+    let first = weights(type, rows: rows, cols: cols), bytes = type.byteCount(elements: rows * cols)!
+    let matrices = [first] + (1..<copies).map { _ in
+        let copy = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 16384)
+        copy.copyMemory(from: first, byteCount: bytes)
+        return copy
+    }
+    defer { matrices.forEach { $0.deallocate() } }
+    let layers = matrices.map { Linear(WeightMatrix(name: "bench", type: type, rows: rows, cols: cols, data: $0), bias: nil) }
+    let x = UnsafeMutablePointer<Float>.allocate(capacity: cols)
+    let y = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+    defer { x.deallocate(); y.deallocate() }
+    for i in 0..<cols { x[i] = Float(i % 113) * 0.01 - 0.5 }
+    MatMul.threads = threads
+    for layer in layers { MatMul.linear(x, tokens: 1, layer, into: y) }   // warm-up: pool, pages
+    var times: [Double] = [], cpu: [Double] = []
+    for round in 0..<max(repeats, 2 * copies) {
+        let layer = layers[round % copies]
+        let start = DispatchTime.now().uptimeNanoseconds, startCPU = processSeconds()
+        MatMul.linear(x, tokens: 1, layer, into: y)
+        times.append(Double(DispatchTime.now().uptimeNanoseconds - start) * 1e-9)
+        cpu.append(processSeconds() - startCPU)
+    }
+    return (median(times), median(cpu))
+}
+
+let types = (argument("--types") ?? "q4,q8").split(separator: ",").compactMap { ElementType(name: String($0)) }
+let shapes: [(cols: Int, rows: Int)] = (argument("--matvec") ?? "2560x2560,2560x10240,10240x2560,2560x50272")
+    .split(separator: ",").compactMap { shape in
+        let parts = shape.split(separator: "x").compactMap { Int($0) }
+        return parts.count == 2 ? (parts[0], parts[1]) : nil
+    }
+let streamBytes = 256 << 20
+
 print("instruction set: \(MatMul.isa)")
 for threads in threadCounts {
-    for type in [ElementType.q4, .q8] {
-        let rows = 10240, cols = 2560
-        let (seconds, cpu) = measure(type, rows: rows, cols: cols, tokens: 1, threads: threads)
-        let bytes = Double(type.byteCount(elements: rows * cols)!)
-        print(String(format: "matvec %@ 2560x10240, 1 token, %d thread(s): %.3f ms, %.1f GB/s (CPU %.3f ms)",
-                     type.name, threads, seconds * 1e3, bytes / seconds / 1e9, cpu * 1e3))
+    for type in types {
+        for shape in shapes {
+            let bytes = Double(type.byteCount(elements: shape.rows * shape.cols)!)
+            let (hot, hotCPU) = measure(type, rows: shape.rows, cols: shape.cols, tokens: 1, threads: threads)
+            let copies = max(2, (streamBytes + Int(bytes) - 1) / Int(bytes))
+            let (cold, coldCPU) = measureStreamed(type, rows: shape.rows, cols: shape.cols, threads: threads, copies: copies)
+            print(String(format: "matvec %@ %dx%d, 1 token, %d thread(s): hot %.3f ms %.1f GB/s (CPU %.3f ms), streamed %.3f ms %.1f GB/s (CPU %.3f ms)",
+                         type.name, shape.cols, shape.rows, threads, hot * 1e3, bytes / hot / 1e9, hotCPU * 1e3,
+                         cold * 1e3, bytes / cold / 1e9, coldCPU * 1e3))
+        }
     }
+    guard !CommandLine.arguments.contains("--no-matmul") else { continue }
     for type in [ElementType.q8, .q4, .f16, .f32] {
         let rows = 6144, cols = 1408, tokens = 257
         let (seconds, cpu) = measure(type, rows: rows, cols: cols, tokens: tokens, threads: threads)
