@@ -130,14 +130,15 @@ def write_tokenizer_files(folder: Path, vocab: dict[str, int], merges: list[tupl
 # Model
 # ---------------------------------------------------------------------------------------------
 
-IMAGE_SIZE = 112          # 8 x 8 patches of 14: the scenes need position and shape, not texture
+IMAGE_SIZE = 112          # 7 x 7 patches of 16, the grid scenes.py centres objects on
+PATCH_SIZE = 16
 NUM_QUERY_TOKENS = 16
 MAX_POSITIONS = 512       # DESIGN's chat context; only the first ~100 positions see training
 
 
 def build_config(newline_id: int, image_id: int) -> Blip2Config:
     vision = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=4, num_attention_heads=4,
-                  image_size=IMAGE_SIZE, patch_size=14, qkv_bias=True, layer_norm_eps=1e-6,
+                  image_size=IMAGE_SIZE, patch_size=PATCH_SIZE, qkv_bias=True, layer_norm_eps=1e-6,
                   attention_dropout=0.0)
     qformer = dict(hidden_size=128, intermediate_size=512, num_hidden_layers=2, num_attention_heads=4,
                    cross_attention_frequency=1, encoder_hidden_size=128,
@@ -249,7 +250,8 @@ def pixel_batch(image_processor, images) -> torch.Tensor:
     return image_processor(images, return_tensors="pt")["pixel_values"]
 
 
-GRID = IMAGE_SIZE // 14
+GRID = IMAGE_SIZE // PATCH_SIZE
+assert GRID == scenes.GRID, "objects must sit on the vision tower's patch grid"
 PATCH_CLASSES = {"color": ["background", *scenes.COLORS], "shape": ["background", *scenes.SHAPES],
                  "size": ["background", *scenes.SIZES]}
 
@@ -260,15 +262,15 @@ def patch_labels(scene: scenes.Scene) -> torch.Tensor:
     Read from an object mask drawn with the same geometry as the picture; a patch counts as
     that object's when the object covers at least a fifth of it, otherwise it is background.
     """
-    side = GRID * 14
-    mask = scenes.object_mask(scene, side)
+    mask = scenes.object_mask(scene, IMAGE_SIZE)
     labels = torch.zeros((GRID * GRID, 3), dtype=torch.long)
-    cells = mask.reshape(GRID, 14, GRID, 14).transpose(0, 2, 1, 3).reshape(GRID * GRID, 14 * 14)
+    area = PATCH_SIZE * PATCH_SIZE
+    cells = mask.reshape(GRID, PATCH_SIZE, GRID, PATCH_SIZE).transpose(0, 2, 1, 3).reshape(GRID * GRID, area)
     for cell, values in enumerate(cells):
         counts = np.bincount(values, minlength=len(scene.objects) + 1)
         counts[0] = 0
         best = int(counts.argmax())
-        if best and counts[best] >= 14 * 14 / 5:
+        if best and counts[best] >= area / 5:
             obj = scene.objects[best - 1]
             labels[cell] = torch.tensor([PATCH_CLASSES["color"].index(obj.color),
                                          PATCH_CLASSES["shape"].index(obj.shape),
@@ -531,13 +533,13 @@ def main() -> None:
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("output", type=Path, help="checkpoint folder to write (replaced if it exists)")
     parser.add_argument("--steps", type=int, default=1500)
-    parser.add_argument("--batch", type=int, default=24, help="images per step (each gives 3 text sequences)")
-    parser.add_argument("--lr", type=float, default=1e-3)
+    parser.add_argument("--batch", type=int, default=32, help="images per step (each gives 3 text sequences)")
+    parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=100)
     parser.add_argument("--probe-weight", type=float, default=0.5,
                         help="weight of the training-only patch and zone losses (0 turns them off)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
-    parser.add_argument("--max-minutes", type=float, default=35.0, help="safety stop; 0 disables")
+    parser.add_argument("--max-minutes", type=float, default=45.0, help="safety stop; 0 disables")
     parser.add_argument("--eval-count", type=int, default=300, help="held-out scenes measured after training")
     parser.add_argument("--evaluate-only", action="store_true", help="measure an existing folder")
     args = parser.parse_args()
