@@ -82,7 +82,9 @@ public final class LanguageSession: @unchecked Sendable {
 
     init(model: Blip2Model, capacity: Int) {
         self.model = model
-        cache = KVCache(layers: model.config.textConfig.numHiddenLayers, width: model.config.textConfig.hiddenSize, capacity: capacity)
+        let text = model.config.textConfig
+        cache = KVCache(layers: text.numHiddenLayers, heads: text.numAttentionHeads, headDim: text.hiddenSize / text.numAttentionHeads,
+                        capacity: capacity)
         logits = [Float](repeating: 0, count: model.vocabularySize)
     }
 

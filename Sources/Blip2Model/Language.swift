@@ -81,6 +81,7 @@ final class LanguageModel {
         let heads = config.numAttentionHeads, headDim = h / heads
         let scaling = 1 / Float(headDim).squareRoot()
         let normed = FloatBuffer(tokens * h), q = FloatBuffer(tokens * h), context = FloatBuffer(tokens * h)
+        let projected = FloatBuffer(tokens * h)
         let ffn = FloatBuffer(tokens * config.ffnDim), scores = FloatBuffer(start + tokens)
         for (i, layer) in layers.enumerated() {
             normed.pointer.update(from: x.pointer, count: tokens * h)
@@ -88,10 +89,13 @@ final class LanguageModel {
             MatMul.linear(normed.pointer, tokens: tokens, layer.qProj, into: q.pointer)
             for j in 0..<(tokens * h) { q.pointer[j] *= scaling }
             let keys = cache.keys(layer: i), values = cache.values(layer: i)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.kProj, into: keys + start * h)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.vProj, into: values + start * h)
-            Ops.attention(q: q.pointer, qStride: h, queries: tokens, k: keys, v: values, kvStride: h, keys: start + tokens,
-                          heads: heads, headDim: headDim, scale: 1, causalOffset: start, out: context.pointer, scores: scores.pointer)
+            MatMul.linear(normed.pointer, tokens: tokens, layer.kProj, into: projected.pointer)
+            cache.store(projected.pointer, tokens: tokens, at: start, into: keys)
+            MatMul.linear(normed.pointer, tokens: tokens, layer.vProj, into: projected.pointer)
+            cache.store(projected.pointer, tokens: tokens, at: start, into: values)
+            Ops.attention(q: q.pointer, qStride: h, queries: tokens, k: keys, v: values, kvStride: headDim, kvHeadStride: cache.headStride,
+                          keys: start + tokens, heads: heads, headDim: headDim, scale: 1, causalOffset: start, out: context.pointer,
+                          scores: scores.pointer)
             MatMul.linear(context.pointer, tokens: tokens, layer.outProj, into: normed.pointer)
             Ops.add(x.pointer, normed.pointer, count: tokens * h)
 
@@ -116,29 +120,49 @@ final class LanguageModel {
 }
 
 /// Keys and values of every layer for the positions consumed so far.
+///
+/// Head-major: a layer's keys are `heads` blocks of [capacity, headDim] (`headStride` apart), and so are its
+/// values, so the attention of one head while decoding reads one contiguous run of memory. (Rows of all
+/// heads side by side had each head read 320 bytes out of every 10 KB at full size.)
 public final class KVCache {
     public let layers: Int
-    public let width: Int
+    public let heads: Int
+    public let headDim: Int
     public let capacity: Int
     public internal(set) var length = 0
     private let storage: UnsafeMutablePointer<Float>
 
-    init(layers: Int, width: Int, capacity: Int) {
+    init(layers: Int, heads: Int, headDim: Int, capacity: Int) {
         self.layers = layers
-        self.width = width
+        self.heads = heads
+        self.headDim = headDim
         self.capacity = capacity
-        storage = .allocate(capacity: max(1, 2 * layers * capacity * width))
+        storage = .allocate(capacity: max(1, 2 * layers * heads * capacity * headDim))
     }
     deinit { storage.deallocate() }
+
+    /// Floats per position over all heads.
+    public var width: Int { heads * headDim }
+    /// Floats between the blocks of consecutive heads.
+    var headStride: Int { capacity * headDim }
 
     func keys(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer) * capacity * width }
     func values(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer + 1) * capacity * width }
 
+    /// Stores `tokens` rows of [heads * headDim] (row stride `width`) at positions `start...` of `block`
+    /// (a layer's keys or values).
+    func store(_ rows: UnsafePointer<Float>, tokens: Int, at start: Int, into block: UnsafeMutablePointer<Float>) {
+        for h in 0..<heads {
+            let head = block + h * headStride + start * headDim
+            for t in 0..<tokens { (head + t * headDim).update(from: rows + t * width + h * headDim, count: headDim) }
+        }
+    }
+
     /// A copy holding the same positions.
     func copy() -> KVCache {
-        let other = KVCache(layers: layers, width: width, capacity: capacity)
-        for i in 0..<(2 * layers) {
-            (other.storage + i * capacity * width).update(from: storage + i * capacity * width, count: length * width)
+        let other = KVCache(layers: layers, heads: heads, headDim: headDim, capacity: capacity)
+        for block in 0..<(2 * layers * heads) {
+            (other.storage + block * headStride).update(from: storage + block * headStride, count: length * headDim)
         }
         other.length = length
         return other

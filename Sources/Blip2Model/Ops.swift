@@ -60,8 +60,19 @@ enum Ops {
         MatMul.pool.run(parts: parts) { part, _ in body((count * part / parts)..<(count * (part + 1) / parts)) }
     }
 
+    /// Negative values become 0; NaN stays NaN (as torch's relu). Eight lanes at a time: the branch per
+    /// element cost 1.5 ms per decoded token over OPT-2.7B's 32 x 10240 fc1 outputs.
     static func relu(_ x: UnsafeMutablePointer<Float>, count: Int) {
-        for i in 0..<count where x[i] < 0 { x[i] = 0 }
+        var i = 0
+        while i + 8 <= count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(x + i).storeBytes(of: v.replacing(with: 0, where: v .< 0), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            if x[i] < 0 { x[i] = 0 }
+            i += 1
+        }
     }
 
     /// y += x
@@ -76,13 +87,14 @@ enum Ops {
     }
 
     /// Multi-head attention for one block of queries against keys/values.
-    /// q: [queries, heads*hd] (row stride qStride), k/v: [keys, heads*hd] (row stride kvStride);
-    /// out: [queries, heads*hd]. Query i may attend to keys 0...(causalOffset + i) when causal.
+    /// q: [queries, heads*hd] (row stride qStride); k/v: head h's key j at `k + h * kvHeadStride + j * kvStride`
+    /// (kvHeadStride defaults to hd: heads side by side in rows of kvStride); out: [queries, heads*hd].
+    /// Query i may attend to keys 0...(causalOffset + i) when causal.
     /// Heads run in parallel on the worker pool, each product through the f32 kernels (keys as weight rows
     /// against the queries; then V^T against the probabilities). `scores` is kept for the callers' sake:
     /// every head works in its worker's scratch.
     static func attention(q: UnsafePointer<Float>, qStride: Int, queries: Int,
-                          k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, keys: Int,
+                          k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvStride: Int, kvHeadStride: Int? = nil, keys: Int,
                           heads: Int, headDim: Int, scale: Float, causalOffset: Int?,
                           out: UnsafeMutablePointer<Float>, scores: UnsafeMutablePointer<Float>) {
         guard queries > 0, heads > 0 else { return }
@@ -90,9 +102,11 @@ enum Ops {
         let pool = MatMul.pool
         // Non-causal heads hold all scores [queries, keys] and V^T [headDim, keys]; causal ones one row.
         let floats = causalOffset == nil ? (queries + headDim) * keys : keys
+        let headStride = kvHeadStride ?? headDim
         let body = { (h: Int, worker: Int) in
             let scratch = pool.scratch(worker: worker, bytes: max(1, floats) * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
-            attentionHead(h, q: q, qStride: qStride, queries: queries, k: k, v: v, kvStride: kvStride, keys: keys,
+            attentionHead(h, q: q, qStride: qStride, queries: queries, k: k + h * headStride, v: v + h * headStride,
+                          kvStride: kvStride, keys: keys,
                           heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: out,
                           scratch: scratch, kernels: kernels)
         }
@@ -110,7 +124,7 @@ enum Ops {
                                       out: UnsafeMutablePointer<Float>, scratch: UnsafeMutablePointer<Float>,
                                       kernels: UnsafePointer<blip2_kernels>) {
         let width = heads * headDim, float = MemoryLayout<Float>.stride
-        let qh = q + h * headDim, kh = k + h * headDim, vh = v + h * headDim
+        let qh = q + h * headDim, kh = k, vh = v   // k, v: this head's first key and value
         let softmax = kernels.pointee.softmax!
         guard let offset = causalOffset else {
             // scores[i, j] = q_i . k_j: keys are the weight rows, queries the tokens.
