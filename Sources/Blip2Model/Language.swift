@@ -20,6 +20,7 @@ final class LanguageModel {
     struct Layer {
         let selfAttentionNorm: LayerNormWeights   // self_attn_layer_norm
         let qProj, kProj, vProj, outProj: Linear  // self_attn.{q,k,v,out}_proj [hidden, hidden]
+        let qkv: [Linear]                         // [qProj, kProj, vProj]: one product for the three
         let finalNorm: LayerNormWeights           // final_layer_norm
         let fc1: Linear                           // fc1 [ffn, hidden]
         let fc2: Linear                           // fc2 [hidden, ffn]
@@ -43,12 +44,14 @@ final class LanguageModel {
         projectOut = e == h ? nil : try loader.linear("\(d).project_out", out: e, in: h, bias: false, into: &storage)
         layers = try (0..<config.numHiddenLayers).map { i in
             let l = "\(d).layers.\(i)"
+            let q = try loader.linear("\(l).self_attn.q_proj", out: h, in: h, bias: bias, into: &storage)
+            let k = try loader.linear("\(l).self_attn.k_proj", out: h, in: h, bias: bias, into: &storage)
+            let v = try loader.linear("\(l).self_attn.v_proj", out: h, in: h, bias: bias, into: &storage)
             return Layer(
                 selfAttentionNorm: try loader.layerNorm("\(l).self_attn_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage),
-                qProj: try loader.linear("\(l).self_attn.q_proj", out: h, in: h, bias: bias, into: &storage),
-                kProj: try loader.linear("\(l).self_attn.k_proj", out: h, in: h, bias: bias, into: &storage),
-                vProj: try loader.linear("\(l).self_attn.v_proj", out: h, in: h, bias: bias, into: &storage),
+                qProj: q, kProj: k, vProj: v,
                 outProj: try loader.linear("\(l).self_attn.out_proj", out: h, in: h, bias: bias, into: &storage),
+                qkv: [q, k, v],
                 finalNorm: try loader.layerNorm("\(l).final_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage),
                 fc1: try loader.linear("\(l).fc1", out: config.ffnDim, in: h, bias: bias, into: &storage),
                 fc2: try loader.linear("\(l).fc2", out: h, in: config.ffnDim, bias: bias, into: &storage))
@@ -80,20 +83,21 @@ final class LanguageModel {
         }
         let heads = config.numAttentionHeads, headDim = h / heads
         let scaling = 1 / Float(headDim).squareRoot()
-        let normed = FloatBuffer(tokens * h), q = FloatBuffer(tokens * h), context = FloatBuffer(tokens * h)
-        let projected = FloatBuffer(tokens * h)
+        let normed = FloatBuffer(tokens * h), qkv = FloatBuffer(tokens * 3 * h), context = FloatBuffer(tokens * h)
         let ffn = FloatBuffer(tokens * config.ffnDim), scores = FloatBuffer(start + tokens)
         for (i, layer) in layers.enumerated() {
             normed.pointer.update(from: x.pointer, count: tokens * h)
             Ops.layerNorm(normed.pointer, tokens: tokens, layer.selfAttentionNorm)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.qProj, into: q.pointer)
-            for j in 0..<(tokens * h) { q.pointer[j] *= scaling }
+            // qkv rows: [q (scaled below) | k | v], 3h wide.
+            MatMul.linear(normed.pointer, tokens: tokens, concatenated: layer.qkv, into: qkv.pointer)
+            for t in 0..<tokens {
+                let row = qkv.pointer + t * 3 * h
+                for j in 0..<h { row[j] *= scaling }
+            }
             let keys = cache.keys(layer: i), values = cache.values(layer: i)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.kProj, into: projected.pointer)
-            cache.store(projected.pointer, tokens: tokens, at: start, into: keys)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.vProj, into: projected.pointer)
-            cache.store(projected.pointer, tokens: tokens, at: start, into: values)
-            Ops.attention(q: q.pointer, qStride: h, queries: tokens, k: keys, v: values, kvStride: headDim, kvHeadStride: cache.headStride,
+            cache.store(qkv.pointer + h, rowStride: 3 * h, tokens: tokens, at: start, into: keys)
+            cache.store(qkv.pointer + 2 * h, rowStride: 3 * h, tokens: tokens, at: start, into: values)
+            Ops.attention(q: qkv.pointer, qStride: 3 * h, queries: tokens, k: keys, v: values, kvStride: headDim, kvHeadStride: cache.headStride,
                           keys: start + tokens, heads: heads, headDim: headDim, scale: 1, causalOffset: start, out: context.pointer,
                           scores: scores.pointer)
             MatMul.linear(context.pointer, tokens: tokens, layer.outProj, into: normed.pointer)
@@ -149,12 +153,12 @@ public final class KVCache {
     func keys(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer) * capacity * width }
     func values(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer + 1) * capacity * width }
 
-    /// Stores `tokens` rows of [heads * headDim] (row stride `width`) at positions `start...` of `block`
+    /// Stores `tokens` rows of [heads * headDim] (`rowStride` apart) at positions `start...` of `block`
     /// (a layer's keys or values).
-    func store(_ rows: UnsafePointer<Float>, tokens: Int, at start: Int, into block: UnsafeMutablePointer<Float>) {
+    func store(_ rows: UnsafePointer<Float>, rowStride: Int, tokens: Int, at start: Int, into block: UnsafeMutablePointer<Float>) {
         for h in 0..<heads {
             let head = block + h * headStride + start * headDim
-            for t in 0..<tokens { (head + t * headDim).update(from: rows + t * width + h * headDim, count: headDim) }
+            for t in 0..<tokens { (head + t * headDim).update(from: rows + t * rowStride + h * headDim, count: headDim) }
         }
     }
 

@@ -80,23 +80,60 @@ public enum MatMul {
 
     /// y[t, o] = sum_i x[t, i] * W[o, i] + b[o] for t < tokens. x: [tokens, in], y: [tokens, out].
     public static func linear(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
-        let w = layer.weight
-        guard tokens > 0, w.rows > 0 else { return }
-        guard let kind = weightKind(w.type) else {
-            referenceRows(0..<w.rows, x, tokens: tokens, layer, into: y)
+        guard tokens > 0, layer.weight.rows > 0 else { return }
+        guard weightKind(layer.weight.type) != nil else {
+            referenceRows(0..<layer.weight.rows, x, tokens: tokens, layer, into: y)
             return
         }
+        withUnsafePointer(to: layer) { one in
+            product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y, stride: layer.weight.rows)
+        }
+    }
+
+    /// Several layers over the same input, their outputs side by side: y[t] = [layers[0](x[t]), layers[1](x[t]), ...]
+    /// (row stride: the layers' outputs added up). Layers that share their input width and weight type (the
+    /// q, k and v projections) run as one job: the input is quantized once and the threads meet once instead
+    /// of once per layer. Every output is the value `linear` gives.
+    public static func linear(_ x: UnsafePointer<Float>, tokens: Int, concatenated layers: [Linear], into y: UnsafeMutablePointer<Float>) {
+        guard tokens > 0, let first = layers.first else { return }
+        let stride = layers.reduce(0) { $0 + $1.weight.rows }
+        let shared = weightKind(first.weight.type) != nil
+            && layers.allSatisfy { $0.weight.type == first.weight.type && $0.weight.cols == first.weight.cols }
+        if shared {
+            layers.withUnsafeBufferPointer { product(x, tokens: tokens, $0, into: y, stride: stride) }
+            return
+        }
+        var offset = 0
+        for layer in layers {
+            if weightKind(layer.weight.type) == nil {
+                let out = UnsafeMutablePointer<Float>.allocate(capacity: tokens * layer.weight.rows)
+                defer { out.deallocate() }
+                referenceRows(0..<layer.weight.rows, x, tokens: tokens, layer, into: out)
+                for t in 0..<tokens { (y + t * stride + offset).update(from: out + t * layer.weight.rows, count: layer.weight.rows) }
+            } else {
+                withUnsafePointer(to: layer) { one in
+                    product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y + offset, stride: stride)
+                }
+            }
+            offset += layer.weight.rows
+        }
+    }
+
+    /// Layers sharing input width and a kernel weight type, outputs side by side with row stride `stride`.
+    private static func product(_ x: UnsafePointer<Float>, tokens: Int, _ layers: UnsafeBufferPointer<Linear>,
+                                into y: UnsafeMutablePointer<Float>, stride: Int) {
+        guard let first = layers.first, let kind = weightKind(first.weight.type) else { return }
         state.lock(); defer { state.unlock() }
         let kernels = state.kernels().table
         let pool = state.currentPool()
+        let cols = first.weight.cols
 
         var input = UnsafeRawPointer(x)
-        var inputRowBytes = w.cols * MemoryLayout<Float>.stride
+        var inputRowBytes = cols * MemoryLayout<Float>.stride
         if kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4 {
-            let rowBytes = w.cols / Int(BLIP2_QBLOCK) * MemoryLayout<blip2_block_q8a>.stride
+            let rowBytes = cols / Int(BLIP2_QBLOCK) * MemoryLayout<blip2_block_q8a>.stride
             let buffer = state.activationBuffer(bytes: tokens * rowBytes)
             let quantize = kernels.pointee.quantize_q8a!
-            let cols = w.cols
             // Quantizing costs about one pass over x; worth sharing only when there are many tokens.
             let quantizeParts = tokens >= 16 ? min(pool.threads, tokens) : 1
             pool.run(parts: quantizeParts) { part, _ in
@@ -108,18 +145,31 @@ public enum MatMul {
             inputRowBytes = rowBytes
         }
 
-        // Rows go out in more parts than threads so a thread slowed by another process does not hold up
-        // the rest; each part is a multiple of 8 rows (every tile's height divides it).
-        let work = w.rows * w.cols * tokens
-        let groups = (w.rows + 7) / 8
+        // Rows go out in groups of 8 (every tile's height divides it), counted from each layer's first row,
+        // so a row's tile, and so its value, does not depend on the split. There are more parts than
+        // threads so a thread slowed by another process does not hold up the rest.
+        var groups = 0, rows = 0
+        for layer in layers {
+            groups += (layer.weight.rows + 7) / 8
+            rows += layer.weight.rows
+        }
+        let work = rows * cols * tokens
         let parts = work < 1 << 16 || pool.threads == 1 ? 1 : min(groups, 4 * pool.threads)
-        let rowBytes = w.rowBytes, rows = w.rows, cols = w.cols, data = w.data, bias = layer.bias
-        let source = input, sourceRowBytes = inputRowBytes
+        let source = input, sourceRowBytes = inputRowBytes, totalGroups = groups
         pool.run(parts: parts) { part, _ in
-            let r0 = min(rows, groups * part / parts * 8), r1 = min(rows, groups * (part + 1) / parts * 8)
-            guard r1 > r0 else { return }
-            blip2_gemm(kernels, kind, data + r0 * rowBytes, rowBytes, r1 - r0, source, sourceRowBytes, tokens, cols,
-                       bias.map { $0 + r0 }, y + r0, rows)
+            let g0 = totalGroups * part / parts, g1 = totalGroups * (part + 1) / parts
+            var first = 0, offset = 0
+            for layer in layers {
+                let w = layer.weight, count = (w.rows + 7) / 8
+                let lo = max(g0, first), hi = min(g1, first + count)
+                if lo < hi {
+                    let r0 = (lo - first) * 8, r1 = min(w.rows, (hi - first) * 8)
+                    blip2_gemm(kernels, kind, w.data + r0 * w.rowBytes, w.rowBytes, r1 - r0, source, sourceRowBytes, tokens, cols,
+                               layer.bias.map { $0 + r0 }, y + offset + r0, stride)
+                }
+                first += count
+                offset += w.rows
+            }
         }
     }
 

@@ -257,6 +257,56 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
         #expect(worst <= 1, "\(type) on \(MatMul.isa): worst error \(worst)x the tolerance")
     }
 
+    /// Layers run as one product (q, k, v) give, side by side, exactly what each gives alone: same tiles, same
+    /// sums, for any thread count, for shared and for mixed weight types (which fall back to one job each).
+    @Test(arguments: [["q4"], ["q8"], ["f32"], ["f16"], ["q8", "q4", "f16"]])
+    func concatenatedLayersMatchSeparateProducts(types: [String]) throws {
+        var rng = SplitMix(seed: 77)
+        let allKinds = ["f32", "f16", "q8", "q4"]
+        let rowCounts = [13, 40, 67], cols = 320
+        let weights = rowCounts.enumerated().map { i, rows in
+            RandomWeights(kind: kinds[allKinds.firstIndex(of: types[i % types.count])!], rows: rows, cols: cols, rng: &rng)
+        }
+        let biases = rowCounts.map { rows in (0..<rows).map { _ in rng.activation() } }
+        let stride = rowCounts.reduce(0, +)
+        let saved = MatMul.threads
+        defer { MatMul.threads = saved }
+        for tokens in [1, 5] {
+            let x = (0..<(tokens * cols)).map { _ in rng.activation() }
+            for threads in [1, 2, 3] {
+                MatMul.threads = threads
+                var separate = [Float](repeating: .nan, count: tokens * stride)
+                var together = [Float](repeating: .nan, count: tokens * stride)
+                // Keep every weight and bias buffer alive while the layers point into them.
+                let data = weights.map { w in w.bytes.withUnsafeBytes { UnsafeMutableRawPointer.allocate(byteCount: $0.count, alignment: 64) } }
+                let biasData = biases.map { b in UnsafeMutablePointer<Float>.allocate(capacity: b.count) }
+                defer {
+                    data.forEach { $0.deallocate() }
+                    biasData.forEach { $0.deallocate() }
+                }
+                for i in weights.indices {
+                    weights[i].bytes.withUnsafeBytes { data[i].copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+                    biasData[i].initialize(from: biases[i], count: biases[i].count)
+                }
+                let layers = weights.indices.map { i in
+                    Linear(WeightMatrix(name: "test\(i)", type: ElementType(name: weights[i].elementType)!, rows: rowCounts[i], cols: cols,
+                                        data: data[i]), bias: biasData[i])
+                }
+                var offset = 0
+                for layer in layers {
+                    var y = [Float](repeating: .nan, count: tokens * layer.weight.rows)
+                    MatMul.linear(x, tokens: tokens, layer, into: &y)
+                    for t in 0..<tokens {
+                        for r in 0..<layer.weight.rows { separate[t * stride + offset + r] = y[t * layer.weight.rows + r] }
+                    }
+                    offset += layer.weight.rows
+                }
+                MatMul.linear(x, tokens: tokens, concatenated: layers, into: &together)
+                #expect(separate == together, "\(types), \(tokens) token(s), \(threads) thread(s): concatenated product differs")
+            }
+        }
+    }
+
     @Test func selectionErrorsSayWhatToDo() {
         #expect(KernelSelectionError.unknown("sse9").description.contains("ref, avx2, avx512, neon, dotprod"))
         let unsupported = KernelISA.allCases.first { !$0.isSupported }
