@@ -17,13 +17,28 @@ enum Ops {
         let n = norm.dim
         for t in rows {
             let row = x + t * n
-            var mean = 0.0
-            for i in 0..<n { mean += Double(row[i]) }
+            // Four independent sums: one chain of dependent Double adds was most of a decode step's norm.
+            var sums = SIMD4<Double>(), i = 0
+            while i + 4 <= n {
+                sums += SIMD4(Double(row[i]), Double(row[i + 1]), Double(row[i + 2]), Double(row[i + 3]))
+                i += 4
+            }
+            var mean = sums.sum()
+            while i < n { mean += Double(row[i]); i += 1 }
             mean /= Double(n)
-            var variance = 0.0
-            for i in 0..<n {
+            var squares = SIMD4<Double>()
+            i = 0
+            let center = SIMD4(repeating: mean)
+            while i + 4 <= n {
+                let d = SIMD4(Double(row[i]), Double(row[i + 1]), Double(row[i + 2]), Double(row[i + 3])) - center
+                squares += d * d
+                i += 4
+            }
+            var variance = squares.sum()
+            while i < n {
                 let d = Double(row[i]) - mean
                 variance += d * d
+                i += 1
             }
             variance /= Double(n)
             let inv = Float(1 / (variance + Double(norm.eps)).squareRoot())
