@@ -8,7 +8,9 @@ Without --checkpoint, the synthetic full-size blip2-opt-2.7b checkpoint is gener
 (Tools/make_synthetic_checkpoint.py, numpy only). Every variant is converted with blip2-quantize (with and
 without zstd) and measured with `blip2 bench --json` (parsed, never scraped). When torch and transformers are
 importable, the same stages are timed with PyTorch in fp32 and bf16 in the same run, on the same machine.
-Outputs: OUT/report.md, OUT/report.json, OUT/size_latency.svg, OUT/stages.svg.
+The report re-derives its own arithmetic from each bench's raw fields (stages against the caption, file sizes,
+bandwidth fraction) and benches one variant (--scaling-variant, q4) again with one thread for a thread-scaling
+table. Outputs: OUT/report.md, OUT/report.json, OUT/size_latency.svg, OUT/stages.svg.
 """
 import argparse
 import json
@@ -50,9 +52,9 @@ def convert(bin_dir, checkpoint, out, args, compress):
     return json.loads(report.stdout), time.time() - start
 
 
-def bench(bin_dir, model, opts):
+def bench(bin_dir, model, opts, threads=None):
     cmd = [bin_dir / "blip2", "bench", model, "--json", "--runs", str(opts.runs), "--new-tokens", str(opts.new_tokens),
-           "--threads", str(opts.threads)]
+           "--threads", str(threads or opts.threads)]
     if opts.image:
         cmd += ["--image", opts.image]
     return json.loads(run(cmd, stdout=subprocess.PIPE).stdout)
@@ -195,6 +197,8 @@ def main():
     parser.add_argument("--image")
     parser.add_argument("--no-torch", action="store_true")
     parser.add_argument("--no-zstd", action="store_true", help="skip the zstd variants")
+    parser.add_argument("--scaling-variant", default="q4",
+                        help="variant also benched with one thread, for the thread-scaling table ('' to skip)")
     opts = parser.parse_args()
 
     work = pathlib.Path(opts.work)
@@ -208,6 +212,7 @@ def main():
     bin_dir = build()
     started = time.time()
     rows = []
+    scaling = None
     for name in opts.variants.split(","):
         for compress in (["none"] if opts.no_zstd else ["none", "zstd"]):
             label = name if compress == "none" else f"{name}+zstd"
@@ -222,6 +227,11 @@ def main():
                          "tokens_per_second": report["tokens_per_second"], "bench": report, "conversion_totals": conversion["totals"],
                          "file_bytes_on_disk": on_disk})
             rows[-1]["checks"] = consistency(rows[-1])
+            if label == opts.scaling_variant and opts.threads > 1:
+                single = bench(bin_dir, model, opts, threads=1)
+                scaling = {"variant": label, "threads": opts.threads,
+                           "one_thread_ms": {k: (v or {}).get("median") for k, v in single["stages_ms"].items()},
+                           "threads_ms": stages}
             model.unlink()   # keep the disk usage to one variant at a time
     if not opts.no_torch:
         for row in torch_rows(checkpoint, opts):
@@ -255,10 +265,17 @@ def main():
             lines.append(f"| {r['name']} | {c['stages_sum_ms']:.0f} | {c['caption_ms']:.0f} | {c['stages_vs_caption'] * 100:+.1f}% | "
                          f"{'yes' if c['file_bytes_on_disk'] == c['file_bytes_reported'] else 'NO'} | "
                          f"{c['bandwidth_fraction_recomputed'] * 100:.1f}% | {c['bandwidth_fraction_reported'] * 100:.1f}% |")
+    if scaling:
+        lines += ["", f"Thread scaling ({scaling['variant']}): medians with 1 thread and with {scaling['threads']}.", "",
+                  f"| stage | 1 thread ms | {scaling['threads']} threads ms | speed-up |", "|---|---:|---:|---:|"]
+        for stage in ["vision", "qformer_projection", "prefill", "ms_per_token", "caption"]:
+            one, many = scaling["one_thread_ms"].get(stage), scaling["threads_ms"].get(stage)
+            if one and many:
+                lines.append(f"| {stage} | {one:.1f} | {many:.1f} | {one / many:.2f}x |")
     lines += ["", "![size against caption latency](size_latency.svg)", "", "![per-stage breakdown](stages.svg)", "",
               f"Report made in {time.time() - started:.0f} s."]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "threads": opts.threads, "runs": opts.runs,
+    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "thread_scaling": scaling, "threads": opts.threads, "runs": opts.runs,
                                                      "new_tokens": opts.new_tokens}, indent=1))
     svg_scatter(rows, out_dir / "size_latency.svg")
     svg_stages(rows, out_dir / "stages.svg")
