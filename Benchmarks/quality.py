@@ -12,8 +12,8 @@ image and the greedy answer to every question, and reports per variant:
     transformers' ids exactly (EOS excluded), and the share whose text is equal;
   - the model file's size.
 
-Variants are converter invocations: f32, f16, q8 and q4 with the converter's default precision
-policy, plus any `--variant NAME='blip2-quantize options'` given. Output: a Markdown table on
+Variants are converter invocations: f32, f16, q8, q4 and mixed with the converter's default
+precision policy, plus any `--variant NAME='blip2-quantize options'` given. Output: a Markdown table on
 standard output and everything (per-prompt records included) in --json.
 
   swift build -c release --product blip2 && swift build -c release --product blip2-quantize
@@ -51,6 +51,7 @@ DEFAULT_VARIANTS = {
     "f16": ["--weights", "f16"],
     "q8": ["--weights", "q8"],
     "q4": ["--weights", "q4"],
+    "mixed": ["--weights", "mixed"],
 }
 CAPTION_TOKENS, ANSWER_TOKENS = 20, 10
 
@@ -233,7 +234,7 @@ def score(jobs: list[dict], chats: list[dict], outputs: dict, ref: dict | None) 
 def table(rows: list[tuple[str, dict, int | None]]) -> str:
     kinds = scenes.QUESTION_TYPES
     header = ["variant", "file bytes", "caption EM", *[f"VQA {k}" for k in kinds], "VQA all", "chat 2nd",
-              "= transformers ids", "= text"]
+              "ids = transformers", "text = transformers", "chat ids = transformers"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
     def pct(value):
@@ -243,7 +244,7 @@ def table(rows: list[tuple[str, dict, int | None]]) -> str:
         cells = [name, "" if size is None else f"{size:,}", pct(s["caption_exact_match"]),
                  *[pct(s["vqa_accuracy"].get(k)) for k in kinds], pct(s["vqa_accuracy_all"]),
                  pct(s["chat_second_answer_accuracy"]), pct(s.get("agreement_token_ids")),
-                 pct(s.get("agreement_text"))]
+                 pct(s.get("agreement_text")), pct(s.get("chat_agreement"))]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
 

@@ -69,7 +69,7 @@ WEIGHTS_SEED = 1234  # torch seed for initial weights and task sampling
 LEADING_SPECIALS = ["<s>", "<pad>", "</s>", "<unk>"]
 MASK_TOKEN = "<mask>"
 IMAGE_TOKEN = "<image>"
-VOCAB_ENTRIES = 512           # vocab.json entries: specials, 256 byte symbols, merges, <mask>
+VOCAB_ENTRIES = 512           # at most this many vocab.json entries: specials, 256 byte symbols, merges, <mask>
 LM_VOCAB_ROWS = 576           # tokenizer + <image>, padded to a multiple of 64 like the hub model
 NEWLINE_SYMBOL = "\u010a"     # byte-level symbol of "\n": the EOS, as 50118 is for blip2-opt-2.7b
 BOS_ID, PAD_ID = 2, 1
@@ -536,7 +536,7 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=32, help="images per step (each gives 3 text sequences)")
     parser.add_argument("--lr", type=float, default=1.5e-3)
     parser.add_argument("--warmup", type=int, default=100)
-    parser.add_argument("--probe-weight", type=float, default=0.5,
+    parser.add_argument("--probe-weight", type=float, default=1.0,
                         help="weight of the training-only patch and zone losses (0 turns them off)")
     parser.add_argument("--threads", type=int, default=1, help="torch threads (the machine is shared)")
     parser.add_argument("--max-minutes", type=float, default=45.0, help="safety stop; 0 disables")

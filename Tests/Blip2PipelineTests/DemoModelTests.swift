@@ -1,0 +1,81 @@
+import Blip2Generation
+import Foundation
+import Testing
+@testable import Blip2Pipeline
+
+/// Models/examples/examples.json (Tools/make_demo_examples.py): each example image with the caption and
+/// answers of the scene it was drawn from, the ground truth of Tools/scenes.py.
+struct DemoExamples: Decodable {
+    struct Question: Decodable {
+        let kind: String
+        let question: String
+        let prompt: String
+        let answer: String
+    }
+    struct Chat: Decodable {
+        let questions: [String]
+        let answers: [String]
+    }
+    struct Example: Decodable {
+        let file: String
+        let caption: String
+        let questions: [Question]
+        let chat: Chat
+    }
+    let examples: [Example]
+}
+
+/// The bundled demo model on its bundled examples, exactly as the README's quick start runs it.
+@Suite struct DemoModelTests {
+    static let models = packageRoot.appendingPathComponent("Models")
+
+    static func encode(_ example: DemoExamples.Example, with pipeline: Blip2Pipeline) throws -> EncodedImage {
+        try pipeline.encodeImage(contentsOf: models.appendingPathComponent("examples").appendingPathComponent(example.file))
+    }
+
+    func load() throws -> (Blip2Pipeline, DemoExamples) {
+        let pipeline = try Blip2Pipeline(modelPath: Self.models.appendingPathComponent("demo-q8.blip2").path)
+        let examples = try JSONDecoder().decode(DemoExamples.self, from: Data(contentsOf: Self.models.appendingPathComponent("examples/examples.json")))
+        return (pipeline, examples)
+    }
+
+    @Test func captionsEveryExampleCorrectly() throws {
+        let (pipeline, demo) = try load()
+        #expect(demo.examples.count >= 4)
+        for example in demo.examples {
+            let image = try Self.encode(example, with: pipeline)
+            let caption = try pipeline.generate(image: image, prompt: nil, options: GenerationOptions())
+            #expect(caption.text == example.caption, "\(example.file)")
+        }
+    }
+
+    @Test func answersEveryExampleQuestionCorrectly() throws {
+        let (pipeline, demo) = try load()
+        var options = GenerationOptions()
+        options.maxNewTokens = 10
+        for example in demo.examples {
+            let image = try Self.encode(example, with: pipeline)
+            #expect(Set(example.questions.map(\.kind)) == ["color", "shape", "count", "position"])
+            for question in example.questions {
+                let answer = try pipeline.generate(image: image, prompt: question.prompt, options: options)
+                #expect(answer.text == question.answer, "\(example.file): \(question.prompt)")
+            }
+        }
+    }
+
+    /// Two turns, the second asked with the first question and answer in its prompt.
+    @Test func chatsAboutEveryExample() throws {
+        let (pipeline, demo) = try load()
+        var options = GenerationOptions()
+        options.maxNewTokens = 10
+        for example in demo.examples {
+            let image = try Self.encode(example, with: pipeline)
+            let chat = ChatSession(pipeline: pipeline, image: image)
+            #expect(example.chat.questions.count == example.chat.answers.count)
+            for (question, answer) in zip(example.chat.questions, example.chat.answers) {
+                let turn = try chat.ask(question, options: options)
+                #expect(turn.result.text == answer, "\(example.file): \(question)")
+            }
+        }
+    }
+}
