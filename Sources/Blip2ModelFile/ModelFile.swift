@@ -147,6 +147,10 @@ public final class ModelFile: @unchecked Sendable {
             throw error
         }
         decompressed[position] = buffer
+        // The compressed pages are never read again: without this the process holds both copies
+        // (a zstd file's peak RSS was twice its decompressed size). Neighbouring pages that share a
+        // boundary just fault back in from the page cache.
+        file.release(record.storedRange)
         return UnsafeRawBufferPointer(rebasing: buffer[0..<record.size])
     }
 
