@@ -1,10 +1,11 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Dependencies point one way:
-//   CKernels -> Blip2Core -> Blip2ModelFile -> Blip2Convert -> executables
+// Dependencies point one way (docs/ARCHITECTURE.md draws them):
+//   CKernels -> Blip2Core -> Blip2Compute -> Blip2Model -> Blip2Pipeline -> executables
+//   Blip2Core -> Blip2ModelFile -> Blip2Convert, Blip2Model
 //   Blip2Config (pure configuration + weight manifest) is used by Blip2Convert and the model.
-//   Blip2Tokenizer and Blip2Image stand alone and are used by the pipeline and CLIs.
+//   Blip2Tokenizer, Blip2Image and Blip2Generation stand alone and are used by the pipeline and CLIs.
 let package = Package(
     name: "blip2-edge",
     platforms: [.macOS(.v13)],
@@ -30,17 +31,19 @@ let package = Package(
 
         // MARK: Libraries
         .target(name: "Blip2Core", dependencies: ["CKernels"]),
+        // The compute context (kernel table, worker pool, scratch), the matrix products and the parallel ops.
+        .target(name: "Blip2Compute", dependencies: ["Blip2Core", "CKernels"]),
         .target(name: "Blip2Config"),
         .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd"]),
         .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer"]),
         .target(name: "Blip2Tokenizer"),
         .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
         // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
-        .target(name: "Blip2Model", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
+        .target(name: "Blip2Model", dependencies: ["Blip2Compute", "Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
         // Decoding strategies over any language model state: greedy, beam search, sampling.
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
-        .target(name: "Blip2Pipeline", dependencies: ["Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
+        .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
         // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core"]),
 
@@ -49,12 +52,12 @@ let package = Package(
             name: "blip2",
             dependencies: [
                 "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
-                "Blip2Generation", "Blip2Image", "Blip2Model",
+                "Blip2Generation", "Blip2Image", "Blip2Compute",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
         // Quick kernel throughput on the real shapes (Benchmarks/KernelBench; release builds).
-        .executableTarget(name: "blip2-kernel-bench", dependencies: ["Blip2Model", "Blip2Core", "CKernels"], path: "Benchmarks/KernelBench"),
+        .executableTarget(name: "blip2-kernel-bench", dependencies: ["Blip2Compute", "Blip2Core", "CKernels"], path: "Benchmarks/KernelBench"),
         .executableTarget(
             name: "blip2-quantize",
             dependencies: [
@@ -69,11 +72,11 @@ let package = Package(
         .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Config"]),
         .testTarget(name: "Blip2TokenizerTests", dependencies: ["Blip2Tokenizer"]),
         .testTarget(name: "Blip2ImageTests", dependencies: ["Blip2Image"]),
-        .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Convert", "Blip2ModelFile"]),
-        .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Convert", "Blip2Generation", "Blip2Core"]),
+        .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Compute", "Blip2Convert", "Blip2ModelFile"]),
+        .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Compute", "Blip2Convert", "Blip2Generation", "Blip2Core"]),
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
-        .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Model", "Blip2Core", "CKernels"]),
+        .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Compute", "Blip2Core", "CKernels"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
     ],

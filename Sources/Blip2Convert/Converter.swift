@@ -298,9 +298,12 @@ public enum Converter {
         }
         let width = shape.count >= 2 ? shape[shape.count - 1] : max(count, 1)
         let rows = count == 0 ? 0 : count / width
-        let rowsPerChunk = max(1, chunkElements / max(width, 1))
-        let rowBytes = type.byteCount(elements: width)!
-        buffers.reserve(elements: min(rows, rowsPerChunk) * width, outputBytes: min(rows, rowsPerChunk) * rowBytes)
+        // Whole row groups (panels) per chunk and per thread, so every part writes complete groups.
+        let group = type.blockRows
+        let rowsPerChunk = max(group, chunkElements / max(width, 1) / group * group)
+        let groupBytes = type.groupBytes(cols: width)!
+        let chunkGroups = (min(rows, rowsPerChunk) + group - 1) / group
+        buffers.reserve(elements: min(rows, rowsPerChunk) * width, outputBytes: chunkGroups * groupBytes)
         var error = 0.0, norm = 0.0
         var row = 0
         let threads = buffers.threads
@@ -308,22 +311,24 @@ public enum Converter {
             let chunkRows = min(rowsPerChunk, rows - row)
             let elements = (row * width)..<((row + chunkRows) * width)
             let input = buffers.input.baseAddress!, scratch = buffers.scratch.baseAddress!, output = buffers.output.baseAddress!
-            let parts = min(threads, chunkRows)
+            let groups = (chunkRows + group - 1) / group
+            let parts = min(threads, groups)
             var partial = [(Double, Double)](repeating: (0, 0), count: parts)
             partial.withUnsafeMutableBufferPointer { partialSums in
                 DispatchQueue.concurrentPerform(iterations: parts) { part in
-                    let first = chunkRows * part / parts, last = chunkRows * (part + 1) / parts
+                    let firstGroup = groups * part / parts, lastGroup = groups * (part + 1) / parts
+                    let first = firstGroup * group, last = min(chunkRows, lastGroup * group)
                     let offset = first * width
                     source.read((elements.lowerBound + offset)..<(elements.lowerBound + last * width), into: input + offset)
                     partialSums[part] = RowEncoder.encode(input + offset, rows: last - first, width: width, as: type,
-                                                          into: output + first * rowBytes, scratch: scratch + offset)
+                                                          into: output + firstGroup * groupBytes, scratch: scratch + offset)
                 }
             }
             for (e, n) in partial {
                 error += e
                 norm += n
             }
-            try sink.write(UnsafeRawBufferPointer(start: output, count: chunkRows * rowBytes))
+            try sink.write(UnsafeRawBufferPointer(start: output, count: groups * groupBytes))
             source.release(elements)
             row += chunkRows
         }

@@ -9,7 +9,8 @@ import Glibc
 //
 // What each weight is stored as. The defaults (docs/FORMAT.md has the measurements):
 // - linear weights take the requested type: they are >99% of the bytes and tolerate block quantization
-//   (`mixed`: q4 in the language model, q8 in the vision tower and the Q-Former);
+//   (`mixed`: q4 in the language model, q8 in the vision tower and the Q-Former). Quantized linear weights
+//   are stored as panels (q8p, q4p: the same values, eight rows interleaved for the products);
 // - token embeddings (also the output head when tied) never go below q8: they decide every logit;
 // - norms, biases, position embeddings, the class embedding and query tokens stay f32: together they are
 //   well under 1% of the bytes and their errors land directly in the residual stream;
@@ -31,9 +32,9 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
         switch self {
         case .f32: return .f32
         case .f16: return .f16
-        case .q8: return .q8
-        case .q4: return .q4
-        case .mixed: return component == .language ? .q4 : .q8
+        case .q8: return .q8p
+        case .q4: return .q4p
+        case .mixed: return component == .language ? .q4p : .q8p
         }
     }
 
@@ -52,8 +53,9 @@ public struct PrecisionOverride: Sendable, Equatable, CustomStringConvertible {
         pattern = String(text[..<equals])
         let typeName = String(text[text.index(after: equals)...])
         guard !pattern.isEmpty else { throw ConversionError("--override '\(text)': empty pattern") }
-        guard let type = ElementType(name: typeName), type != .bf16 else {
-            throw ConversionError("--override '\(text)': unknown type '\(typeName)' (use f32, f16, q8 or q4)")
+        guard let type = ElementType(name: typeName), type.isWritable else {
+            let names = ElementType.allCases.filter(\.isWritable).map(\.name).joined(separator: ", ")
+            throw ConversionError("--override '\(text)': unknown type '\(typeName)' (use \(names))")
         }
         self.type = type
     }
@@ -95,7 +97,8 @@ public struct PrecisionPolicy: Sendable {
         case .linearWeight:
             return weights.linearType(in: spec.component)
         case .tokenEmbedding, .outputHead:
-            return weights.isFourBit ? .q8 : weights.linearType(in: spec.component)
+            // Rows, not panels: looking up a token reads one row.
+            return weights == .f32 || weights == .f16 ? weights.linearType(in: spec.component) : .q8
         case .patchEmbedding:
             return weights == .f32 ? .f32 : .f16
         case .bias, .normWeight, .normBias, .positionEmbedding, .classEmbedding, .queryTokens:

@@ -63,41 +63,22 @@ enum TensorSource {
 
 /// Encodes f32 rows into a stored type and measures what that lost.
 enum RowEncoder {
-    /// Encodes `rows` rows of `width` f32 values into `output` (rows * bytes-per-row) and returns the
-    /// squared error and squared norm, summed.
+    /// Encodes `rows` rows of `width` f32 values into `output` (whole row groups of the type, the last padded)
+    /// and returns the squared error and squared norm, summed.
     static func encode(_ input: UnsafePointer<Float>, rows: Int, width: Int, as type: ElementType,
                        into output: UnsafeMutableRawPointer, scratch: UnsafeMutablePointer<Float>) -> (error: Double, norm: Double) {
-        let count = rows * width
-        switch type {
-        case .f32:
-            output.copyMemory(from: input, byteCount: count * 4)
-            return (0, sumOfSquares(input, count))
-        case .f16:
-            HalfConversion.f32ToF16(input, output.assumingMemoryBound(to: UInt16.self), count: count)
-        case .bf16:
-            preconditionFailure("bf16 is a source format only")
-        case .q8:
-            for r in 0..<rows {
-                blip2_quantize_row_q8(input + r * width, (output + r * type.byteCount(elements: width)!).assumingMemoryBound(to: blip2_block_q8.self), width)
-            }
-        case .q4:
-            for r in 0..<rows {
-                blip2_quantize_row_q4(input + r * width, (output + r * type.byteCount(elements: width)!).assumingMemoryBound(to: blip2_block_q4.self), width)
-            }
-        }
-        _ = blip2_to_f32(type.rawValue, output, scratch, count)
+        let traits = type.traits
+        precondition(traits.from_f32 != nil, "\(type) is a source format only")
+        traits.from_f32(input, rows, width, output)
         var error = 0.0, norm = 0.0
-        for i in 0..<count {
-            let x = Double(input[i]), d = x - Double(scratch[i])
-            error += d * d
-            norm += x * x
+        for r in 0..<rows {
+            traits.to_f32(output, r, width, scratch)
+            for i in 0..<width {
+                let x = Double(input[r * width + i]), d = x - Double(scratch[i])
+                error += d * d
+                norm += x * x
+            }
         }
         return (error, norm)
-    }
-
-    static func sumOfSquares(_ x: UnsafePointer<Float>, _ n: Int) -> Double {
-        var total = 0.0
-        for i in 0..<n { total += Double(x[i]) * Double(x[i]) }
-        return total
     }
 }

@@ -1,23 +1,45 @@
 import CKernels
 
-/// How a tensor's elements are stored. Raw values are written into model files and mirror `blip2_type`
-/// in the C kernels; block sizes and byte counts come from the C traits table, never from here.
-public enum ElementType: UInt32, CaseIterable, Sendable, CustomStringConvertible {
-    case f32 = 0
-    case f16 = 1
-    case bf16 = 2
-    case q8 = 8
-    case q4 = 9
+/// How a tensor's elements are stored: a value of `blip2_type`, written into model files. Everything about
+/// a type (name, block shape and bytes, conversions, the activations its products take) is its row in the
+/// C traits table (`blip2_traits`); the constants below only name the rows.
+public struct ElementType: RawRepresentable, Hashable, Sendable, CustomStringConvertible {
+    public let rawValue: UInt32
 
-    private var traits: blip2_type_traits { blip2_traits(rawValue)!.pointee }
+    /// nil for a value with no row in the traits table (e.g. read from a hostile file).
+    public init?(rawValue: UInt32) {
+        guard blip2_traits(rawValue) != nil else { return nil }
+        self.rawValue = rawValue
+    }
 
-    /// The name tools print and accept: "f32", "f16", "bf16", "q8", "q4".
+    private init(_ type: blip2_type) { rawValue = type.rawValue }
+
+    public static let f32 = ElementType(BLIP2_TYPE_F32)
+    public static let f16 = ElementType(BLIP2_TYPE_F16)
+    public static let bf16 = ElementType(BLIP2_TYPE_BF16)
+    public static let q8 = ElementType(BLIP2_TYPE_Q8)
+    public static let q4 = ElementType(BLIP2_TYPE_Q4)
+    public static let q8p = ElementType(BLIP2_TYPE_Q8P)
+    public static let q4p = ElementType(BLIP2_TYPE_Q4P)
+
+    /// Every row of the traits table, in type-value order.
+    public static let allCases: [ElementType] = (0..<BLIP2_TYPE_COUNT.rawValue).compactMap(ElementType.init(rawValue:))
+
+    public var traits: blip2_type_traits { blip2_traits(rawValue)!.pointee }
+
+    /// The name tools print and accept: "f32", "f16", "bf16", "q8", "q4", "q8p", "q4p".
     public var name: String { String(cString: traits.name) }
-    /// Elements sharing one scale (1 for plain floating point types).
+    /// Rows one block spans (1; 8 for the panel types).
+    public var blockRows: Int { Int(traits.block_rows) }
+    /// Inputs of a row sharing one scale (1 for plain floating point types).
     public var blockElements: Int { Int(traits.block_elements) }
     /// Bytes one block occupies.
     public var blockBytes: Int { Int(traits.block_bytes) }
     public var isQuantized: Bool { traits.quantized }
+    /// Whether products quantize their activations (q8a) before meeting these weights.
+    public var takesQuantizedActivations: Bool { traits.activation == BLIP2_ACTIVATION_Q8A }
+    /// Whether tools may write it (bf16 is only ever read from checkpoints).
+    public var isWritable: Bool { traits.from_f32 != nil }
     public var description: String { name }
 
     public init?(name: String) {
@@ -25,16 +47,29 @@ public enum ElementType: UInt32, CaseIterable, Sendable, CustomStringConvertible
         self = match
     }
 
-    /// Bytes needed for `count` elements, or nil when `count` is not a whole number of blocks or the
-    /// product overflows (both happen with hostile files).
-    public func byteCount(elements count: Int) -> Int? {
-        guard count >= 0, count % blockElements == 0 else { return nil }
-        let (bytes, overflow) = (count / blockElements).multipliedReportingOverflow(by: blockBytes)
+    /// Bytes of one row group (a row, or a panel of `blockRows` rows) of a matrix `cols` inputs wide; nil
+    /// when `cols` is not a whole number of blocks or the product overflows.
+    public func groupBytes(cols: Int) -> Int? {
+        guard cols >= 0, cols % blockElements == 0 else { return nil }
+        let (bytes, overflow) = (cols / blockElements).multipliedReportingOverflow(by: blockBytes)
+        return overflow ? nil : bytes
+    }
+
+    /// Bytes a tensor of this logical shape occupies: its last dimension is a row's inputs, the rest count
+    /// rows, stored in groups of `blockRows` (the last padded). nil when the shape cannot be stored this way
+    /// or the size overflows (both happen with hostile files).
+    public func byteCount(shape: [Int]) -> Int? {
+        guard canStore(shape: shape), let elements = elementCount(shape) else { return nil }
+        let cols = shape.last ?? 1
+        guard let group = groupBytes(cols: cols) else { return nil }
+        let rows = cols == 0 ? 0 : elements / cols
+        let groups = (rows + blockRows - 1) / blockRows
+        let (bytes, overflow) = groups.multipliedReportingOverflow(by: group)
         return overflow ? nil : bytes
     }
 
     /// Whether a tensor of this logical shape can be stored with this type: quantized types block
-    /// the last (input-channel) dimension.
+    /// the last (input-channel) dimension of a matrix.
     public func canStore(shape: [Int]) -> Bool {
         guard isQuantized else { return true }
         guard let last = shape.last, shape.count >= 2 else { return false }

@@ -1,3 +1,4 @@
+import Blip2Compute
 import Blip2Config
 import Blip2ModelFile
 import Foundation
@@ -9,24 +10,27 @@ import Foundation
 public final class Blip2Model: @unchecked Sendable {
     public let file: ModelFile
     public let config: Blip2Config
+    /// Kernels, threads and scratch every stage runs on.
+    public let compute: ComputeContext
     let vision: VisionModel
     let qformer: QFormerModel
     let projection: Linear                    // language_projection [text hidden, qformer hidden]
     let language: LanguageModel
-    private var widened: [UnsafeMutablePointer<Float>] = []
+    private let widened: [UnsafeMutablePointer<Float>]
 
-    public init(file: ModelFile) throws {
+    public init(file: ModelFile, compute: ComputeContext) throws {
         self.file = file
+        self.compute = compute
         let config = try file.decode(Blip2Config.self, section: MetadataSectionName.config)
         do { try config.validate() } catch { throw ModelLoadError(message: "\(file.path): \(error)") }
         self.config = config
         let loader = WeightLoader(file: file)
-        var storage: [UnsafeMutablePointer<Float>] = []
-        vision = try VisionModel(config: config.visionConfig, loader: loader, storage: &storage)
-        qformer = try QFormerModel(config: config, loader: loader, storage: &storage)
-        projection = try loader.linear("language_projection", out: config.textConfig.hiddenSize, in: config.qformerConfig.hiddenSize, into: &storage)
-        language = try LanguageModel(config: config.textConfig, loader: loader, storage: &storage)
-        widened = storage
+        vision = try VisionModel(config: config.visionConfig, loader: loader)
+        qformer = try QFormerModel(config: config, loader: loader)
+        projection = try loader.linear("language_projection", out: config.textConfig.hiddenSize, in: config.qformerConfig.hiddenSize)
+        language = try LanguageModel(config: config.textConfig, loader: loader)
+        try loader.checkComplete(against: WeightManifest(config: config))
+        widened = loader.claimWidened()
     }
 
     deinit { for pointer in widened { pointer.deallocate() } }
@@ -41,20 +45,22 @@ public final class Blip2Model: @unchecked Sendable {
     /// pixels [3, H, W] -> vision last_hidden_state [positions, vision hidden].
     public func visionForward(pixels: [Float]) -> [Float] {
         precondition(pixels.count == config.visionConfig.numChannels * imageSize * imageSize, "pixel tensor size is checked by the pipeline")
-        return pixels.withUnsafeBufferPointer { vision.forward(pixels: $0.baseAddress!) }.array
+        return pixels.withUnsafeBufferPointer { vision.forward(pixels: $0.baseAddress!, compute: compute) }
     }
 
     /// vision states -> Q-Former last_hidden_state [queries, qformer hidden].
     public func qformerForward(imageStates: [Float]) -> [Float] {
         let tokens = imageStates.count / config.qformerConfig.encoderHiddenSize
-        return imageStates.withUnsafeBufferPointer { qformer.forward(image: $0.baseAddress!, imageTokens: tokens) }.array
+        return imageStates.withUnsafeBufferPointer { qformer.forward(image: $0.baseAddress!, imageTokens: tokens, compute: compute) }
     }
 
     /// Q-Former output -> language_projection [queries, text hidden].
     public func project(queryStates: [Float]) -> [Float] {
-        let out = FloatBuffer(numQueryTokens * config.textConfig.hiddenSize)
-        queryStates.withUnsafeBufferPointer { MatMul.linear($0.baseAddress!, tokens: numQueryTokens, projection, into: out.pointer) }
-        return out.array
+        var out = [Float](repeating: 0, count: numQueryTokens * config.textConfig.hiddenSize)
+        queryStates.withUnsafeBufferPointer { x in
+            out.withUnsafeMutableBufferPointer { compute.linear(x.baseAddress!, tokens: numQueryTokens, projection, into: $0.baseAddress!) }
+        }
+        return out
     }
 
     /// The projected query embeddings the language model starts from: [queries, text hidden].
@@ -64,9 +70,9 @@ public final class Blip2Model: @unchecked Sendable {
 
     /// Token embedding rows for ids (unchecked ids are the caller's error).
     public func tokenEmbeddings(_ ids: [Int]) -> [Float] {
-        let out = FloatBuffer(ids.count * config.textConfig.embeddingDim)
-        language.embed(ids, into: out.pointer)
-        return out.array
+        var out = [Float](repeating: 0, count: ids.count * config.textConfig.embeddingDim)
+        out.withUnsafeMutableBufferPointer { language.embed(ids, into: $0.baseAddress!) }
+        return out
     }
 
     public func makeSession(capacity: Int? = nil) -> LanguageSession {
@@ -79,6 +85,8 @@ public final class LanguageSession: @unchecked Sendable {
     let model: Blip2Model
     let cache: KVCache
     public private(set) var logits: [Float]
+    /// Embedding rows of the ids being fed, reused: decoding one token allocates nothing.
+    private var embeddings: [Float] = []
 
     init(model: Blip2Model, capacity: Int) {
         self.model = model
@@ -104,18 +112,29 @@ public final class LanguageSession: @unchecked Sendable {
         guard length + tokens <= capacity else {
             throw ModelLoadError(message: "the sequence would be \(length + tokens) tokens; the language model holds \(capacity)")
         }
-        embeddings.withUnsafeBufferPointer { input in
-            logits.withUnsafeMutableBufferPointer { out in
-                model.language.forward(input.baseAddress!, tokens: tokens, cache: cache, logits: out.baseAddress!)
-            }
-        }
+        embeddings.withUnsafeBufferPointer { input in run(input.baseAddress!, tokens: tokens) }
     }
 
     public func feed(tokens ids: [Int]) throws {
         for id in ids where id < 0 || id >= model.vocabularySize {
             throw ModelLoadError(message: "token id \(id) is outside the vocabulary (\(model.vocabularySize))")
         }
-        try feed(embeddings: model.tokenEmbeddings(ids))
+        guard !ids.isEmpty else { return }
+        guard length + ids.count <= capacity else {
+            throw ModelLoadError(message: "the sequence would be \(length + ids.count) tokens; the language model holds \(capacity)")
+        }
+        let width = model.config.textConfig.embeddingDim
+        if embeddings.count < ids.count * width { embeddings = [Float](repeating: 0, count: ids.count * width) }
+        embeddings.withUnsafeMutableBufferPointer { rows in
+            model.language.embed(ids, into: rows.baseAddress!)
+            run(UnsafePointer(rows.baseAddress!), tokens: ids.count)
+        }
+    }
+
+    private func run(_ input: UnsafePointer<Float>, tokens: Int) {
+        logits.withUnsafeMutableBufferPointer { out in
+            model.language.forward(input, tokens: tokens, cache: cache, logits: out.baseAddress!, compute: model.compute)
+        }
     }
 
     public func fork() -> LanguageSession { LanguageSession(copying: self) }

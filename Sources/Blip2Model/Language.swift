@@ -1,5 +1,7 @@
+import Blip2Compute
 import Blip2Config
 import Blip2ModelFile
+import Foundation
 
 // MARK: - Language: OPT decoder
 //
@@ -19,18 +21,35 @@ final class LanguageModel {
 
     struct Layer {
         let selfAttentionNorm: LayerNormWeights   // self_attn_layer_norm
-        let qProj, kProj, vProj, outProj: Linear  // self_attn.{q,k,v,out}_proj [hidden, hidden]
-        let qkv: [Linear]                         // [qProj, kProj, vProj]: one product for the three
+        let qkv: [Linear]                         // self_attn.{q,k,v}_proj [hidden, hidden]: one product for the three
+        let outProj: Linear                       // self_attn.out_proj [hidden, hidden]
         let finalNorm: LayerNormWeights           // final_layer_norm
         let fc1: Linear                           // fc1 [ffn, hidden]
         let fc2: Linear                           // fc2 [hidden, ffn]
     }
 
+    /// Prompts longer than this run through the layers in chunks of it, so the activations are allocated
+    /// once at a fixed size. A multiple of every tile's token count (3, 4): chunking then never changes
+    /// which tile a token's products run in, so the results are those of one pass.
+    static let chunkTokens = 96
+
+    /// The activations of one chunk, allocated once per model (OPT-2.7B: about 11 MB). One forward at a time.
+    private struct RunState {
+        let x: FloatBuffer                        // [chunk, hidden]: the residual stream
+        let normed: FloatBuffer                   // [chunk, hidden]
+        let qkv: FloatBuffer                      // [chunk, 3 * hidden]: [q | k | v] rows
+        let context: FloatBuffer                  // [chunk, hidden]: attention output
+        let ffn: FloatBuffer                      // [chunk, ffn]
+        let headInput: FloatBuffer                // [embed_dim]: project_out of the last position
+    }
+    private let state: RunState
+    private let lock = NSLock()
+
     var hidden: Int { config.hiddenSize }
     var vocabSize: Int { config.vocabSize }
     var maxPositions: Int { config.maxPositionEmbeddings }
 
-    init(config: OPTConfig, loader: WeightLoader, storage: inout [UnsafeMutablePointer<Float>]) throws {
+    init(config: OPTConfig, loader: WeightLoader) throws {
         guard config.doLayerNormBefore else {
             throw ModelLoadError(message: "OPT with do_layer_norm_before = false (post-LN, as in opt-350m) is not supported")
         }
@@ -39,27 +58,29 @@ final class LanguageModel {
         let d = "language_model.model.decoder"
         embedTokens = try loader.matrix("\(d).embed_tokens.weight", rows: config.vocabSize, cols: e)
         embedPositions = try loader.vector("\(d).embed_positions.weight", count: (config.maxPositionEmbeddings + OPTConfig.positionOffset) * h,
-                                           shape: [config.maxPositionEmbeddings + OPTConfig.positionOffset, h], into: &storage)
-        projectIn = e == h ? nil : try loader.linear("\(d).project_in", out: h, in: e, bias: false, into: &storage)
-        projectOut = e == h ? nil : try loader.linear("\(d).project_out", out: e, in: h, bias: false, into: &storage)
+                                           shape: [config.maxPositionEmbeddings + OPTConfig.positionOffset, h])
+        projectIn = e == h ? nil : try loader.linear("\(d).project_in", out: h, in: e, bias: false)
+        projectOut = e == h ? nil : try loader.linear("\(d).project_out", out: e, in: h, bias: false)
         layers = try (0..<config.numHiddenLayers).map { i in
             let l = "\(d).layers.\(i)"
-            let q = try loader.linear("\(l).self_attn.q_proj", out: h, in: h, bias: bias, into: &storage)
-            let k = try loader.linear("\(l).self_attn.k_proj", out: h, in: h, bias: bias, into: &storage)
-            let v = try loader.linear("\(l).self_attn.v_proj", out: h, in: h, bias: bias, into: &storage)
+            let q = try loader.linear("\(l).self_attn.q_proj", out: h, in: h, bias: bias)
+            let k = try loader.linear("\(l).self_attn.k_proj", out: h, in: h, bias: bias)
+            let v = try loader.linear("\(l).self_attn.v_proj", out: h, in: h, bias: bias)
             return Layer(
-                selfAttentionNorm: try loader.layerNorm("\(l).self_attn_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage),
-                qProj: q, kProj: k, vProj: v,
-                outProj: try loader.linear("\(l).self_attn.out_proj", out: h, in: h, bias: bias, into: &storage),
+                selfAttentionNorm: try loader.layerNorm("\(l).self_attn_layer_norm", dim: h, eps: 1e-5, affine: affine),
                 qkv: [q, k, v],
-                finalNorm: try loader.layerNorm("\(l).final_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage),
-                fc1: try loader.linear("\(l).fc1", out: config.ffnDim, in: h, bias: bias, into: &storage),
-                fc2: try loader.linear("\(l).fc2", out: h, in: config.ffnDim, bias: bias, into: &storage))
+                outProj: try loader.linear("\(l).self_attn.out_proj", out: h, in: h, bias: bias),
+                finalNorm: try loader.layerNorm("\(l).final_layer_norm", dim: h, eps: 1e-5, affine: affine),
+                fc1: try loader.linear("\(l).fc1", out: config.ffnDim, in: h, bias: bias),
+                fc2: try loader.linear("\(l).fc2", out: h, in: config.ffnDim, bias: bias))
         }
         finalLayerNorm = config.hasFinalLayerNorm
-            ? try loader.layerNorm("\(d).final_layer_norm", dim: h, eps: 1e-5, affine: affine, into: &storage) : nil
+            ? try loader.layerNorm("\(d).final_layer_norm", dim: h, eps: 1e-5, affine: affine) : nil
         let head = config.tieWordEmbeddings ? embedTokens : try loader.matrix(WeightManifest.outputHeadKey, rows: config.vocabSize, cols: e)
-        lmHead = Linear(weight: head, bias: nil)
+        lmHead = Linear(head, bias: nil)
+        let chunk = Self.chunkTokens
+        state = RunState(x: FloatBuffer(chunk * h), normed: FloatBuffer(chunk * h), qkv: FloatBuffer(chunk * 3 * h),
+                         context: FloatBuffer(chunk * h), ffn: FloatBuffer(chunk * config.ffnDim), headInput: FloatBuffer(e))
     }
 
     /// Token embedding rows (before project_in) for `ids` into `out` [ids.count, embed_dim].
@@ -68,58 +89,70 @@ final class LanguageModel {
     }
 
     /// Runs `tokens` input embeddings [tokens, embed_dim] at positions cache.length..., appending to the
-    /// cache; returns the logits of the last position.
-    func forward(_ embeddings: UnsafePointer<Float>, tokens: Int, cache: KVCache, logits: UnsafeMutablePointer<Float>) {
-        let h = hidden, start = cache.length
-        precondition(start + tokens <= cache.capacity, "KV cache overflow is checked by the caller")
-        let x = FloatBuffer(tokens * h)
-        if let projectIn {
-            MatMul.linear(embeddings, tokens: tokens, projectIn, into: x.pointer)
+    /// cache; writes the logits of the last position.
+    func forward(_ embeddings: UnsafePointer<Float>, tokens: Int, cache: KVCache, logits: UnsafeMutablePointer<Float>, compute: ComputeContext) {
+        precondition(tokens > 0 && cache.length + tokens <= cache.capacity, "KV cache overflow is checked by the caller")
+        lock.lock()
+        defer { lock.unlock() }
+        var done = 0, last = 0
+        while done < tokens {
+            let count = min(Self.chunkTokens, tokens - done)
+            runLayers(embeddings + done * config.embeddingDim, tokens: count, cache: cache, compute: compute)
+            done += count
+            last = count - 1
+        }
+        let h = hidden, x = state.x.pointer + last * h
+        if let finalLayerNorm { compute.layerNorm(x, tokens: 1, finalLayerNorm) }
+        if let projectOut {
+            compute.linear(x, tokens: 1, projectOut, into: state.headInput.pointer)
+            compute.linear(state.headInput.pointer, tokens: 1, lmHead, into: logits)
         } else {
-            x.pointer.update(from: embeddings, count: tokens * h)
+            compute.linear(x, tokens: 1, lmHead, into: logits)
+        }
+    }
+
+    /// One chunk (at most `chunkTokens`) through every layer; leaves its hidden states in `state.x`.
+    private func runLayers(_ embeddings: UnsafePointer<Float>, tokens: Int, cache: KVCache, compute: ComputeContext) {
+        let h = hidden, start = cache.length
+        let x = state.x.pointer, normed = state.normed.pointer, qkv = state.qkv.pointer
+        let context = state.context.pointer, ffn = state.ffn.pointer
+        if let projectIn {
+            compute.linear(embeddings, tokens: tokens, projectIn, into: x)
+        } else {
+            x.update(from: embeddings, count: tokens * h)
         }
         for t in 0..<tokens {
-            Ops.add(x.pointer + t * h, embedPositions + (start + t + OPTConfig.positionOffset) * h, count: h)
+            Ops.add(x + t * h, embedPositions + (start + t + OPTConfig.positionOffset) * h, count: h)
         }
         let heads = config.numAttentionHeads, headDim = h / heads
         let scaling = 1 / Float(headDim).squareRoot()
-        let normed = FloatBuffer(tokens * h), qkv = FloatBuffer(tokens * 3 * h), context = FloatBuffer(tokens * h)
-        let ffn = FloatBuffer(tokens * config.ffnDim), scores = FloatBuffer(start + tokens)
+        // q is scaled before the product (as OPT does), so the scores take no further scale.
+        let attention = AttentionShape(heads: heads, headDim: headDim, queries: tokens, keys: start + tokens, qStride: 3 * h,
+                                       kvStride: headDim, kvHeadStride: cache.headStride, scale: 1, causalOffset: start)
         for (i, layer) in layers.enumerated() {
-            normed.pointer.update(from: x.pointer, count: tokens * h)
-            Ops.layerNorm(normed.pointer, tokens: tokens, layer.selfAttentionNorm)
+            normed.update(from: x, count: tokens * h)
+            compute.layerNorm(normed, tokens: tokens, layer.selfAttentionNorm)
             // qkv rows: [q (scaled below) | k | v], 3h wide.
-            MatMul.linear(normed.pointer, tokens: tokens, concatenated: layer.qkv, into: qkv.pointer)
+            compute.linear(normed, tokens: tokens, concatenated: layer.qkv, into: qkv)
             for t in 0..<tokens {
-                let row = qkv.pointer + t * 3 * h
+                let row = qkv + t * 3 * h
                 for j in 0..<h { row[j] *= scaling }
             }
             let keys = cache.keys(layer: i), values = cache.values(layer: i)
-            cache.store(qkv.pointer + h, rowStride: 3 * h, tokens: tokens, at: start, into: keys)
-            cache.store(qkv.pointer + 2 * h, rowStride: 3 * h, tokens: tokens, at: start, into: values)
-            Ops.attention(q: qkv.pointer, qStride: 3 * h, queries: tokens, k: keys, v: values, kvStride: headDim, kvHeadStride: cache.headStride,
-                          keys: start + tokens, heads: heads, headDim: headDim, scale: 1, causalOffset: start, out: context.pointer,
-                          scores: scores.pointer)
-            MatMul.linear(context.pointer, tokens: tokens, layer.outProj, into: normed.pointer)
-            Ops.add(x.pointer, normed.pointer, count: tokens * h)
+            cache.store(qkv + h, rowStride: 3 * h, tokens: tokens, at: start, into: keys)
+            cache.store(qkv + 2 * h, rowStride: 3 * h, tokens: tokens, at: start, into: values)
+            compute.attention(q: qkv, k: keys, v: values, out: context, attention)
+            compute.linear(context, tokens: tokens, layer.outProj, into: normed)
+            Ops.add(x, normed, count: tokens * h)
 
-            normed.pointer.update(from: x.pointer, count: tokens * h)
-            Ops.layerNorm(normed.pointer, tokens: tokens, layer.finalNorm)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.fc1, into: ffn.pointer)
-            Ops.relu(ffn.pointer, count: tokens * config.ffnDim)
-            MatMul.linear(ffn.pointer, tokens: tokens, layer.fc2, into: normed.pointer)
-            Ops.add(x.pointer, normed.pointer, count: tokens * h)
+            normed.update(from: x, count: tokens * h)
+            compute.layerNorm(normed, tokens: tokens, layer.finalNorm)
+            compute.linear(normed, tokens: tokens, layer.fc1, into: ffn)
+            Ops.relu(ffn, count: tokens * config.ffnDim)
+            compute.linear(ffn, tokens: tokens, layer.fc2, into: normed)
+            Ops.add(x, normed, count: tokens * h)
         }
         cache.length = start + tokens
-        let last = x.pointer + (tokens - 1) * h
-        if let finalLayerNorm { Ops.layerNorm(last, tokens: 1, finalLayerNorm) }
-        if let projectOut {
-            let out = FloatBuffer(config.embeddingDim)
-            MatMul.linear(last, tokens: 1, projectOut, into: out.pointer)
-            MatMul.linear(out.pointer, tokens: 1, lmHead, into: logits)
-        } else {
-            MatMul.linear(last, tokens: 1, lmHead, into: logits)
-        }
     }
 }
 

@@ -1,5 +1,7 @@
+import Blip2Compute
 import Blip2Config
 import Blip2ModelFile
+import Foundation
 
 // MARK: - Q-Former (BERT-style, post-LN)
 //
@@ -30,66 +32,81 @@ final class QFormerModel {
         let outputNorm: LayerNormWeights      // output_query.LayerNorm
     }
 
-    init(config: Blip2Config, loader: WeightLoader, storage: inout [UnsafeMutablePointer<Float>]) throws {
+    /// The activations of one forward pass, allocated once per model. One forward at a time.
+    private struct RunState {
+        let x: FloatBuffer                    // [queries, hidden]: the residual stream
+        let q: FloatBuffer                    // [queries, hidden]
+        let k: FloatBuffer                    // [max(queries, image tokens), hidden]
+        let v: FloatBuffer                    // [max(queries, image tokens), hidden]
+        let context: FloatBuffer              // [queries, hidden]: attention output
+        let projected: FloatBuffer            // [queries, hidden]
+        let hidden: FloatBuffer               // [queries, intermediate]
+    }
+    private let state: RunState
+    private let lock = NSLock()
+
+    init(config: Blip2Config, loader: WeightLoader) throws {
         let q = config.qformerConfig
         self.config = q
         numQueryTokens = config.numQueryTokens
         let h = q.hiddenSize, eps = q.layerNormEps
-        queryTokens = try loader.vector("query_tokens", count: numQueryTokens * h, shape: [1, numQueryTokens, h], into: &storage)
-        layerNorm = try loader.layerNorm("qformer.layernorm", dim: h, eps: eps, into: &storage)
+        queryTokens = try loader.vector("query_tokens", count: numQueryTokens * h, shape: [1, numQueryTokens, h])
+        layerNorm = try loader.layerNorm("qformer.layernorm", dim: h, eps: eps)
         func attention(_ prefix: String, keyWidth: Int) throws -> Attention {
-            Attention(query: try loader.linear("\(prefix).attention.query", out: h, in: h, into: &storage),
-                      key: try loader.linear("\(prefix).attention.key", out: h, in: keyWidth, into: &storage),
-                      value: try loader.linear("\(prefix).attention.value", out: h, in: keyWidth, into: &storage),
-                      outputDense: try loader.linear("\(prefix).output.dense", out: h, in: h, into: &storage),
-                      outputNorm: try loader.layerNorm("\(prefix).output.LayerNorm", dim: h, eps: eps, into: &storage))
+            Attention(query: try loader.linear("\(prefix).attention.query", out: h, in: h),
+                      key: try loader.linear("\(prefix).attention.key", out: h, in: keyWidth),
+                      value: try loader.linear("\(prefix).attention.value", out: h, in: keyWidth),
+                      outputDense: try loader.linear("\(prefix).output.dense", out: h, in: h),
+                      outputNorm: try loader.layerNorm("\(prefix).output.LayerNorm", dim: h, eps: eps))
         }
         layers = try (0..<q.numHiddenLayers).map { i in
             let l = "qformer.encoder.layer.\(i)"
             return Layer(
                 selfAttention: try attention("\(l).attention", keyWidth: h),
                 crossAttention: q.hasCrossAttention(layer: i) ? try attention("\(l).crossattention", keyWidth: q.encoderHiddenSize) : nil,
-                intermediate: try loader.linear("\(l).intermediate_query.dense", out: q.intermediateSize, in: h, into: &storage),
-                output: try loader.linear("\(l).output_query.dense", out: h, in: q.intermediateSize, into: &storage),
-                outputNorm: try loader.layerNorm("\(l).output_query.LayerNorm", dim: h, eps: eps, into: &storage))
+                intermediate: try loader.linear("\(l).intermediate_query.dense", out: q.intermediateSize, in: h),
+                output: try loader.linear("\(l).output_query.dense", out: h, in: q.intermediateSize),
+                outputNorm: try loader.layerNorm("\(l).output_query.LayerNorm", dim: h, eps: eps))
         }
+        let n = numQueryTokens, keyRows = max(n, config.visionConfig.numPositions)
+        state = RunState(x: FloatBuffer(n * h), q: FloatBuffer(n * h), k: FloatBuffer(keyRows * h), v: FloatBuffer(keyRows * h),
+                         context: FloatBuffer(n * h), projected: FloatBuffer(n * h), hidden: FloatBuffer(n * q.intermediateSize))
     }
 
     /// image: [imageTokens, encoder_hidden] -> last_hidden_state [queries, hidden].
-    func forward(image: UnsafePointer<Float>, imageTokens: Int) -> FloatBuffer {
+    func forward(image: UnsafePointer<Float>, imageTokens: Int, compute: ComputeContext) -> [Float] {
+        lock.lock()
+        defer { lock.unlock() }
         let h = config.hiddenSize, n = numQueryTokens
         let heads = config.numAttentionHeads, headDim = h / heads
-        let scale = 1 / Float(headDim).squareRoot()
-        let x = FloatBuffer(n * h)
-        x.pointer.update(from: queryTokens, count: n * h)
-        Ops.layerNorm(x.pointer, tokens: n, layerNorm)
-
-        let keyRows = max(n, imageTokens)
-        let q = FloatBuffer(n * h), k = FloatBuffer(keyRows * h), v = FloatBuffer(keyRows * h)
-        let context = FloatBuffer(n * h), projected = FloatBuffer(n * h)
-        let hidden = FloatBuffer(n * config.intermediateSize), scores = FloatBuffer(keyRows)
+        precondition(imageTokens <= state.k.count / h, "the image states come from this model's vision tower")
+        let x = state.x.pointer, q = state.q.pointer, k = state.k.pointer, v = state.v.pointer
+        let context = state.context.pointer, projected = state.projected.pointer, hidden = state.hidden.pointer
+        x.update(from: queryTokens, count: n * h)
+        compute.layerNorm(x, tokens: n, layerNorm)
 
         // BERT attention block: LayerNorm(x + dense(attention(x, source))).
         func attend(_ block: Attention, source: UnsafePointer<Float>, sourceTokens: Int) {
-            MatMul.linear(x.pointer, tokens: n, block.query, into: q.pointer)
-            MatMul.linear(source, tokens: sourceTokens, block.key, into: k.pointer)
-            MatMul.linear(source, tokens: sourceTokens, block.value, into: v.pointer)
-            Ops.attention(q: q.pointer, qStride: h, queries: n, k: k.pointer, v: v.pointer, kvStride: h, keys: sourceTokens,
-                          heads: heads, headDim: headDim, scale: scale, causalOffset: nil, out: context.pointer, scores: scores.pointer)
-            MatMul.linear(context.pointer, tokens: n, block.outputDense, into: projected.pointer)
-            Ops.add(x.pointer, projected.pointer, count: n * h)
-            Ops.layerNorm(x.pointer, tokens: n, block.outputNorm)
+            compute.linear(x, tokens: n, block.query, into: q)
+            compute.linear(source, tokens: sourceTokens, block.key, into: k)
+            compute.linear(source, tokens: sourceTokens, block.value, into: v)
+            let shape = AttentionShape(heads: heads, headDim: headDim, queries: n, keys: sourceTokens, qStride: h, kvStride: h,
+                                       kvHeadStride: headDim, scale: 1 / Float(headDim).squareRoot(), causalOffset: nil)
+            compute.attention(q: q, k: k, v: v, out: context, shape)
+            compute.linear(context, tokens: n, block.outputDense, into: projected)
+            Ops.add(x, projected, count: n * h)
+            compute.layerNorm(x, tokens: n, block.outputNorm)
         }
 
         for layer in layers {
-            attend(layer.selfAttention, source: UnsafePointer(x.pointer), sourceTokens: n)
+            attend(layer.selfAttention, source: UnsafePointer(x), sourceTokens: n)
             if let cross = layer.crossAttention { attend(cross, source: image, sourceTokens: imageTokens) }
-            MatMul.linear(x.pointer, tokens: n, layer.intermediate, into: hidden.pointer)
-            Ops.gelu(hidden.pointer, count: n * config.intermediateSize)
-            MatMul.linear(hidden.pointer, tokens: n, layer.output, into: projected.pointer)
-            Ops.add(x.pointer, projected.pointer, count: n * h)
-            Ops.layerNorm(x.pointer, tokens: n, layer.outputNorm)
+            compute.linear(x, tokens: n, layer.intermediate, into: hidden)
+            compute.gelu(hidden, count: n * config.intermediateSize)
+            compute.linear(hidden, tokens: n, layer.output, into: projected)
+            Ops.add(x, projected, count: n * h)
+            compute.layerNorm(x, tokens: n, layer.outputNorm)
         }
-        return x
+        return Array(UnsafeBufferPointer(start: x, count: n * h))
     }
 }

@@ -1,5 +1,7 @@
+import Blip2Compute
 import Blip2Config
 import Blip2ModelFile
+import Foundation
 
 // MARK: - Vision: EVA ViT-g
 //
@@ -24,38 +26,56 @@ final class VisionModel {
         let fc2: Linear                            // mlp.fc2 [hidden, intermediate]
     }
 
-    init(config: Blip2VisionConfig, loader: WeightLoader, storage: inout [UnsafeMutablePointer<Float>]) throws {
+    /// The activations of one image, allocated once per model (ViT-g: about 15 MB). One forward at a time.
+    private struct RunState {
+        let patchRows: FloatBuffer                 // [patches, channels * patch * patch]
+        let x: FloatBuffer                         // [tokens, hidden]: the residual stream
+        let normed: FloatBuffer                    // [tokens, hidden]
+        let qkv: FloatBuffer                       // [tokens, 3 * hidden]
+        let context: FloatBuffer                   // [tokens, hidden]: attention output
+        let hidden: FloatBuffer                    // [tokens, intermediate]
+    }
+    private let state: RunState
+    private let lock = NSLock()
+
+    init(config: Blip2VisionConfig, loader: WeightLoader) throws {
         self.config = config
         let h = config.hiddenSize, p = config.patchSize, c = config.numChannels, eps = config.layerNormEps
         let e = "vision_model.embeddings"
-        classEmbedding = try loader.vector("\(e).class_embedding", count: h, shape: [1, 1, h], into: &storage)
-        patchEmbedding = Linear(weight: try loader.matrix("\(e).patch_embedding.weight", rows: h, cols: c * p * p, shape: [h, c, p, p]),
-                                bias: try loader.vector("\(e).patch_embedding.bias", count: h, into: &storage))
-        positionEmbedding = try loader.vector("\(e).position_embedding", count: config.numPositions * h,
-                                              shape: [1, config.numPositions, h], into: &storage)
+        classEmbedding = try loader.vector("\(e).class_embedding", count: h, shape: [1, 1, h])
+        patchEmbedding = Linear(try loader.matrix("\(e).patch_embedding.weight", rows: h, cols: c * p * p, shape: [h, c, p, p]),
+                                bias: try loader.vector("\(e).patch_embedding.bias", count: h))
+        positionEmbedding = try loader.vector("\(e).position_embedding", count: config.numPositions * h, shape: [1, config.numPositions, h])
         layers = try (0..<config.numHiddenLayers).map { i in
             let l = "vision_model.encoder.layers.\(i)"
             return Layer(
-                layerNorm1: try loader.layerNorm("\(l).layer_norm1", dim: h, eps: eps, into: &storage),
-                qkv: try loader.linear("\(l).self_attn.qkv", out: 3 * h, in: h, bias: config.qkvBias, into: &storage),
-                projection: try loader.linear("\(l).self_attn.projection", out: h, in: h, into: &storage),
-                layerNorm2: try loader.layerNorm("\(l).layer_norm2", dim: h, eps: eps, into: &storage),
-                fc1: try loader.linear("\(l).mlp.fc1", out: config.intermediateSize, in: h, into: &storage),
-                fc2: try loader.linear("\(l).mlp.fc2", out: h, in: config.intermediateSize, into: &storage))
+                layerNorm1: try loader.layerNorm("\(l).layer_norm1", dim: h, eps: eps),
+                qkv: try loader.linear("\(l).self_attn.qkv", out: 3 * h, in: h, bias: config.qkvBias),
+                projection: try loader.linear("\(l).self_attn.projection", out: h, in: h),
+                layerNorm2: try loader.layerNorm("\(l).layer_norm2", dim: h, eps: eps),
+                fc1: try loader.linear("\(l).mlp.fc1", out: config.intermediateSize, in: h),
+                fc2: try loader.linear("\(l).mlp.fc2", out: h, in: config.intermediateSize))
         }
-        postLayerNorm = try loader.layerNorm("vision_model.post_layernorm", dim: h, eps: eps, into: &storage)
+        postLayerNorm = try loader.layerNorm("vision_model.post_layernorm", dim: h, eps: eps)
+        let patches = config.numPositions - 1, tokens = config.numPositions
+        state = RunState(patchRows: FloatBuffer(patches * c * p * p), x: FloatBuffer(tokens * h), normed: FloatBuffer(tokens * h),
+                         qkv: FloatBuffer(tokens * 3 * h), context: FloatBuffer(tokens * h),
+                         hidden: FloatBuffer(tokens * config.intermediateSize))
     }
 
     /// pixels: [channels, imageSize, imageSize] -> last_hidden_state [positions, hidden].
-    func forward(pixels: UnsafePointer<Float>) -> FloatBuffer {
+    func forward(pixels: UnsafePointer<Float>, compute: ComputeContext) -> [Float] {
+        lock.lock()
+        defer { lock.unlock() }
         let h = config.hiddenSize, p = config.patchSize, c = config.numChannels, size = config.imageSize
         let grid = size / p, patches = grid * grid, tokens = patches + 1, patchWidth = c * p * p
+        let x = state.x.pointer, normed = state.normed.pointer, qkv = state.qkv.pointer
+        let context = state.context.pointer, hidden = state.hidden.pointer
 
         // Patches flattened in the convolution weight's (channel, row, column) order.
-        let patchRows = FloatBuffer(patches * patchWidth)
         for gy in 0..<grid {
             for gx in 0..<grid {
-                let dst = patchRows.pointer + (gy * grid + gx) * patchWidth
+                let dst = state.patchRows.pointer + (gy * grid + gx) * patchWidth
                 for ch in 0..<c {
                     for ky in 0..<p {
                         let src = pixels + ch * size * size + (gy * p + ky) * size + gx * p
@@ -64,34 +84,30 @@ final class VisionModel {
                 }
             }
         }
-        let x = FloatBuffer(tokens * h)
-        x.pointer.update(from: classEmbedding, count: h)
-        MatMul.linear(patchRows.pointer, tokens: patches, patchEmbedding, into: x.pointer + h)
-        Ops.add(x.pointer, positionEmbedding, count: tokens * h)
+        x.update(from: classEmbedding, count: h)
+        compute.linear(state.patchRows.pointer, tokens: patches, patchEmbedding, into: x + h)
+        Ops.add(x, positionEmbedding, count: tokens * h)
 
         let heads = config.numAttentionHeads, headDim = h / heads
-        let normed = FloatBuffer(tokens * h), qkv = FloatBuffer(tokens * 3 * h), context = FloatBuffer(tokens * h)
-        let hidden = FloatBuffer(tokens * config.intermediateSize), scores = FloatBuffer(tokens)
-        let scale = 1 / Float(headDim).squareRoot()
+        // qkv row: [q (heads x hd) | k | v]
+        let attention = AttentionShape(heads: heads, headDim: headDim, queries: tokens, keys: tokens, qStride: 3 * h, kvStride: 3 * h,
+                                       kvHeadStride: headDim, scale: 1 / Float(headDim).squareRoot(), causalOffset: nil)
         for layer in layers {
-            normed.pointer.update(from: x.pointer, count: tokens * h)
-            Ops.layerNorm(normed.pointer, tokens: tokens, layer.layerNorm1)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.qkv, into: qkv.pointer)
-            // qkv row: [q (heads x hd) | k | v]
-            Ops.attention(q: qkv.pointer, qStride: 3 * h, queries: tokens, k: qkv.pointer + h, v: qkv.pointer + 2 * h,
-                          kvStride: 3 * h, keys: tokens, heads: heads, headDim: headDim, scale: scale, causalOffset: nil,
-                          out: context.pointer, scores: scores.pointer)
-            MatMul.linear(context.pointer, tokens: tokens, layer.projection, into: normed.pointer)
-            Ops.add(x.pointer, normed.pointer, count: tokens * h)
+            normed.update(from: x, count: tokens * h)
+            compute.layerNorm(normed, tokens: tokens, layer.layerNorm1)
+            compute.linear(normed, tokens: tokens, layer.qkv, into: qkv)
+            compute.attention(q: qkv, k: qkv + h, v: qkv + 2 * h, out: context, attention)
+            compute.linear(context, tokens: tokens, layer.projection, into: normed)
+            Ops.add(x, normed, count: tokens * h)
 
-            normed.pointer.update(from: x.pointer, count: tokens * h)
-            Ops.layerNorm(normed.pointer, tokens: tokens, layer.layerNorm2)
-            MatMul.linear(normed.pointer, tokens: tokens, layer.fc1, into: hidden.pointer)
-            Ops.gelu(hidden.pointer, count: tokens * config.intermediateSize)
-            MatMul.linear(hidden.pointer, tokens: tokens, layer.fc2, into: normed.pointer)
-            Ops.add(x.pointer, normed.pointer, count: tokens * h)
+            normed.update(from: x, count: tokens * h)
+            compute.layerNorm(normed, tokens: tokens, layer.layerNorm2)
+            compute.linear(normed, tokens: tokens, layer.fc1, into: hidden)
+            compute.gelu(hidden, count: tokens * config.intermediateSize)
+            compute.linear(hidden, tokens: tokens, layer.fc2, into: normed)
+            Ops.add(x, normed, count: tokens * h)
         }
-        Ops.layerNorm(x.pointer, tokens: tokens, postLayerNorm)
-        return x
+        compute.layerNorm(x, tokens: tokens, postLayerNorm)
+        return Array(UnsafeBufferPointer(start: x, count: tokens * h))
     }
 }

@@ -1,6 +1,6 @@
 import Blip2Core
 
-// MARK: - Model file format, version 1 (docs/FORMAT.md is the specification)
+// MARK: - Model file format, versions 1 and 2 (docs/FORMAT.md is the specification)
 //
 //   [header: 128 bytes] [data: tensors, aligned] [directory] [metadata sections]
 //
@@ -10,7 +10,12 @@ import Blip2Core
 public enum ModelFileFormat {
     public static let magic: [UInt8] = Array("BLIP2EDG".utf8)
     /// The newest version this build writes and reads.
-    public static let version: UInt32 = 1
+    public static let version: UInt32 = 2
+    /// The version a file holding tensors of these types needs: 2 added the panel types (q8p, q4p). A file
+    /// without them is written as version 1, so older readers keep reading it.
+    public static func version(for types: some Sequence<ElementType>) -> UInt32 {
+        types.contains { $0.blockRows > 1 } ? 2 : 1
+    }
     public static let headerSize = 128
     /// Every tensor starts on a 64-byte boundary: a cache line, and the widest SIMD load.
     public static let tensorAlignment = 64
@@ -188,7 +193,7 @@ extension TensorRecord {
         for _ in 0..<rank { shape.append(try reader.size()) }
         let offset = try reader.size(), size = try reader.size(), storedSize = try reader.size()
         let checksum = try reader.u32()
-        guard let count = Blip2Core.elementCount(shape), type.canStore(shape: shape), let expected = type.byteCount(elements: count) else {
+        guard let expected = type.byteCount(shape: shape) else {
             throw FormatViolation("tensor '\(name)': shape \(shape) cannot be stored as \(type)")
         }
         guard size == expected else {

@@ -79,7 +79,7 @@ public final class ModelFileWriter {
         guard !name.isEmpty, name.utf8.count <= ModelFileFormat.maxNameBytes else { throw fail("tensor name '\(name)' is empty or too long") }
         guard names.insert(name).inserted else { throw fail("tensor '\(name)' written twice") }
         guard shape.count <= ModelFileFormat.maxRank else { throw fail("tensor '\(name)' has rank \(shape.count)") }
-        guard let count = elementCount(shape), type.canStore(shape: shape), let size = type.byteCount(elements: count) else {
+        guard let size = type.byteCount(shape: shape) else {
             throw fail("tensor '\(name)': shape \(shape) cannot be stored as \(type)")
         }
         try pad(to: ModelFileFormat.alignment(forTensorBytes: size))
@@ -165,6 +165,7 @@ public final class ModelFileWriter {
         guard !failed else { throw fail("an earlier tensor failed; this file cannot be finished") }
         guard !openTensor else { throw fail("finish called while a tensor is still open") }
         var header = FileHeader()
+        header.version = ModelFileFormat.version(for: records.map(\.type))
         header.dataOffset = ModelFileFormat.headerSize
         header.dataSize = position - ModelFileFormat.headerSize
         header.tensorCount = records.count

@@ -1,3 +1,4 @@
+import Blip2Compute
 import Blip2Core
 import Blip2Generation
 import Blip2Image
@@ -14,7 +15,6 @@ public struct BenchmarkSettings: Sendable {
     public var image: URL?
     public var runs = 3
     public var newTokens = 20
-    public var threads = ProcessInfo.processInfo.activeProcessorCount
     public var bandwidthBytes = 1 << 30
     public init() {}
 }
@@ -85,10 +85,12 @@ public struct BenchmarkReport: Codable, Sendable {
 }
 
 public enum Benchmark {
-    public static func run(modelPath: String, settings: BenchmarkSettings, kernel: String,
+    /// Loads the model on `compute` (whose thread count and instruction set the report names) and measures it.
+    public static func run(modelPath: String, settings: BenchmarkSettings, compute: ComputeContext,
                            progress: ((String) -> Void)? = nil) throws -> BenchmarkReport {
         let loadStart = DispatchTime.now().uptimeNanoseconds
-        let pipeline = try Blip2Pipeline(modelPath: modelPath)
+        let pipeline = try Blip2Pipeline(modelPath: modelPath, compute: compute)
+        let kernel = compute.isa.rawValue
         let loadMs = milliseconds(since: loadStart)
         let file = pipeline.model.file
         let provenance = try? file.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization)
@@ -162,11 +164,11 @@ public enum Benchmark {
         // Before the bandwidth buffer inflates it.
         let peakResident = ProcessStats.peakResidentBytes
         progress?("measuring read bandwidth")
-        let bandwidth = ReadBandwidth.measure(bytes: settings.bandwidthBytes, threads: settings.threads)
+        let bandwidth = ReadBandwidth.measure(bytes: settings.bandwidthBytes, threads: compute.threads)
         let msPerToken = Spread(perToken)
         let floorMs = Double(decodeBytes) / bandwidth * 1000
         return BenchmarkReport(
-            version: Blip2Version.string, machine: MachineInfo.current(), threads: settings.threads, kernel: kernel,
+            version: Blip2Version.string, machine: MachineInfo.current(), threads: compute.threads, kernel: kernel,
             model: .init(path: modelPath, fileBytes: file.fileSize, componentBytes: componentBytes, weights: provenance?.weights,
                          compression: provenance?.compression, decodeBytesPerToken: decodeBytes),
             runs: settings.runs, newTokens: settings.newTokens, promptTokens: promptIds.count, loadMs: loadMs,

@@ -1,3 +1,4 @@
+import Blip2Compute
 import Blip2Config
 import Blip2Generation
 import Blip2Image
@@ -56,9 +57,12 @@ public final class Blip2Pipeline: @unchecked Sendable {
 
     public static let defaultContextLimit = 512
 
-    public init(modelPath: String, imageOptions: ImageDecodeOptions = ImageDecodeOptions()) throws {
+    /// Loads a model file. `compute` (kernels, threads, scratch) defaults to a context of its own with every
+    /// core and the instruction set `BLIP2_ISA` names (the best one when unset).
+    public init(modelPath: String, imageOptions: ImageDecodeOptions = ImageDecodeOptions(), compute: ComputeContext? = nil) throws {
+        let compute = try compute ?? ComputeContext.fromEnvironment()
         let file = try ModelFile(path: modelPath)
-        model = try Blip2Model(file: file)
+        model = try Blip2Model(file: file, compute: compute)
         let tokenizerData = try file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer)
         do { tokenizer = try OPTTokenizer(tokenizerData) } catch {
             throw PipelineError("\(modelPath): the tokenizer in the model file is invalid: \(error)")

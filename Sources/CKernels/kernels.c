@@ -53,14 +53,16 @@ blip2_isa blip2_isa_best(void) {
 
 // MARK: - Driver
 
-// Rows [r0, r0 + nr) x tokens [t0, t0 + nt) through one tile; missing rows and tokens repeat the last real
-// one so the tile always runs at its fixed size, and only the real results are stored.
-static void run_tile(const blip2_tile *tile, const char *w, size_t row_bytes, size_t r0, size_t nr,
+// Rows [r0, r0 + nr) x tokens [t0, t0 + nt) through one tile; r0 starts a row group. Missing groups and
+// tokens repeat the last real one so the tile always runs at its fixed size, and only the real results
+// are stored.
+static void run_tile(const blip2_tile *tile, size_t group_rows, const char *w, size_t group_bytes, size_t r0, size_t nr,
                      const char *x, size_t x_row_bytes, size_t t0, size_t nt, size_t n,
                      const float *bias, float *y, size_t ldy) {
     const void *wp[BLIP2_TILE_MAX], *xp[BLIP2_TILE_MAX];
     float out[BLIP2_TILE_MAX * BLIP2_TILE_MAX];
-    for (uint32_t r = 0; r < tile->rows; r++) wp[r] = w + (r0 + (r < nr ? r : nr - 1)) * row_bytes;
+    size_t groups = tile->rows / group_rows, real = (nr + group_rows - 1) / group_rows, g0 = r0 / group_rows;
+    for (size_t g = 0; g < groups; g++) wp[g] = w + (g0 + (g < real ? g : real - 1)) * group_bytes;
     for (uint32_t t = 0; t < tile->tokens; t++) xp[t] = x + (t0 + (t < nt ? t : nt - 1)) * x_row_bytes;
     tile->fn(wp, xp, n, out);
     for (size_t t = 0; t < nt; t++) {
@@ -75,15 +77,17 @@ static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 // still in the L2 cache (256 KB and up on every target core).
 #define BLIP2_TOKEN_CHUNK_BYTES (160u * 1024u)
 
-void blip2_gemm(const blip2_kernels *k, blip2_weight_kind kind, const void *w, size_t row_bytes, size_t rows,
+void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t group_bytes, size_t rows,
                 const void *x, size_t x_row_bytes, size_t tokens, size_t n, const float *bias, float *y, size_t ldy) {
-    if (rows == 0 || tokens == 0 || (unsigned)kind >= BLIP2_WEIGHT_KINDS) return;
-    const blip2_tile *mv = &k->matvec[kind], *mm = &k->matmul[kind];
+    const blip2_type_traits *traits = blip2_traits(type);
+    if (rows == 0 || tokens == 0 || !traits || !k->matvec[type].fn || !k->matmul[type].fn) return;
+    const blip2_tile *mv = &k->matvec[type], *mm = &k->matmul[type];
+    const size_t group = traits->block_rows;
     const char *wb = w, *xb = x;
     if (tokens == 1 || mm->tokens == 1) {
         for (size_t t = 0; t < tokens; t++) {
             for (size_t r0 = 0; r0 < rows; r0 += mv->rows) {
-                run_tile(mv, wb, row_bytes, r0, min_size(mv->rows, rows - r0), xb, x_row_bytes, t, 1, n, bias, y, ldy);
+                run_tile(mv, group, wb, group_bytes, r0, min_size(mv->rows, rows - r0), xb, x_row_bytes, t, 1, n, bias, y, ldy);
             }
         }
         return;
@@ -97,12 +101,12 @@ void blip2_gemm(const blip2_kernels *k, blip2_weight_kind kind, const void *w, s
             for (size_t t0 = c0; t0 < c1; t0 += mm->tokens) {
                 size_t nt = min_size(mm->tokens, c1 - t0);
                 if (nt > 1) {
-                    run_tile(mm, wb, row_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
+                    run_tile(mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
                     continue;
                 }
                 // A single leftover token streams its rows through the one-token tile instead of a padded one.
                 for (size_t r = r0; r < r0 + nr; r += mv->rows) {
-                    run_tile(mv, wb, row_bytes, r, min_size(mv->rows, r0 + nr - r), xb, x_row_bytes, t0, 1, n, bias, y, ldy);
+                    run_tile(mv, group, wb, group_bytes, r, min_size(mv->rows, r0 + nr - r), xb, x_row_bytes, t0, 1, n, bias, y, ldy);
                 }
             }
         }

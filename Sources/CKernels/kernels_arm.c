@@ -251,6 +251,114 @@ BLIP2_TILE(f32_mm_neon, tile_f32_neon, 4, 4)
 BLIP2_TILE(f16_mv_neon, tile_f16_neon, 4, 1)
 BLIP2_TILE(f16_mm_neon, tile_f16_neon, 4, 4)
 
+
+// MARK: Panels (q8p, q4p): 16 bytes hold 4 inputs of 4 rows. Without sdot, each token's 4 broadcast
+// activation bytes meet two groups at a time: vmull + vmlal give 16-bit sums of two products (at most
+// 2 * 128 * 127, exact), vpadal folds them into 32-bit lanes [row A (k01), row A (k23), row B ..]; per
+// block one vpadd per row quad leaves one lane per row.
+
+BLIP2_INLINE int8x16_t broadcast4_neon(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return vreinterpretq_s8_s32(vdupq_n_s32(v));
+}
+
+BLIP2_INLINE float32x4_t scales4_neon(const uint16_t *h) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(h))); }
+
+BLIP2_INLINE void store_panel_neon(float32x4_t acc[][2], float *out, const int T) {
+    float lanes[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        vst1q_f32(lanes, acc[t][0]);
+        vst1q_f32(lanes + 4, acc[t][1]);
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
+    }
+}
+
+// The quantized values, scales and (q4) minimums of block b of a panel row group.
+BLIP2_INLINE void panel_block_neon(const void *panels, size_t b, bool is_q4, const uint8_t **qs, const uint16_t **d, const uint16_t **m) {
+    if (is_q4) {
+        const blip2_panel_q4 *p = (const blip2_panel_q4 *)panels + b;
+        *qs = p->qs; *d = p->d; *m = p->m;
+    } else {
+        const blip2_panel_q8 *p = (const blip2_panel_q8 *)panels + b;
+        *qs = (const uint8_t *)p->qs; *d = p->d; *m = NULL;
+    }
+}
+
+// One block's integer row sums (rows 0..3, 4..7) into a token's f32 accumulators: d_w d_a dot, plus m_w s_a
+// for q4 (m non-NULL).
+BLIP2_INLINE void accumulate_panel_neon(float32x4_t acc[2], int32x4_t rows03, int32x4_t rows47, const uint16_t *d, const uint16_t *m,
+                                        const blip2_block_q8a *a) {
+    acc[0] = vfmaq_f32(acc[0], vcvtq_f32_s32(rows03), vmulq_n_f32(scales4_neon(d), a->d));
+    acc[1] = vfmaq_f32(acc[1], vcvtq_f32_s32(rows47), vmulq_n_f32(scales4_neon(d + 4), a->d));
+    if (m) {
+        acc[0] = vfmaq_n_f32(acc[0], scales4_neon(m), a->s);
+        acc[1] = vfmaq_n_f32(acc[1], scales4_neon(m + 4), a->s);
+    }
+}
+
+// Two groups g (w*) and g + 1 (v*) of rows 0..3 (first register) and 4..7 (second) against their
+// broadcast activation bytes a and c, into the four row-pair accumulators.
+BLIP2_INLINE void two_groups_neon(int32x4_t s[4], int8x16_t w0, int8x16_t w1, int8x16_t v0, int8x16_t v1, int8x16_t a, int8x16_t c) {
+    s[0] = vpadalq_s16(s[0], vmlal_s8(vmull_s8(vget_low_s8(w0), vget_low_s8(a)), vget_low_s8(v0), vget_low_s8(c)));
+    s[1] = vpadalq_s16(s[1], vmlal_high_s8(vmull_high_s8(w0, a), v0, c));
+    s[2] = vpadalq_s16(s[2], vmlal_s8(vmull_s8(vget_low_s8(w1), vget_low_s8(a)), vget_low_s8(v1), vget_low_s8(c)));
+    s[3] = vpadalq_s16(s[3], vmlal_high_s8(vmull_high_s8(w1, a), v1, c));
+}
+
+BLIP2_INLINE void tile_qp_neon(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool is_q4) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const blip2_block_q8a *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
+    const uint8x16_t low = vdupq_n_u8(0x0f);
+    float32x4_t acc[4][2];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0);
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *qs;
+        const uint16_t *d, *m;
+        panel_block_neon(wv[0], b, is_q4, &qs, &d, &m);
+        int32x4_t s[4][4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) BLIP2_UNROLL for (int i = 0; i < 4; i++) s[t][i] = vdupq_n_s32(0);
+        BLIP2_UNROLL for (int pair = 0; pair < 4; pair++) {
+            int8x16_t w0, w1, v0, v1;
+            if (is_q4) {
+                uint8x16_t raw0 = vld1q_u8(qs + 32 * pair), raw1 = vld1q_u8(qs + 32 * pair + 16);
+                w0 = vreinterpretq_s8_u8(vandq_u8(raw0, low)); v0 = vreinterpretq_s8_u8(vshrq_n_u8(raw0, 4));
+                w1 = vreinterpretq_s8_u8(vandq_u8(raw1, low)); v1 = vreinterpretq_s8_u8(vshrq_n_u8(raw1, 4));
+            } else {
+                const int8_t *q = (const int8_t *)qs + 64 * pair;
+                w0 = vld1q_s8(q); w1 = vld1q_s8(q + 16); v0 = vld1q_s8(q + 32); v1 = vld1q_s8(q + 48);
+            }
+            BLIP2_UNROLL for (int t = 0; t < T; t++)
+                two_groups_neon(s[t], w0, w1, v0, v1, broadcast4_neon(x[t][b].qs + 8 * pair), broadcast4_neon(x[t][b].qs + 8 * pair + 4));
+        }
+        BLIP2_UNROLL for (int t = 0; t < T; t++)
+            accumulate_panel_neon(acc[t], vpaddq_s32(s[t][0], s[t][1]), vpaddq_s32(s[t][2], s[t][3]), d, m, &x[t][b]);
+    }
+    store_panel_neon(acc, out, T);
+}
+
+static void q8p_mv_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 1, false); }
+static void q8p_mm_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 3, false); }
+static void q4p_mv_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 1, true); }
+static void q4p_mm_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 3, true); }
+
+// vmlal.s8 (8 multiply-adds into 16-bit lanes) in 12 independent chains.
+static uint64_t int8_peak_neon(uint64_t iterations) {
+    int16x8_t v[12];
+    int8x8_t a = vdup_n_s8(3), b = vdup_n_s8(5);
+    for (int j = 0; j < 12; j++) v[j] = vdupq_n_s16((int16_t)j);
+    for (uint64_t i = 0; i < iterations; i++) {
+        __asm__ volatile("" : "+w"(a), "+w"(b));
+        for (int j = 0; j < 12; j++) v[j] = vmlal_s8(v[j], a, b);
+    }
+    int16x8_t s = v[0];
+    for (int j = 1; j < 12; j++) s = vaddq_s16(s, v[j]);
+    volatile int sink = vgetq_lane_s16(s, 0);
+    (void)sink;
+    return iterations * 12 * 8 * 2;
+}
+
 const blip2_kernels blip2_kernels_neon = {
     .isa = BLIP2_ISA_NEON,
     .name = "neon",
@@ -262,8 +370,17 @@ const blip2_kernels blip2_kernels_neon = {
     .exp_row = exp_row_neon,
     .softmax = softmax_neon,
     .gelu = gelu_neon,
-    .matvec = {{f32_mv_neon, 4, 1}, {f16_mv_neon, 4, 1}, {q8_mv_neon, 4, 1}, {q4_mv_neon, 4, 1}},
-    .matmul = {{f32_mm_neon, 4, 4}, {f16_mm_neon, 4, 4}, {q8_mm_neon, 2, 4}, {q4_mm_neon, 2, 4}},
+    .matvec = {
+        [BLIP2_TYPE_F32] = {f32_mv_neon, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_neon, 4, 1},
+        [BLIP2_TYPE_Q8] = {q8_mv_neon, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_neon, 4, 1},
+        [BLIP2_TYPE_Q8P] = {q8p_mv_neon, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_neon, 8, 1},
+    },
+    .matmul = {
+        [BLIP2_TYPE_F32] = {f32_mm_neon, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_neon, 4, 4},
+        [BLIP2_TYPE_Q8] = {q8_mm_neon, 2, 4}, [BLIP2_TYPE_Q4] = {q4_mm_neon, 2, 4},
+        [BLIP2_TYPE_Q8P] = {q8p_mm_neon, 8, 3}, [BLIP2_TYPE_Q4P] = {q4p_mm_neon, 8, 3},
+    },
+    .int8_peak = int8_peak_neon,
 };
 
 // MARK: - NEON with dot product
@@ -283,6 +400,82 @@ BLIP2_TILE(q8_mm_sdot, tile_q8_sdot, 4, 4)
 BLIP2_TILE(q4_mv_sdot, tile_q4_sdot, 4, 1)
 BLIP2_TILE(q4_mm_sdot, tile_q4_sdot, 4, 4)
 
+
+// Panels with sdot: one by-lane sdot multiplies 4 inputs of 4 rows by the 4 activation bytes of one lane of
+// the block's activation registers; the lane is an immediate, so the 8 groups are spelled out.
+#define BLIP2_SDOT_GROUP(lo, hi, w0, w1, a, lane, T)                                         \
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {                                                \
+        lo[t] = vdotq_laneq_s32(lo[t], w0, a[t], lane);                                      \
+        hi[t] = vdotq_laneq_s32(hi[t], w1, a[t], lane);                                      \
+    }
+
+BLIP2_INLINE void tile_qp_sdot(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool is_q4) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const blip2_block_q8a *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
+    const uint8x16_t low = vdupq_n_u8(0x0f);
+    float32x4_t acc[4][2];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0);
+    for (size_t b = 0; b < nb; b++) {
+        const uint8_t *qs;
+        const uint16_t *d, *m;
+        panel_block_neon(wv[0], b, is_q4, &qs, &d, &m);
+        int8x16_t a0[4], a1[4];
+        int32x4_t lo[4], hi[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            a0[t] = vld1q_s8(x[t][b].qs);
+            a1[t] = vld1q_s8(x[t][b].qs + 16);
+            lo[t] = hi[t] = vdupq_n_s32(0);
+        }
+        int8x16_t w[8][2];   // [group][rows 0..3, rows 4..7]
+        if (is_q4) {
+            BLIP2_UNROLL for (int pair = 0; pair < 4; pair++) {
+                uint8x16_t raw0 = vld1q_u8(qs + 32 * pair), raw1 = vld1q_u8(qs + 32 * pair + 16);
+                w[2 * pair][0] = vreinterpretq_s8_u8(vandq_u8(raw0, low));
+                w[2 * pair][1] = vreinterpretq_s8_u8(vandq_u8(raw1, low));
+                w[2 * pair + 1][0] = vreinterpretq_s8_u8(vshrq_n_u8(raw0, 4));
+                w[2 * pair + 1][1] = vreinterpretq_s8_u8(vshrq_n_u8(raw1, 4));
+            }
+        } else {
+            BLIP2_UNROLL for (int g = 0; g < 8; g++) {
+                w[g][0] = vld1q_s8((const int8_t *)qs + 32 * g);
+                w[g][1] = vld1q_s8((const int8_t *)qs + 32 * g + 16);
+            }
+        }
+        BLIP2_SDOT_GROUP(lo, hi, w[0][0], w[0][1], a0, 0, T)
+        BLIP2_SDOT_GROUP(lo, hi, w[1][0], w[1][1], a0, 1, T)
+        BLIP2_SDOT_GROUP(lo, hi, w[2][0], w[2][1], a0, 2, T)
+        BLIP2_SDOT_GROUP(lo, hi, w[3][0], w[3][1], a0, 3, T)
+        BLIP2_SDOT_GROUP(lo, hi, w[4][0], w[4][1], a1, 0, T)
+        BLIP2_SDOT_GROUP(lo, hi, w[5][0], w[5][1], a1, 1, T)
+        BLIP2_SDOT_GROUP(lo, hi, w[6][0], w[6][1], a1, 2, T)
+        BLIP2_SDOT_GROUP(lo, hi, w[7][0], w[7][1], a1, 3, T)
+        BLIP2_UNROLL for (int t = 0; t < T; t++) accumulate_panel_neon(acc[t], lo[t], hi[t], d, m, &x[t][b]);
+    }
+    store_panel_neon(acc, out, T);
+}
+
+static void q8p_mv_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 1, false); }
+static void q8p_mm_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 4, false); }
+static void q4p_mv_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 1, true); }
+static void q4p_mm_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 4, true); }
+
+// sdot (16 multiply-adds) in 12 independent chains.
+static uint64_t int8_peak_sdot(uint64_t iterations) {
+    int32x4_t v[12];
+    int8x16_t a = vdupq_n_s8(3), b = vdupq_n_s8(5);
+    for (int j = 0; j < 12; j++) v[j] = vdupq_n_s32(j);
+    for (uint64_t i = 0; i < iterations; i++) {
+        __asm__ volatile("" : "+w"(a), "+w"(b));
+        for (int j = 0; j < 12; j++) v[j] = vdotq_s32(v[j], a, b);
+    }
+    int32x4_t s = v[0];
+    for (int j = 1; j < 12; j++) s = vaddq_s32(s, v[j]);
+    volatile int sink = vgetq_lane_s32(s, 0);
+    (void)sink;
+    return iterations * 12 * 16 * 2;
+}
+
 BLIP2_END_DOTPROD
 
 const blip2_kernels blip2_kernels_dotprod = {
@@ -296,8 +489,17 @@ const blip2_kernels blip2_kernels_dotprod = {
     .exp_row = exp_row_neon,
     .softmax = softmax_neon,
     .gelu = gelu_neon,
-    .matvec = {{f32_mv_neon, 4, 1}, {f16_mv_neon, 4, 1}, {q8_mv_sdot, 4, 1}, {q4_mv_sdot, 4, 1}},
-    .matmul = {{f32_mm_neon, 4, 4}, {f16_mm_neon, 4, 4}, {q8_mm_sdot, 4, 4}, {q4_mm_sdot, 4, 4}},
+    .matvec = {
+        [BLIP2_TYPE_F32] = {f32_mv_neon, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_neon, 4, 1},
+        [BLIP2_TYPE_Q8] = {q8_mv_sdot, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_sdot, 4, 1},
+        [BLIP2_TYPE_Q8P] = {q8p_mv_sdot, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_sdot, 8, 1},
+    },
+    .matmul = {
+        [BLIP2_TYPE_F32] = {f32_mm_neon, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_neon, 4, 4},
+        [BLIP2_TYPE_Q8] = {q8_mm_sdot, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_sdot, 4, 4},
+        [BLIP2_TYPE_Q8P] = {q8p_mm_sdot, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_sdot, 8, 4},
+    },
+    .int8_peak = int8_peak_sdot,
 };
 
 #endif

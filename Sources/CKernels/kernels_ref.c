@@ -88,6 +88,53 @@ static void tile_f16_ref(const void *const *w, const void *const *x, size_t n, f
     out[0] = vec_dot_f16_ref(w[0], x[0], n);
 }
 
+// Panels: the same sums as the row formats (per block: an integer dot product, then the scales), row by row.
+static void tile_q8p_ref(const void *const *w, const void *const *x, size_t n, float *out) {
+    const blip2_panel_q8 *panel = w[0];
+    const blip2_block_q8a *a = x[0];
+    for (int r = 0; r < BLIP2_PANEL_ROWS; r++) {
+        float sum = 0;
+        for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
+            int dot = 0;
+            for (int k = 0; k < BLIP2_QBLOCK; k++) dot += (int)panel[b].qs[32 * (k / 4) + 4 * r + k % 4] * (int)a[b].qs[k];
+            sum += (float)dot * (blip2_f16_to_f32(panel[b].d[r]) * a[b].d);
+        }
+        out[r] = sum;
+    }
+}
+
+static void tile_q4p_ref(const void *const *w, const void *const *x, size_t n, float *out) {
+    const blip2_panel_q4 *panel = w[0];
+    const blip2_block_q8a *a = x[0];
+    for (int r = 0; r < BLIP2_PANEL_ROWS; r++) {
+        float sum = 0;
+        for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
+            int dot = 0;
+            for (int k = 0; k < BLIP2_QBLOCK; k++) {
+                int g = k / 4;
+                uint8_t byte = panel[b].qs[32 * (g / 2) + 4 * r + k % 4];
+                dot += (int)(g % 2 ? byte >> 4 : byte & 0x0f) * (int)a[b].qs[k];
+            }
+            sum += (float)dot * (blip2_f16_to_f32(panel[b].d[r]) * a[b].d) + blip2_f16_to_f32(panel[b].m[r]) * a[b].s;
+        }
+        out[r] = sum;
+    }
+}
+
+// Scalar multiply-adds in four independent chains; `volatile` keeps the compiler from folding the loop.
+static uint64_t int8_peak_ref(uint64_t iterations) {
+    volatile int32_t seed = 3;
+    int32_t a0 = seed, a1 = seed + 1, a2 = seed + 2, a3 = seed + 3, m = seed;
+    for (uint64_t i = 0; i < iterations; i++) {
+        a0 += (int8_t)a1 * (int8_t)m;
+        a1 += (int8_t)a2 * (int8_t)m;
+        a2 += (int8_t)a3 * (int8_t)m;
+        a3 += (int8_t)a0 * (int8_t)m;
+    }
+    seed = a0 + a1 + a2 + a3;
+    return iterations * 4 * 2;
+}
+
 const blip2_kernels blip2_kernels_ref = {
     .isa = BLIP2_ISA_REF,
     .name = "ref",
@@ -99,6 +146,15 @@ const blip2_kernels blip2_kernels_ref = {
     .exp_row = exp_row_ref,
     .softmax = softmax_ref,
     .gelu = gelu_ref,
-    .matvec = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
-    .matmul = {{tile_f32_ref, 1, 1}, {tile_f16_ref, 1, 1}, {tile_q8_ref, 1, 1}, {tile_q4_ref, 1, 1}},
+    .matvec = {
+        [BLIP2_TYPE_F32] = {tile_f32_ref, 1, 1}, [BLIP2_TYPE_F16] = {tile_f16_ref, 1, 1},
+        [BLIP2_TYPE_Q8] = {tile_q8_ref, 1, 1}, [BLIP2_TYPE_Q4] = {tile_q4_ref, 1, 1},
+        [BLIP2_TYPE_Q8P] = {tile_q8p_ref, BLIP2_PANEL_ROWS, 1}, [BLIP2_TYPE_Q4P] = {tile_q4p_ref, BLIP2_PANEL_ROWS, 1},
+    },
+    .matmul = {
+        [BLIP2_TYPE_F32] = {tile_f32_ref, 1, 1}, [BLIP2_TYPE_F16] = {tile_f16_ref, 1, 1},
+        [BLIP2_TYPE_Q8] = {tile_q8_ref, 1, 1}, [BLIP2_TYPE_Q4] = {tile_q4_ref, 1, 1},
+        [BLIP2_TYPE_Q8P] = {tile_q8p_ref, BLIP2_PANEL_ROWS, 1}, [BLIP2_TYPE_Q4P] = {tile_q4p_ref, BLIP2_PANEL_ROWS, 1},
+    },
+    .int8_peak = int8_peak_ref,
 };

@@ -29,6 +29,14 @@
 
 #if BLIP2_X86_KERNELS
 
+// Makes a register value opaque to the optimizer (the peak loops must not be folded). The emulated build's
+// vectors are plain structs, so there it goes through memory.
+#if defined(BLIP2_X86_EMULATED)
+#define BLIP2_OPAQUE(v) __asm__ volatile("" : "+m"(v))
+#else
+#define BLIP2_OPAQUE(v) __asm__ volatile("" : "+x"(v))
+#endif
+
 // MARK: - AVX2
 
 BLIP2_BEGIN_AVX2
@@ -436,6 +444,111 @@ static float vec_dot_f16_avx2(const uint16_t *w, const float *x, size_t n) {
     return out;
 }
 
+
+// MARK: Panels (q8p, q4p): one register holds 4 inputs of 8 rows; each token's 4 activation bytes are
+// broadcast against it, so one vpmaddubsw does 32 multiplies for 8 rows at once and the sums stay in int32
+// across the block's 8 groups. The f16 scales of the 8 rows are converted with one instruction per block.
+
+BLIP2_INLINE __m256i broadcast4_avx2(const int8_t *p) {
+    int32_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm256_set1_epi32(v);
+}
+
+// out[r * T + t] from one register of 8 row sums per token.
+BLIP2_INLINE void store_panel_avx2(const __m256 *acc, float *out, const int T) {
+    float lanes[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        _mm256_storeu_ps(lanes, acc[t]);
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
+    }
+}
+
+// q8p: the sign trick of tile_q8_avx2 (|w| against a with w's sign), per group and token.
+BLIP2_INLINE void tile_q8p_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const blip2_panel_q8 *w = (const blip2_panel_q8 *)wv[0];
+    const blip2_block_q8a *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
+    const __m256i ones = _mm256_set1_epi16(1);
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const blip2_panel_q8 *p = w + b;
+        __m256i sum[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) sum[t] = _mm256_setzero_si256();
+        BLIP2_UNROLL for (int g = 0; g < 8; g++) {
+            __m256i q = _mm256_loadu_si256((const __m256i *)(p->qs + 32 * g));
+            __m256i magnitude = _mm256_abs_epi8(q);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                __m256i a = broadcast4_avx2(x[t][b].qs + 4 * g);
+                sum[t] = _mm256_add_epi32(sum[t], _mm256_madd_epi16(_mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(a, q)), ones));
+            }
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        BLIP2_UNROLL for (int t = 0; t < T; t++)
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(sum[t]), _mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), acc[t]);
+    }
+    store_panel_avx2(acc, out, T);
+}
+
+// q4p: nibbles are unsigned already, so no sign trick; each vpmaddubsw pair sum is at most 2 * 15 * 127
+// and a block's eight of them add up to 30480 at most, so the block sums in 16 bits and widens once.
+BLIP2_INLINE void tile_q4p_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const blip2_panel_q4 *w = (const blip2_panel_q4 *)wv[0];
+    const blip2_block_q8a *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
+    const __m256i ones = _mm256_set1_epi16(1), low = _mm256_set1_epi8(0x0f);
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const blip2_panel_q4 *p = w + b;
+        __m256i sum[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) sum[t] = _mm256_setzero_si256();
+        BLIP2_UNROLL for (int run = 0; run < 4; run++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(p->qs + 32 * run));
+            __m256i even = _mm256_and_si256(raw, low), odd = _mm256_and_si256(_mm256_srli_epi16(raw, 4), low);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                __m256i pair = _mm256_add_epi16(_mm256_maddubs_epi16(even, broadcast4_avx2(x[t][b].qs + 8 * run)),
+                                                _mm256_maddubs_epi16(odd, broadcast4_avx2(x[t][b].qs + 8 * run + 4)));
+                sum[t] = _mm256_add_epi16(sum[t], pair);
+            }
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->m));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            __m256 dot = _mm256_cvtepi32_ps(_mm256_madd_epi16(sum[t], ones));
+            acc[t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), acc[t]);
+            acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t][b].s), acc[t]);
+        }
+    }
+    store_panel_avx2(acc, out, T);
+}
+
+static void q8p_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_avx2(w, x, n, out, 1); }
+static void q8p_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_avx2(w, x, n, out, 4); }
+static void q4p_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 1); }
+static void q4p_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 4); }
+
+// vpmaddubsw + vpmaddwd, the pair every AVX2 int8 product is built from, in 12 independent chains (enough to
+// cover their latency at two per cycle); each pair is 32 multiply-adds. The empty asm keeps the operand
+// opaque so the loop is not folded.
+static uint64_t int8_peak_avx2(uint64_t iterations) {
+    __m256i v[12], a = _mm256_set1_epi8(3);
+    const __m256i ones = _mm256_set1_epi16(1);
+    for (int j = 0; j < 12; j++) v[j] = _mm256_set1_epi8((char)(j + 1));
+    for (uint64_t i = 0; i < iterations; i++) {
+        BLIP2_OPAQUE(a);
+        for (int j = 0; j < 12; j++) v[j] = _mm256_madd_epi16(_mm256_maddubs_epi16(v[j], a), ones);
+    }
+    __m256i s = v[0];
+    for (int j = 1; j < 12; j++) s = _mm256_add_epi32(s, v[j]);
+    volatile int sink = _mm256_extract_epi32(s, 0);
+    (void)sink;
+    return iterations * 12 * 32 * 2;
+}
+
 BLIP2_END_TARGET
 
 const blip2_kernels blip2_kernels_avx2 = {
@@ -449,8 +562,17 @@ const blip2_kernels blip2_kernels_avx2 = {
     .exp_row = exp_row_avx2,
     .softmax = softmax_avx2,
     .gelu = gelu_avx2,
-    .matvec = {{f32_mv_avx2, 4, 1}, {f16_mv_avx2, 4, 1}, {q8_mv_avx2, 4, 1}, {q4_mv_avx2, 4, 1}},
-    .matmul = {{f32_mm_avx2, 2, 4}, {f16_mm_avx2, 2, 4}, {q8_mm_avx2, 2, 4}, {q4_mm_avx2, 2, 4}},
+    .matvec = {
+        [BLIP2_TYPE_F32] = {f32_mv_avx2, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_avx2, 4, 1},
+        [BLIP2_TYPE_Q8] = {q8_mv_avx2, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_avx2, 4, 1},
+        [BLIP2_TYPE_Q8P] = {q8p_mv_avx2, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_avx2, 8, 1},
+    },
+    .matmul = {
+        [BLIP2_TYPE_F32] = {f32_mm_avx2, 2, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx2, 2, 4},
+        [BLIP2_TYPE_Q8] = {q8_mm_avx2, 2, 4}, [BLIP2_TYPE_Q4] = {q4_mm_avx2, 2, 4},
+        [BLIP2_TYPE_Q8P] = {q8p_mm_avx2, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_avx2, 8, 4},
+    },
+    .int8_peak = int8_peak_avx2,
 };
 
 // MARK: - AVX-512 with VNNI
@@ -576,6 +698,118 @@ static float vec_dot_f16_avx512(const uint16_t *w, const float *x, size_t n) {
     return out;
 }
 
+
+// MARK: Panels with VNNI: one 512-bit register holds two groups (8 rows x 4 inputs each); the activation
+// register is built per token and step with one permute: group 2j's 4 bytes in the low half, group
+// 2j + 1's in the high half. Lanes then hold [8 rows of even groups | 8 rows of odd groups], folded per block.
+
+BLIP2_INLINE __m512i pair_index_vnni(int j) {
+    return _mm512_setr_epi32(2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j,
+                             2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1);
+}
+
+BLIP2_INLINE __m256i fold_vnni(__m512i v) {
+    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+}
+
+BLIP2_INLINE void store_panel_vnni(const __m256 *acc, float *out, const int T) {
+    float lanes[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        _mm256_storeu_ps(lanes, acc[t]);
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
+    }
+}
+
+// q8p: vpdpbusd wants its first product operand unsigned, so here the activation takes the offset
+// (a + 128, an xor of the sign bit): (a + 128) . w = a . w + 128 sum(w), and sum(w) per row comes from one
+// more vpdpbusd against ones, shared by every token.
+BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const blip2_panel_q8 *w = (const blip2_panel_q8 *)wv[0];
+    const blip2_block_q8a *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
+    const __m256i offset = _mm256_set1_epi8((char)0x80);
+    const __m512i ones = _mm512_set1_epi8(1);
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const blip2_panel_q8 *p = w + b;
+        __m512i a[4], sum[4], weights = _mm512_setzero_si512();
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            a[t] = _mm512_castsi256_si512(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[t][b].qs), offset));
+            sum[t] = _mm512_setzero_si512();
+        }
+        BLIP2_UNROLL for (int j = 0; j < 4; j++) {
+            __m512i q = _mm512_loadu_si512((const void *)(p->qs + 64 * j));
+            weights = _mm512_dpbusd_epi32(weights, ones, q);
+            BLIP2_UNROLL for (int t = 0; t < T; t++)
+                sum[t] = _mm512_dpbusd_epi32(sum[t], _mm512_permutexvar_epi32(pair_index_vnni(j), a[t]), q);
+        }
+        __m256i correction = _mm256_slli_epi32(fold_vnni(weights), 7);
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(fold_vnni(sum[t]), correction));
+            acc[t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), acc[t]);
+        }
+    }
+    store_panel_vnni(acc, out, T);
+}
+
+// q4p: the nibbles are the unsigned operand and the activation bytes go in as they are.
+BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
+    const size_t nb = n / BLIP2_QBLOCK;
+    const blip2_panel_q4 *w = (const blip2_panel_q4 *)wv[0];
+    const blip2_block_q8a *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
+    const __m256i low = _mm256_set1_epi8(0x0f);
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    for (size_t b = 0; b < nb; b++) {
+        const blip2_panel_q4 *p = w + b;
+        __m512i a[4], sum[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[t][b].qs));
+            sum[t] = _mm512_setzero_si512();
+        }
+        BLIP2_UNROLL for (int j = 0; j < 4; j++) {
+            __m256i raw = _mm256_loadu_si256((const __m256i *)(p->qs + 32 * j));
+            __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, low)),
+                                           _mm256_and_si256(_mm256_srli_epi16(raw, 4), low), 1);
+            BLIP2_UNROLL for (int t = 0; t < T; t++)
+                sum[t] = _mm512_dpbusd_epi32(sum[t], u, _mm512_permutexvar_epi32(pair_index_vnni(j), a[t]));
+        }
+        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->m));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            __m256 dot = _mm256_cvtepi32_ps(fold_vnni(sum[t]));
+            acc[t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), acc[t]);
+            acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t][b].s), acc[t]);
+        }
+    }
+    store_panel_vnni(acc, out, T);
+}
+
+static void q8p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 1); }
+static void q8p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 4); }
+static void q4p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 1); }
+static void q4p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 4); }
+
+// 512-bit vpdpbusd in 12 independent accumulator chains: 64 multiply-adds each.
+static uint64_t int8_peak_vnni(uint64_t iterations) {
+    __m512i v[12], a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(5);
+    for (int j = 0; j < 12; j++) v[j] = _mm512_set1_epi32(j);
+    for (uint64_t i = 0; i < iterations; i++) {
+        BLIP2_OPAQUE(a);
+        BLIP2_OPAQUE(b);
+        for (int j = 0; j < 12; j++) v[j] = _mm512_dpbusd_epi32(v[j], a, b);
+    }
+    __m512i s = v[0];
+    for (int j = 1; j < 12; j++) s = _mm512_add_epi32(s, v[j]);
+    volatile int sink = _mm256_extract_epi32(_mm512_castsi512_si256(s), 0);
+    (void)sink;
+    return iterations * 12 * 64 * 2;
+}
+
 BLIP2_END_TARGET
 
 const blip2_kernels blip2_kernels_avx512 = {
@@ -589,8 +823,17 @@ const blip2_kernels blip2_kernels_avx512 = {
     .exp_row = exp_row_avx2,
     .softmax = softmax_avx2,
     .gelu = gelu_avx2,
-    .matvec = {{f32_mv_avx512, 4, 1}, {f16_mv_avx512, 4, 1}, {q8_mv_vnni, 4, 1}, {q4_mv_vnni, 4, 1}},
-    .matmul = {{f32_mm_avx512, 4, 4}, {f16_mm_avx512, 4, 4}, {q8_mm_vnni, 4, 4}, {q4_mm_vnni, 4, 4}},
+    .matvec = {
+        [BLIP2_TYPE_F32] = {f32_mv_avx512, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_avx512, 4, 1},
+        [BLIP2_TYPE_Q8] = {q8_mv_vnni, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_vnni, 4, 1},
+        [BLIP2_TYPE_Q8P] = {q8p_mv_vnni, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_vnni, 8, 1},
+    },
+    .matmul = {
+        [BLIP2_TYPE_F32] = {f32_mm_avx512, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx512, 4, 4},
+        [BLIP2_TYPE_Q8] = {q8_mm_vnni, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_vnni, 4, 4},
+        [BLIP2_TYPE_Q8P] = {q8p_mm_vnni, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_vnni, 8, 4},
+    },
+    .int8_peak = int8_peak_vnni,
 };
 
 #endif

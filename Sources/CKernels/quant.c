@@ -2,6 +2,7 @@
 // favour accuracy over speed: q4 searches its scale and minimum per block.
 #include "blip2_kernels.h"
 #include <math.h>
+#include <string.h>
 
 static inline float f16_round(float x) { return blip2_f16_to_f32(blip2_f32_to_f16(x)); }
 
@@ -95,5 +96,85 @@ void blip2_dequantize_row_q4(const blip2_block_q4 *src, float *dst, size_t n) {
             y[i] = d * (float)(src[b].qs[i] & 0x0f) + m;
             y[i + BLIP2_QBLOCK / 2] = d * (float)(src[b].qs[i] >> 4) + m;
         }
+    }
+}
+
+// MARK: - Panels (q8p, q4p): the row formats' blocks of 8 rows interleaved
+
+void blip2_pack_q8(const blip2_block_q8 *block, size_t row, blip2_panel_q8 *panel) {
+    panel->d[row] = block->d;
+    for (int g = 0; g < BLIP2_QBLOCK / 4; g++) memcpy(panel->qs + 32 * g + 4 * row, block->qs + 4 * g, 4);
+}
+
+void blip2_unpack_q8(const blip2_panel_q8 *panel, size_t row, blip2_block_q8 *block) {
+    block->d = panel->d[row];
+    for (int g = 0; g < BLIP2_QBLOCK / 4; g++) memcpy(block->qs + 4 * g, panel->qs + 32 * g + 4 * row, 4);
+}
+
+// Value k (0..31) of a q4 block, and where value k of panel row `row` lives: group g = k / 4 sits in run
+// g / 2, byte 4 * row + k % 4, low nibble for even groups.
+static inline uint8_t q4_value(const blip2_block_q4 *b, int k) {
+    return k < 16 ? b->qs[k] & 0x0f : b->qs[k - 16] >> 4;
+}
+
+void blip2_pack_q4(const blip2_block_q4 *block, size_t row, blip2_panel_q4 *panel) {
+    panel->d[row] = block->d;
+    panel->m[row] = block->m;
+    for (int k = 0; k < BLIP2_QBLOCK; k++) {
+        int g = k / 4;
+        uint8_t *byte = panel->qs + 32 * (g / 2) + 4 * row + k % 4;
+        *byte = g % 2 ? (uint8_t)((*byte & 0x0f) | q4_value(block, k) << 4) : (uint8_t)((*byte & 0xf0) | q4_value(block, k));
+    }
+}
+
+void blip2_unpack_q4(const blip2_panel_q4 *panel, size_t row, blip2_block_q4 *block) {
+    block->d = panel->d[row];
+    block->m = panel->m[row];
+    uint8_t q[BLIP2_QBLOCK];
+    for (int k = 0; k < BLIP2_QBLOCK; k++) {
+        int g = k / 4;
+        uint8_t byte = panel->qs[32 * (g / 2) + 4 * row + k % 4];
+        q[k] = g % 2 ? byte >> 4 : byte & 0x0f;
+    }
+    for (int i = 0; i < BLIP2_QBLOCK / 2; i++) block->qs[i] = (uint8_t)(q[i] | q[i + BLIP2_QBLOCK / 2] << 4);
+}
+
+void blip2_quantize_panels_q8(const float *src, size_t rows, size_t cols, blip2_panel_q8 *dst) {
+    size_t nb = cols / BLIP2_QBLOCK, panels = (rows + BLIP2_PANEL_ROWS - 1) / BLIP2_PANEL_ROWS;
+    memset(dst, 0, panels * nb * sizeof *dst);
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t b = 0; b < nb; b++) {
+            blip2_block_q8 block;
+            blip2_quantize_row_q8(src + r * cols + b * BLIP2_QBLOCK, &block, BLIP2_QBLOCK);
+            blip2_pack_q8(&block, r % BLIP2_PANEL_ROWS, dst + r / BLIP2_PANEL_ROWS * nb + b);
+        }
+    }
+}
+
+void blip2_quantize_panels_q4(const float *src, size_t rows, size_t cols, blip2_panel_q4 *dst) {
+    size_t nb = cols / BLIP2_QBLOCK, panels = (rows + BLIP2_PANEL_ROWS - 1) / BLIP2_PANEL_ROWS;
+    memset(dst, 0, panels * nb * sizeof *dst);
+    for (size_t r = 0; r < rows; r++) {
+        for (size_t b = 0; b < nb; b++) {
+            blip2_block_q4 block;
+            blip2_quantize_row_q4(src + r * cols + b * BLIP2_QBLOCK, &block, BLIP2_QBLOCK);
+            blip2_pack_q4(&block, r % BLIP2_PANEL_ROWS, dst + r / BLIP2_PANEL_ROWS * nb + b);
+        }
+    }
+}
+
+void blip2_dequantize_panel_row_q8(const blip2_panel_q8 *panels, size_t row, float *dst, size_t cols) {
+    for (size_t b = 0; b < cols / BLIP2_QBLOCK; b++) {
+        blip2_block_q8 block;
+        blip2_unpack_q8(panels + b, row, &block);
+        blip2_dequantize_row_q8(&block, dst + b * BLIP2_QBLOCK, BLIP2_QBLOCK);
+    }
+}
+
+void blip2_dequantize_panel_row_q4(const blip2_panel_q4 *panels, size_t row, float *dst, size_t cols) {
+    for (size_t b = 0; b < cols / BLIP2_QBLOCK; b++) {
+        blip2_block_q4 block;
+        blip2_unpack_q4(panels + b, row, &block);
+        blip2_dequantize_row_q4(&block, dst + b * BLIP2_QBLOCK, BLIP2_QBLOCK);
     }
 }

@@ -30,8 +30,7 @@ struct AskCommand: ParsableCommand {
     var dumpLogits: String?
 
     func run() throws {
-        try generation.applyThreads()
-        let pipeline = try modelOptions.load()
+        let pipeline = try modelOptions.load(threads: generation.threads)
         do {
             try runImageTask(pipeline: pipeline, task: .question, imagePath: image, prompt: Prompts.question(question), question: question,
                              generation: generation, json: json, label: false, dumpLogits: dumpLogits)

@@ -1,7 +1,7 @@
 import ArgumentParser
 import Blip2CommandLine
 import Blip2Core
-import Blip2Model
+import Blip2Compute
 import Blip2Pipeline
 import Foundation
 
@@ -49,20 +49,14 @@ struct BenchCommand: ParsableCommand {
     }
 
     func run() throws {
-        MatMul.threads = threads
-        let kernel: KernelISA
-        do { kernel = try MatMul.configureFromEnvironment() } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
-        }
+        let compute = try makeComputeContext(threads: threads)
         var settings = BenchmarkSettings()
         settings.image = image.map { URL(fileURLWithPath: $0) }
         settings.runs = runs
         settings.newTokens = newTokens
-        settings.threads = threads
         let report: BenchmarkReport
         do {
-            report = try Benchmark.run(modelPath: model, settings: settings, kernel: kernel.rawValue) { step in
+            report = try Benchmark.run(modelPath: model, settings: settings, compute: compute) { step in
                 if standardErrorIsTerminal { FileHandle.standardError.write(Data("\r\u{1B}[Kbench: \(step)".utf8)) }
             }
             if standardErrorIsTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }

@@ -36,8 +36,7 @@ struct CaptionCommand: ParsableCommand {
     }
 
     func run() throws {
-        try generation.applyThreads()
-        let pipeline = try modelOptions.load()
+        let pipeline = try modelOptions.load(threads: generation.threads)
         var failed = false
         for image in images {
             do {

@@ -32,8 +32,7 @@ struct ChatCommand: ParsableCommand {
     var json = false
 
     func run() throws {
-        try generation.applyThreads()
-        let pipeline = try modelOptions.load()
+        let pipeline = try modelOptions.load(threads: generation.threads)
         let encoded: EncodedImage
         do { encoded = try pipeline.encodeImage(contentsOf: URL(fileURLWithPath: image)) } catch {
             printError("error: \(error)")

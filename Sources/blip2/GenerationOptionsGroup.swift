@@ -1,6 +1,5 @@
 import ArgumentParser
 import Blip2Generation
-import Blip2Model
 import Blip2Pipeline
 import Blip2CommandLine
 import Foundation
@@ -73,14 +72,6 @@ struct GenerationOptionsGroup: ParsableArguments {
         return o
     }
 
-    /// Sizes the worker pool and selects the kernels (`BLIP2_ISA` may force an instruction set).
-    func applyThreads() throws {
-        MatMul.threads = threads
-        do { try MatMul.configureFromEnvironment() } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
-        }
-    }
 }
 
 /// One line of `--json` output per image or answer. Field names are a public contract.

@@ -1,5 +1,6 @@
 import ArgumentParser
 import Blip2CommandLine
+import Blip2Compute
 import Blip2Core
 import Blip2Image
 import Blip2Pipeline
@@ -17,15 +18,26 @@ struct ModelOptions: ParsableArguments {
         guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
     }
 
-    func load() throws -> Blip2Pipeline {
+    /// The model on a compute context of `threads` threads (`BLIP2_ISA` may force an instruction set).
+    func load(threads: Int = 1) throws -> Blip2Pipeline {
         var imageOptions = ImageDecodeOptions()
         imageOptions.maxPixels = maxPixels
+        let compute = try makeComputeContext(threads: threads)
         do {
-            return try Blip2Pipeline(modelPath: model, imageOptions: imageOptions)
+            return try Blip2Pipeline(modelPath: model, imageOptions: imageOptions, compute: compute)
         } catch {
             printError("error: \(error)")
             throw ExitCode.failure
         }
+    }
+}
+
+/// The kernels `BLIP2_ISA` names (the best the CPU has when unset) on a pool of `threads` threads; a bad
+/// `BLIP2_ISA` is an error that says what to do.
+func makeComputeContext(threads: Int) throws -> ComputeContext {
+    do { return try ComputeContext.fromEnvironment(threads: threads) } catch {
+        printError("error: \(error)")
+        throw ExitCode.failure
     }
 }
 

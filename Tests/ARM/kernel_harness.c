@@ -240,29 +240,62 @@ static void check_softmax(const blip2_kernels *k, const blip2_kernels *ref) {
     }
 }
 
-static const char *const kind_names[BLIP2_WEIGHT_KINDS] = {"gemm f32", "gemm f16", "gemm q8", "gemm q4"};
+// The weight types the products take, and how the harness fills them: the row formats with random
+// blocks (q8 includes -128, which the quantizer never writes), the panel formats quantized from random
+// floats through their traits.
+static const uint32_t product_types[] = {BLIP2_TYPE_F32, BLIP2_TYPE_F16, BLIP2_TYPE_Q8, BLIP2_TYPE_Q4, BLIP2_TYPE_Q8P, BLIP2_TYPE_Q4P};
+
+// Sum of |terms| a quantized product adds up for row r: |w| |a| per element, widened by 128 |a| or 128 |w|
+// per element where a path offsets one operand (vpdpbusd) and takes the offset back.
+__attribute__((noinline)) static double magnitude_quantized(const blip2_type_traits *t, const void *w, size_t r, const blip2_block_q8a *x, size_t n) {
+    float *row = malloc(n * sizeof *row);
+    t->to_f32(w, r, n, row);
+    double m = 0;
+    for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
+        double block = 0, amax = 0;
+        for (int i = 0; i < BLIP2_QBLOCK; i++) {
+            double a = fabs((double)x[b].qs[i] * x[b].d);
+            block += fabs((double)row[b * BLIP2_QBLOCK + i]) * a;
+            if (a > amax) amax = a;
+        }
+        // w's scale is at most max|w| / 127 per block for q8 (a row's magnitude bounds its offset term)
+        double wmax = 0;
+        for (int i = 0; i < BLIP2_QBLOCK; i++) {
+            double v = fabs((double)row[b * BLIP2_QBLOCK + i]);
+            if (v > wmax) wmax = v;
+        }
+        m += block + 128.0 * 32 * (wmax / 127.0 * 2) * amax + fabs(x[b].s) * 16;
+    }
+    free(row);
+    return m;
+}
 
 // One product through the driver (every tile shape, padding and the bias) against the reference table.
-static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, blip2_weight_kind kind, size_t rows, size_t tokens, size_t n) {
-    int quantized = kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4;
+static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_t type, size_t rows, size_t tokens, size_t n) {
+    const blip2_type_traits *traits = blip2_traits(type);
+    int quantized = traits->activation == BLIP2_ACTIVATION_Q8A;
     size_t nb = n / BLIP2_QBLOCK;
-    size_t row_bytes = kind == BLIP2_WEIGHT_F32 ? n * 4 : kind == BLIP2_WEIGHT_F16 ? n * 2
-                     : kind == BLIP2_WEIGHT_Q8 ? nb * sizeof(blip2_block_q8) : nb * sizeof(blip2_block_q4);
+    size_t group_bytes = blip2_group_bytes(type, n), groups = (rows + traits->block_rows - 1) / traits->block_rows;
     size_t x_row_bytes = quantized ? nb * sizeof(blip2_block_q8a) : n * sizeof(float);
     size_t ldy = rows + 3;
-    char *w = malloc(rows * row_bytes);
-    float *xf = malloc(tokens * n * sizeof *xf), *bias = malloc(rows * sizeof *bias);
+    char *w = malloc(groups * group_bytes);
+    float *xf = malloc(tokens * n * sizeof *xf), *bias = malloc(rows * sizeof *bias), *wf = malloc(rows * n * sizeof *wf);
     char *x = malloc(tokens * x_row_bytes);
     float *got = malloc(tokens * ldy * sizeof *got), *want = malloc(tokens * ldy * sizeof *want);
     random_floats(xf, tokens * n);
     random_floats(bias, rows);
-    for (size_t r = 0; r < rows; r++) {
-        void *row = w + r * row_bytes;
-        switch (kind) {
-        case BLIP2_WEIGHT_F32: random_floats(row, n); break;
-        case BLIP2_WEIGHT_F16: random_f16(row, n); break;
-        case BLIP2_WEIGHT_Q8: random_q8(row, nb); break;
-        default: random_q4(row, nb); break;
+    if (traits->block_rows > 1) {
+        random_floats(wf, rows * n);
+        traits->from_f32(wf, rows, n, w);
+    } else {
+        for (size_t r = 0; r < rows; r++) {
+            void *row = w + r * group_bytes;
+            switch (type) {
+            case BLIP2_TYPE_F32: random_floats(row, n); break;
+            case BLIP2_TYPE_F16: random_f16(row, n); break;
+            case BLIP2_TYPE_Q8: random_q8(row, nb); break;
+            default: random_q4(row, nb); break;
+            }
         }
     }
     if (quantized) {
@@ -272,8 +305,8 @@ static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, blip2_w
     }
     const float *b = (rows + tokens) % 2 ? bias : NULL;
     for (size_t i = 0; i < tokens * ldy; i++) got[i] = want[i] = -12345.0f;   // the gaps past `rows` stay untouched
-    blip2_gemm(k, kind, w, row_bytes, rows, x, x_row_bytes, tokens, n, b, got, ldy);
-    blip2_gemm(ref, kind, w, row_bytes, rows, x, x_row_bytes, tokens, n, b, want, ldy);
+    blip2_gemm(k, type, w, group_bytes, rows, x, x_row_bytes, tokens, n, b, got, ldy);
+    blip2_gemm(ref, type, w, group_bytes, rows, x, x_row_bytes, tokens, n, b, want, ldy);
     size_t bad = 0;
     double worst = 0;
     for (size_t t = 0; t < tokens; t++) {
@@ -281,38 +314,50 @@ static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, blip2_w
         for (size_t r = 0; r < ldy; r++) {
             size_t i = t * ldy + r;
             if (r >= rows) { bad += got[i] != -12345.0f; continue; }
-            const void *wr = w + r * row_bytes;
-            double magnitude = kind == BLIP2_WEIGHT_F32 ? magnitude_f32(wr, xt, n) : kind == BLIP2_WEIGHT_F16 ? magnitude_f16(wr, xt, n)
-                             : kind == BLIP2_WEIGHT_Q8 ? magnitude_q8(wr, xt, nb) : magnitude_q4(wr, xt, nb);
+            const void *wr = w + r * group_bytes;
+            double magnitude = type == BLIP2_TYPE_F32 ? magnitude_f32(wr, xt, n) : type == BLIP2_TYPE_F16 ? magnitude_f16(wr, xt, n)
+                             : type == BLIP2_TYPE_Q8 ? magnitude_q8(wr, xt, nb) : type == BLIP2_TYPE_Q4 ? magnitude_q4(wr, xt, nb)
+                             : magnitude_quantized(traits, w, r, xt, n);
             double error = fabs((double)got[i] - want[i]), tol = sum_tolerance(n, magnitude + (b ? fabs(b[r]) : 0));
             if (!(error <= tol)) bad++;
             if (error / tol > worst) worst = error / tol;
         }
     }
-    char detail[160];
+    char what[32], detail[160];
+    snprintf(what, sizeof what, "gemm %s", traits->name);
     snprintf(detail, sizeof detail, "rows=%zu tokens=%zu n=%zu: %zu of %zu outputs off (worst %.2fx the tolerance)",
              rows, tokens, n, bad, tokens * ldy, worst);
-    check(bad == 0, k->name, kind_names[kind], detail);
-    free(w); free(xf); free(bias); free(x); free(got); free(want);
+    check(bad == 0, k->name, what, detail);
+    free(w); free(xf); free(bias); free(wf); free(x); free(got); free(want);
 }
 
 static void check_products(const blip2_kernels *k, const blip2_kernels *ref) {
-    static const size_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 31, 67};
+    static const size_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 31, 67};
     static const size_t blocks[] = {1, 2, 3, 31};
     static const size_t lengths[] = {1, 3, 17, 33, 588};
-    for (int kind = 0; kind < BLIP2_WEIGHT_KINDS; kind++) {
-        int quantized = kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4;
+    for (size_t ti = 0; ti < sizeof product_types / sizeof product_types[0]; ti++) {
+        uint32_t type = product_types[ti];
+        int quantized = blip2_traits(type)->activation == BLIP2_ACTIVATION_Q8A;
+        char what[32];
+        snprintf(what, sizeof what, "tiles %s", blip2_traits(type)->name);
+        check(k->matvec[type].fn && k->matmul[type].fn, k->name, what, "the table has no tile for this type");
+        if (!k->matvec[type].fn || !k->matmul[type].fn) continue;
         for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
             for (size_t tokens = 1; tokens <= 9; tokens++) {
                 // every row and token count meets a short and a long inner dimension; the rest rotate
                 size_t choices = quantized ? 4 : 5;
                 size_t pick = (ri + tokens) % choices;
                 size_t n = quantized ? blocks[pick] * BLIP2_QBLOCK : lengths[pick];
-                check_gemm(k, ref, kind, rows[ri], tokens, n);
-                check_gemm(k, ref, kind, rows[ri], tokens, quantized ? 2 * BLIP2_QBLOCK : 9);
+                check_gemm(k, ref, type, rows[ri], tokens, n);
+                check_gemm(k, ref, type, rows[ri], tokens, quantized ? 2 * BLIP2_QBLOCK : 9);
             }
         }
     }
+}
+
+// The peak loop runs and counts its operations.
+static void check_peak(const blip2_kernels *k) {
+    check(k->int8_peak && k->int8_peak(1000) > 0, k->name, "int8_peak", "missing, or counts no operations");
 }
 
 int main(int argc, char **argv) {
@@ -338,6 +383,7 @@ int main(int argc, char **argv) {
         check_quantize(k, ref);
         check_vec_dots(k, ref);
         check_products(k, ref);
+        check_peak(k);
         check_exp(k);
         check_softmax(k, ref);
         check_gelu(k);

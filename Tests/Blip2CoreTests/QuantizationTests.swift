@@ -19,9 +19,10 @@ import Testing
         #expect(ElementType.q8.blockElements == 32 && ElementType.q8.blockBytes == MemoryLayout<blip2_block_q8>.size)
         #expect(ElementType.q4.blockElements == 32 && ElementType.q4.blockBytes == MemoryLayout<blip2_block_q4>.size)
         #expect(ElementType.f32.blockBytes == 4 && ElementType.f16.blockBytes == 2)
-        #expect(ElementType.q4.byteCount(elements: 64) == 40)
-        #expect(ElementType.q4.byteCount(elements: 33) == nil)
-        #expect(ElementType.f32.byteCount(elements: Int.max / 2) == nil)
+        #expect(ElementType.q4.byteCount(shape: [1, 64]) == 40)
+        #expect(ElementType.q4.byteCount(shape: [1, 33]) == nil)
+        #expect(ElementType.f32.byteCount(shape: [Int.max / 2]) == nil)
+        #expect(ElementType.q4p.byteCount(shape: [Int.max / 32, 64]) == nil)
         #expect(ElementType.q8.canStore(shape: [3, 64]) && !ElementType.q8.canStore(shape: [3, 40]) && !ElementType.q8.canStore(shape: [64]))
         #expect(ElementType(name: "q4") == .q4 && ElementType(name: "int4") == nil)
     }

@@ -1,15 +1,15 @@
+import Blip2Compute
 import Blip2Core
 import CKernels
 import Foundation
 import Testing
-@testable import Blip2Model
 
 // Every kernel of every instruction set this CPU runs, against first principles (exact f64 sums of the
 // stored values) and against the scalar reference table. The ARM paths run the same checks under qemu
 // through Tests/ARM/kernel_harness.c (Tools/test.sh).
 
 private let ref = blip2_kernels_for(BLIP2_ISA_REF)!.pointee
-private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_WEIGHT_Q4]
+private let productTypes: [ElementType] = [.f32, .f16, .q8, .q4, .q8p, .q4p]
 
 @Suite struct ActivationQuantizationTests {
     @Test(arguments: KernelISA.supported)
@@ -52,9 +52,10 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
     /// Exact value and magnitude (sum of |terms| the kernel adds) of one quantized dot product.
     static func exact(_ w: RandomWeights, row: Int, _ x: [blip2_block_q8a], offset: Int) -> (value: Double, magnitude: Double) {
         var value = 0.0, magnitude = 0.0
-        w.bytes.withUnsafeBytes { raw in
-            for b in 0..<(w.cols / 32) {
-                let block = raw.baseAddress! + row * w.rowBytes + b * (w.kind == BLIP2_WEIGHT_Q8 ? 34 : 20)
+        let q8 = w.rowFormat == .q8
+        for b in 0..<(w.cols / 32) {
+            w.rowBlock(row, b).withUnsafeBytes { raw in
+                let block = raw.baseAddress!
                 let d = Double(blip2_f16_to_f32(block.loadUnaligned(as: UInt16.self)))
                 let a = x[offset + b]
                 var dot = 0.0, absolute = 0.0
@@ -62,9 +63,10 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
                     for i in 0..<32 {
                         let ai = Double(Int8(bitPattern: qa[i]))
                         let wi: Double
-                        if w.kind == BLIP2_WEIGHT_Q8 {
+                        if q8 {
                             wi = Double(Int8(bitPattern: block.load(fromByteOffset: 2 + i, as: UInt8.self)))
-                            absolute += (abs(wi) + 128) * abs(ai)   // the AVX-512 path offsets w by 128
+                            // vpdpbusd paths offset one operand by 128 (w for q8, a for q8p)
+                            absolute += (abs(wi) + 128) * (abs(ai) + 128)
                         } else {
                             let byte = block.load(fromByteOffset: 4 + i % 16, as: UInt8.self)
                             wi = Double(i < 16 ? byte & 0x0f : byte >> 4)
@@ -75,7 +77,7 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
                 }
                 value += d * Double(a.d) * dot
                 magnitude += abs(d * Double(a.d)) * absolute
-                if w.kind == BLIP2_WEIGHT_Q4 {
+                if !q8 {
                     let m = Double(blip2_f16_to_f32(block.load(fromByteOffset: 2, as: UInt16.self)))
                     var sum = 0.0
                     withUnsafeBytes(of: a.qs) { qa in for i in 0..<32 { sum += Double(Int8(bitPattern: qa[i])) } }
@@ -95,16 +97,16 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
             let n = nb * 32
             let x = (0..<n).map { _ in rng.activation() }
             let (a, _) = quantizedActivations(x, tokens: 1, cols: n)
-            for kind in [BLIP2_WEIGHT_Q8, BLIP2_WEIGHT_Q4] {
-                let w = RandomWeights(kind: kind, rows: 1, cols: n, rng: &rng)
+            for type in [ElementType.q8, .q4] {
+                let w = RandomWeights(type: type, rows: 1, cols: n, rng: &rng)
                 let (value, magnitude) = Self.exact(w, row: 0, a, offset: 0)
                 let got = w.bytes.withUnsafeBytes { raw in
-                    kind == BLIP2_WEIGHT_Q8
+                    type == .q8
                         ? k.vec_dot_q8_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q8.self), a, nb)
                         : k.vec_dot_q4_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q4.self), a, nb)
                 }
                 let reference = w.bytes.withUnsafeBytes { raw in
-                    kind == BLIP2_WEIGHT_Q8
+                    type == .q8
                         ? ref.vec_dot_q8_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q8.self), a, nb)
                         : ref.vec_dot_q4_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q4.self), a, nb)
                 }
@@ -121,13 +123,13 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
         var rng = SplitMix(seed: 31)
         for n in [1, 2, 3, 7, 8, 9, 15, 16, 17, 31, 33, 100, 588] {
             let x = (0..<n).map { _ in rng.activation() }
-            for kind in [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16] {
-                let w = RandomWeights(kind: kind, rows: 1, cols: n, rng: &rng)
+            for type in [ElementType.f32, .f16] {
+                let w = RandomWeights(type: type, rows: 1, cols: n, rng: &rng)
                 let values = w.row(0)
                 let exact = zip(values, x).reduce(0.0) { $0 + $1.0 * Double($1.1) }
                 let magnitude = zip(values, x).reduce(0.0) { $0 + abs($1.0 * Double($1.1)) }
                 let (got, reference) = w.bytes.withUnsafeBytes { raw -> (Float, Float) in
-                    if kind == BLIP2_WEIGHT_F32 {
+                    if type == .f32 {
                         let p = raw.baseAddress!.assumingMemoryBound(to: Float.self)
                         return (k.vec_dot_f32(p, x, n), ref.vec_dot_f32(p, x, n))
                     }
@@ -145,9 +147,9 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
 @Suite struct ProductTests {
     /// W x^T through the tiled driver of `isa` against the reference table, with a bias on odd shapes and
     /// an output stride wider than the rows (the gap must stay untouched).
-    static func check(_ isa: KernelISA, kind: blip2_weight_kind, rows: Int, tokens: Int, cols: Int, rng: inout SplitMix) throws {
+    static func check(_ isa: KernelISA, type: ElementType, rows: Int, tokens: Int, cols: Int, rng: inout SplitMix) throws {
         let k = try #require(isa.table)
-        let w = RandomWeights(kind: kind, rows: rows, cols: cols, rng: &rng)
+        let w = RandomWeights(type: type, rows: rows, cols: cols, rng: &rng)
         let x = (0..<(tokens * cols)).map { _ in rng.activation() }
         let bias: [Float]? = (rows + tokens) % 2 == 1 ? (0..<rows).map { _ in rng.activation() } : nil
         let ldy = rows + 3
@@ -160,10 +162,10 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
                 withExtendedLifetime((quantized, x)) {
                     if let bias {
                         bias.withUnsafeBufferPointer { b in
-                            blip2_gemm(table, kind, raw.baseAddress!, w.rowBytes, rows, input, inputRowBytes, tokens, cols, b.baseAddress!, &y, ldy)
+                            blip2_gemm(table, type.rawValue, raw.baseAddress!, w.groupBytes, rows, input, inputRowBytes, tokens, cols, b.baseAddress!, &y, ldy)
                         }
                     } else {
-                        blip2_gemm(table, kind, raw.baseAddress!, w.rowBytes, rows, input, inputRowBytes, tokens, cols, nil, &y, ldy)
+                        blip2_gemm(table, type.rawValue, raw.baseAddress!, w.groupBytes, rows, input, inputRowBytes, tokens, cols, nil, &y, ldy)
                     }
                 }
             }
@@ -195,16 +197,15 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
     @Test(arguments: KernelISA.supported)
     func everyRowCountAndTokenCount(isa: KernelISA) throws {
         var rng = SplitMix(seed: 41)
-        for kind in kinds {
-            let quantized = kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4
-            let inner = quantized ? [32, 64, 96, 992] : [1, 3, 17, 33, 588]
+        for type in productTypes {
+            let inner = type.isQuantized ? [32, 64, 96, 992] : [1, 3, 17, 33, 588]
             for rows in 1...67 {
                 let tokens = rows % 9 + 1
-                try Self.check(isa, kind: kind, rows: rows, tokens: tokens, cols: inner[rows % inner.count], rng: &rng)
+                try Self.check(isa, type: type, rows: rows, tokens: tokens, cols: inner[rows % inner.count], rng: &rng)
             }
             for rows in [1, 5, 8, 13] {
                 for tokens in 1...9 {
-                    try Self.check(isa, kind: kind, rows: rows, tokens: tokens, cols: inner[(rows + tokens) % inner.count], rng: &rng)
+                    try Self.check(isa, type: type, rows: rows, tokens: tokens, cols: inner[(rows + tokens) % inner.count], rng: &rng)
                 }
             }
         }
@@ -212,33 +213,32 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
 }
 
 @Suite struct LinearSeamTests {
-    /// MatMul.linear (activation quantization, row split over the pool, bias) against exact f64 sums of the
-    /// values the kernels see, and bit-identical for any thread count (rows never share a sum).
-    @Test(arguments: ["f32", "f16", "q8", "q4"])
-    func linearMatchesExactProducts(type: String) throws {
+    /// ComputeContext.linear (activation quantization, row split over the pool, bias) against exact f64 sums
+    /// of the values the kernels see, and bit-identical for any thread count (rows never share a sum).
+    @Test(arguments: ["f32", "f16", "q8", "q4", "q8p", "q4p"])
+    func linearMatchesExactProducts(type name: String) throws {
         var rng = SplitMix(seed: 51)
-        let kind = kinds[["f32", "f16", "q8", "q4"].firstIndex(of: type)!]
+        let type = try #require(ElementType(name: name))
         let rows = 203, cols = 320, tokens = 7
-        let w = RandomWeights(kind: kind, rows: rows, cols: cols, rng: &rng)
+        let w = RandomWeights(type: type, rows: rows, cols: cols, rng: &rng)
         let x = (0..<(tokens * cols)).map { _ in rng.activation() }
         let bias = (0..<rows).map { _ in rng.activation() }
         let activations = w.isQuantized ? quantizedActivations(x, tokens: tokens, cols: cols).values : x.map(Double.init)
         var outputs: [[Float]] = []
-        let saved = MatMul.threads
-        defer { MatMul.threads = saved }
+        let isa = try KernelISA.fromEnvironment()
         for threads in [1, 2, 3] {
-            MatMul.threads = threads
+            let compute = try ComputeContext(threads: threads, isa: isa)
             var y = [Float](repeating: .nan, count: tokens * rows)
             w.bytes.withUnsafeBytes { raw in
                 bias.withUnsafeBufferPointer { b in
-                    let layer = Linear(WeightMatrix(name: "test", type: ElementType(name: type)!, rows: rows, cols: cols, data: raw.baseAddress!),
+                    let layer = Linear(WeightMatrix(name: "test", type: type, rows: rows, cols: cols, data: raw.baseAddress!),
                                        bias: b.baseAddress!)
-                    MatMul.linear(x, tokens: tokens, layer, into: &y)
+                    compute.linear(x, tokens: tokens, layer, into: &y)
                 }
             }
             outputs.append(y)
         }
-        #expect(outputs[0] == outputs[1] && outputs[1] == outputs[2], "\(type): results depend on the thread count")
+        #expect(outputs[0] == outputs[1] && outputs[1] == outputs[2], "\(name): results depend on the thread count")
         var worst = 0.0
         for r in 0..<rows {
             let values = w.row(r)
@@ -248,33 +248,31 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
                     exact += values[i] * activations[t * cols + i]
                     magnitude += abs(values[i] * activations[t * cols + i])
                 }
-                // q8 on AVX-512 offsets every product by 128 * a; allow for it in the bound.
-                let slack = w.kind == BLIP2_WEIGHT_Q8 ? 3.0 : w.kind == BLIP2_WEIGHT_Q4 ? 16.0 : 1.0
+                // vpdpbusd paths offset one operand by 128; q4's minimum adds its own terms. Allow for both.
+                let slack = w.rowFormat == .q8 && type.isQuantized ? 3.0 : type.isQuantized ? 16.0 : 1.0
                 let tolerance = Tolerance.floatSum(terms: cols, magnitude: slack * magnitude)
                 worst = max(worst, abs(Double(outputs[0][t * rows + r]) - exact) / tolerance)
             }
         }
-        #expect(worst <= 1, "\(type) on \(MatMul.isa): worst error \(worst)x the tolerance")
+        #expect(worst <= 1, "\(name) on \(isa): worst error \(worst)x the tolerance")
     }
 
     /// Layers run as one product (q, k, v) give, side by side, exactly what each gives alone: same tiles, same
     /// sums, for any thread count, for shared and for mixed weight types (which fall back to one job each).
-    @Test(arguments: [["q4"], ["q8"], ["f32"], ["f16"], ["q8", "q4", "f16"]])
+    @Test(arguments: [["q4"], ["q8"], ["q8p"], ["q4p"], ["f32"], ["f16"], ["q8", "q4", "f16"], ["q8p", "q4p", "q8"]])
     func concatenatedLayersMatchSeparateProducts(types: [String]) throws {
         var rng = SplitMix(seed: 77)
-        let allKinds = ["f32", "f16", "q8", "q4"]
         let rowCounts = [13, 40, 67], cols = 320
         let weights = rowCounts.enumerated().map { i, rows in
-            RandomWeights(kind: kinds[allKinds.firstIndex(of: types[i % types.count])!], rows: rows, cols: cols, rng: &rng)
+            RandomWeights(type: ElementType(name: types[i % types.count])!, rows: rows, cols: cols, rng: &rng)
         }
         let biases = rowCounts.map { rows in (0..<rows).map { _ in rng.activation() } }
         let stride = rowCounts.reduce(0, +)
-        let saved = MatMul.threads
-        defer { MatMul.threads = saved }
+        let isa = try KernelISA.fromEnvironment()
         for tokens in [1, 5] {
             let x = (0..<(tokens * cols)).map { _ in rng.activation() }
             for threads in [1, 2, 3] {
-                MatMul.threads = threads
+                let compute = try ComputeContext(threads: threads, isa: isa)
                 var separate = [Float](repeating: .nan, count: tokens * stride)
                 var together = [Float](repeating: .nan, count: tokens * stride)
                 // Keep every weight and bias buffer alive while the layers point into them.
@@ -295,25 +293,29 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
                 var offset = 0
                 for layer in layers {
                     var y = [Float](repeating: .nan, count: tokens * layer.weight.rows)
-                    MatMul.linear(x, tokens: tokens, layer, into: &y)
+                    compute.linear(x, tokens: tokens, layer, into: &y)
                     for t in 0..<tokens {
                         for r in 0..<layer.weight.rows { separate[t * stride + offset + r] = y[t * layer.weight.rows + r] }
                     }
                     offset += layer.weight.rows
                 }
-                MatMul.linear(x, tokens: tokens, concatenated: layers, into: &together)
+                compute.linear(x, tokens: tokens, concatenated: layers, into: &together)
                 #expect(separate == together, "\(types), \(tokens) token(s), \(threads) thread(s): concatenated product differs")
             }
         }
     }
 
-    @Test func selectionErrorsSayWhatToDo() {
+    @Test func selectionErrorsSayWhatToDo() throws {
         #expect(KernelSelectionError.unknown("sse9").description.contains("ref, avx2, avx512, neon, dotprod"))
-        let unsupported = KernelISA.allCases.first { !$0.isSupported }
-        if let unsupported {
-            #expect(throws: KernelSelectionError.self) { try MatMul.select(unsupported) }
-            #expect(KernelSelectionError.unsupported(unsupported).description.contains("not available on this CPU"))
-        }
+        #expect(throws: KernelSelectionError.unknown("sse9")) { try KernelISA.fromEnvironment(["BLIP2_ISA": "sse9"]) }
+        #expect(throws: KernelSelectionError.threads(0)) { try ComputeContext(threads: 0, isa: .ref) }
+        #expect((try? KernelISA.fromEnvironment([:])) == KernelISA.best)
+        #expect((try? KernelISA.fromEnvironment(["BLIP2_ISA": "REF"])) == .ref)
+        // Every x86-64 or AArch64 build lacks the other architecture's sets.
+        let unsupported = try #require(KernelISA.allCases.first { !$0.isSupported })
+        #expect(throws: KernelSelectionError.unsupported(unsupported)) { try ComputeContext(threads: 1, isa: unsupported) }
+        #expect(throws: KernelSelectionError.unsupported(unsupported)) { try KernelISA.fromEnvironment(["BLIP2_ISA": unsupported.rawValue]) }
+        #expect(KernelSelectionError.unsupported(unsupported).description.contains("not available on this CPU"))
         #expect(KernelISA.ref.isSupported && KernelISA.supported.contains(KernelISA.best))
         // The Swift cases name the C instruction sets one for one.
         for isa in KernelISA.allCases {
@@ -380,5 +382,94 @@ private let kinds = [BLIP2_WEIGHT_F32, BLIP2_WEIGHT_F16, BLIP2_WEIGHT_Q8, BLIP2_
             if !(abs(Double(yi) - exact) <= tolerance + 1e-37) { bad += 1 }
         }
         #expect(bad == 0, "\(isa): \(bad) GELU values off")
+    }
+}
+
+@Suite struct PanelFormatTests {
+    /// A panel holds exactly the row format's blocks: the same floats quantized row by row and as panels
+    /// dequantize to the same values, bit for bit, on every row (padding rows included as zeros).
+    @Test(arguments: [(ElementType.q8p, ElementType.q8), (.q4p, .q4)])
+    func panelsHoldTheRowFormatsValues(panel: ElementType, row: ElementType) throws {
+        var rng = SplitMix(seed: 91)
+        for rows in [1, 7, 8, 9, 23] {
+            let cols = 96
+            let values = (0..<(rows * cols)).map { _ in rng.activation() }
+            var panels = [UInt8](repeating: 0xff, count: try #require(panel.byteCount(shape: [rows, cols])))
+            var plain = [UInt8](repeating: 0, count: try #require(row.byteCount(shape: [rows, cols])))
+            panels.withUnsafeMutableBytes { panel.traits.from_f32(values, rows, cols, $0.baseAddress!) }
+            plain.withUnsafeMutableBytes { row.traits.from_f32(values, rows, cols, $0.baseAddress!) }
+            #expect(panels.count == (rows + 7) / 8 * 8 * plain.count / rows, "a panel is eight rows' blocks")
+            var a = [Float](repeating: 0, count: cols), b = a
+            for r in 0..<rows {
+                panels.withUnsafeBytes { panel.traits.to_f32($0.baseAddress!, r, cols, &a) }
+                plain.withUnsafeBytes { row.traits.to_f32($0.baseAddress!, r, cols, &b) }
+                #expect(a == b, "\(panel) rows=\(rows): row \(r) differs from \(row)")
+            }
+            for r in rows..<((rows + 7) / 8 * 8) {
+                panels.withUnsafeBytes { panel.traits.to_f32($0.baseAddress!, r, cols, &a) }
+                #expect(a.allSatisfy { $0 == 0 }, "\(panel) rows=\(rows): padding row \(r) is not zero")
+            }
+        }
+    }
+
+    /// Every format is one row of the traits table: names, block shapes and byte counts come from it.
+    @Test func traitsTableDescribesEveryFormat() {
+        #expect(ElementType.allCases.map(\.name) == ["f32", "f16", "bf16", "q8", "q4", "q8p", "q4p"])
+        #expect(ElementType.q8p.blockRows == 8 && ElementType.q8p.blockBytes == 8 * ElementType.q8.blockBytes)
+        #expect(ElementType.q4p.blockRows == 8 && ElementType.q4p.blockBytes == 8 * ElementType.q4.blockBytes)
+        #expect(ElementType.q8p.byteCount(shape: [9, 64]) == 2 * 2 * 272)     // two panels (one padded) of two blocks
+        #expect(ElementType.q8.byteCount(shape: [9, 64]) == 9 * 2 * 34)
+        #expect(ElementType.q8p.byteCount(shape: [9, 40]) == nil && ElementType.q8p.byteCount(shape: [64]) == nil)
+        #expect(ElementType(rawValue: 3) == nil && ElementType(rawValue: 12) == nil && ElementType(rawValue: .max) == nil)
+        #expect(!ElementType.bf16.isWritable && ElementType.allCases.filter { !$0.isWritable } == [.bf16])
+        for type in ElementType.allCases {
+            #expect(ElementType(rawValue: type.rawValue) == type && ElementType(name: type.name) == type)
+            #expect(type.takesQuantizedActivations == type.isQuantized)
+        }
+    }
+}
+
+@Suite struct ComputeContextTests {
+    /// Two contexts (two pools) run products at the same time, and one context shared by two threads takes
+    /// them in turn: either way every result equals the one computed alone.
+    @Test func productsOnTwoThreadsAgreeWithOneAtATime() throws {
+        var rng = SplitMix(seed: 101)
+        let rows = 96, cols = 256, tokens = 9
+        let w = RandomWeights(type: .q8p, rows: rows, cols: cols, rng: &rng)
+        let x = (0..<(tokens * cols)).map { _ in rng.activation() }
+        let isa = try KernelISA.fromEnvironment()
+        let data = UnsafeMutableRawPointer.allocate(byteCount: w.bytes.count, alignment: 64)
+        defer { data.deallocate() }
+        w.bytes.withUnsafeBytes { data.copyMemory(from: $0.baseAddress!, byteCount: $0.count) }
+        let layer = Linear(WeightMatrix(name: "test", type: .q8p, rows: rows, cols: cols, data: data), bias: nil)
+        func product(_ compute: ComputeContext) -> [Float] {
+            var y = [Float](repeating: .nan, count: tokens * rows)
+            compute.linear(x, tokens: tokens, layer, into: &y)
+            return y
+        }
+        let alone = product(try ComputeContext(threads: 2, isa: isa))
+        let first = try ComputeContext(threads: 2, isa: isa), second = try ComputeContext(threads: 2, isa: isa)
+        for contexts in [[first, second], [first, first]] {
+            let results = Mutex([[Float]](repeating: [], count: 2 * 50))
+            DispatchQueue.concurrentPerform(iterations: 2) { side in
+                for round in 0..<50 {
+                    let y = product(contexts[side])
+                    results.withLock { $0[side * 50 + round] = y }
+                }
+            }
+            #expect(results.withLock { $0.allSatisfy { $0 == alone } })
+        }
+    }
+}
+
+/// A value behind a lock (tests only).
+final class Mutex<Value>: @unchecked Sendable {
+    private var value: Value
+    private let lock = NSLock()
+    init(_ value: Value) { self.value = value }
+    func withLock<T>(_ body: (inout Value) -> T) -> T {
+        lock.lock()
+        defer { lock.unlock() }
+        return body(&value)
     }
 }

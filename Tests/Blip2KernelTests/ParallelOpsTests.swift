@@ -1,15 +1,12 @@
+import Blip2Compute
 import Foundation
 import Testing
-@testable import Blip2Model
 
 // The element-wise and attention work split over the pool must give the same values as one thread
 // (each output is computed by exactly one part), and attention must match softmax(QK^T s)V in f64.
 @Suite struct ParallelOpsTests {
-    static func withThreads<T>(_ threads: Int, _ body: () -> T) -> T {
-        let saved = MatMul.threads
-        MatMul.threads = threads
-        defer { MatMul.threads = saved }
-        return body()
+    static func context(threads: Int) -> ComputeContext {
+        try! ComputeContext(threads: threads, isa: KernelISA.fromEnvironment())
     }
 
     @Test(arguments: [nil, 5] as [Int?])
@@ -23,11 +20,9 @@ import Testing
         let scale: Float = 0.3
         func run(threads: Int) -> [Float] {
             var out = [Float](repeating: .nan, count: queries * width)
-            var scores = [Float](repeating: 0, count: keys)
-            Self.withThreads(threads) {
-                Ops.attention(q: q, qStride: width, queries: queries, k: k, v: v, kvStride: width, keys: keys,
-                              heads: heads, headDim: headDim, scale: scale, causalOffset: causalOffset, out: &out, scores: &scores)
-            }
+            let shape = AttentionShape(heads: heads, headDim: headDim, queries: queries, keys: keys, qStride: width, kvStride: width,
+                                       kvHeadStride: headDim, scale: scale, causalOffset: causalOffset)
+            Self.context(threads: threads).attention(q: q, k: k, v: v, out: &out, shape)
             return out
         }
         let one = run(threads: 1), two = run(threads: 2), three = run(threads: 3)
@@ -58,12 +53,11 @@ import Testing
         let gamma = (0..<dim).map { _ in rng.uniform(0.5, 1.5) }, beta = (0..<dim).map { _ in rng.uniform(-0.1, 0.1) }
         func run(threads: Int) -> ([Float], [Float]) {
             var g = x, n = x
-            Self.withThreads(threads) {
-                Ops.gelu(&g, count: g.count)
-                gamma.withUnsafeBufferPointer { w in
-                    beta.withUnsafeBufferPointer { b in
-                        Ops.layerNorm(&n, tokens: tokens, LayerNormWeights(weight: w.baseAddress, bias: b.baseAddress, dim: dim, eps: 1e-5))
-                    }
+            let compute = Self.context(threads: threads)
+            compute.gelu(&g, count: g.count)
+            gamma.withUnsafeBufferPointer { w in
+                beta.withUnsafeBufferPointer { b in
+                    compute.layerNorm(&n, tokens: tokens, LayerNormWeights(weight: w.baseAddress, bias: b.baseAddress, dim: dim, eps: 1e-5))
                 }
             }
             return (g, n)

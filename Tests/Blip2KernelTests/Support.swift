@@ -1,3 +1,4 @@
+import Blip2Core
 import CKernels
 import Foundation
 
@@ -28,54 +29,76 @@ enum Tolerance {
 
 /// One weight matrix in every stored form the kernels take, from the same random source.
 struct RandomWeights {
-    let kind: blip2_weight_kind
+    let type: ElementType
     let rows: Int
     let cols: Int
     let bytes: [UInt8]
-    var rowBytes: Int { bytes.count / rows }
+    var groupBytes: Int { type.groupBytes(cols: cols)! }
 
-    init(kind: blip2_weight_kind, rows: Int, cols: Int, rng: inout SplitMix) {
-        self.kind = kind
+    init(type: ElementType, rows: Int, cols: Int, rng: inout SplitMix) {
+        self.type = type
         self.rows = rows
         self.cols = cols
         var bytes: [UInt8] = []
-        switch kind {
-        case BLIP2_WEIGHT_F32:
+        switch type {
+        case .f32:
             for _ in 0..<(rows * cols) { withUnsafeBytes(of: rng.activation()) { bytes += $0 } }
-        case BLIP2_WEIGHT_F16:
+        case .f16:
             for _ in 0..<(rows * cols) { withUnsafeBytes(of: blip2_f32_to_f16(rng.uniform(-0.2, 0.2))) { bytes += $0 } }
-        case BLIP2_WEIGHT_Q8:
+        case .q8:
             for _ in 0..<(rows * cols / 32) {
                 withUnsafeBytes(of: blip2_f32_to_f16(rng.uniform(0.001, 0.05))) { bytes += $0 }
                 for _ in 0..<32 { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }   // -128 included
             }
-        default:
+        case .q4:
             for _ in 0..<(rows * cols / 32) {
                 withUnsafeBytes(of: blip2_f32_to_f16(rng.uniform(0.001, 0.05))) { bytes += $0 }
                 withUnsafeBytes(of: blip2_f32_to_f16(rng.uniform(-0.4, 0.1))) { bytes += $0 }
                 for _ in 0..<16 { bytes.append(UInt8(truncatingIfNeeded: rng.next())) }
             }
+        default:
+            // Panels: quantized from random values by the converter's routine (padding rows zero).
+            let values = (0..<(rows * cols)).map { _ in rng.uniform(-0.2, 0.2) * (rng.next() % 13 == 0 ? 8 : 1) }
+            bytes = [UInt8](repeating: 0xa5, count: type.byteCount(shape: [rows, cols])!)
+            bytes.withUnsafeMutableBytes { out in type.traits.from_f32(values, rows, cols, out.baseAddress!) }
         }
         self.bytes = bytes
     }
 
-    var isQuantized: Bool { kind == BLIP2_WEIGHT_Q8 || kind == BLIP2_WEIGHT_Q4 }
-
-    var elementType: String {
-        switch kind {
-        case BLIP2_WEIGHT_F32: return "f32"
-        case BLIP2_WEIGHT_F16: return "f16"
-        case BLIP2_WEIGHT_Q8: return "q8"
-        default: return "q4"
-        }
-    }
+    var isQuantized: Bool { type.takesQuantizedActivations }
+    var elementType: String { type.name }
 
     /// Row r as the f64 values the kernels multiply (the stored values, exactly).
     func row(_ r: Int) -> [Double] {
         var out = [Float](repeating: 0, count: cols)
-        let type: UInt32 = kind == BLIP2_WEIGHT_F32 ? 0 : kind == BLIP2_WEIGHT_F16 ? 1 : kind == BLIP2_WEIGHT_Q8 ? 8 : 9
-        bytes.withUnsafeBytes { raw in _ = blip2_to_f32(type, raw.baseAddress! + r * rowBytes, &out, cols) }
+        bytes.withUnsafeBytes { raw in type.traits.to_f32(raw.baseAddress!, r, cols, &out) }
         return out.map(Double.init)
+    }
+
+    /// The row format (q8 or q4) holding the same values as a quantized type.
+    var rowFormat: ElementType { type == .q8 || type == .q8p ? .q8 : .q4 }
+
+    /// Block b of row r in the row format's bytes (34 for q8, 20 for q4), unpacked from a panel if need be.
+    func rowBlock(_ r: Int, _ b: Int) -> [UInt8] {
+        let nb = cols / 32
+        return bytes.withUnsafeBytes { raw -> [UInt8] in
+            switch type {
+            case .q8:
+                return Array(raw[(r * nb + b) * 34..<((r * nb + b) * 34 + 34)])
+            case .q4:
+                return Array(raw[(r * nb + b) * 20..<((r * nb + b) * 20 + 20)])
+            case .q8p:
+                var block = blip2_block_q8()
+                let panel = raw.baseAddress!.assumingMemoryBound(to: blip2_panel_q8.self) + (r / 8) * nb + b
+                blip2_unpack_q8(panel, r % 8, &block)
+                return withUnsafeBytes(of: block) { Array($0) }
+            default:
+                var block = blip2_block_q4()
+                let panel = raw.baseAddress!.assumingMemoryBound(to: blip2_panel_q4.self) + (r / 8) * nb + b
+                blip2_unpack_q4(panel, r % 8, &block)
+                return withUnsafeBytes(of: block) { Array($0) }
+            }
+        }
     }
 }
 

@@ -2,6 +2,7 @@ import Blip2Core
 import Foundation
 import Testing
 @testable import Blip2Convert
+import Blip2Compute
 @testable import Blip2Model
 @testable import Blip2ModelFile
 
@@ -78,7 +79,7 @@ final class ConvertedModels: @unchecked Sendable {
         var options = ConversionOptions()
         options.weights = weights
         _ = try Converter.convert(checkpoint: fixtureModels.appendingPathComponent(name).appendingPathComponent("checkpoint"), output: path, options: options)
-        let model = try Blip2Model(file: try ModelFile(path: path))
+        let model = try Blip2Model(file: try ModelFile(path: path), compute: try ComputeContext.fromEnvironment())
         models[key] = model
         return model
     }

@@ -20,10 +20,16 @@ typedef enum {
     BLIP2_TYPE_BF16 = 2,
     BLIP2_TYPE_Q8 = 8,   // blip2_block_q8: symmetric int8, one f16 scale per 32 inputs
     BLIP2_TYPE_Q4 = 9,   // blip2_block_q4: asymmetric uint4, f16 scale + f16 minimum per 32 inputs
+    BLIP2_TYPE_Q8P = 10, // blip2_panel_q8: q8's values, eight rows interleaved (products over many tokens)
+    BLIP2_TYPE_Q4P = 11, // blip2_panel_q4: q4's values, eight rows interleaved
+    BLIP2_TYPE_COUNT = 12, // one past the largest value (tables are indexed by type)
 } blip2_type;
 
 // Consecutive input channels that share one scale. Chosen by measured error (docs/FORMAT.md).
 #define BLIP2_QBLOCK 32
+// Rows a panel interleaves: one 256-bit register holds 4 inputs of 8 rows, the operand of vpmaddubsw /
+// vpdpbusd against 4 broadcast activation bytes (and two 128-bit halves for NEON's sdot by lane).
+#define BLIP2_PANEL_ROWS 8
 
 // MARK: - Block formats
 
@@ -43,13 +49,48 @@ typedef struct {
 } blip2_block_q4;
 _Static_assert(sizeof(blip2_block_q4) == 4 + BLIP2_QBLOCK / 2, "q4 block must be 20 bytes");
 
+/// q8p: the q8 blocks of 8 consecutive rows over the same 32 inputs, interleaved. `qs` holds 8 groups of
+/// 4 inputs; group g is 32 bytes, rows 0..7 one after the other, each with its inputs 4g..4g+3. The
+/// values (and so the dequantized weights) are exactly q8's; only the order differs.
+typedef struct {
+    uint16_t d[BLIP2_PANEL_ROWS];                    // f16 bits, one scale per row
+    int8_t qs[BLIP2_PANEL_ROWS * BLIP2_QBLOCK];
+} blip2_panel_q8;
+_Static_assert(sizeof(blip2_panel_q8) == 8 * sizeof(blip2_block_q8), "q8p panel must be 272 bytes");
+
+/// q4p: the q4 blocks of 8 consecutive rows. `qs` is 4 runs of 32 bytes; byte i of run p holds value i of
+/// group 2p in its low nibble and value i of group 2p + 1 in its high nibble, where value i of a group is
+/// row i / 4, input 4 * group + i % 4 (q8p's order). One AND and one shift unpack two groups.
+typedef struct {
+    uint16_t d[BLIP2_PANEL_ROWS];                    // f16 bits
+    uint16_t m[BLIP2_PANEL_ROWS];                    // f16 bits
+    uint8_t qs[BLIP2_PANEL_ROWS * BLIP2_QBLOCK / 2];
+} blip2_panel_q4;
+_Static_assert(sizeof(blip2_panel_q4) == 8 * sizeof(blip2_block_q4), "q4p panel must be 160 bytes");
+
 // MARK: - Traits table
 
+/// What the products convert activation rows into before meeting a weight type.
+typedef enum {
+    BLIP2_ACTIVATION_F32 = 0,   // plain float rows
+    BLIP2_ACTIVATION_Q8A = 1,   // blip2_block_q8a rows, quantized once per product
+} blip2_activation;
+
+/// Everything a storage type is. A matrix of a type is `rows` rows of `cols` inputs stored in row groups of
+/// `block_rows` rows (the last group padded with zero rows); a group is cols / block_elements blocks of
+/// `block_bytes`. Vectors are one-row matrices.
 typedef struct {
-    const char *name;          // as written by tools: "f32", "f16", "bf16", "q8", "q4"
-    uint32_t block_elements;   // elements per block (1 for plain floats)
+    const char *name;          // as written by tools: "f32", "f16", "bf16", "q8", "q4", "q8p", "q4p"
+    uint32_t block_rows;       // rows a block spans (1; BLIP2_PANEL_ROWS for panels)
+    uint32_t block_elements;   // inputs a block spans per row (1 for plain floats)
     uint32_t block_bytes;      // bytes per block
     bool quantized;
+    blip2_activation activation;
+    /// Row `row` of a matrix with `cols` inputs (a whole number of blocks) into f32.
+    void (*to_f32)(const void *matrix, size_t row, size_t cols, float *dst);
+    /// `rows` rows of f32 [rows, cols] into a matrix of this type (padding rows written as zeros); NULL
+    /// where the type is never written (bf16).
+    void (*from_f32)(const float *src, size_t rows, size_t cols, void *matrix);
 } blip2_type_traits;
 
 /// NULL for an unknown type value (e.g. read from a hostile file).
@@ -76,9 +117,25 @@ void blip2_dequantize_row_q8(const blip2_block_q8 *src, float *dst, size_t n);
 void blip2_quantize_row_q4(const float *src, blip2_block_q4 *dst, size_t n);
 void blip2_dequantize_row_q4(const blip2_block_q4 *src, float *dst, size_t n);
 
-/// Dequantizes `n` elements of any type into f32 (plain types are converted). Returns false for an
-/// unknown type or an `n` that is not a whole number of blocks.
+/// Quantizes rows [0, rows) of f32 [rows, cols] into panels of 8 rows (each row exactly as the row formats
+/// quantize it), zero rows padding the last panel; panel p's blocks are consecutive.
+void blip2_quantize_panels_q8(const float *src, size_t rows, size_t cols, blip2_panel_q8 *dst);
+void blip2_quantize_panels_q4(const float *src, size_t rows, size_t cols, blip2_panel_q4 *dst);
+/// Row `row` (< 8) of the panels of one row group (cols / 32 consecutive panels) into f32.
+void blip2_dequantize_panel_row_q8(const blip2_panel_q8 *panels, size_t row, float *dst, size_t cols);
+void blip2_dequantize_panel_row_q4(const blip2_panel_q4 *panels, size_t row, float *dst, size_t cols);
+/// Moves block `b` of a row format into row `row` of a panel, and back (lossless both ways).
+void blip2_pack_q8(const blip2_block_q8 *block, size_t row, blip2_panel_q8 *panel);
+void blip2_pack_q4(const blip2_block_q4 *block, size_t row, blip2_panel_q4 *panel);
+void blip2_unpack_q8(const blip2_panel_q8 *panel, size_t row, blip2_block_q8 *block);
+void blip2_unpack_q4(const blip2_panel_q4 *panel, size_t row, blip2_block_q4 *block);
+
+/// Dequantizes `n` elements (the first row of a matrix of `n` inputs) of any type into f32. Returns false
+/// for an unknown type or an `n` that is not a whole number of blocks.
 bool blip2_to_f32(uint32_t type, const void *src, float *dst, size_t n);
+/// Bytes of one row group (a row, or a panel of 8 rows) of a matrix with `cols` inputs; 0 for an unknown type
+/// or a `cols` that is not a whole number of blocks.
+size_t blip2_group_bytes(uint32_t type, size_t cols);
 
 // MARK: - Activations quantized on the fly (never stored in files)
 
@@ -107,18 +164,10 @@ typedef enum {
     BLIP2_ISA_COUNT = 5,
 } blip2_isa;
 
-/// Which weight types the products take (index into the tile arrays).
-typedef enum {
-    BLIP2_WEIGHT_F32 = 0,
-    BLIP2_WEIGHT_F16 = 1,
-    BLIP2_WEIGHT_Q8 = 2,
-    BLIP2_WEIGHT_Q4 = 3,
-    BLIP2_WEIGHT_KINDS = 4,
-} blip2_weight_kind;
-
 /// A fixed-size register tile: `rows` weight rows against `tokens` activation rows over `n` inputs,
-/// out[r * tokens + t] = dot(w[r], x[t]). Row/token pointers may repeat (the driver pads edges that way).
-/// For f32/f16 weights x rows are f32; for q8/q4 they are q8a blocks (n is a multiple of 32).
+/// out[r * tokens + t] = dot(w[r], x[t]). `w` holds one pointer per row group (per row for plain and
+/// row-block types, per panel for panel types); group and token pointers may repeat (the driver pads edges
+/// that way). x rows are the weight type's activation format (n is a multiple of 32 for q8a).
 typedef void (*blip2_tile_fn)(const void *const *w, const void *const *x, size_t n, float *out);
 
 typedef struct {
@@ -145,10 +194,15 @@ typedef struct {
     /// Exact (erf) GELU in place: x * (1 + erf(x / sqrt 2)) / 2. The reference uses libm's erff; SIMD paths
     /// are within 8 ulp of the exact value (docs/KERNELS.md).
     void (*gelu)(float *x, size_t n);
-    /// One token (decode: weights streamed once, bound by memory).
-    blip2_tile matvec[BLIP2_WEIGHT_KINDS];
+    /// One token (decode: weights streamed once, bound by memory), indexed by weight type; a NULL `fn`
+    /// means the products do not take that type.
+    blip2_tile matvec[BLIP2_TYPE_COUNT];
     /// Several tokens per weight load (prefill: bound by arithmetic).
-    blip2_tile matmul[BLIP2_WEIGHT_KINDS];
+    blip2_tile matmul[BLIP2_TYPE_COUNT];
+    /// A register-only loop of this instruction set's int8 multiply-add sequence (no loads): `iterations`
+    /// rounds; returns the integer operations done (2 per multiply-add). The ceiling products are measured
+    /// against.
+    uint64_t (*int8_peak)(uint64_t iterations);
 } blip2_kernels;
 
 /// The table for `isa` when it is compiled into this build, else NULL. Says nothing about the CPU.
@@ -163,9 +217,10 @@ const char *blip2_isa_name(blip2_isa isa);
 int blip2_isa_from_name(const char *name);
 
 /// y[t * ldy + r] = dot(W[r], x[t]) (+ bias[r]) for r < rows, t < tokens.
-/// W: rows of `row_bytes` (f32, f16, q8 or q4 as `kind`); x: `tokens` rows of `x_row_bytes` (f32 values for
-/// f32/f16 weights, q8a blocks for q8/q4); n inputs per row (a multiple of 32 for q8/q4).
-void blip2_gemm(const blip2_kernels *k, blip2_weight_kind kind, const void *w, size_t row_bytes, size_t rows,
+/// W: a matrix of `type` whose row groups (rows, or panels) are `group_bytes` apart, starting at row 0 of a
+/// group; x: `tokens` rows of `x_row_bytes` in the type's activation format; n inputs per row. Does nothing
+/// for a type the table has no tiles for (callers check `matvec[type].fn`).
+void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t group_bytes, size_t rows,
                 const void *x, size_t x_row_bytes, size_t tokens, size_t n, const float *bias, float *y, size_t ldy);
 
 // MARK: - Checksums

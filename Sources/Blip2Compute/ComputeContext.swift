@@ -1,0 +1,116 @@
+import Blip2Core
+import CKernels
+import Foundation
+
+// MARK: - Compute context
+//
+// What every product and parallel operation runs on: the kernel table of one instruction set, a worker pool
+// and the scratch the products reuse. A value handed to the model, not process-wide state, so two pipelines
+// in one process each have theirs (or share one: a context runs one product at a time), and tests choose
+// threads and instruction sets without touching each other.
+
+/// The instruction sets the kernels are written for; `ref` is the portable scalar reference.
+public enum KernelISA: String, CaseIterable, Sendable, CustomStringConvertible {
+    case ref, avx2, avx512, neon, dotprod
+
+    public var cValue: blip2_isa { blip2_isa(rawValue: UInt32(KernelISA.allCases.firstIndex(of: self)!)) }
+    /// The C kernel table, when this build contains it (whether or not the CPU can run it).
+    public var table: UnsafePointer<blip2_kernels>? { blip2_kernels_for(cValue) }
+    /// Built in and runnable on this CPU.
+    public var isSupported: Bool { blip2_isa_supported(cValue) }
+    /// The fastest instruction set this CPU supports.
+    public static var best: KernelISA { KernelISA.allCases[Int(blip2_isa_best().rawValue)] }
+    /// Every instruction set this CPU supports, `ref` first.
+    public static var supported: [KernelISA] { allCases.filter(\.isSupported) }
+    public var description: String { rawValue }
+
+    /// The environment variable that forces an instruction set (for tests and benchmarks).
+    public static let environmentVariable = "BLIP2_ISA"
+
+    /// `BLIP2_ISA` from `environment` when set, otherwise the best the CPU has.
+    public static func fromEnvironment(_ environment: [String: String] = ProcessInfo.processInfo.environment) throws -> KernelISA {
+        guard let name = environment[environmentVariable], !name.isEmpty else { return .best }
+        guard let isa = KernelISA(rawValue: name.lowercased()) else { throw KernelSelectionError.unknown(name) }
+        guard isa.isSupported else { throw KernelSelectionError.unsupported(isa) }
+        return isa
+    }
+}
+
+public enum KernelSelectionError: Error, CustomStringConvertible, Equatable {
+    case unknown(String)
+    case unsupported(KernelISA)
+    case threads(Int)
+
+    public var description: String {
+        switch self {
+        case .unknown(let name):
+            return "\(KernelISA.environmentVariable)=\(name) is not an instruction set; use one of \(KernelISA.allCases.map(\.rawValue).joined(separator: ", "))"
+        case .unsupported(let isa):
+            return "\(KernelISA.environmentVariable)=\(isa) is not available on this CPU (it supports \(KernelISA.supported.map(\.rawValue).joined(separator: ", "))); unset it or pick one of those"
+        case .threads(let count):
+            return "\(count) threads: use at least 1"
+        }
+    }
+}
+
+public final class ComputeContext: @unchecked Sendable {
+    /// The instruction set of `kernels`.
+    public let isa: KernelISA
+    /// The selected kernel table (products, softmax, GELU).
+    public let kernels: UnsafePointer<blip2_kernels>
+    /// The worker pool products and parallel operations run on (the caller's thread included).
+    public let pool: WorkerPool
+    /// Threads working on a job, the caller's included.
+    public var threads: Int { pool.threads }
+
+    // One product at a time owns the activation scratch.
+    private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
+    private var activations: UnsafeMutableRawPointer?
+    private var activationBytes = 0
+
+    /// A context with its own worker pool of `threads` threads (default: every core) running `isa`'s kernels.
+    public init(threads: Int = ProcessInfo.processInfo.activeProcessorCount, isa: KernelISA = .best) throws {
+        guard threads >= 1 else { throw KernelSelectionError.threads(threads) }
+        guard isa.isSupported, let table = isa.table else { throw KernelSelectionError.unsupported(isa) }
+        self.isa = isa
+        kernels = table
+        pool = WorkerPool(threads: threads)
+        pthread_mutex_init(mutex, nil)
+    }
+
+    /// The instruction set `BLIP2_ISA` names (the best one when unset), with `threads` threads.
+    public static func fromEnvironment(threads: Int = ProcessInfo.processInfo.activeProcessorCount) throws -> ComputeContext {
+        try ComputeContext(threads: threads, isa: KernelISA.fromEnvironment())
+    }
+
+    deinit {
+        activations?.deallocate()
+        pthread_mutex_destroy(mutex)
+        mutex.deallocate()
+    }
+
+    /// Runs `body` with exclusive use of at least `bytes` of 64-byte aligned activation scratch, which
+    /// grows (never shrinks) to the largest product seen.
+    func withActivationScratch<T>(bytes: Int, _ body: (UnsafeMutableRawPointer) throws -> T) rethrows -> T {
+        pthread_mutex_lock(mutex)
+        defer { pthread_mutex_unlock(mutex) }
+        if activations == nil || activationBytes < bytes {
+            activations?.deallocate()
+            activationBytes = max(bytes, 4096)
+            activations = UnsafeMutableRawPointer.allocate(byteCount: activationBytes, alignment: 64)
+        }
+        return try body(activations!)
+    }
+
+    /// Runs `body` over consecutive ranges covering 0..<count, on the pool when there are at least
+    /// `minimum` elements per thread.
+    @inline(__always)
+    public func forChunks(count: Int, minimum: Int, _ body: (Range<Int>) -> Void) {
+        guard threads > 1, count >= 2 * minimum else {
+            body(0..<count)
+            return
+        }
+        let parts = min(threads * 2, count / minimum)
+        pool.run(parts: parts) { part, _ in body((count * part / parts)..<(count * (part + 1) / parts)) }
+    }
+}

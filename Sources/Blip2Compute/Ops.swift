@@ -1,0 +1,233 @@
+import CKernels
+import Foundation
+
+// MARK: - Element-wise, normalization and attention operations on [tokens, dim] rows
+
+/// The shape of one multi-head attention: `queries` query rows against `keys` key and value rows per head.
+/// q: [queries, heads * headDim] with rows `qStride` floats apart; head h's key j is at
+/// `k + h * kvHeadStride + j * kvStride` (values alike); out: [queries, heads * headDim].
+public struct AttentionShape {
+    public var heads: Int
+    public var headDim: Int
+    public var queries: Int
+    public var keys: Int
+    public var qStride: Int
+    public var kvStride: Int
+    public var kvHeadStride: Int
+    /// Multiplies every score (1 / sqrt(headDim), or 1 when q is scaled already).
+    public var scale: Float
+    /// When set, query i attends to keys 0...(causalOffset + i) only.
+    public var causalOffset: Int?
+
+    public init(heads: Int, headDim: Int, queries: Int, keys: Int, qStride: Int, kvStride: Int, kvHeadStride: Int,
+                scale: Float, causalOffset: Int?) {
+        self.heads = heads
+        self.headDim = headDim
+        self.queries = queries
+        self.keys = keys
+        self.qStride = qStride
+        self.kvStride = kvStride
+        self.kvHeadStride = kvHeadStride
+        self.scale = scale
+        self.causalOffset = causalOffset
+    }
+}
+
+extension ComputeContext {
+    /// In place over `tokens` rows of `dim`. Statistics in Double: the reference computes them in f32 with
+    /// a pairwise reduction; Double keeps us at least as close to the exact value.
+    public func layerNorm(_ x: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
+        let n = norm.dim
+        forChunks(count: tokens, minimum: max(1, (1 << 14) / max(n, 1))) { range in
+            Ops.layerNormRows(x, range, norm)
+        }
+    }
+
+    /// Exact GELU: x * (1 + erf(x / sqrt(2))) / 2, by the selected kernels (libm's erff with `ref`, a vector
+    /// erfc within 8 ulp otherwise). Large tensors (ViT-g: 257 x 6144 per layer) are split over the worker
+    /// pool; every element is computed alone, so the values do not depend on the split.
+    public func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        let gelu = kernels.pointee.gelu!
+        forChunks(count: count, minimum: 1 << 15) { range in
+            gelu(x + range.lowerBound, range.count)
+        }
+    }
+
+    /// Softmax in place over `count` values (the selected kernels' vector exponential; libm's with `ref`).
+    public func softmax(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        guard count > 0 else { return }
+        kernels.pointee.softmax(x, count)
+    }
+
+    /// Multi-head attention of `shape`. Heads run in parallel on the worker pool, each product through the
+    /// f32 kernels (keys as weight rows against the queries; then V^T against the probabilities), each head
+    /// in its worker's scratch.
+    public func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                          out: UnsafeMutablePointer<Float>, _ shape: AttentionShape) {
+        guard shape.queries > 0, shape.heads > 0 else { return }
+        let kernels = self.kernels, pool = self.pool
+        // Non-causal heads hold all scores [queries, keys] and V^T [headDim, keys]; causal ones one row.
+        let floats = shape.causalOffset == nil ? (shape.queries + shape.headDim) * shape.keys : shape.keys
+        let body = { (h: Int, worker: Int) in
+            let scratch = pool.scratch(worker: worker, bytes: max(1, floats) * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
+            Ops.attentionHead(h, q: q, k: k + h * shape.kvHeadStride, v: v + h * shape.kvHeadStride, out: out, shape,
+                              scratch: scratch, kernels: kernels)
+        }
+        let work = shape.heads * shape.queries * shape.keys * shape.headDim
+        if threads > 1, shape.heads > 1, work >= 1 << 16 {
+            pool.run(parts: shape.heads, body)
+        } else {
+            pool.runOnCaller(parts: shape.heads, body)
+        }
+    }
+}
+
+/// Operations that need no context: row statistics, element-wise updates, the attention of one head.
+public enum Ops {
+    static func layerNormRows(_ x: UnsafeMutablePointer<Float>, _ rows: Range<Int>, _ norm: LayerNormWeights) {
+        let n = norm.dim
+        for t in rows {
+            let row = x + t * n
+            // Four independent sums: one chain of dependent Double adds was most of a decode step's norm.
+            var sums = SIMD4<Double>(), i = 0
+            while i + 4 <= n {
+                sums += SIMD4(Double(row[i]), Double(row[i + 1]), Double(row[i + 2]), Double(row[i + 3]))
+                i += 4
+            }
+            var mean = sums.sum()
+            while i < n { mean += Double(row[i]); i += 1 }
+            mean /= Double(n)
+            var squares = SIMD4<Double>()
+            i = 0
+            let center = SIMD4(repeating: mean)
+            while i + 4 <= n {
+                let d = SIMD4(Double(row[i]), Double(row[i + 1]), Double(row[i + 2]), Double(row[i + 3])) - center
+                squares += d * d
+                i += 4
+            }
+            var variance = squares.sum()
+            while i < n {
+                let d = Double(row[i]) - mean
+                variance += d * d
+                i += 1
+            }
+            variance /= Double(n)
+            let inv = Float(1 / (variance + Double(norm.eps)).squareRoot())
+            let m = Float(mean)
+            for i in 0..<n {
+                var v = (row[i] - m) * inv
+                if let w = norm.weight { v *= w[i] }
+                if let b = norm.bias { v += b[i] }
+                row[i] = v
+            }
+        }
+    }
+
+    /// Negative values become 0; NaN stays NaN (as torch's relu). Eight lanes at a time: the branch per
+    /// element cost 1.5 ms per decoded token over OPT-2.7B's 32 x 10240 fc1 outputs.
+    public static func relu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        var i = 0
+        while i + 8 <= count {
+            let v = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(x + i).storeBytes(of: v.replacing(with: 0, where: v .< 0), as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < count {
+            if x[i] < 0 { x[i] = 0 }
+            i += 1
+        }
+    }
+
+    /// y += x
+    public static func add(_ y: UnsafeMutablePointer<Float>, _ x: UnsafePointer<Float>, count: Int) {
+        for i in 0..<count { y[i] += x[i] }
+    }
+
+    /// sum a[i] b[i] over n values, eight lanes at a time.
+    @inline(__always)
+    static func dot(_ a: UnsafePointer<Float>, _ b: UnsafePointer<Float>, _ n: Int) -> Float {
+        var acc = SIMD8<Float>()
+        var i = 0
+        while i + 8 <= n {
+            let va = UnsafeRawPointer(a + i).loadUnaligned(as: SIMD8<Float>.self)
+            let vb = UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self)
+            acc += va * vb   // not addingProduct: without an FMA target that is a libm call per lane
+            i += 8
+        }
+        var sum = acc.sum()
+        while i < n {
+            sum += a[i] * b[i]
+            i += 1
+        }
+        return sum
+    }
+
+    static func attentionHead(_ h: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
+                              out: UnsafeMutablePointer<Float>, _ shape: AttentionShape,
+                              scratch: UnsafeMutablePointer<Float>, kernels: UnsafePointer<blip2_kernels>) {
+        let (queries, keys, headDim, qStride, kvStride) = (shape.queries, shape.keys, shape.headDim, shape.qStride, shape.kvStride)
+        let scale = shape.scale, causalOffset = shape.causalOffset
+        let width = shape.heads * headDim, float = MemoryLayout<Float>.stride
+        let f32 = BLIP2_TYPE_F32.rawValue
+        let qh = q + h * headDim, kh = k, vh = v   // k, v: this head's first key and value
+        let softmax = kernels.pointee.softmax!
+        guard let offset = causalOffset else {
+            // scores[i, j] = q_i . k_j: keys are the weight rows, queries the tokens.
+            let scores = scratch, vt = scratch + queries * keys
+            blip2_gemm(kernels, f32, kh, kvStride * float, keys, qh, qStride * float, queries, headDim, nil, scores, keys)
+            for i in 0..<queries {
+                let row = scores + i * keys
+                for j in 0..<keys { row[j] *= scale }
+                softmax(row, keys)
+            }
+            // out_i = sum_j p_ij v_j: V^T rows against the probability rows.
+            for j in 0..<keys {
+                for d in 0..<headDim { vt[d * keys + j] = vh[j * kvStride + d] }
+            }
+            blip2_gemm(kernels, f32, vt, keys * float, headDim, scores, keys * float, queries, keys, nil, out + h * headDim, width)
+            return
+        }
+        // Causal (the language model): each query sees its own prefix; one token per product.
+        let scores = scratch
+        for i in 0..<queries {
+            let visible = min(keys, offset + i + 1)
+            blip2_gemm(kernels, f32, kh, kvStride * float, visible, qh + i * qStride, headDim * float, 1, headDim, nil, scores, visible)
+            for j in 0..<visible { scores[j] *= scale }
+            softmax(scores, visible)
+            let o = out + i * width + h * headDim
+            for d in 0..<headDim { o[d] = 0 }
+            for j in 0..<visible { addScaled(o, scores[j], vh + j * kvStride, headDim) }
+        }
+    }
+
+    /// y += a * x over n values. (Multiply and add, not addingProduct: without an FMA target the latter
+    /// becomes a libm fmaf call per lane.)
+    @inline(__always)
+    public static func addScaled(_ y: UnsafeMutablePointer<Float>, _ a: Float, _ x: UnsafePointer<Float>, _ n: Int) {
+        var i = 0
+        let va = SIMD8<Float>(repeating: a)
+        while i + 8 <= n {
+            let vx = UnsafeRawPointer(x + i).loadUnaligned(as: SIMD8<Float>.self)
+            let vy = UnsafeRawPointer(y + i).loadUnaligned(as: SIMD8<Float>.self)
+            UnsafeMutableRawPointer(y + i).storeBytes(of: vy + va * vx, as: SIMD8<Float>.self)
+            i += 8
+        }
+        while i < n {
+            y[i] += a * x[i]
+            i += 1
+        }
+    }
+}
+
+/// A heap buffer of floats, freed with its owner; model code passes its pointer around.
+public final class FloatBuffer {
+    public let pointer: UnsafeMutablePointer<Float>
+    public let count: Int
+    public init(_ count: Int) {
+        self.count = count
+        pointer = .allocate(capacity: max(count, 1))
+        pointer.initialize(repeating: 0, count: max(count, 1))
+    }
+    deinit { pointer.deallocate() }
+    public var array: [Float] { Array(UnsafeBufferPointer(start: pointer, count: count)) }
+}

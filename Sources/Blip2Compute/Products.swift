@@ -1,0 +1,130 @@
+import Blip2Core
+import CKernels
+import Foundation
+
+// MARK: - The matrix product seam
+//
+// Every linear layer in the model goes through `linear`. Activations meeting weights whose type pairs with
+// q8a are quantized once per call; the rows of W are then split across the worker pool and each part runs
+// the tiled kernels of the context's instruction set (CKernels, docs/KERNELS.md).
+
+extension ComputeContext {
+    /// y[t, o] = sum_i x[t, i] * W[o, i] + b[o] for t < tokens. x: [tokens, in], y: [tokens, out].
+    public func linear(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
+        guard tokens > 0, layer.weight.rows > 0 else { return }
+        guard hasTiles(layer.weight.type) else {
+            referenceRows(x, tokens: tokens, layer, into: y)
+            return
+        }
+        withUnsafePointer(to: layer) { one in
+            product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y, stride: layer.weight.rows)
+        }
+    }
+
+    /// Several layers over the same input, their outputs side by side: y[t] = [layers[0](x[t]), layers[1](x[t]), ...]
+    /// (row stride: the layers' outputs added up). Layers that share their input width and weight type (the
+    /// q, k and v projections) run as one job: the input is quantized once and the threads meet once instead
+    /// of once per layer. Every output is the value `linear` gives.
+    public func linear(_ x: UnsafePointer<Float>, tokens: Int, concatenated layers: [Linear], into y: UnsafeMutablePointer<Float>) {
+        guard tokens > 0, let first = layers.first else { return }
+        let stride = layers.reduce(0) { $0 + $1.weight.rows }
+        let shared = hasTiles(first.weight.type)
+            && layers.allSatisfy { $0.weight.type == first.weight.type && $0.weight.cols == first.weight.cols }
+        if shared {
+            layers.withUnsafeBufferPointer { product(x, tokens: tokens, $0, into: y, stride: stride) }
+            return
+        }
+        var offset = 0
+        for layer in layers {
+            if hasTiles(layer.weight.type) {
+                withUnsafePointer(to: layer) { one in
+                    product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y + offset, stride: stride)
+                }
+            } else {
+                let out = UnsafeMutablePointer<Float>.allocate(capacity: tokens * layer.weight.rows)
+                defer { out.deallocate() }
+                referenceRows(x, tokens: tokens, layer, into: out)
+                for t in 0..<tokens { (y + t * stride + offset).update(from: out + t * layer.weight.rows, count: layer.weight.rows) }
+            }
+            offset += layer.weight.rows
+        }
+    }
+
+    /// Whether the kernel table multiplies this weight type (every type a model file can hold for a linear
+    /// layer does; bf16 never reaches here from one).
+    public func hasTiles(_ type: ElementType) -> Bool {
+        kernels.pointee.matvec_fn(type) != nil
+    }
+
+    /// Layers sharing input width and a weight type with tiles, outputs side by side with row stride `stride`.
+    private func product(_ x: UnsafePointer<Float>, tokens: Int, _ layers: UnsafeBufferPointer<Linear>,
+                         into y: UnsafeMutablePointer<Float>, stride: Int) {
+        guard let first = layers.first else { return }
+        let type = first.weight.type, cols = first.weight.cols
+        let quantize = type.takesQuantizedActivations
+        let rowBytes = quantize ? cols / Int(BLIP2_QBLOCK) * MemoryLayout<blip2_block_q8a>.stride : cols * MemoryLayout<Float>.stride
+        let kernels = self.kernels, pool = self.pool
+        withActivationScratch(bytes: quantize ? tokens * rowBytes : 0) { buffer in
+            var input = UnsafeRawPointer(x)
+            if quantize {
+                let quantizeRow = kernels.pointee.quantize_q8a!
+                // Quantizing costs about one pass over x; worth sharing only when there are many tokens.
+                let quantizeParts = tokens >= 16 ? min(pool.threads, tokens) : 1
+                pool.run(parts: quantizeParts) { part, _ in
+                    for t in (tokens * part / quantizeParts)..<(tokens * (part + 1) / quantizeParts) {
+                        quantizeRow(x + t * cols, (buffer + t * rowBytes).assumingMemoryBound(to: blip2_block_q8a.self), cols)
+                    }
+                }
+                input = UnsafeRawPointer(buffer)
+            }
+
+            // Rows go out in groups of 8 (every tile's height divides it, and a panel is 8 rows), counted from
+            // each layer's first row, so a row's tile, and so its value, does not depend on the split. There
+            // are more parts than threads so a thread slowed by another process does not hold up the rest.
+            let groupRows = 8
+            var groups = 0, rows = 0
+            for layer in layers {
+                groups += (layer.weight.rows + groupRows - 1) / groupRows
+                rows += layer.weight.rows
+            }
+            let work = rows * cols * tokens
+            let parts = work < 1 << 16 || pool.threads == 1 ? 1 : min(groups, 4 * pool.threads)
+            let source = input, totalGroups = groups
+            pool.run(parts: parts) { part, _ in
+                let g0 = totalGroups * part / parts, g1 = totalGroups * (part + 1) / parts
+                var first = 0, offset = 0
+                for layer in layers {
+                    let w = layer.weight, count = (w.rows + groupRows - 1) / groupRows
+                    let lo = max(g0, first), hi = min(g1, first + count)
+                    if lo < hi {
+                        let r0 = (lo - first) * groupRows, r1 = min(w.rows, (hi - first) * groupRows)
+                        let start = w.data + r0 / w.type.blockRows * w.groupBytes
+                        blip2_gemm(kernels, w.type.rawValue, start, w.groupBytes, r1 - r0, source, rowBytes, tokens, cols,
+                                   layer.bias.map { $0 + r0 }, y + offset + r0, stride)
+                    }
+                    first += count
+                    offset += w.rows
+                }
+            }
+        }
+    }
+
+    /// Types without kernels: dequantize a row, dot it.
+    private func referenceRows(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
+        let w = layer.weight
+        let row = UnsafeMutablePointer<Float>.allocate(capacity: w.cols)
+        defer { row.deallocate() }
+        for o in 0..<w.rows {
+            w.dequantizeRow(o, into: row)
+            let b = layer.bias?[o] ?? 0
+            for t in 0..<tokens { y[t * w.rows + o] = Ops.dot(x + t * w.cols, row, w.cols) + b }
+        }
+    }
+}
+
+extension blip2_kernels {
+    /// The one-token tile for `type`, or nil where this table does not multiply it.
+    func matvec_fn(_ type: ElementType) -> blip2_tile_fn? {
+        withUnsafeBytes(of: matvec) { tiles in tiles.assumingMemoryBound(to: blip2_tile.self)[Int(type.rawValue)].fn }
+    }
+}
