@@ -3,11 +3,14 @@
 
     python3 Benchmarks/report.py [--checkpoint DIR] [--work DIR] [--out DIR] [--variants f16,q8,q4,mixed]
                                  [--runs 3] [--new-tokens 20] [--threads N] [--no-torch]
+                                 [--torch-variants fp32,bf16,int8] [--torch-only]
 
 Without --checkpoint, the synthetic full-size blip2-opt-2.7b checkpoint is generated into WORK/synthetic-fp16
 (Tools/make_synthetic_checkpoint.py, numpy only). Every variant is converted with blip2-quantize (with and
 without zstd) and measured with `blip2 bench --json` (parsed, never scraped). When torch and transformers are
-importable, the same stages are timed with PyTorch in fp32 and bf16 in the same run, on the same machine.
+importable, the same stages are timed with PyTorch in fp32, bf16 and int8 (dynamic quantization of every
+nn.Linear, torch.ao.quantization.quantize_dynamic: int8 weights, activations quantized per call) in the same run,
+on the same machine. `--torch-only` times just those rows and prints them as JSON.
 The report re-derives its own arithmetic from each bench's raw fields (stages against the caption, file sizes,
 bandwidth fraction) and benches one variant (--scaling-variant, q4) again with one thread for a thread-scaling
 table. Outputs: OUT/report.md, OUT/report.json, OUT/size_latency.svg, OUT/stages.svg.
@@ -61,7 +64,7 @@ def bench(bin_dir, model, opts, threads=None):
 
 
 def torch_rows(checkpoint, opts):
-    """The same stages with transformers on PyTorch: fp32 and bf16, forced token count, medians."""
+    """The same stages with transformers on PyTorch: fp32, bf16 and int8 dynamic, forced token count, medians."""
     try:
         import numpy as np
         import torch
@@ -71,10 +74,17 @@ def torch_rows(checkpoint, opts):
         return []
     torch.set_num_threads(opts.threads)
     rows = []
-    for name, dtype in [("pytorch fp32", torch.float32), ("pytorch bf16", torch.bfloat16)]:
+    wanted = opts.torch_variants.split(",")
+    variants = [("pytorch fp32", torch.float32, False), ("pytorch bf16", torch.bfloat16, False),
+                ("pytorch int8 dynamic", torch.float32, True)]
+    for name, dtype, int8 in variants:
+        if name.removeprefix("pytorch ").split()[0] not in wanted:
+            continue
         print(f"timing {name}", file=sys.stderr, flush=True)
         start = time.time()
         model = Blip2ForConditionalGeneration.from_pretrained(checkpoint, dtype=dtype).eval()
+        if int8:
+            model = torch.ao.quantization.quantize_dynamic(model, {torch.nn.Linear}, dtype=torch.qint8)
         load_ms = (time.time() - start) * 1000
         size = model.config.vision_config.image_size
         pixels = torch.from_numpy(np.random.default_rng(0).standard_normal((1, 3, size, size), dtype=np.float32)).to(dtype)
@@ -196,6 +206,8 @@ def main():
     parser.add_argument("--threads", type=int, default=os.cpu_count())
     parser.add_argument("--image")
     parser.add_argument("--no-torch", action="store_true")
+    parser.add_argument("--torch-variants", default="fp32,bf16,int8", help="PyTorch rows to time: fp32, bf16, int8")
+    parser.add_argument("--torch-only", action="store_true", help="time only the PyTorch rows; print them as JSON")
     parser.add_argument("--no-zstd", action="store_true", help="skip the zstd variants")
     parser.add_argument("--scaling-variant", default="q4",
                         help="variant also benched with one thread, for the thread-scaling table ('' to skip)")
@@ -209,6 +221,9 @@ def main():
     if not (checkpoint / "config.json").exists():
         run([sys.executable, ROOT / "Tools" / "make_synthetic_checkpoint.py", checkpoint,
              "--tokenizer-dir", ROOT.parent / "shared" / "tokenizers" / "opt"])
+    if opts.torch_only:
+        print(json.dumps(torch_rows(checkpoint, opts), indent=1))
+        return
     bin_dir = build()
     started = time.time()
     rows = []

@@ -1,3 +1,4 @@
+import Blip2Compute
 import Blip2Generation
 import Foundation
 import Testing
@@ -78,4 +79,37 @@ struct DemoExamples: Decodable {
             }
         }
     }
+
+    /// Two pipelines in one process, each on its own compute context, caption at the same time from two
+    /// threads (and then sharing one context): every caption is the ground truth, as when run alone.
+    @Test func twoPipelinesInOneProcess() throws {
+        let demo = try load().1
+        let path = Self.models.appendingPathComponent("demo-q8.blip2").path
+        let shared = try ComputeContext.fromEnvironment(threads: 2)
+        for contexts in [[try ComputeContext.fromEnvironment(threads: 2), try ComputeContext.fromEnvironment(threads: 2)], [shared, shared]] {
+            let pipelines = try contexts.map { try Blip2Pipeline(modelPath: path, compute: $0) }
+            let wrong = Locked(0), done = Locked(0)
+            DispatchQueue.concurrentPerform(iterations: 2) { side in
+                for example in demo.examples {
+                    guard let image = try? Self.encode(example, with: pipelines[side]),
+                          let caption = try? pipelines[side].generate(image: image, prompt: nil, options: GenerationOptions()) else {
+                        wrong.update { $0 += 1 }
+                        continue
+                    }
+                    if caption.text != example.caption { wrong.update { $0 += 1 } }
+                    done.update { $0 += 1 }
+                }
+            }
+            #expect(wrong.value == 0 && done.value == 2 * demo.examples.count)
+        }
+    }
+}
+
+/// A value behind a lock (tests only).
+final class Locked<Value>: @unchecked Sendable {
+    private var stored: Value
+    private let lock = NSLock()
+    init(_ value: Value) { stored = value }
+    var value: Value { lock.lock(); defer { lock.unlock() }; return stored }
+    func update(_ body: (inout Value) -> Void) { lock.lock(); defer { lock.unlock() }; body(&stored) }
 }
