@@ -88,6 +88,12 @@ public final class Blip2Pipeline: @unchecked Sendable {
         return measure(&timings.preprocess) { preprocessor.pixelValues(for: image) }
     }
 
+    /// Decodes and preprocesses image bytes already in memory; `name` identifies them in errors.
+    public func pixels(data: Data, name: String, timings: inout StageTimings) throws -> [Float] {
+        let image = try measure(&timings.imageDecode) { try ImageDecoder.decode(data: data, name: name, options: imageOptions) }
+        return measure(&timings.preprocess) { preprocessor.pixelValues(for: image) }
+    }
+
     public func encode(pixels: [Float], timings: StageTimings = StageTimings()) -> EncodedImage {
         var timings = timings
         let states = measure(&timings.vision) { model.visionForward(pixels: pixels) }
