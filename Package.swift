@@ -94,6 +94,8 @@ let package = Package(
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Model", "Blip2Core", "CKernels"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
+        // Runs `blip2 serve` and talks to it over HTTP; unit tests of the server's parts.
+        .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline"]),
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
     ],
     swiftLanguageModes: [.v5]

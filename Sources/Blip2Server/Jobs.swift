@@ -154,7 +154,11 @@ extension Blip2Server {
                onText: ((String) -> Void)?) throws -> Outcome {
         let waited = ContinuousClock.now - enqueued
         metrics.recordQueueWait(seconds: Double(waited.components.seconds) + Double(waited.components.attoseconds) / 1e18)
-        let outcome = try job(onStart, onText, ticket)
+        let outcome: Outcome
+        do { outcome = try job(onStart, onText, ticket) } catch {
+            if case GenerationError.cancelled = error { metrics.generationCancelled() }
+            throw error
+        }
         metrics.record(timings: outcome.result.timings, generatedTokens: outcome.result.sequences.first?.tokens.count ?? 0)
         return outcome
     }

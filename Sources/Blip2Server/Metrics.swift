@@ -14,6 +14,7 @@ final class ServerMetrics: Sendable {
     private let tokens: Counter
     private let cacheHits: Counter
     private let cacheMisses: Counter
+    private let cancelled: Counter
     private let stageHistograms: [String: ValueHistogram]
 
     /// Seconds, from a demo model's milliseconds to a full-size model's tens of seconds.
@@ -31,6 +32,8 @@ final class ServerMetrics: Sendable {
                                                            helpText: "Uploads whose encoding was reused"))
         cacheMisses = registry.makeCounter(descriptor: .init(metricName: "blip2_image_cache_misses", unitName: "total",
                                                              helpText: "Uploads encoded by the vision tower"))
+        cancelled = registry.makeCounter(descriptor: .init(metricName: "blip2_generations_cancelled", unitName: "total",
+                                                           helpText: "Generations stopped between tokens because their client went away"))
         var histograms: [String: ValueHistogram] = [:]
         for stage in Self.stages {
             histograms[stage] = registry.makeValueHistogram(
@@ -59,6 +62,8 @@ final class ServerMetrics: Sendable {
             if let milliseconds { stageHistograms[stage]?.record(milliseconds / 1000) }
         }
     }
+
+    func generationCancelled() { cancelled.increment() }
 
     func recordQueueWait(seconds: Double) { stageHistograms["queue_wait"]?.record(seconds) }
 
