@@ -37,7 +37,6 @@ header h1 span { color: var(--accent); }
 .dot.ok { background: var(--accent2); } .dot.busy { background: var(--warn); } .dot.down { background: var(--bad); }
 #state { color: var(--muted); font-size: 16px; }
 main { flex: 1; display: grid; grid-template-columns: minmax(0, 1fr) minmax(0, 1fr); gap: 24px; padding: 24px; min-height: 0; }
-@media (max-aspect-ratio: 1/1) { main { grid-template-columns: 1fr; grid-template-rows: auto 1fr; } }
 .panel { background: var(--panel); border: 1px solid var(--line); border-radius: var(--radius); padding: 20px; display: flex; flex-direction: column; min-height: 0; }
 #picture { align-items: stretch; justify-content: center; gap: 16px; }
 #drop { flex: 1; display: flex; flex-direction: column; align-items: center; justify-content: center; gap: 22px; border: 3px dashed var(--line); border-radius: var(--radius); padding: 24px; text-align: center; color: var(--muted); min-height: 260px; }
@@ -54,6 +53,7 @@ button:active { transform: scale(.98); }
 #camera { display: none; flex: 1; flex-direction: column; gap: 16px; min-height: 0; }
 #chat { gap: 14px; }
 #log { flex: 1; overflow-y: auto; display: flex; flex-direction: column; gap: 14px; padding-right: 4px; min-height: 120px; }
+#log > * { flex-shrink: 0; }
 .empty { margin: auto; color: var(--muted); text-align: center; max-width: 26ch; line-height: 1.4; }
 .caption { background: var(--panel2); border-radius: 14px; padding: 18px 20px; font-size: 30px; line-height: 1.3; font-weight: 600; }
 .caption small, .turn small { display: block; font-size: 14px; font-weight: 400; color: var(--muted); margin-top: 10px; }
@@ -73,6 +73,23 @@ form { display: flex; gap: 12px; }
 #question { flex: 1; min-width: 0; font: inherit; font-size: 22px; min-height: 64px; padding: 0 18px; border-radius: 14px; border: 1px solid var(--line); background: var(--bg); color: var(--text); }
 #question:focus { outline: 2px solid var(--accent); }
 footer { padding: 8px 24px 14px; color: var(--muted); font-size: 14px; display: flex; justify-content: space-between; }
+/* Portrait screens and phones: one column, and the page itself scrolls. */
+@media (max-aspect-ratio: 1/1) {
+  html, body { height: auto; min-height: 100%; }
+  body { font-size: 18px; }
+  header { flex-wrap: wrap; padding: 10px 14px; gap: 8px; }
+  header h1 { font-size: 22px; }
+  .badge { font-size: 14px; padding: 4px 10px; }
+  main { display: flex; flex-direction: column; padding: 12px; gap: 12px; }
+  .panel { padding: 14px; }
+  #drop { min-height: 220px; }
+  #shown img { max-height: 45vh; }
+  #log { overflow: visible; flex: none; min-height: 60px; }
+  .caption { font-size: 24px; }
+  .a { font-size: 21px; }
+  button, .button, #question { font-size: 19px; min-height: 56px; }
+  footer { flex-direction: column; gap: 4px; padding: 8px 14px 14px; }
+}
 </style>
 </head>
 <body>
@@ -217,6 +234,7 @@ function entry(html) {
   $("log").appendChild(div.firstElementChild);
   const el = $("log").lastElementChild;
   $("log").scrollTop = $("log").scrollHeight;
+  el.scrollIntoView({ block: "nearest" });
   return el;
 }
 
@@ -224,7 +242,7 @@ function setBusy(on) {
   busy = on;
   $("question").disabled = on || !image;
   $("ask").disabled = on || !image;
-  if (on) setState("busy", "thinking…"); else setState("ok", "ready");
+  if (on) setState("busy", "thinking…");
 }
 
 async function caption() {
@@ -238,6 +256,7 @@ async function caption() {
     $("caption").textContent = r.text;
     $("caption-timings").textContent = timingText(r.timings_ms, r.image_cached);
     card.dataset.done = "true";
+    setState("ok", "ready");
   } catch (e) {
     if (mine !== generation) return;
     card.remove();
@@ -266,6 +285,7 @@ async function ask(question, turnEl) {
     answer.textContent = r.text;
     turn.querySelector("small").textContent = timingText(r.timings_ms, r.image_cached);
     turn.dataset.done = "true";
+    setState("ok", "ready");
     if (r.dropped_turns > 0) notice("info", "The conversation outgrew the model's " + contextTokens + "-token window: the oldest " + (r.dropped_turns === 1 ? "turn was" : r.dropped_turns + " turns were") + " left out of the context.");
   } catch (e) {
     if (mine !== generation) return;
@@ -297,7 +317,7 @@ function reset() {
   generation += 1; image = null; session = null; clearNotice();
   $("log").querySelectorAll(".caption, .turn").forEach((el) => el.remove());
   $("empty").style.display = "";
-  showPicker(); setBusy(false); $("question").disabled = true; $("ask").disabled = true;
+  showPicker(); setBusy(false); setState("ok", "ready"); $("question").disabled = true; $("ask").disabled = true;
 }
 function use(blob) {
   if (!blob) return;
