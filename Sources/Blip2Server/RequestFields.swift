@@ -14,6 +14,7 @@ struct RequestFields {
     private(set) var image: Data?
 
     static let maxParts = 64
+    static let maxBeams = 8
 
     init(values: [String: JSONValue], image: Data?) {
         self.values = values
@@ -144,6 +145,14 @@ struct RequestFields {
         o.seed = try seed("seed") ?? 0
         o.repetitionPenalty = try double("repetition_penalty") ?? 1.0
         try Self.validate(o)
+        // One request must not hold the model for long or multiply its KV cache (each beam holds a copy).
+        if o.numBeams > Self.maxBeams {
+            throw APIError.badRequest("beams: at most \(Self.maxBeams) on this server", param: "beams", code: "invalid_generation_option")
+        }
+        if o.numReturnSequences > Self.maxBeams {
+            throw APIError.badRequest("num_return_sequences: at most \(Self.maxBeams) on this server", param: "num_return_sequences",
+                                      code: "invalid_generation_option")
+        }
         return o
     }
 
@@ -172,7 +181,7 @@ enum Multipart {
             let pair = parameter.split(separator: "=", maxSplits: 1).map { $0.trimmingCharacters(in: .whitespaces) }
             if pair.count == 2, pair[0].lowercased() == "boundary" {
                 let value = pair[1].trimmingCharacters(in: CharacterSet(charactersIn: "\""))
-                return value.isEmpty || value.count > 200 ? nil : value
+                return value.isEmpty || value.count > 70 ? nil : value  // RFC 2046: 1 to 70 characters
             }
         }
         return nil
@@ -214,18 +223,22 @@ enum Multipart {
         return nil
     }
 
+    /// Knuth-Morris-Pratt: linear time, so a hostile body cannot make the search quadratic.
     private static func find(_ needle: [UInt8], in haystack: [UInt8], from start: Int) -> Int? {
-        guard !needle.isEmpty, haystack.count >= needle.count, start <= haystack.count - needle.count else { return nil }
-        let first = needle[0]
-        var i = start
-        let last = haystack.count - needle.count
-        while i <= last {
-            if haystack[i] == first {
-                var j = 1
-                while j < needle.count && haystack[i + j] == needle[j] { j += 1 }
-                if j == needle.count { return i }
-            }
-            i += 1
+        guard !needle.isEmpty, start < haystack.count else { return nil }
+        // failure[i]: length of the longest proper prefix of needle[0...i] that is also its suffix.
+        var failure = [Int](repeating: 0, count: needle.count)
+        var k = 0
+        for i in needle.indices.dropFirst() {
+            while k > 0 && needle[i] != needle[k] { k = failure[k - 1] }
+            if needle[i] == needle[k] { k += 1 }
+            failure[i] = k
+        }
+        var matched = 0
+        for i in start..<haystack.count {
+            while matched > 0 && haystack[i] != needle[matched] { matched = failure[matched - 1] }
+            if haystack[i] == needle[matched] { matched += 1 }
+            if matched == needle.count { return i - needle.count + 1 }
         }
         return nil
     }

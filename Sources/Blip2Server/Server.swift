@@ -299,6 +299,9 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
                 response = server.errorResponse(server.apiError(error, request: request))
             }
         }
+        // Generation routes watch their connection for the client leaving, and the framework closes a
+        // connection watched that way once the answer is sent: say so, so that clients do not reuse it.
+        if request.method == .post { response.headers[.connection] = "close" }
         server.metrics.request(route: route, status: response.status.code)
         return response
     }

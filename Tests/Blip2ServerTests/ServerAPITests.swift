@@ -206,6 +206,10 @@ struct ServerAPITests {
             #expect(badOption.status == 400)
             #expect(badOption.error["code"] as? String == "invalid_generation_option")
 
+            let manyBeams = try await post("/v1/caption", ["image": image.base64EncodedString(), "beams": 64])
+            #expect(manyBeams.status == 400)
+            #expect(manyBeams.error["param"] as? String == "beams")
+
             let wrongType = try await post("/v1/caption", ["image": image.base64EncodedString(), "max_new_tokens": "many"])
             #expect(wrongType.status == 400)
             #expect(wrongType.error["param"] as? String == "max_new_tokens")

@@ -9,11 +9,19 @@ from selenium.webdriver.chrome.service import Service
 from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
-from conftest import EXAMPLES, MODEL, ROOT, cli
+from conftest import EXAMPLES, MODEL, Server, cli
 
 IMAGE = EXAMPLES / "row-42-16.png"
 QUESTION = "what color is the cross?"
 SCREENSHOT = pathlib.Path(os.environ.get("KIOSK_SCREENSHOT", "/tmp/kiosk.png"))
+
+
+@pytest.fixture(scope="module")
+def server():
+    """A server of its own, so that the picture is not already encoded by other tests (the page then shows every stage)."""
+    s = Server()
+    yield s
+    assert s.stop() == 0
 
 
 @pytest.fixture(scope="module")
