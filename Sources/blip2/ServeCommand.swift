@@ -11,10 +11,10 @@ struct ServeCommand: AsyncParsableCommand {
         commandName: "serve",
         abstract: "Serve the kiosk page and an HTTP API (OpenAI-compatible chat completions included) over one loaded model.",
         discussion: """
-        Loads the model once, prints the URL and serves until SIGINT or SIGTERM, then finishes the running
-        generation, refuses what was queued and exits 0. Binds to loopback unless --host says otherwise.
-        Routes: GET / (the page), /health, /metrics, /v1/models; POST /v1/caption, /v1/ask, /v1/chat,
-        /v1/chat/completions (docs/SERVER.md).
+        Loads the model once, prints the URL and serves until SIGINT or SIGTERM, then finishes the running generation, refuses what was queued and exits 0. Binds to loopback unless --host says otherwise.
+
+        Routes: GET / (the page), /health, /metrics, /v1/models; POST /v1/caption, /v1/ask, /v1/chat, /v1/chat/completions (docs/SERVER.md).
+
         Examples:
           blip2 serve model.blip2
           blip2 serve model.blip2 --host 0.0.0.0 --port 8080 --api-key "$KEY"
