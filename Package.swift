@@ -52,7 +52,7 @@ let package = Package(
         .target(
             name: "Blip2Server",
             dependencies: [
-                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile",
+                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Model",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),

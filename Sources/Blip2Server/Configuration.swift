@@ -14,6 +14,9 @@ public struct ServerConfiguration: Sendable {
     public var sessionTTL = 600.0
     /// Chat sessions kept at once; the least recently used goes first.
     public var maxSessions = 16
+    /// Memory the sessions' KV caches may take together (float32, 512 positions each: 335 MB apiece for
+    /// OPT-2.7B), which lowers `maxSessions` for large models.
+    public var sessionMemoryBytes = 1 << 30
     /// Encoded images kept by content hash; the least recently used goes first.
     public var imageCacheEntries = 32
 

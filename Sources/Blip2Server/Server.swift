@@ -1,4 +1,5 @@
 import Blip2Generation
+import Blip2Model
 import Blip2ModelFile
 import Blip2Pipeline
 import Foundation
@@ -35,7 +36,10 @@ public final class Blip2Server: Sendable {
         let file = try? ModelFile(path: modelPath, options: .init(decompressAtOpen: false))
         precision = (try? file?.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization))?.weights ?? "unknown"
         worker = ModelWorker(capacity: configuration.queue)
-        sessions = BoundedCache(capacity: configuration.maxSessions, timeToLive: configuration.sessionTTL)
+        let text = pipeline.model.config.textConfig
+        let sessionBytes = 2 * text.numHiddenLayers * text.hiddenSize * pipeline.contextLimit * MemoryLayout<Float>.size
+        sessions = BoundedCache(capacity: max(1, min(configuration.maxSessions, configuration.sessionMemoryBytes / max(1, sessionBytes))),
+                                timeToLive: configuration.sessionTTL)
         images = BoundedCache(capacity: configuration.imageCacheEntries)
         let metrics = self.metrics
         worker.onDepthChange = { metrics.setQueueDepth($0) }
@@ -102,13 +106,15 @@ public final class Blip2Server: Sendable {
             let queueDepth: Int
             let queueCapacity: Int
             let sessions: Int
+            let sessionCapacity: Int
             enum CodingKeys: String, CodingKey {
                 case status, model, precision, contextTokens = "context_tokens", queueDepth = "queue_depth"
-                case queueCapacity = "queue_capacity", sessions
+                case queueCapacity = "queue_capacity", sessions, sessionCapacity = "session_capacity"
             }
         }
         return try json(Health(model: modelName, precision: precision, contextTokens: pipeline.contextLimit,
-                               queueDepth: worker.depth, queueCapacity: configuration.queue, sessions: sessions.count))
+                               queueDepth: worker.depth, queueCapacity: configuration.queue, sessions: sessions.count,
+                               sessionCapacity: sessions.capacity))
     }
 
     func models() throws -> Response {

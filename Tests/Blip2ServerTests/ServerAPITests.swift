@@ -41,6 +41,8 @@ struct ServerAPITests {
             #expect(health.json["status"] as? String == "ok")
             #expect(health.json["model"] as? String == "demo-q8")
             #expect(health.json["precision"] as? String == "q8")
+            // The demo model's KV cache is small: the count limit applies, not the memory one.
+            #expect(health.json["session_capacity"] as? Int == 16)
 
             let models = try await http("GET", server.base + "/v1/models")
             let data = try #require(models.json["data"] as? [[String: Any]])
