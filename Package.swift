@@ -1,4 +1,4 @@
-// swift-tools-version: 6.0
+// swift-tools-version: 6.1
 import PackageDescription
 
 // Dependencies point one way (docs/ARCHITECTURE.md draws them):
@@ -16,6 +16,13 @@ let package = Package(
     ],
     dependencies: [
         .package(url: "https://github.com/apple/swift-argument-parser", from: "1.5.0"),
+        // The kiosk server only (Blip2Server). No default traits: swift-configuration is not needed.
+        .package(url: "https://github.com/hummingbird-project/hummingbird", from: "2.28.1", traits: []),
+        .package(url: "https://github.com/swift-server/swift-prometheus", from: "2.4.1"),
+        // Already in Hummingbird's graph; named for the server's own signal handling and log level.
+        .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
+        .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
+        .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
     ],
     targets: [
         // MARK: System libraries
@@ -44,6 +51,18 @@ let package = Package(
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
         .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
+        // `blip2 serve`: HTTP routes, the page, the request queue feeding one model worker, sessions, metrics.
+        .target(
+            name: "Blip2Server",
+            dependencies: [
+                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Model",
+                .product(name: "Hummingbird", package: "hummingbird"),
+                .product(name: "Prometheus", package: "swift-prometheus"),
+                .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
+                .product(name: "Logging", package: "swift-log"),
+                .product(name: "HTTPTypes", package: "swift-http-types"),
+            ]
+        ),
         // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core"]),
 
@@ -52,7 +71,7 @@ let package = Package(
             name: "blip2",
             dependencies: [
                 "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
-                "Blip2Generation", "Blip2Image", "Blip2Compute",
+                "Blip2Generation", "Blip2Image", "Blip2Compute", "Blip2Server",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -78,6 +97,8 @@ let package = Package(
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Compute", "Blip2Core", "CKernels"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
+        // Runs `blip2 serve` and talks to it over HTTP; unit tests of the server's parts.
+        .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline"]),
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
     ],
     swiftLanguageModes: [.v5]

@@ -117,11 +117,12 @@ struct BeamSearch<State: DecoderState> {
         selection = Scratch(count: numBeams, initialValue: 0)
     }
 
-    mutating func run() throws -> [GeneratedSequence] {
+    mutating func run(shouldStop: (() -> Bool)? = nil) throws -> [GeneratedSequence] {
         var length = contextLength
         var heuristicUnsatisfied = true
         var step = 0
         while true {
+            if let shouldStop, shouldStop() { throw GenerationError.cancelled(step: step) }
             try computeLogProbabilities(length: length, step: step)
             if var sampler = sampling {
                 sampler.drawCandidates(logProbabilities: logProbabilities!.buffer, runningScores: runningScores.buffer,

@@ -112,6 +112,8 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
     case nothingToSample(step: Int)
     /// Beam search needs `2 * numBeams` candidates per step and the vocabulary is too small to supply them.
     case vocabularyTooSmall(vocabularySize: Int, numBeams: Int)
+    /// The caller's `shouldStop` asked to end generation before this step.
+    case cancelled(step: Int)
 
     public var description: String {
         switch self {
@@ -131,6 +133,8 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
             return "no token can be sampled at step \(step): the settings (noRepeatNgramSize, minNewTokens, repetitionPenalty) suppressed every token"
         case let .vocabularyTooSmall(vocabularySize, numBeams):
             return "beam search with \(numBeams) beams needs \(2 * numBeams) candidates per step, but the vocabulary has \(vocabularySize) tokens; use fewer beams"
+        case let .cancelled(step):
+            return "generation was cancelled before step \(step)"
         }
     }
 }

@@ -42,15 +42,18 @@ public enum Generator {
     /// that no hypothesis ever reached, possible only when fewer than `numBeams` candidates have a finite
     /// score, comes back empty with score -1e9, as transformers returns it). `state` is advanced (and
     /// possibly forked) in the process; do not reuse it for another generation.
+    ///
+    /// `shouldStop` is asked before each step (a server's client may have gone away); when it answers true,
+    /// generation ends with `GenerationError.cancelled` without running the model again.
     public static func generate(from state: some DecoderState, contextIds: [Int], options: GenerationOptions,
-                                onToken: ((Int) -> Void)? = nil) throws -> [GeneratedSequence] {
+                                onToken: ((Int) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> [GeneratedSequence] {
         try options.validate()
         for (index, id) in contextIds.enumerated() where id < 0 {
             throw GenerationError.invalidContextToken(index: index, id: id)
         }
         if options.numBeams > 1 {
             var search = try BeamSearch(state: state, contextIds: contextIds, options: options)
-            let sequences = try search.run()
+            let sequences = try search.run(shouldStop: shouldStop)
             if let onToken, let first = sequences.first { first.tokens.forEach(onToken) }
             return sequences
         }
@@ -60,7 +63,8 @@ public enum Generator {
             // Each extra sample continues a copy, so the state given to us stays at the context until the last.
             let isLast = index == options.numReturnSequences - 1
             var decoder = try SingleSequenceDecoder(contextIds: contextIds, options: options, stream: index)
-            sequences.append(try decoder.run(isLast ? state : try state.fork(), onToken: index == 0 ? onToken : nil))
+            sequences.append(try decoder.run(isLast ? state : try state.fork(), onToken: index == 0 ? onToken : nil,
+                                             shouldStop: shouldStop))
         }
         return sequences
     }
@@ -90,7 +94,8 @@ struct SingleSequenceDecoder {
         random = SamplingRandom(seed: options.seed, stream: stream)
     }
 
-    mutating func run<State: DecoderState>(_ state: State, onToken: ((Int) -> Void)?) throws -> GeneratedSequence {
+    mutating func run<State: DecoderState>(_ state: State, onToken: ((Int) -> Void)?,
+                                           shouldStop: (() -> Bool)? = nil) throws -> GeneratedSequence {
         var finishedByEOS = false
         for step in 0..<options.maxNewTokens {
             let scores = try loadScores(state.logits, step: step)
@@ -104,7 +109,10 @@ struct SingleSequenceDecoder {
                 finishedByEOS = true
                 break
             }
-            if step + 1 < options.maxNewTokens { try state.append(token) }
+            if step + 1 < options.maxNewTokens {
+                if let shouldStop, shouldStop() { throw GenerationError.cancelled(step: step + 1) }
+                try state.append(token)
+            }
         }
         let tokens = Array(sequence.buffer[contextLength..<length])
         return GeneratedSequence(tokens: tokens, score: nil, finishedByEOS: finishedByEOS)

@@ -24,16 +24,9 @@ public final class ChatSession {
         public var reusedIds: Int
     }
 
-    public func ask(_ question: String, options: GenerationOptions, onText: ((String) -> Void)? = nil) throws -> Turn {
-        // Drop the oldest turns until the prompt fits; the current question is never cut.
-        var dropped = 0
-        var ids = pipeline.promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
-        while pipeline.numQueryTokens + ids.count + options.maxNewTokens > pipeline.contextLimit, dropped < history.count {
-            dropped += 1
-            ids = pipeline.promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
-        }
-        try pipeline.checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
-
+    public func ask(_ question: String, options: GenerationOptions, onText: ((String) -> Void)? = nil,
+                    shouldStop: (() -> Bool)? = nil) throws -> Turn {
+        let (ids, dropped) = try pipeline.chatPrompt(history: history, question: question, maxNewTokens: options.maxNewTokens)
         var timings = StageTimings()
         let capacity = pipeline.contextLimit
         let base: SessionState
@@ -54,7 +47,7 @@ public final class ChatSession {
         // Beam search explores copies; greedy and sampling continue the cached state itself.
         let working = options.numBeams > 1 ? try base.fork() : base
         let sequences = try pipeline.decode(from: working, contextIds: pipeline.contextIds(promptIds: ids), options: options,
-                                            onText: onText, timings: &timings)
+                                            onText: onText, shouldStop: shouldStop, timings: &timings)
         timings.total = [timings.prefill, timings.generate].compactMap { $0 }.reduce(0, +)
         state = base
         let texts = sequences.map { pipeline.tokenizer.decodeStripped($0.tokens) }
@@ -62,5 +55,22 @@ public final class ChatSession {
         history.append((question, texts.first ?? ""))
         let result = Blip2Pipeline.Result(sequences: sequences, promptIds: ids, timings: timings, texts: texts)
         return Turn(result: result, droppedTurns: dropped, reusedIds: shared)
+    }
+}
+
+extension Blip2Pipeline {
+    /// The chat prompt's ids for `question` after `history`, dropping the oldest turns until it fits the
+    /// context with `maxNewTokens` to generate; the current question is never cut.
+    /// Returns the ids and how many turns were dropped.
+    public func chatPrompt(history: [(question: String, answer: String)], question: String,
+                           maxNewTokens: Int) throws -> (ids: [Int], droppedTurns: Int) {
+        var dropped = 0
+        var ids = promptIds(Prompts.chat(history: history, question: question))
+        while numQueryTokens + ids.count + maxNewTokens > contextLimit, dropped < history.count {
+            dropped += 1
+            ids = promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
+        }
+        try checkFits(promptIds: ids, maxNewTokens: maxNewTokens)
+        return (ids, dropped)
     }
 }

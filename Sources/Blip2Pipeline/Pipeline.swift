@@ -92,6 +92,12 @@ public final class Blip2Pipeline: @unchecked Sendable {
         return measure(&timings.preprocess) { preprocessor.pixelValues(for: image) }
     }
 
+    /// Decodes and preprocesses image bytes already in memory; `name` identifies them in errors.
+    public func pixels(data: Data, name: String, timings: inout StageTimings) throws -> [Float] {
+        let image = try measure(&timings.imageDecode) { try ImageDecoder.decode(data: data, name: name, options: imageOptions) }
+        return measure(&timings.preprocess) { preprocessor.pixelValues(for: image) }
+    }
+
     public func encode(pixels: [Float], timings: StageTimings = StageTimings()) -> EncodedImage {
         var timings = timings
         let states = measure(&timings.vision) { model.visionForward(pixels: pixels) }
@@ -136,9 +142,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
     }
 
     /// Generates from an encoded image and a prompt. `onText` receives text pieces as tokens arrive
-    /// (single-sequence decoding only).
+    /// (single-sequence decoding only); `shouldStop` is asked between tokens and ends generation with
+    /// `GenerationError.cancelled` when it answers true.
     public func generate(image: EncodedImage, prompt: String?, options: GenerationOptions,
-                         onText: ((String) -> Void)? = nil) throws -> Result {
+                         onText: ((String) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> Result {
         let ids = promptIds(prompt)
         try checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
         var timings = image.timings
@@ -148,14 +155,15 @@ public final class Blip2Pipeline: @unchecked Sendable {
             try state.feed(embeddings: image.embeddings)
             try state.feed(ids)
         }
-        let sequences = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options, onText: onText, timings: &timings)
+        let sequences = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options, onText: onText,
+                                   shouldStop: shouldStop, timings: &timings)
         timings.total = [timings.imageDecode, timings.preprocess, timings.vision, timings.qformer, timings.prefill, timings.generate]
             .compactMap { $0 }.reduce(0, +)
         return Result(sequences: sequences, promptIds: ids, timings: timings, texts: sequences.map { tokenizer.decodeStripped($0.tokens) })
     }
 
     func decode(from state: SessionState, contextIds: [Int], options: GenerationOptions,
-                onText: ((String) -> Void)?, timings: inout StageTimings) throws -> [GeneratedSequence] {
+                onText: ((String) -> Void)?, shouldStop: (() -> Bool)?, timings: inout StageTimings) throws -> [GeneratedSequence] {
         var options = options
         options.eosTokenId = options.eosTokenId ?? eosTokenId
         options.padTokenId = options.padTokenId ?? padTokenId
@@ -166,7 +174,7 @@ public final class Blip2Pipeline: @unchecked Sendable {
             try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
                 let piece = stream.append(id)
                 if !piece.isEmpty { onText?(piece) }
-            } : nil)
+            } : nil, shouldStop: shouldStop)
         }
         if streaming {
             let rest = stream.finish()

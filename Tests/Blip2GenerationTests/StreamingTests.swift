@@ -83,3 +83,52 @@ struct StreamingTests {
         #expect(log.forks <= 4 * 2)
     }
 }
+
+@Suite("cancellation between tokens")
+struct CancellationTests {
+    @Test("greedy search stops before the model consumes the next token once shouldStop answers true")
+    func greedyStops() throws {
+        let log = StateLog()
+        let state = ScriptedState(model: try fixtureModel(), context: StreamingTests.context, log: log)
+        var options = GenerationOptions()
+        options.maxNewTokens = 12
+        options.eosTokenId = nil
+        var streamed: [Int] = []
+        #expect(throws: GenerationError.cancelled(step: 3)) {
+            try Generator.generate(from: state, contextIds: StreamingTests.context, options: options,
+                                   onToken: { streamed.append($0) }, shouldStop: { streamed.count >= 3 })
+        }
+        #expect(streamed.count == 3)
+        // The third token was never fed: the model ran only for the first two.
+        #expect(log.appends == 2)
+    }
+
+    @Test("a stop that never fires changes nothing")
+    func neverStopping() throws {
+        var options = GenerationOptions()
+        options.maxNewTokens = 12
+        options.eosTokenId = 2
+        let plain = try Generator.generate(from: ScriptedState(model: try fixtureModel(), context: StreamingTests.context),
+                                           contextIds: StreamingTests.context, options: options)
+        let watched = try Generator.generate(from: ScriptedState(model: try fixtureModel(), context: StreamingTests.context),
+                                             contextIds: StreamingTests.context, options: options, shouldStop: { false })
+        #expect(plain == watched)
+    }
+
+    @Test("beam search checks between steps")
+    func beamStops() throws {
+        let log = StateLog()
+        let state = ScriptedState(model: try fixtureModel(), context: StreamingTests.context, log: log)
+        var options = GenerationOptions()
+        options.maxNewTokens = 12
+        options.numBeams = 3
+        options.eosTokenId = nil
+        var asked = 0
+        #expect(throws: GenerationError.cancelled(step: 2)) {
+            try Generator.generate(from: state, contextIds: StreamingTests.context, options: options,
+                                   shouldStop: { asked += 1; return asked > 2 })
+        }
+        // Two steps ran, each feeding three beams.
+        #expect(log.appends == 2 * 3)
+    }
+}

@@ -1,0 +1,47 @@
+"""Starts `blip2 serve` on loopback for the Python tests (the official openai client, a real browser, load)."""
+import os
+import pathlib
+import re
+import signal
+import subprocess
+import time
+
+import pytest
+
+ROOT = pathlib.Path(__file__).resolve().parents[2]
+BLIP2 = pathlib.Path(os.environ.get("BLIP2", ROOT / ".build" / "debug" / "blip2"))
+MODEL = ROOT / "Models" / "demo-q8.blip2"
+EXAMPLES = ROOT / "Models" / "examples"
+
+
+class Server:
+    def __init__(self, *extra):
+        self.process = subprocess.Popen([str(BLIP2), "serve", str(MODEL), "--port", "0", *extra],
+                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        line = self.process.stdout.readline()  # the URL, printed once bound
+        match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
+        if not match:
+            self.process.kill()
+            raise RuntimeError(f"blip2 serve did not start: {line!r} {self.process.stderr.read()}")
+        self.url = match.group(1)
+
+    def stop(self):
+        self.process.send_signal(signal.SIGTERM)
+        try:
+            return self.process.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            self.process.kill()
+            raise
+
+
+@pytest.fixture(scope="session")
+def server():
+    s = Server()
+    yield s
+    assert s.stop() == 0
+
+
+def cli(*args, stdin=None):
+    """Runs the blip2 CLI and returns its standard output lines."""
+    out = subprocess.run([str(BLIP2), *args], input=stdin, capture_output=True, text=True, timeout=120, check=True)
+    return out.stdout.splitlines()
