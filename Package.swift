@@ -1,10 +1,11 @@
 // swift-tools-version: 6.0
 import PackageDescription
 
-// Dependencies point one way:
-//   CKernels -> Blip2Core -> Blip2ModelFile -> Blip2Convert -> executables
-//   Blip2Config (pure configuration + weight manifest) is used by Blip2Convert and the model.
-//   Blip2Tokenizer and Blip2Image stand alone and are used by the pipeline and CLIs.
+// Dependencies point one way (a target uses only those listed above it):
+//   CKernels -> Blip2Core -> Blip2ModelFile -> Blip2Convert, Blip2Model -> Blip2Pipeline -> executables
+//   Blip2Config (configs + weight manifest) and Blip2Tokenizer depend on nothing; the model file's reports,
+//   the converter, the model and the pipeline read them. Blip2Image and Blip2Generation stand alone and
+//   serve the pipeline. Blip2CommandLine (terminal output) serves the executables only.
 let package = Package(
     name: "blip2-edge",
     platforms: [.macOS(.v13)],
@@ -21,6 +22,8 @@ let package = Package(
         .systemLibrary(name: "CZstd", pkgConfig: "libzstd", providers: [.apt(["libzstd-dev"])]),
         .systemLibrary(name: "CJPEG", pkgConfig: "libjpeg", providers: [.apt(["libjpeg-dev"])]),
         .systemLibrary(name: "CPNG", pkgConfig: "libpng", providers: [.apt(["libpng-dev"])]),
+        // Line editing and history for `blip2 chat` on a terminal.
+        .systemLibrary(name: "CEdit", pkgConfig: "libedit", providers: [.apt(["libedit-dev"])]),
 
         // MARK: Kernels (C: block formats, scalar references, SIMD paths)
         .target(
@@ -31,7 +34,8 @@ let package = Package(
         // MARK: Libraries
         .target(name: "Blip2Core", dependencies: ["CKernels"]),
         .target(name: "Blip2Config"),
-        .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd"]),
+        // The format, its reader and writer, and what `inspect` reports about a file.
+        .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Config", "Blip2Tokenizer"]),
         .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer"]),
         .target(name: "Blip2Tokenizer"),
         .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
@@ -41,15 +45,15 @@ let package = Package(
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
         .target(name: "Blip2Pipeline", dependencies: ["Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
-        // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
-        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core"]),
+        // Terminal helpers shared by the executables: progress bars, tables, sizes, error reporting.
+        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile"]),
 
         // MARK: Executables (thin)
         .executableTarget(
             name: "blip2",
             dependencies: [
                 "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
-                "Blip2Generation", "Blip2Image", "Blip2Model",
+                "Blip2Generation", "Blip2Image", "Blip2Model", "CEdit",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -58,7 +62,7 @@ let package = Package(
         .executableTarget(
             name: "blip2-quantize",
             dependencies: [
-                "Blip2Convert", "Blip2CommandLine",
+                "Blip2Convert", "Blip2CommandLine", "Blip2ModelFile", "Blip2Core",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -75,7 +79,7 @@ let package = Package(
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Model", "Blip2Core", "CKernels"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
-        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
+        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "blip2-kernel-bench", "Blip2ModelFile"]),
     ],
     swiftLanguageModes: [.v5]
 )

@@ -18,6 +18,37 @@ func argument(_ name: String) -> String? {
     return args[i + 1]
 }
 
+let usage = """
+    USAGE: blip2-kernel-bench [--threads 1,2] [--isa ref|avx2|avx512|neon|dotprod] [--types q4,q8]
+                              [--matvec COLSxROWS,...] [--repeats N] [--no-matmul]
+
+    Kernel throughput on OPT-2.7B's decode shapes (matrix-vector, weight GB/s, cache-hot and streamed from
+    memory) and ViT-g's fc1 at 257 tokens (matrix-matrix, GOP/s). Build with -c release (docs/KERNELS.md).
+
+    OPTIONS:
+      --threads n[,n...]   thread counts to compare (default: 1,2)
+      --isa NAME           instruction set (default: the best the CPU has, or BLIP2_ISA)
+      --types t[,t...]     weight types (default: q4,q8)
+      --matvec COLSxROWS   matrix-vector shapes (default: 2560x2560,2560x10240,10240x2560,2560x50272)
+      --repeats N          timed repetitions, the median is reported (default: 7)
+      --no-matmul          skip the matrix-matrix product
+      -h, --help           show this help
+    """
+do {
+    let valued: Set = ["--threads", "--isa", "--types", "--matvec", "--repeats"]
+    var rest = CommandLine.arguments.dropFirst()
+    while let arg = rest.popFirst() {
+        if arg == "--help" || arg == "-h" {
+            print(usage)
+            exit(0)
+        }
+        if valued.contains(arg), rest.popFirst() != nil { continue }
+        if arg == "--no-matmul" { continue }
+        FileHandle.standardError.write(Data("error: unknown or incomplete option '\(arg)'\n\n\(usage)\n".utf8))
+        exit(64)
+    }
+}
+
 let threadCounts = (argument("--threads") ?? "1,2").split(separator: ",").compactMap { Int($0) }
 let repeats = Int(argument("--repeats") ?? "") ?? 7
 if let name = argument("--isa") {

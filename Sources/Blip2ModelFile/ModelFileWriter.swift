@@ -5,15 +5,8 @@ import Foundation
 import Glibc
 #endif
 
-public struct ModelFileError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "\(path): \(message)" }
-}
+/// A model file that cannot be read or written: the path and what is wrong with it.
+public typealias ModelFileError = FileError
 
 // MARK: - Writer
 //

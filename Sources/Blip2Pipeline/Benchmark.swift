@@ -87,6 +87,8 @@ public struct BenchmarkReport: Codable, Sendable {
 public enum Benchmark {
     public static func run(modelPath: String, settings: BenchmarkSettings, kernel: String,
                            progress: ((String) -> Void)? = nil) throws -> BenchmarkReport {
+        progress?("loading")
+        ProcessStats.resetPeakResident()
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let pipeline = try Blip2Pipeline(modelPath: modelPath)
         let loadMs = milliseconds(since: loadStart)
