@@ -76,6 +76,7 @@ let package = Package(
         .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Convert", "Blip2ModelFile"]),
         .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Convert", "Blip2Generation", "Blip2Core"]),
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),
+        .testTarget(name: "Blip2CommandLineTests", dependencies: ["Blip2CommandLine", "Blip2ModelFile"]),
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Model", "Blip2Core", "CKernels"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
