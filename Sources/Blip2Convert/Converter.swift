@@ -155,7 +155,7 @@ public enum Converter {
 
         var ignored: [String] = []
         for name in unused.sorted() {
-            if let reason = ignoreReason(name, config: config, checkpoint: checkpoint) {
+            if let reason = ignoreReason(name, config: config) {
                 ignored.append("\(name): \(reason)")
             } else {
                 throw ConversionError("\(checkpoint.folder.path): unexpected tensor '\(name)' in the checkpoint: it is not part of a BLIP-2-OPT model with this config.json")
@@ -181,7 +181,7 @@ public enum Converter {
         return .fused(values: values, dtype: q.dtypeName)
     }
 
-    static func ignoreReason(_ name: String, config: Blip2Config, checkpoint: Checkpoint) -> String? {
+    static func ignoreReason(_ name: String, config: Blip2Config) -> String? {
         if name == WeightManifest.outputHeadKey, config.textConfig.tieWordEmbeddings {
             return "tied to embed_tokens (text_config.tie_word_embeddings)"
         }

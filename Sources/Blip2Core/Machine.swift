@@ -73,14 +73,6 @@ public enum ProcessStats {
         defer { try? handle.close() }
         return (try? handle.write(contentsOf: Data("5".utf8))) != nil
     }
-
-    /// Current resident set size, in bytes.
-    public static var residentBytes: Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-        let fields = text.split(separator: " ")
-        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
-    }
 }
 
 // MARK: - Memory read bandwidth

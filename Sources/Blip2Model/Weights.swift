@@ -28,8 +28,6 @@ public struct WeightMatrix: @unchecked Sendable {
 public struct Linear: @unchecked Sendable {
     public let weight: WeightMatrix
     public let bias: UnsafePointer<Float>?
-    public var inFeatures: Int { weight.cols }
-    public var outFeatures: Int { weight.rows }
 }
 
 public struct LayerNormWeights: @unchecked Sendable {
@@ -78,10 +76,6 @@ struct WeightLoader {
         }
         storage.append(widened)
         return UnsafePointer(widened)
-    }
-
-    func optionalVector(_ name: String, count: Int, into storage: inout [UnsafeMutablePointer<Float>]) throws -> UnsafePointer<Float>? {
-        file.tensor(named: name) == nil ? nil : try vector(name, count: count, into: &storage)
     }
 
     func linear(_ prefix: String, out: Int, in inputs: Int, bias: Bool = true, into storage: inout [UnsafeMutablePointer<Float>]) throws -> Linear {

@@ -60,8 +60,6 @@ public final class ModelFileWriter {
         if !finished { unlink(temporaryPath) }
     }
 
-    public var tensorRecords: [TensorRecord] { records }
-
     // MARK: Tensors
 
     /// Starts a tensor whose `size` bytes will follow through `TensorSink.write`.
@@ -188,9 +186,6 @@ public final class ModelFileWriter {
         }
         finished = true
     }
-
-    /// Bytes written so far (the file's size if finished now, before directory and metadata).
-    public var bytesWritten: Int { position }
 
     // MARK: I/O
 

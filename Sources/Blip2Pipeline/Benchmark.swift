@@ -1,3 +1,4 @@
+import Blip2Config
 import Blip2Core
 import Blip2Generation
 import Blip2Image
@@ -100,8 +101,8 @@ public enum Benchmark {
         }
         let decodeBytes = file.tensors.filter { record in
             record.name.hasPrefix("language_model.model.decoder.layers.") || record.name.hasPrefix("language_model.model.decoder.final_layer_norm")
-                || record.name == "language_model.lm_head.weight"
-                || (record.name == "language_model.model.decoder.embed_tokens.weight" && pipeline.model.config.textConfig.tieWordEmbeddings)
+                || record.name == WeightManifest.outputHeadKey
+                || (record.name == WeightManifest.tokenEmbeddingKey && pipeline.model.config.textConfig.tieWordEmbeddings)
         }.reduce(0) { $0 + $1.size }
 
         // The image: a file, or a deterministic synthetic photo-sized frame.

@@ -227,10 +227,13 @@ import Testing
         let second = scratch.path("copy.blip2")
         try FileManager.default.copyItem(atPath: Self.demoModel, toPath: second)
         let args = ["bench", Self.demoModel, second, "-t", "1,2", "--runs", "1", "-n", "3", "--bandwidth-buffer", "8"]
-        let json = try blip2.run(args + ["--json"])
+        // A 48 MB bandwidth buffer: each peak RSS must leave out the buffers of the measurements before it.
+        let json = try blip2.run(Array(args.dropLast(2)) + ["--bandwidth-buffer", "48", "--json"])
         #expect(json.status == 0, "\(json.stderr)")
         let records = try json.stdout.split(separator: "\n").map { try JSONSerialization.jsonObject(with: Data($0.utf8)) as! [String: Any] }
         #expect(records.map { $0["threads"] as? Int } == [1, 2, 1, 2])
+        let peaks = records.map { $0["peak_rss_bytes"] as? Int ?? .max }
+        for peak in peaks.dropFirst() { #expect(peak < peaks[0] + 24 << 20, "peak RSS \(peaks): an earlier bandwidth buffer counted") }
         #expect(records.map { ($0["model"] as? [String: Any])?["path"] as? String } == [Self.demoModel, Self.demoModel, second, second])
         for step in ["loading", "warm-up", "run 1/1", "measuring read bandwidth"] {
             #expect(json.stderr.components(separatedBy: "\n").filter { $0.hasSuffix(": \(step)") }.count == 4, "progress '\(step)': \(json.stderr)")
