@@ -35,7 +35,7 @@ struct AskCommand: ParsableCommand {
     }
 
     func run() throws {
-        try configureCompute(threads: generation.threads)
+        try generation.applyThreads()
         let pipeline = try modelOptions.load()
         do {
             try runImageTask(pipeline: pipeline, task: .question, image: ImageArgument(argument: image), prompt: Prompts.question(question),

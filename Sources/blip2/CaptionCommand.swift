@@ -45,7 +45,7 @@ struct CaptionCommand: ParsableCommand {
     }
 
     func run() throws {
-        try configureCompute(threads: generation.threads)
+        try generation.applyThreads()
         let pipeline = try modelOptions.load()
         var failed = false
         for image in images {

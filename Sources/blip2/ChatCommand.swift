@@ -44,7 +44,7 @@ struct ChatCommand: ParsableCommand {
     }
 
     func run() throws {
-        try configureCompute(threads: generation.threads)
+        try generation.applyThreads()
         let pipeline = try modelOptions.load()
         var conversation = try Conversation(pipeline: pipeline, image: image, options: generation.options(for: .chat), json: json)
         if isatty(STDIN_FILENO) == 1 {

@@ -90,6 +90,9 @@ struct GenerationOptionsGroup: ParsableArguments {
         for warning in warnings { printError("warning: \(warning)") }
     }
 
+    /// Sizes the worker pool for --threads and selects the kernels (see `configureCompute`).
+    func applyThreads() throws { try configureCompute(threads: threads) }
+
     /// Refuses options a command cannot honour because it prints one answer per input (chat).
     func requireOneSequence(_ reason: String) throws {
         guard numReturnSequences == 1 else {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Blip2CommandLine
 import Blip2Core
+import Blip2Generation
 import Blip2Image
 import Blip2Model
 import Blip2ModelFile
@@ -106,6 +107,8 @@ func describe(_ error: Error) -> String {
         return "\(name): the image declares \(width)x\(height) = \(width * height) pixels, over the --max-pixels limit of \(limit); shrink the image or raise --max-pixels"
     case ImageError.fileTooLarge(let name, _, let limit):
         return "\(name): more than \(limit) bytes (\(formatBytes(limit))), too large for an image"
+    case GenerationError.nothingToSample(let step):
+        return "no token can be sampled at step \(step): --no-repeat-ngram-size, --min-new-tokens or --repetition-penalty suppressed every token"
     default:
         return "\(error)"
     }
