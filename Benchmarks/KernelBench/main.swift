@@ -18,14 +18,27 @@ USAGE: blip2-kernel-bench [--threads 1,2] [--isa NAME] [--types q8p,q4p,...] [--
   --matmul       IN x OUT x TOKENS shapes of many-token products (default: every product shape of
                  blip2-opt-2.7b's image encoding and a 33-token prompt)
   --mm-types     weight types for the many-token products (default q8p,q4p,q8,q4,f16,f32)
+  --repeats      timed repetitions, the median is reported (default 7)
+  --no-matvec, --no-matmul   skip one kind of product
 
 matvec lines report weight bytes streamed per second, "hot" (one matrix, cache-resident when it fits) and
 "streamed" (copies totalling 256 MB, so every byte comes from memory as in decode). matmul lines report
 2 x multiply-adds per second and their share of the int8 peak.
 """
-if CommandLine.arguments.contains("--help") || CommandLine.arguments.contains("-h") {
-    print(usage)
-    exit(0)
+do {
+    let valued: Set = ["--threads", "--isa", "--types", "--matvec", "--matmul", "--mm-types", "--repeats"]
+    let flags: Set = ["--no-matvec", "--no-matmul"]
+    var rest = CommandLine.arguments.dropFirst()
+    while let arg = rest.popFirst() {
+        if arg == "--help" || arg == "-h" {
+            print(usage)
+            exit(0)
+        }
+        if valued.contains(arg), rest.popFirst() != nil { continue }
+        if flags.contains(arg) { continue }
+        FileHandle.standardError.write(Data("error: unknown or incomplete option '\(arg)'\n\n\(usage)\n".utf8))
+        exit(64)
+    }
 }
 
 func argument(_ name: String) -> String? {

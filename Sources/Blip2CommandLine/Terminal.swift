@@ -33,11 +33,12 @@ public func formatCount(_ value: Int) -> String {
     return value < 0 ? "-" + out : out
 }
 
-/// A one-line progress bar on standard error, drawn only when standard error is a terminal and
-/// redrawn at most ten times a second.
+/// A one-line progress bar on standard error with the time left, drawn only when standard error is a
+/// terminal and redrawn at most ten times a second.
 public final class ProgressBar {
     private let title: String
     private let enabled: Bool
+    private let started = Date()
     private var lastDraw = Date.distantPast
     private var drawn = false
 
@@ -51,10 +52,12 @@ public final class ProgressBar {
         let now = Date()
         guard fraction >= 1 || now.timeIntervalSince(lastDraw) >= 0.1 else { return }
         lastDraw = now
+        let fraction = min(max(fraction, 0), 1)
         let width = 30
-        let filled = Int((min(max(fraction, 0), 1) * Double(width)).rounded(.down))
+        let filled = Int((fraction * Double(width)).rounded(.down))
         let bar = String(repeating: "=", count: filled) + (filled < width ? ">" : "") + String(repeating: " ", count: max(0, width - filled - 1))
-        var line = "\(title) [\(bar)] \(String(format: "%3.0f%%", fraction * 100)) \(detail)"
+        let eta = Self.remaining(elapsed: now.timeIntervalSince(started), fraction: fraction).map { " ETA \($0)" } ?? ""
+        var line = "\(title) [\(bar)] \(String(format: "%3.0f%%", fraction * 100))\(eta) \(detail)"
         let columns = 120
         if line.count > columns { line = String(line.prefix(columns)) }
         FileHandle.standardError.write(Data("\r\u{1B}[K\(line)".utf8))
@@ -65,6 +68,15 @@ public final class ProgressBar {
         guard enabled, drawn else { return }
         FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
         drawn = false
+    }
+
+    /// Time left at the average rate so far, as `m:ss` (or `h:mm:ss`); nil until a second has passed and
+    /// 1% is done, when the rate means something.
+    static func remaining(elapsed: Double, fraction: Double) -> String? {
+        guard elapsed >= 1, fraction >= 0.01, fraction < 1 else { return nil }
+        let seconds = Int((elapsed * (1 - fraction) / fraction).rounded())
+        let (h, m, s) = (seconds / 3600, seconds / 60 % 60, seconds % 60)
+        return h > 0 ? String(format: "%d:%02d:%02d", h, m, s) : String(format: "%d:%02d", m, s)
     }
 }
 

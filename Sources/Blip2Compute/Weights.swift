@@ -36,8 +36,6 @@ public struct WeightMatrix: @unchecked Sendable {
 public struct Linear: @unchecked Sendable {
     public let weight: WeightMatrix
     public let bias: UnsafePointer<Float>?
-    public var inFeatures: Int { weight.cols }
-    public var outFeatures: Int { weight.rows }
 
     public init(_ weight: WeightMatrix, bias: UnsafePointer<Float>?) {
         self.weight = weight

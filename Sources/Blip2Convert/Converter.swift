@@ -19,32 +19,6 @@ public struct ConversionOptions: Sendable {
     public init() {}
 }
 
-public struct ConvertedTensor: Codable, Sendable {
-    public let name: String
-    public let type: String
-    public let shape: [Int]
-    public let bytes: Int
-    public let storedBytes: Int
-    public let compression: String
-    public let error: Double
-    public let sourceDtype: String
-    public let component: String
-    public let note: String?
-
-    enum CodingKeys: String, CodingKey {
-        case name, type, shape, bytes, storedBytes = "stored_bytes", compression, error
-        case sourceDtype = "source_dtype", component, note
-    }
-}
-
-public struct ComponentTotals: Codable, Sendable, Equatable {
-    public var parameters = 0
-    public var bytes = 0
-    public var storedBytes = 0
-    enum CodingKeys: String, CodingKey { case parameters, bytes, storedBytes = "stored_bytes" }
-    public init() {}
-}
-
 public struct ConversionReport: Codable, Sendable {
     public let output: String
     public let formatVersion: Int
@@ -52,13 +26,16 @@ public struct ConversionReport: Codable, Sendable {
     public let compression: String
     public let fileBytes: Int
     public let seconds: Double
-    public let tensors: [ConvertedTensor]
-    public let totals: [String: ComponentTotals]
+    public let tensors: [TensorReport]
+    /// Per component and `total`.
+    public let totals: [String: TensorTotals]
+    /// Per stored type and `total`.
+    public let totalsByType: [String: TensorTotals]
     public let ignored: [String]
 
     enum CodingKeys: String, CodingKey {
         case output, formatVersion = "format_version", weights, compression, fileBytes = "file_bytes", seconds
-        case tensors, totals, ignored
+        case tensors, totals, totalsByType = "totals_by_type", ignored
     }
 }
 
@@ -89,9 +66,8 @@ public enum Converter {
 
         let writer = try ModelFileWriter(destination: output)
         var buffers = ChunkBuffers(threads: max(1, options.threads))
-        var converted: [ConvertedTensor] = []
+        var converted: [TensorReport] = []
         var provenance: [String: TensorProvenance] = [:]
-        var totals: [String: ComponentTotals] = [:]
         let bytesTotal = plan.sources.reduce(0) { $0 + $1.elementCount }
         var bytesDone = 0
 
@@ -106,17 +82,12 @@ public enum Converter {
             let record = try sink.finish()
             bytesDone += source.elementCount
 
-            converted.append(ConvertedTensor(name: spec.name, type: choice.type.name, shape: spec.shape, bytes: record.size,
-                                             storedBytes: record.storedSize, compression: record.compression.description,
-                                             error: error, sourceDtype: source.dtypeName, component: spec.component.rawValue,
-                                             note: choice.note))
+            converted.append(TensorReport(name: spec.name, type: choice.type.name, shape: spec.shape, bytes: record.size,
+                                          storedBytes: record.storedSize, compression: record.compression.description,
+                                          error: error, component: spec.component.rawValue, sourceDtype: source.dtypeName,
+                                          note: choice.note))
             provenance[spec.name] = TensorProvenance(sourceDtype: source.dtypeName, error: error, component: spec.component.rawValue,
                                                      role: spec.role.rawValue, note: choice.note)
-            for key in [spec.component.rawValue, "total"] {
-                totals[key, default: ComponentTotals()].parameters += record.elementCount
-                totals[key, default: ComponentTotals()].bytes += record.size
-                totals[key, default: ComponentTotals()].storedBytes += record.storedSize
-            }
         }
         progress?(ConversionProgress(tensorIndex: manifest.weights.count, tensorCount: manifest.weights.count, name: "",
                                      bytesDone: bytesTotal, bytesTotal: bytesTotal))
@@ -133,7 +104,9 @@ public enum Converter {
         let fileBytes = (try? FileManager.default.attributesOfItem(atPath: output)[.size] as? Int) ?? 0
         return ConversionReport(output: output, formatVersion: Int(ModelFileFormat.version), weights: options.weights.rawValue,
                                 compression: options.compression.description, fileBytes: fileBytes,
-                                seconds: Date().timeIntervalSince(started), tensors: converted, totals: totals, ignored: plan.ignored)
+                                seconds: Date().timeIntervalSince(started), tensors: converted,
+                                totals: TensorTotals.byComponent(converted), totalsByType: TensorTotals.byType(converted),
+                                ignored: plan.ignored)
     }
 
     // MARK: Matching checkpoint keys to model weights
@@ -182,7 +155,7 @@ public enum Converter {
 
         var ignored: [String] = []
         for name in unused.sorted() {
-            if let reason = ignoreReason(name, config: config, checkpoint: checkpoint) {
+            if let reason = ignoreReason(name, config: config) {
                 ignored.append("\(name): \(reason)")
             } else {
                 throw ConversionError("\(checkpoint.folder.path): unexpected tensor '\(name)' in the checkpoint: it is not part of a BLIP-2-OPT model with this config.json")
@@ -208,7 +181,7 @@ public enum Converter {
         return .fused(values: values, dtype: q.dtypeName)
     }
 
-    static func ignoreReason(_ name: String, config: Blip2Config, checkpoint: Checkpoint) -> String? {
+    static func ignoreReason(_ name: String, config: Blip2Config) -> String? {
         if name == WeightManifest.outputHeadKey, config.textConfig.tieWordEmbeddings {
             return "tied to embed_tokens (text_config.tie_word_embeddings)"
         }

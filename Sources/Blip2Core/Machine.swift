@@ -65,12 +65,13 @@ public enum ProcessStats {
         return Int(usage.ru_maxrss) * 1024   // Linux reports kilobytes
     }
 
-    /// Current resident set size, in bytes.
-    public static var residentBytes: Int {
-        guard let text = try? String(contentsOfFile: "/proc/self/statm", encoding: .utf8) else { return 0 }
-        let fields = text.split(separator: " ")
-        guard fields.count > 1, let pages = Int(fields[1]) else { return 0 }
-        return pages * Int(sysconf(Int32(_SC_PAGESIZE)))
+    /// Starts `peakResidentBytes` again from the current resident size (Linux: /proc/self/clear_refs), so a
+    /// measurement is not charged for what an earlier one in the same process held. False if refused.
+    @discardableResult
+    public static func resetPeakResident() -> Bool {
+        guard let handle = FileHandle(forWritingAtPath: "/proc/self/clear_refs") else { return false }
+        defer { try? handle.close() }
+        return (try? handle.write(contentsOf: Data("5".utf8))) != nil
     }
 }
 

@@ -56,9 +56,6 @@ public final class MappedFile: @unchecked Sendable {
         return UnsafeRawBufferPointer(start: base + range.lowerBound, count: range.count)
     }
 
-    /// Hints that `range` will be read soon, front to back.
-    public func willNeed(_ range: Range<Int>) { advise(range, MADV_WILLNEED) }
-
     /// Drops the resident pages of `range` from this process (they stay in the page cache): streaming
     /// readers call it after each tensor so memory stays flat across a file far larger than RAM.
     public func release(_ range: Range<Int>) { advise(range, MADV_DONTNEED) }

@@ -56,42 +56,54 @@ public struct GenerationOptions: Sendable, Equatable {
     public static let maxNewTokensLimit = 65_536
     public static let numBeamsLimit = 256
 
+    /// The settings by name, for messages: `validate(naming:)` lets a command line say `--beams` where a
+    /// library user reads `numBeams`.
+    public enum Setting: String, Sendable, CaseIterable {
+        case maxNewTokens, minNewTokens, numBeams, lengthPenalty, earlyStopping, noRepeatNgramSize
+        case numReturnSequences, doSample, temperature, topK, topP, seed, repetitionPenalty, eosTokenId, padTokenId
+    }
+
     /// Throws `GenerationError.invalidOption` naming the first setting transformers would reject (or that
-    /// cannot mean anything), with what it must be.
-    public func validate() throws {
-        func fail(_ name: String, _ value: CustomStringConvertible, _ requirement: String) throws -> Never {
-            throw GenerationError.invalidOption(name: name, value: value.description, requirement: requirement)
+    /// cannot mean anything), with what it must be. `naming` spells each setting in messages (default: the
+    /// Swift property name).
+    public func validate(naming: (Setting) -> String = { $0.rawValue }) throws {
+        func fail(_ setting: Setting, _ value: CustomStringConvertible, _ requirement: String) throws -> Never {
+            throw GenerationError.invalidOption(name: naming(setting), value: value.description, requirement: requirement)
         }
-        if maxNewTokens < 1 { try fail("maxNewTokens", maxNewTokens, "at least 1") }
+        if maxNewTokens < 1 { try fail(.maxNewTokens, maxNewTokens, "at least 1") }
         if maxNewTokens > Self.maxNewTokensLimit {
-            try fail("maxNewTokens", maxNewTokens, "at most \(Self.maxNewTokensLimit), far beyond any language model's context")
+            try fail(.maxNewTokens, maxNewTokens, "at most \(Self.maxNewTokensLimit), far beyond any language model's context")
         }
-        if minNewTokens < 0 { try fail("minNewTokens", minNewTokens, "0 or more") }
-        if numBeams < 1 { try fail("numBeams", numBeams, "at least 1") }
-        if numBeams > Self.numBeamsLimit { try fail("numBeams", numBeams, "at most \(Self.numBeamsLimit)") }
-        if !lengthPenalty.isFinite { try fail("lengthPenalty", lengthPenalty, "a finite number") }
-        if noRepeatNgramSize < 0 { try fail("noRepeatNgramSize", noRepeatNgramSize, "0 (off) or more") }
-        if numReturnSequences < 1 { try fail("numReturnSequences", numReturnSequences, "at least 1") }
+        if minNewTokens < 0 { try fail(.minNewTokens, minNewTokens, "0 or more") }
+        if numBeams < 1 { try fail(.numBeams, numBeams, "at least 1") }
+        if numBeams > Self.numBeamsLimit { try fail(.numBeams, numBeams, "at most \(Self.numBeamsLimit)") }
+        if !lengthPenalty.isFinite { try fail(.lengthPenalty, lengthPenalty, "a finite number") }
+        if noRepeatNgramSize < 0 { try fail(.noRepeatNgramSize, noRepeatNgramSize, "0 (off) or more") }
+        if numReturnSequences < 1 { try fail(.numReturnSequences, numReturnSequences, "at least 1") }
         if numBeams == 1 && !doSample && numReturnSequences > 1 {
-            try fail("numReturnSequences", numReturnSequences,
-                     "1 for greedy search (it has only one result); use numBeams > 1 or doSample")
+            try fail(.numReturnSequences, numReturnSequences,
+                     "1 for greedy search (it has only one result); for several, use \(naming(.numBeams)) above 1 or \(naming(.doSample))")
         }
         if numBeams > 1 && numReturnSequences > numBeams {
-            try fail("numReturnSequences", numReturnSequences, "at most numBeams (\(numBeams))")
+            try fail(.numReturnSequences, numReturnSequences, "at most \(naming(.numBeams)) (\(numBeams))")
         }
         if !(repetitionPenalty > 0 && repetitionPenalty.isFinite) {
-            try fail("repetitionPenalty", repetitionPenalty, "a positive finite number (1 is off)")
+            try fail(.repetitionPenalty, repetitionPenalty, "a positive finite number (1 is off)")
         }
-        if let eos = eosTokenId, eos < 0 { try fail("eosTokenId", eos, "a token id (0 or more)") }
-        if let pad = padTokenId, pad < 0 { try fail("padTokenId", pad, "a token id (0 or more)") }
+        if let eos = eosTokenId, eos < 0 { try fail(.eosTokenId, eos, "a token id (0 or more)") }
+        if let pad = padTokenId, pad < 0 { try fail(.padTokenId, pad, "a token id (0 or more)") }
         if doSample {
             if !(temperature > 0 && temperature.isFinite) {
-                try fail("temperature", temperature, "a positive finite number when sampling; for greedy decoding set doSample to false")
+                try fail(.temperature, temperature, "a positive finite number when sampling (for greedy decoding, leave \(naming(.doSample)) off)")
             }
-            if topK < 0 { try fail("topK", topK, "0 (off) or more") }
-            if !(topP > 0 && topP <= 1) { try fail("topP", topP, "in (0, 1]; 1 is off") }
+            if topK < 0 { try fail(.topK, topK, "0 (off) or more") }
+            if !(topP > 0 && topP <= 1) { try fail(.topP, topP, "in (0, 1]; 1 is off") }
         }
     }
+
+    /// Whether tokens are final as soon as they are chosen, so text can be shown as it is generated: one
+    /// sequence, decoded greedily or by sampling (beam search knows its best sequence only at the end).
+    public var streamsTokens: Bool { numBeams == 1 && numReturnSequences == 1 }
 }
 
 /// Why generation could not run or continue.

@@ -59,25 +59,25 @@ public enum ImageFormat: String, Sendable, Equatable {
 /// Reads JPEG and PNG images into RGB exactly as the reference `transformers` image processor sees them
 /// (PIL's decoders, then its conversion to RGB with transparency composited onto white).
 public enum ImageDecoder {
-    /// Decodes the image file at `url`.
+    /// Decodes the image file at `url`. Messages name the file as it was given (`url.relativePath`).
     public static func decode(contentsOf url: URL, options: ImageDecodeOptions = .init()) throws -> RGBImage {
-        let path = url.path
+        let path = url.path, name = url.relativePath
         var isDirectory: ObjCBool = false
         guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ImageError.fileNotFound(path: path)
+            throw ImageError.fileNotFound(path: name)
         }
-        if isDirectory.boolValue { throw ImageError.unreadableFile(path: path, reason: "it is a directory") }
+        if isDirectory.boolValue { throw ImageError.unreadableFile(path: name, reason: "it is a directory") }
         if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > options.maxFileBytes {
-            throw ImageError.fileTooLarge(path: path, bytes: size, limit: options.maxFileBytes)
+            throw ImageError.fileTooLarge(path: name, bytes: size, limit: options.maxFileBytes)
         }
         // Read, not mapped: a mapping of a file that another process truncates would crash on access.
         let data: Data
         do {
             data = try Data(contentsOf: url)
         } catch {
-            throw ImageError.unreadableFile(path: path, reason: error.localizedDescription)
+            throw ImageError.unreadableFile(path: name, reason: error.localizedDescription)
         }
-        return try decode(data: data, name: path, options: options)
+        return try decode(data: data, name: name, options: options)
     }
 
     /// Decodes image bytes already in memory; `name` identifies them in errors.

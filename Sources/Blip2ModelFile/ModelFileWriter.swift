@@ -5,15 +5,8 @@ import Foundation
 import Glibc
 #endif
 
-public struct ModelFileError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public init(path: String, _ message: String) {
-        self.path = path
-        self.message = message
-    }
-    public var description: String { "\(path): \(message)" }
-}
+/// A model file that cannot be read or written: the path and what is wrong with it.
+public typealias ModelFileError = FileError
 
 // MARK: - Writer
 //
@@ -66,8 +59,6 @@ public final class ModelFileWriter {
         }
         if !finished { unlink(temporaryPath) }
     }
-
-    public var tensorRecords: [TensorRecord] { records }
 
     // MARK: Tensors
 
@@ -196,9 +187,6 @@ public final class ModelFileWriter {
         }
         finished = true
     }
-
-    /// Bytes written so far (the file's size if finished now, before directory and metadata).
-    public var bytesWritten: Int { position }
 
     // MARK: I/O
 

@@ -52,11 +52,8 @@ public struct SafeTensorsEntry: Sendable {
     public var elementCount: Int { range.count / dtype.byteSize }
 }
 
-public struct SafeTensorsError: Error, CustomStringConvertible {
-    public let path: String
-    public let message: String
-    public var description: String { "\(path): \(message)" }
-}
+/// A safetensors file that cannot be read: the path and what is wrong with it.
+public typealias SafeTensorsError = FileError
 
 public final class SafeTensorsFile: @unchecked Sendable {
     /// The format's own cap on the JSON header; larger claims are hostile or corrupt.
@@ -70,7 +67,7 @@ public final class SafeTensorsFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        func fail(_ message: String) -> SafeTensorsError { SafeTensorsError(path: path, message: message) }
+        func fail(_ message: String) -> SafeTensorsError { SafeTensorsError(path: path, message) }
         do { file = try MappedFile(path: path) } catch let error as FileError { throw fail(error.message) }
         let bytes = file.bytes
         guard bytes.count >= 8 else {

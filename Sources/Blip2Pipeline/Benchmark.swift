@@ -1,4 +1,5 @@
 import Blip2Compute
+import Blip2Config
 import Blip2Core
 import Blip2Generation
 import Blip2Image
@@ -88,6 +89,8 @@ public enum Benchmark {
     /// Loads the model on `compute` (whose thread count and instruction set the report names) and measures it.
     public static func run(modelPath: String, settings: BenchmarkSettings, compute: ComputeContext,
                            progress: ((String) -> Void)? = nil) throws -> BenchmarkReport {
+        progress?("loading")
+        ProcessStats.resetPeakResident()
         let loadStart = DispatchTime.now().uptimeNanoseconds
         let pipeline = try Blip2Pipeline(modelPath: modelPath, compute: compute)
         let kernel = compute.isa.rawValue
@@ -100,8 +103,8 @@ public enum Benchmark {
         }
         let decodeBytes = file.tensors.filter { record in
             record.name.hasPrefix("language_model.model.decoder.layers.") || record.name.hasPrefix("language_model.model.decoder.final_layer_norm")
-                || record.name == "language_model.lm_head.weight"
-                || (record.name == "language_model.model.decoder.embed_tokens.weight" && pipeline.model.config.textConfig.tieWordEmbeddings)
+                || record.name == WeightManifest.outputHeadKey
+                || (record.name == WeightManifest.tokenEmbeddingKey && pipeline.model.config.textConfig.tieWordEmbeddings)
         }.reduce(0) { $0 + $1.size }
 
         // The image: a file, or a deterministic synthetic photo-sized frame.

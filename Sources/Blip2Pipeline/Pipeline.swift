@@ -92,7 +92,8 @@ public final class Blip2Pipeline: @unchecked Sendable {
         return measure(&timings.preprocess) { preprocessor.pixelValues(for: image) }
     }
 
-    /// Decodes and preprocesses image bytes already in memory; `name` identifies them in errors.
+    /// Decodes and preprocesses image bytes already in memory (standard input, an upload); `name` identifies
+    /// them in errors.
     public func pixels(data: Data, name: String, timings: inout StageTimings) throws -> [Float] {
         let image = try measure(&timings.imageDecode) { try ImageDecoder.decode(data: data, name: name, options: imageOptions) }
         return measure(&timings.preprocess) { preprocessor.pixelValues(for: image) }
@@ -111,10 +112,20 @@ public final class Blip2Pipeline: @unchecked Sendable {
         return encode(pixels: pixels, timings: timings)
     }
 
+    public func encodeImage(data: Data, name: String) throws -> EncodedImage {
+        var timings = StageTimings()
+        let pixels = try pixels(data: data, name: name, timings: &timings)
+        return encode(pixels: pixels, timings: timings)
+    }
+
     // MARK: Prompts
 
     /// BOS + prompt ids, as the processor builds them to follow the image embeddings.
     public func promptIds(_ prompt: String?) -> [Int] {
+        Self.promptIds(prompt, tokenizer: tokenizer)
+    }
+
+    public static func promptIds(_ prompt: String?, tokenizer: OPTTokenizer) -> [Int] {
         tokenizer.encode(prompt ?? "", addBOS: true)
     }
 
@@ -142,9 +153,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
     }
 
     /// Generates from an encoded image and a prompt. `onText` receives text pieces as tokens arrive
-    /// (single-sequence decoding only); `shouldStop` is asked between tokens and ends generation with
-    /// `GenerationError.cancelled` when it answers true.
-    public func generate(image: EncodedImage, prompt: String?, options: GenerationOptions,
+    /// (when `options.streamsTokens`); with `echo` the first piece is the prompt, so the pieces read as
+    /// `echoedText`. `shouldStop` is asked between tokens and ends generation with `GenerationError.cancelled`
+    /// when it answers true.
+    public func generate(image: EncodedImage, prompt: String?, options: GenerationOptions, echo: Bool = false,
                          onText: ((String) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> Result {
         let ids = promptIds(prompt)
         try checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
@@ -155,21 +167,32 @@ public final class Blip2Pipeline: @unchecked Sendable {
             try state.feed(embeddings: image.embeddings)
             try state.feed(ids)
         }
-        let sequences = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options, onText: onText,
-                                   shouldStop: shouldStop, timings: &timings)
+        let sequences = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options,
+                                   echoIds: echo ? ids : [], onText: onText, shouldStop: shouldStop, timings: &timings)
         timings.total = [timings.imageDecode, timings.preprocess, timings.vision, timings.qformer, timings.prefill, timings.generate]
             .compactMap { $0 }.reduce(0, +)
         return Result(sequences: sequences, promptIds: ids, timings: timings, texts: sequences.map { tokenizer.decodeStripped($0.tokens) })
     }
 
-    func decode(from state: SessionState, contextIds: [Int], options: GenerationOptions,
+    /// The prompt and one generated sequence as one text, as a reader sees the continuation follow the prompt
+    /// (`decode(prompt ids + generated ids)`, special tokens skipped).
+    public func echoedText(_ result: Result, sequence index: Int = 0) -> String {
+        tokenizer.decodeStripped(result.promptIds + result.sequences[index].tokens)
+    }
+
+    /// `echoIds` are streamed as text before the first generated token.
+    func decode(from state: SessionState, contextIds: [Int], options: GenerationOptions, echoIds: [Int] = [],
                 onText: ((String) -> Void)?, shouldStop: (() -> Bool)?, timings: inout StageTimings) throws -> [GeneratedSequence] {
         var options = options
         options.eosTokenId = options.eosTokenId ?? eosTokenId
         options.padTokenId = options.padTokenId ?? padTokenId
         try options.validate()
         var stream = TokenStreamDecoder(tokenizer: tokenizer, stripWhitespace: true)
-        let streaming = onText != nil && options.numBeams == 1 && options.numReturnSequences == 1
+        let streaming = onText != nil && options.streamsTokens
+        if streaming {
+            let head = stream.append(contentsOf: echoIds)
+            if !head.isEmpty { onText?(head) }
+        }
         let sequences = try measure(&timings.generate) {
             try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
                 let piece = stream.append(id)

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Blip2CommandLine
 import Blip2Convert
+import Blip2Core
 import Blip2ModelFile
 import Foundation
 
@@ -13,46 +14,58 @@ struct Blip2Quantize: ParsableCommand {
         Reads config.json, the safetensors weights (single or sharded; F32, F16 or BF16), \
         preprocessor_config.json and the tokenizer files from CHECKPOINT_DIR and writes one memory-mappable \
         model file. Linear weights take the --weights type; norms, biases and embeddings follow the default \
-        precision policy (see docs/FORMAT.md) unless --override says otherwise.
+        precision policy (see docs/FORMAT.md) unless --override says otherwise. Prints a summary: totals per \
+        component and per type and the tensors with the largest quantization error (--tensors: every tensor).
 
         Examples:
-          blip2-quantize ./blip2-opt-2.7b --output blip2-opt-2.7b-q4.blip2 --weights q4
-          blip2-quantize ./ckpt --output m.blip2 --compress zstd --override 'language_model.*.fc2.weight=q8'
-        """
+          blip2-quantize ./blip2-opt-2.7b -o blip2-opt-2.7b-q4.blip2 --weights q4
+          blip2-quantize ./ckpt -o m.blip2 --compress zstd --override 'language_model.*.fc2.weight=q8'
+        """,
+        version: Blip2Version.string
     )
 
-    @Argument(help: "A Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files).")
+    @Argument(help: "A Hugging Face checkpoint folder (config.json, *.safetensors, tokenizer files).",
+              completion: .directory)
     var checkpointDir: String
 
-    @Option(name: .long, help: "The model file to write (written to a temporary file beside it, then renamed).")
+    @Option(name: [.customShort("o"), .long], help: "The model file to write (written to a temporary file beside it, then renamed).",
+            completion: .file(extensions: ["blip2"]))
     var output: String
 
-    @Option(name: .long, help: "Type of the linear weights: f32, f16, q8, q4, or mixed (q4 language model, q8 vision and Q-Former).")
+    @Option(name: .long, help: ArgumentHelp("Type of the linear weights: f32, f16, q8, q4, or mixed (q4 language model, q8 vision and Q-Former).",
+                                            valueName: "type"),
+            completion: .list(WeightPrecision.allCases.map(\.rawValue)))
     var weights: String = "q8"
 
-    @Option(name: .long, help: "Per-tensor compression: none or zstd (smaller files, decompressed once at load).")
+    @Option(name: .long, help: ArgumentHelp("Per-tensor compression: none or zstd (smaller files, decompressed once at load).", valueName: "kind"),
+            completion: .list(TensorCompression.allCases.map(\.description)))
     var compress: String = "none"
 
-    @Option(name: .customLong("zstd-level"), help: "zstd level, 1 (fast) to 19 (small).")
+    @Option(name: .customLong("zstd-level"), help: "zstd level, 1 (fast) to 22 (small).")
     var zstdLevel: Int32 = 3
 
     @Option(name: .customLong("override"), help: ArgumentHelp("Store tensors matching GLOB as TYPE (f32, f16, q8, q4); repeatable, last match wins.", valueName: "GLOB=TYPE"))
     var overrides: [String] = []
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: [.customShort("t"), .long], help: "Worker threads (default: one per core).")
+    var threads: Int?
 
-    @Flag(name: .long, help: "Print the report as one JSON object on standard output.")
+    @Flag(name: .long, help: "List every tensor written (type, shape, bytes, error), not only the summary.")
+    var tensors = false
+
+    @Flag(name: .long, help: "Print the report as one JSON object on standard output (every tensor included).")
     var json = false
 
     func validate() throws {
         guard WeightPrecision(rawValue: weights) != nil else { throw ValidationError("--weights must be f32, f16, q8, q4 or mixed (got '\(weights)')") }
         guard TensorCompression(name: compress) != nil else { throw ValidationError("--compress must be none or zstd (got '\(compress)')") }
-        guard (1...22).contains(zstdLevel) else { throw ValidationError("--zstd-level must be between 1 and 22") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard (1...22).contains(zstdLevel) else { throw ValidationError("--zstd-level must be between 1 and 22 (got \(zstdLevel))") }
+        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
         for text in overrides {
-            do { _ = try PrecisionOverride(parsing: text) } catch { throw ValidationError("\(error)") }
+            do { _ = try PrecisionOverride(parsing: text) } catch { throw ValidationError("--override: \(error)") }
         }
+        if zstdLevel != 3, compress != "zstd" { printError("warning: --zstd-level has no effect without --compress zstd") }
+        if tensors, json { printError("warning: --tensors has no effect with --json (the report lists every tensor)") }
     }
 
     func run() throws {
@@ -61,19 +74,18 @@ struct Blip2Quantize: ParsableCommand {
         options.compression = TensorCompression(name: compress)!
         options.zstdLevel = zstdLevel
         options.overrides = try overrides.map { try PrecisionOverride(parsing: $0) }
-        options.threads = threads
+        options.threads = threads ?? ProcessInfo.processInfo.activeProcessorCount
 
-        let outputPath = URL(fileURLWithPath: output).path
-        if FileManager.default.fileExists(atPath: outputPath + "/") {
-            printError("error: --output \(outputPath) is a directory; give a file name")
+        if FileManager.default.fileExists(atPath: output + "/") {
+            printError("error: --output \(output) is a directory; give a file name")
             throw ExitCode.failure
         }
-        let cleanup = CleanupOnSignal(removing: ModelFileWriter.temporaryPath(for: outputPath))
+        let cleanup = CleanupOnSignal(removing: ModelFileWriter.temporaryPath(for: output))
         defer { withExtendedLifetime(cleanup) {} }
         let bar = ProgressBar(title: "converting")
         let report: ConversionReport
         do {
-            report = try Converter.convert(checkpoint: URL(fileURLWithPath: checkpointDir), output: outputPath, options: options) { p in
+            report = try Converter.convert(checkpoint: URL(fileURLWithPath: checkpointDir), output: output, options: options) { p in
                 let fraction = p.bytesTotal > 0 ? Double(p.bytesDone) / Double(p.bytesTotal) : 1
                 bar.update(fraction: fraction, detail: "\(p.tensorIndex)/\(p.tensorCount) \(p.name)")
             }
@@ -86,28 +98,18 @@ struct Blip2Quantize: ParsableCommand {
         if json {
             try printJSON(report)
         } else {
-            printReport(report)
+            print(Self.text(report, tensors: tensors).joined(separator: "\n"))
         }
     }
 
-    private func printReport(_ report: ConversionReport) {
-        print("tensor".padding(toLength: 72, withPad: " ", startingAt: 0) + " type  " + "shape".padding(toLength: 20, withPad: " ", startingAt: 0) + "      stored  rel.err")
-        for t in report.tensors {
-            let shape = "[" + t.shape.map(String.init).joined(separator: ", ") + "]"
-            print(t.name.padding(toLength: 72, withPad: " ", startingAt: 0) + " " + t.type.padding(toLength: 5, withPad: " ", startingAt: 0) + " "
-                  + shape.padding(toLength: 20, withPad: " ", startingAt: 0) + " " + formatBytes(t.storedBytes).leftPad(11)
-                  + "  " + String(format: "%.2e", t.error) + (t.note.map { "  (\($0))" } ?? ""))
-        }
-        print("")
-        for key in ["vision", "qformer", "language", "total"] {
-            guard let totals = report.totals[key] else { continue }
-            print("\(key.padding(toLength: 9, withPad: " ", startingAt: 0)) \(formatCount(totals.parameters).leftPad(15)) parameters  \(formatBytes(totals.bytes).leftPad(10)) at run time  \(formatBytes(totals.storedBytes).leftPad(10)) stored")
-        }
-        for line in report.ignored { print("ignored   \(line)") }
-        print("wrote \(report.output): \(formatBytes(report.fileBytes)) (\(report.weights), compression \(report.compression)) in \(String(format: "%.1f", report.seconds)) s")
+    static func text(_ report: ConversionReport, tensors: Bool) -> [String] {
+        var lines: [String] = []
+        if tensors { lines += TensorListing.table(report.tensors) + [""] }
+        lines += TensorListing.summary(report.tensors)
+        if !report.ignored.isEmpty { lines.append("") }
+        for line in report.ignored { lines.append("ignored  \(line)") }
+        lines.append("")
+        lines.append("wrote \(report.output): \(formatBytes(report.fileBytes)) (\(report.weights), compression \(report.compression)) in \(String(format: "%.1f", report.seconds)) s")
+        return lines
     }
-}
-
-extension String {
-    func leftPad(_ width: Int) -> String { count >= width ? self : String(repeating: " ", count: width - count) + self }
 }

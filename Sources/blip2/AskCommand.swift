@@ -1,6 +1,7 @@
 import ArgumentParser
 import Blip2CommandLine
 import Blip2Pipeline
+import Foundation
 
 struct AskCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -15,7 +16,7 @@ struct AskCommand: ParsableCommand {
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Argument(help: "An image file (JPEG or PNG).")
+    @Argument(help: "An image file (JPEG or PNG); - reads it from standard input.")
     var image: String
 
     @Argument(help: "The question.")
@@ -29,14 +30,17 @@ struct AskCommand: ParsableCommand {
     @Option(name: .customLong("dump-logits"), help: "Write the float32 logits of every generated step ([steps, vocab]) to this .npy file.")
     var dumpLogits: String?
 
+    func validate() throws {
+        guard !question.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty else { throw ValidationError("the question is empty") }
+    }
+
     func run() throws {
         let pipeline = try modelOptions.load(threads: generation.threads)
         do {
-            try runImageTask(pipeline: pipeline, task: .question, imagePath: image, prompt: Prompts.question(question), question: question,
-                             generation: generation, json: json, label: false, dumpLogits: dumpLogits)
+            try runImageTask(pipeline: pipeline, task: .question, image: ImageArgument(argument: image), prompt: Prompts.question(question),
+                             question: question, generation: generation, json: json, label: false, dumpLogits: dumpLogits)
         } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
+            throw failure(error)
         }
     }
 }

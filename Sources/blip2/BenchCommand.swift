@@ -8,21 +8,24 @@ import Foundation
 struct BenchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "bench",
-        abstract: "Measure load time, memory and per-stage latency of a model file on this machine.",
+        abstract: "Measure load time, memory and per-stage latency of model files on this machine.",
         discussion: """
-        Every run decodes exactly --new-tokens tokens (EOS is held back), after one warm-up run. Decode speed is
-        compared with this machine's read bandwidth, measured by the same process: each new token reads every
+        Every run decodes exactly --new-tokens tokens (EOS is held back), after one warm-up run. Decode speed is \
+        compared with this machine's read bandwidth, measured by the same process: each new token reads every \
         language-model weight once, so bytes per token / bandwidth is the floor.
+
+        Several models and thread counts are measured one after the other and reported in one table (one row \
+        each); with --json, one object per line each. What is being measured is said on standard error.
 
         Examples:
           blip2 bench model.blip2
+          blip2 bench q8.blip2 q4.blip2 -t 1,2
           blip2 bench model.blip2 --image photo.jpg --runs 5 --json > bench.json
-          blip2 bench model.blip2 --markdown bench.md
         """
     )
 
-    @Argument(help: "A model file written by blip2-quantize.")
-    var model: String
+    @Argument(help: ArgumentHelp("Model files written by blip2-quantize.", valueName: "model"))
+    var models: [String] = []
 
     @Option(name: .long, help: "Image to caption (default: a synthetic 640x480 frame; image decode is then not timed).")
     var image: String?
@@ -30,78 +33,125 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Measured runs after one warm-up run.")
     var runs: Int = 3
 
-    @Option(name: .customLong("new-tokens"), help: "Tokens generated per run.")
+    @Option(name: [.customShort("n"), .customLong("new-tokens")], help: "Tokens generated per run.")
     var newTokens: Int = 20
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: [.customShort("t"), .long], help: ArgumentHelp("Worker threads, or a comma-separated list to compare (default: one per core).", valueName: "n[,n...]"))
+    var threads: ThreadCounts?
 
-    @Flag(name: .long, help: "Print the report as one JSON object.")
+    @Option(name: .customLong("bandwidth-buffer"), help: ArgumentHelp("Megabytes streamed to measure read bandwidth; keep it well above the caches and below free memory.", valueName: "MB"))
+    var bandwidthBuffer: Int = 1024
+
+    @Flag(name: .long, help: "Print each measurement as one JSON object per line.")
     var json = false
 
-    @Option(name: .long, help: "Also write the report as a Markdown table to this file.")
+    @Option(name: .long, help: "Also write the table as Markdown to this file.")
     var markdown: String?
 
     func validate() throws {
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1") }
-        guard newTokens >= 2 else { throw ValidationError("--new-tokens must be at least 2 (per-token time needs two tokens)") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
+        guard !models.isEmpty else { throw ValidationError("give at least one model file") }
+        if image == "-" { throw ValidationError("--image is decoded on every run; give it as a file, not standard input") }
+        guard runs >= 1 else { throw ValidationError("--runs must be at least 1 (got \(runs))") }
+        guard (1...(1 << 24)).contains(bandwidthBuffer) else { throw ValidationError("--bandwidth-buffer must be between 1 and 16777216 (MB; got \(bandwidthBuffer))") }
+        guard newTokens >= 2 else { throw ValidationError("--new-tokens must be at least 2 (per-token time needs two tokens; got \(newTokens))") }
     }
 
     func run() throws {
-        let compute = try makeComputeContext(threads: threads)
-        var settings = BenchmarkSettings()
-        settings.image = image.map { URL(fileURLWithPath: $0) }
-        settings.runs = runs
-        settings.newTokens = newTokens
-        let report: BenchmarkReport
-        do {
-            report = try Benchmark.run(modelPath: model, settings: settings, compute: compute) { step in
-                if standardErrorIsTerminal { FileHandle.standardError.write(Data("\r\u{1B}[Kbench: \(step)".utf8)) }
+        let threadCounts = threads?.values ?? [ProcessInfo.processInfo.activeProcessorCount]
+        var reports: [BenchmarkReport] = []
+        for model in models {
+            for count in threadCounts {
+                let compute = try makeComputeContext(threads: count)
+                var settings = BenchmarkSettings()
+                settings.image = image.map { URL(fileURLWithPath: $0) }
+                settings.runs = runs
+                settings.newTokens = newTokens
+                settings.bandwidthBytes = bandwidthBuffer << 20
+                let status = StatusLine(prefix: "bench \(model), \(count) thread\(count == 1 ? "" : "s")")
+                do {
+                    let report = try Benchmark.run(modelPath: model, settings: settings, compute: compute) { status.show($0) }
+                    status.finish()
+                    reports.append(report)
+                    if json { try printJSON(report) }
+                } catch {
+                    status.finish()
+                    throw failure(error)
+                }
             }
-            if standardErrorIsTerminal { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
-        } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
         }
-        if json { try printJSON(report) } else { print(Self.markdown(report)) }
+        let table = Self.markdown(reports)
+        if !json { print(table, terminator: "") }
         if let markdown {
-            do { try Self.markdown(report).write(toFile: markdown, atomically: true, encoding: .utf8) } catch {
+            do { try table.write(toFile: markdown, atomically: true, encoding: .utf8) } catch {
                 printError("error: cannot write \(markdown): \(error.localizedDescription)")
                 throw ExitCode.failure
             }
         }
     }
 
-    static func markdown(_ r: BenchmarkReport) -> String {
-        func ms(_ s: Spread?) -> String {
-            guard let s else { return "| - | - | - |" }
-            return String(format: "| %.1f | %.1f | %.1f |", s.min, s.median, s.max)
+    /// One row per measurement (like llama-bench), medians in milliseconds, then the machine and, per
+    /// model, what a decoded token reads.
+    static func markdown(_ reports: [BenchmarkReport]) -> String {
+        guard let first = reports.first else { return "" }
+        let decodeTimed = reports.contains { $0.stagesMs.imageDecode != nil }
+        var table = TextTable([("model", .left), ("size", .right), ("weights", .left), ("threads", .right), ("kernel", .left),
+                               ("load", .right), ("peak RSS", .right)] + (decodeTimed ? [("image decode", .right)] : [])
+                              + [("preprocess", .right), ("vision", .right), ("Q-Former + proj.", .right), ("prefill", .right),
+                                 ("first token", .right), ("ms / token", .right), ("tokens / s", .right), ("caption", .right),
+                                 ("of bandwidth floor", .right)])
+        for r in reports {
+            let s = r.stagesMs
+            let weights = (r.model.weights ?? "?") + (r.model.compression.map { $0 == "none" ? "" : " + \($0)" } ?? "")
+            table.add([r.model.path, formatBytes(r.model.fileBytes), weights, "\(r.threads)", r.kernel, formatMilliseconds(r.loadMs), formatBytes(r.peakRSSBytes)]
+                      + (decodeTimed ? [s.imageDecode.map { formatMilliseconds($0.median) } ?? "-"] : [])
+                      + [s.preprocess, s.vision, s.qformerProjection, s.prefill, s.timeToFirstToken, s.msPerToken].map { formatMilliseconds($0.median) }
+                      + [String(format: "%.2f", r.tokensPerSecond), formatMilliseconds(s.caption.median),
+                         String(format: "%.0f%%", r.bandwidthFraction * 100)])
         }
-        let s = r.stagesMs
-        var lines = [
-            "**\(URL(fileURLWithPath: r.model.path).lastPathComponent)**: \(formatBytes(r.model.fileBytes)) (weights \(r.model.weights ?? "?"), compression \(r.model.compression ?? "?")); "
-                + r.model.componentBytes.sorted { $0.key < $1.key }.map { "\($0.key) \(formatBytes($0.value))" }.joined(separator: ", "),
-            "",
-            "Machine: \(r.machine.cpu), \(r.machine.architecture) (\(r.machine.features.joined(separator: " "))), \(r.machine.cores) cores, \(formatBytes(Int(r.machine.memoryBytes))) memory; \(r.threads) threads, kernel \(r.kernel).",
-            "",
-            "| stage (ms) | min | median | max |",
-            "|---|---:|---:|---:|",
-            "| image decode " + ms(s.imageDecode),
-            "| preprocess " + ms(s.preprocess),
-            "| vision " + ms(s.vision),
-            "| Q-Former + projection " + ms(s.qformerProjection),
-            "| prompt prefill " + ms(s.prefill),
-            "| time to first token " + ms(s.timeToFirstToken),
-            "| per generated token " + ms(s.msPerToken),
-            "| full caption (\(r.newTokens) tokens) " + ms(s.caption),
-            "",
-            String(format: "Load %.1f ms; peak RSS %@; %.2f tokens/s; read bandwidth %.1f GB/s; decode reads %@ per token, floor %.1f ms: %.0f%% of the bandwidth limit.",
-                   r.loadMs, formatBytes(r.peakRSSBytes), r.tokensPerSecond, r.readBandwidthBytesPerSecond / 1e9,
-                   formatBytes(r.model.decodeBytesPerToken), Double(r.model.decodeBytesPerToken) / r.readBandwidthBytesPerSecond * 1000,
-                   r.bandwidthFraction * 100),
-        ]
+        let m = first.machine
+        var lines = table.markdown()
         lines.append("")
-        return lines.joined(separator: "\n")
+        lines.append("Milliseconds, medians of \(first.runs) runs after a warm-up; \(first.newTokens) new tokens per caption. Machine: \(m.cpu), \(m.architecture) (\(m.features.joined(separator: " "))), \(m.cores) cores, \(formatBytes(Int(m.memoryBytes))) memory; blip2 \(first.version).")
+        var seen = Set<String>()
+        for r in reports where seen.insert(r.model.path).inserted {
+            let floor = Double(r.model.decodeBytesPerToken) / r.readBandwidthBytesPerSecond * 1000
+            lines.append("\(r.model.path): decoding reads \(formatBytes(r.model.decodeBytesPerToken)) per token; at the \(String(format: "%.1f", r.readBandwidthBytesPerSecond / 1e9)) GB/s read bandwidth measured with \(r.threads) thread\(r.threads == 1 ? "" : "s"), the floor is \(formatMilliseconds(floor)) ms per token.")
+        }
+        return lines.joined(separator: "\n") + "\n"
+    }
+}
+
+/// `--threads 2` or `--threads 1,2,4`.
+struct ThreadCounts: ExpressibleByArgument {
+    let values: [Int]
+
+    init?(argument: String) {
+        let parts = argument.split(separator: ",", omittingEmptySubsequences: false).map { Int($0.trimmingCharacters(in: .whitespaces)) }
+        guard !parts.isEmpty, parts.allSatisfy({ ($0 ?? 0) >= 1 }) else { return nil }
+        values = parts.map { $0! }
+    }
+}
+
+/// Progress on standard error: one line rewritten in place on a terminal, one line per step elsewhere
+/// (a log keeps them all).
+final class StatusLine {
+    private let prefix: String
+    private let terminal = standardErrorIsTerminal
+    private var shown = false
+
+    init(prefix: String) { self.prefix = prefix }
+
+    func show(_ step: String) {
+        if terminal {
+            FileHandle.standardError.write(Data("\r\u{1B}[K\(prefix): \(step)".utf8))
+            shown = true
+        } else {
+            printError("\(prefix): \(step)")
+        }
+    }
+
+    func finish() {
+        if shown { FileHandle.standardError.write(Data("\r\u{1B}[K".utf8)) }
+        shown = false
     }
 }

@@ -9,18 +9,22 @@ struct CaptionCommand: ParsableCommand {
         discussion: """
         Examples:
           blip2 caption model.blip2 photo.jpg
-          blip2 caption model.blip2 photo.jpg --prompt "this is a cartoon of"
+          blip2 caption model.blip2 photo.jpg -p "this is a cartoon of" --echo
           blip2 caption model.blip2 a.jpg b.png --beams 5 --json
+          rpicam-still -o - | blip2 caption model.blip2 -
         """
     )
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Argument(help: "Image files (JPEG or PNG).")
+    @Argument(help: "Image files (JPEG or PNG); - reads one from standard input.")
     var images: [String] = []
 
-    @Option(name: .long, help: "Text the caption continues, e.g. \"a photo of\".")
+    @Option(name: [.customShort("p"), .long], help: "Text the caption continues, e.g. \"a photo of\".")
     var prompt: String?
+
+    @Flag(name: .long, help: "Print the prompt before its continuation, as one text.")
+    var echo = false
 
     @OptionGroup var generation: GenerationOptionsGroup
 
@@ -32,7 +36,12 @@ struct CaptionCommand: ParsableCommand {
 
     func validate() throws {
         guard !images.isEmpty else { throw ValidationError("give at least one image") }
+        if images.filter({ $0 == ImageArgument.standardInput }).count > 1 {
+            throw ValidationError("standard input (-) holds one image; give it once")
+        }
         if dumpLogits != nil, images.count > 1 { throw ValidationError("--dump-logits takes exactly one image") }
+        if echo, prompt == nil { printError("warning: --echo has no effect without --prompt") }
+        if echo, json { printError("warning: --echo has no effect with --json (each record holds the prompt and the text)") }
     }
 
     func run() throws {
@@ -40,10 +49,11 @@ struct CaptionCommand: ParsableCommand {
         var failed = false
         for image in images {
             do {
-                try runImageTask(pipeline: pipeline, task: prompt == nil ? .caption : .promptedCaption, imagePath: image, prompt: prompt,
-                                 generation: generation, json: json, label: images.count > 1 && !json, dumpLogits: dumpLogits)
+                try runImageTask(pipeline: pipeline, task: prompt == nil ? .caption : .promptedCaption, image: ImageArgument(argument: image),
+                                 prompt: prompt, generation: generation, json: json, label: images.count > 1 && !json,
+                                 echo: echo && prompt != nil, dumpLogits: dumpLogits)
             } catch {
-                printError("error: \(error)")
+                _ = failure(error)
                 failed = true
             }
         }

@@ -2,11 +2,14 @@ import ArgumentParser
 import Blip2CommandLine
 import Blip2Compute
 import Blip2Core
+import Blip2Generation
 import Blip2Image
+import Blip2ModelFile
 import Blip2Pipeline
+import Blip2Tokenizer
 import Foundation
 
-/// Options every command that loads a model shares.
+/// Options every command that loads a model to look at images shares.
 struct ModelOptions: ParsableArguments {
     @Argument(help: "A model file written by blip2-quantize.")
     var model: String
@@ -15,55 +18,135 @@ struct ModelOptions: ParsableArguments {
     var maxPixels: Int = ImageDecodeOptions().maxPixels
 
     func validate() throws {
-        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive") }
+        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive (got \(maxPixels))") }
     }
 
-    /// The model on a compute context of `threads` threads (`BLIP2_ISA` may force an instruction set).
-    func load(threads: Int = 1) throws -> Blip2Pipeline {
+    /// The model on a compute context of `threads` threads (nil: one per core; `BLIP2_ISA` may force an
+    /// instruction set).
+    func load(threads: Int? = 1) throws -> Blip2Pipeline {
         var imageOptions = ImageDecodeOptions()
         imageOptions.maxPixels = maxPixels
         let compute = try makeComputeContext(threads: threads)
         do {
             return try Blip2Pipeline(modelPath: model, imageOptions: imageOptions, compute: compute)
         } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
+            throw failure(error)
         }
     }
 }
 
-/// The kernels `BLIP2_ISA` names (the best the CPU has when unset) on a pool of `threads` threads; a bad
-/// `BLIP2_ISA` is an error that says what to do.
-func makeComputeContext(threads: Int) throws -> ComputeContext {
-    do { return try ComputeContext.fromEnvironment(threads: threads) } catch {
-        printError("error: \(error)")
-        throw ExitCode.failure
+/// The model argument of commands that need only its tokenizer (the weights are not loaded).
+struct TokenizerModelOptions: ParsableArguments {
+    @Argument(help: "A model file written by blip2-quantize.")
+    var model: String
+
+    func loadTokenizer() throws -> OPTTokenizer {
+        do {
+            let file = try ModelFile(path: model, options: .init(decompressAtOpen: false))
+            return try OPTTokenizer(try file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer))
+        } catch {
+            throw failure(error)
+        }
     }
 }
+
+/// The kernels `BLIP2_ISA` names (the best the CPU has when unset) on a pool of `threads` threads (nil: one
+/// per core); a bad `BLIP2_ISA` is an error that says what to do. Every command that computes goes through here.
+func makeComputeContext(threads: Int?) throws -> ComputeContext {
+    do { return try ComputeContext.fromEnvironment(threads: threads ?? ProcessInfo.processInfo.activeProcessorCount) } catch {
+        throw failure(error)
+    }
+}
+
+// MARK: - Images named on the command line
+
+/// What an image argument names: a file, or standard input for `-`.
+struct ImageArgument {
+    static let standardInput = "-"
+    /// Messages say this for `-`.
+    static let standardInputName = "standard input"
+
+    let argument: String
+
+    var isStandardInput: Bool { argument == Self.standardInput }
+
+    func encode(with pipeline: Blip2Pipeline) throws -> EncodedImage {
+        guard isStandardInput else { return try pipeline.encodeImage(contentsOf: URL(fileURLWithPath: argument)) }
+        let data = try Self.readStandardInput(limit: pipeline.imageOptions.maxFileBytes)
+        return try pipeline.encodeImage(data: data, name: Self.standardInputName)
+    }
+
+    func pixels(with pipeline: Blip2Pipeline) throws -> [Float] {
+        var timings = StageTimings()
+        guard isStandardInput else { return try pipeline.pixels(contentsOf: URL(fileURLWithPath: argument), timings: &timings) }
+        let data = try Self.readStandardInput(limit: pipeline.imageOptions.maxFileBytes)
+        return try pipeline.pixels(data: data, name: Self.standardInputName, timings: &timings)
+    }
+
+    /// All of standard input, refusing more than `limit` bytes without reading past it.
+    static func readStandardInput(limit: Int) throws -> Data {
+        var data = Data()
+        while data.count <= limit {
+            guard let chunk = try FileHandle.standardInput.read(upToCount: min(1 << 20, limit + 1 - data.count)), !chunk.isEmpty else { break }
+            data.append(chunk)
+        }
+        guard data.count <= limit else { throw ImageError.fileTooLarge(path: standardInputName, bytes: data.count, limit: limit) }
+        return data
+    }
+}
+
+// MARK: - Errors in the command line's terms
+
+/// Prints `error` on standard error, in flag names where the library speaks of its own settings, and
+/// returns the exit code to throw.
+func failure(_ error: Error) -> ExitCode {
+    printError("error: \(describe(error))")
+    return ExitCode.failure
+}
+
+func describe(_ error: Error) -> String {
+    switch error {
+    case ImageError.tooManyPixels(let name, let width, let height, let limit):
+        return "\(name): the image declares \(width)x\(height) = \(width * height) pixels, over the --max-pixels limit of \(limit); shrink the image or raise --max-pixels"
+    case ImageError.fileTooLarge(let name, _, let limit):
+        return "\(name): more than \(limit) bytes (\(formatBytes(limit))), too large for an image"
+    case GenerationError.nothingToSample(let step):
+        return "no token can be sampled at step \(step): --no-repeat-ngram-size, --min-new-tokens or --repetition-penalty suppressed every token"
+    default:
+        return "\(error)"
+    }
+}
+
+// MARK: - Printing generations
 
 /// Writes text to standard output immediately (tokens appear as they are produced).
 func writeOut(_ text: String) {
     FileHandle.standardOutput.write(Data(text.utf8))
 }
 
-/// Runs one generation for an image file and prints it (streamed text or one JSON line).
-func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, imagePath: String, prompt: String?, question: String? = nil,
-                  generation: GenerationOptionsGroup, json: Bool, label: Bool, dumpLogits: String?) throws {
-    let image = try pipeline.encodeImage(contentsOf: URL(fileURLWithPath: imagePath))
+/// Runs one generation for an image and prints it: streamed text, every returned sequence, or one JSON line.
+/// With `echo`, text output starts with the prompt, as the reader sees the continuation follow it.
+func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, image: ImageArgument, prompt: String?, question: String? = nil,
+                  generation: GenerationOptionsGroup, json: Bool, label: Bool, echo: Bool = false, dumpLogits: String?) throws {
+    let encoded = try image.encode(with: pipeline)
     let options = generation.options(for: task)
-    let streaming = !json && options.numReturnSequences == 1 && options.numBeams == 1
-    if streaming, label { writeOut("\(imagePath): ") }
-    let result = try pipeline.generate(image: image, prompt: prompt, options: options, onText: streaming ? writeOut : nil)
+    let streaming = !json && options.streamsTokens
+    let prefix = label ? "\(image.argument): " : ""
+    if streaming { writeOut(prefix) }
+    let result = try pipeline.generate(image: encoded, prompt: prompt, options: options, echo: echo && !json,
+                                       onText: streaming ? writeOut : nil)
     if json {
-        try printJSON(GenerationRecord(task: task, image: imagePath, prompt: prompt, question: question, result: result))
+        try printJSON(GenerationRecord(task: task, image: image.argument, prompt: prompt, question: question, result: result))
     } else if streaming {
         writeOut("\n")
     } else {
-        for text in result.texts { writeOut((label ? "\(imagePath): " : "") + text + "\n") }
+        for index in result.sequences.indices {
+            writeOut(prefix + (echo ? pipeline.echoedText(result, sequence: index) : result.texts[index]) + "\n")
+        }
     }
     if let dumpLogits {
         let tokens = result.sequences.first?.tokens ?? []
-        let logits = try pipeline.stepLogits(image: image, promptIds: result.promptIds, tokens: tokens)
+        let logits = try pipeline.stepLogits(image: encoded, promptIds: result.promptIds, tokens: tokens)
         try Numpy.write(logits, shape: [tokens.count, pipeline.model.vocabularySize], to: URL(fileURLWithPath: dumpLogits))
     }
 }

@@ -8,27 +8,25 @@ struct PreprocessCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "preprocess",
         abstract: "Write the float32 pixel tensor [3, H, W] the model sees for an image, as .npy.",
-        discussion: "Example:\n  blip2 preprocess model.blip2 photo.jpg --output pixels.npy"
+        discussion: "Example:\n  blip2 preprocess model.blip2 photo.jpg -o pixels.npy"
     )
 
     @OptionGroup var modelOptions: ModelOptions
 
-    @Argument(help: "An image file (JPEG or PNG).")
+    @Argument(help: "An image file (JPEG or PNG); - reads it from standard input.")
     var image: String
 
-    @Option(name: .long, help: "The .npy file to write.")
+    @Option(name: [.customShort("o"), .long], help: "The .npy file to write.")
     var output: String
 
     func run() throws {
         let pipeline = try modelOptions.load()
         do {
-            var timings = StageTimings()
-            let pixels = try pipeline.pixels(contentsOf: URL(fileURLWithPath: image), timings: &timings)
+            let pixels = try ImageArgument(argument: image).pixels(with: pipeline)
             try Numpy.write(pixels, shape: [3, pipeline.preprocessor.outputHeight, pipeline.preprocessor.outputWidth],
                             to: URL(fileURLWithPath: output))
         } catch {
-            printError("error: \(error)")
-            throw ExitCode.failure
+            throw failure(error)
         }
     }
 }

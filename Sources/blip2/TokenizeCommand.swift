@@ -10,7 +10,7 @@ struct TokenizeCommand: ParsableCommand {
         discussion: "Example:\n  blip2 tokenize model.blip2 \"Question: what is this? Answer:\" --json"
     )
 
-    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var modelOptions: TokenizerModelOptions
 
     @Argument(help: "The prompt text.")
     var text: String
@@ -24,10 +24,10 @@ struct TokenizeCommand: ParsableCommand {
     }
 
     func run() throws {
-        let pipeline = try modelOptions.load()
-        let ids = pipeline.promptIds(text)
+        let tokenizer = try modelOptions.loadTokenizer()
+        let ids = Blip2Pipeline.promptIds(text, tokenizer: tokenizer)
         if json {
-            try printJSON(Output(ids: ids, tokens: ids.map { pipeline.tokenizer.token(for: $0) }))
+            try printJSON(Output(ids: ids, tokens: ids.map { tokenizer.token(for: $0) }))
         } else {
             print(ids.map(String.init).joined(separator: " "))
         }
@@ -41,13 +41,12 @@ struct DetokenizeCommand: ParsableCommand {
         discussion: "Example:\n  blip2 detokenize model.blip2 2 102 1345 9"
     )
 
-    @OptionGroup var modelOptions: ModelOptions
+    @OptionGroup var modelOptions: TokenizerModelOptions
 
     @Argument(help: "Token ids.")
     var ids: [Int] = []
 
     func run() throws {
-        let pipeline = try modelOptions.load()
-        print(pipeline.tokenizer.decodeStripped(ids))
+        print(try modelOptions.loadTokenizer().decodeStripped(ids))
     }
 }

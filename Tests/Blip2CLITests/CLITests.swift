@@ -20,16 +20,37 @@ struct Executable {
         let stderr: String
     }
 
-    func run(_ arguments: [String]) throws -> Result {
+    /// Runs to completion with `input` on standard input (empty when nil), killed after `timeout` seconds.
+    /// A child that exits before reading all its input must not take the test process down with SIGPIPE.
+    private static let pipeSignalIgnored: Void = { signal(SIGPIPE, SIG_IGN) }()
+
+    func run(_ arguments: [String], input: Data? = nil, in directory: URL? = nil, timeout: Double = 300) throws -> Result {
+        Self.pipeSignalIgnored
         let process = Process()
         process.executableURL = url
         process.arguments = arguments
-        let out = Pipe(), err = Pipe()
+        if let directory { process.currentDirectoryURL = directory }
+        let out = Pipe(), err = Pipe(), stdin = Pipe()
         process.standardOutput = out
         process.standardError = err
+        process.standardInput = stdin
         try process.run()
+        let watchdog = DispatchWorkItem { if process.isRunning { process.terminate() } }
+        DispatchQueue.global().asyncAfter(deadline: .now() + timeout, execute: watchdog)
+        defer { watchdog.cancel() }
+        // Standard error is drained on another thread so neither pipe can fill and stall the child.
+        nonisolated(unsafe) var stderr = Data()
+        let drained = DispatchSemaphore(value: 0)
+        DispatchQueue.global().async {
+            stderr = err.fileHandleForReading.readDataToEndOfFile()
+            drained.signal()
+        }
+        DispatchQueue.global().async {
+            if let input { try? stdin.fileHandleForWriting.write(contentsOf: input) }
+            try? stdin.fileHandleForWriting.close()
+        }
         let stdout = out.fileHandleForReading.readDataToEndOfFile()
-        let stderr = err.fileHandleForReading.readDataToEndOfFile()
+        drained.wait()
         process.waitUntilExit()
         return Result(status: process.terminationStatus, stdout: String(decoding: stdout, as: UTF8.self),
                       stderr: String(decoding: stderr, as: UTF8.self))
@@ -95,8 +116,10 @@ final class Scratch {
         let report = try JSONSerialization.jsonObject(with: Data(convert.stdout.utf8)) as! [String: Any]
         #expect(report["weights"] as? String == "q4")
         #expect((report["tensors"] as? [[String: Any]])?.isEmpty == false)
-        let totals = report["totals"] as! [String: [String: Int]]
+        let totals = report["totals"] as! [String: [String: Any]]
         #expect(Set(totals.keys) == ["vision", "qformer", "language", "total"])
+        let parameters = (report["tensors"] as! [[String: Any]]).reduce(0) { $0 + ($1["shape"] as! [Int]).reduce(1, *) }
+        #expect(totals["total"]?["parameters"] as? Int == parameters)
 
         let inspect = try blip2.run(["inspect", output, "--json", "--verify"])
         #expect(inspect.status == 0, "\(inspect.stderr)")
@@ -114,7 +137,7 @@ final class Scratch {
         }
         #expect((object["verify"] as? [String: Any])?["failures"] as? [String] == [])
 
-        let human = try blip2.run(["inspect", output])
+        let human = try blip2.run(["inspect", output, "--tensors"])
         #expect(human.status == 0)
         #expect(human.stdout.contains("format      version 2"))
         #expect(human.stdout.contains("language_model.model.decoder.layers.0.fc1.weight"))
@@ -162,8 +185,8 @@ final class Scratch {
     static let image = fixtureModels.appendingPathComponent("images/circle.png").path
 
     struct Reference: Decodable {
-        struct Generation: Decodable { let name: String; let new_ids_trimmed: [[Int]]; let text: [String] }
-        struct Task: Decodable { let prompt_ids: [Int]; let generations: [Generation] }
+        struct Generation: Decodable { let name: String; let new_ids_trimmed: [[Int]]; let text: [String]; let walkthrough_decode: [String] }
+        struct Task: Decodable { let prompt: String?; let prompt_ids: [Int]; let generations: [Generation] }
         let tasks: [String: Task]
     }
     static func reference(_ fixture: String = "base-f32") throws -> Reference {

@@ -57,7 +57,8 @@ import Testing
                 Issue.record("the converter never writes \(record.type)")
             }
             let reported = try #require(report.tensors.first { $0.name == tensor.name })
-            #expect(abs(reported.error - error) <= 1e-6 + error * 1e-3, "\(tensor.name): reported \(reported.error), measured \(error)")
+            let reportedError = try #require(reported.error, "\(tensor.name): the converter reports every tensor's error")
+            #expect(abs(reportedError - error) <= 1e-6 + error * 1e-3, "\(tensor.name): reported \(reportedError), measured \(error)")
             #expect(reported.bytes == record.size && reported.storedBytes == record.storedSize)
         }
         #expect(file.verifyAll().isEmpty)

@@ -148,3 +148,33 @@ struct ValidationTests {
         }
     }
 }
+
+@Suite("settings named for their audience")
+struct SettingNamingTests {
+    @Test("messages use the names the caller gives, in the requirement too")
+    func naming() {
+        var options = GenerationOptions()
+        options.numReturnSequences = 3
+        let flags: (GenerationOptions.Setting) -> String = { "--" + $0.rawValue.lowercased() }
+        #expect {
+            try options.validate(naming: flags)
+        } throws: { error in
+            guard case let GenerationError.invalidOption(name, _, requirement) = error else { return false }
+            return name == "--numreturnsequences" && requirement.contains("--numbeams") && requirement.contains("--dosample")
+                && !"\(error)".contains("numReturnSequences")
+        }
+    }
+
+    @Test("only one greedy or sampled sequence streams")
+    func streaming() {
+        var options = GenerationOptions()
+        #expect(options.streamsTokens)
+        options.doSample = true
+        #expect(options.streamsTokens)
+        options.numReturnSequences = 2
+        #expect(!options.streamsTokens)
+        options.numReturnSequences = 1
+        options.numBeams = 2
+        #expect(!options.streamsTokens)
+    }
+}

@@ -70,10 +70,52 @@ import Testing
         #expect(pool.scratch(worker: 0, bytes: 100) != first)
     }
 
+    /// This thread's kernel id (/proc/thread-self links to /proc/PID/task/TID; Glibc's gettid is not imported).
+    static func threadId() -> Int32 {
+        let link = (try? FileManager.default.destinationOfSymbolicLink(atPath: "/proc/thread-self")) ?? ""
+        return Int32(link.split(separator: "/").last ?? "") ?? 0
+    }
+
+    /// Thread ids of this process that are alive now.
+    static func liveThreads() -> Set<Int32> {
+        Set(((try? FileManager.default.contentsOfDirectory(atPath: "/proc/self/task")) ?? []).compactMap { Int32($0) })
+    }
+
+    /// Releasing a pool ends its worker threads. The workers are identified by the thread ids that run
+    /// parts (each part waits until every worker holds one), then must vanish from /proc once the pool is gone.
     @Test func deinitStopsTheWorkers() {
-        for _ in 0..<20 {
-            let pool = WorkerPool(threads: 3)
-            pool.run(parts: 6) { _, _ in }
+        for _ in 0..<5 {
+            let threads = 3
+            let ids = UnsafeMutablePointer<Int32>.allocate(capacity: threads)
+            ids.initialize(repeating: 0, count: threads)
+            defer { ids.deallocate() }
+            let arrived = UnsafeMutablePointer<Int>.allocate(capacity: 1)
+            arrived.initialize(to: 0)
+            defer { arrived.deallocate() }
+            let lock = NSLock()
+            do {
+                let pool = WorkerPool(threads: threads)
+                pool.run(parts: threads) { _, worker in
+                    lock.lock()
+                    ids[worker] = Self.threadId()
+                    arrived.pointee += 1
+                    lock.unlock()
+                    let deadline = Date().addingTimeInterval(10)
+                    while Date() < deadline {
+                        lock.lock()
+                        let all = arrived.pointee == threads
+                        lock.unlock()
+                        if all { break }
+                        usleep(100)
+                    }
+                }
+            }
+            let workers = (1..<threads).map { ids[$0] }
+            #expect(Set(workers).count == threads - 1 && !workers.contains(0), "every worker ran a part: \(workers)")
+            #expect(ids[0] == Self.threadId(), "the caller is worker 0")
+            let deadline = Date().addingTimeInterval(10)
+            while !Self.liveThreads().isDisjoint(with: workers), Date() < deadline { usleep(1000) }
+            #expect(Self.liveThreads().isDisjoint(with: workers), "worker threads \(workers) outlived their pool")
         }
     }
 }

@@ -26,6 +26,19 @@ enum TestPaths {
     }
 
     static let optMissingReason: Comment = "OPT tokenizer files not found in \(optFolder.path): set BLIP2_SHARED_DIR to the folder holding tokenizers/opt"
+
+    /// CI sets CI=true (as GitHub Actions and most services do); there the real-tokenizer suites must run.
+    static let underCI = ProcessInfo.processInfo.environment["CI"] == "true"
+}
+
+/// The suites that need the real OPT files skip, visibly, where the files are absent; under CI a skip
+/// would hide that parity was never checked, so it is a failure.
+@Suite struct SharedTokenizerFilesTests {
+    @Test func presentWhenRunningUnderCI() {
+        if TestPaths.underCI && !TestPaths.optFilesPresent {
+            Issue.record("CI=true but \(TestPaths.optMissingReason); the tokenizer parity suites did not run")
+        }
+    }
 }
 
 // MARK: - Fixture shapes (written by Tools/make_tokenizer_cases.py)
