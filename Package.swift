@@ -41,6 +41,8 @@ let package = Package(
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
         .target(name: "Blip2Pipeline", dependencies: ["Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
+        // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
+        .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation"]),
         // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core"]),
 
@@ -49,7 +51,7 @@ let package = Package(
             name: "blip2",
             dependencies: [
                 "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
-                "Blip2Generation", "Blip2Image", "Blip2Model",
+                "Blip2Generation", "Blip2Image", "Blip2Model", "Blip2Watch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -74,6 +76,7 @@ let package = Package(
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Model", "Blip2Core", "CKernels"]),
+        .testTarget(name: "Blip2WatchTests", dependencies: ["Blip2Watch", "Blip2Pipeline", "Blip2Image"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
     ],
