@@ -7,24 +7,38 @@ import Darwin
 
 /// A file that lines are appended to, each with one write as soon as it is made, so a reader (`tail -f`, a
 /// log shipper) sees whole lines and a crash loses at most the line being written. A line that cannot be
-/// written whole is cut back off the file.
+/// written whole is cut back off the file. The file is created with the first line, so a run that fails
+/// before it leaves nothing behind.
 public final class AppendingLineFile: @unchecked Sendable {
     public let path: String
-    private let fd: Int32
+    private var fd: Int32 = -1
     private let lock = NSLock()
 
+    /// Checks that the file can be appended to (or created in its folder) without creating it.
     public init(path: String) throws {
         self.path = path
-        fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
-        guard fd >= 0 else { throw FrameSourceError("\(path): cannot open for appending (\(String(cString: strerror(errno))))") }
+        var isDirectory: ObjCBool = false
+        if FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) {
+            guard !isDirectory.boolValue else { throw FrameSourceError("\(path): is a folder, not a file") }
+            guard access(path, W_OK) == 0 else { throw FrameSourceError("\(path): the file is not writable") }
+        } else {
+            let folder = (path as NSString).deletingLastPathComponent
+            guard access(folder.isEmpty ? "." : folder, W_OK) == 0 else {
+                throw FrameSourceError("\(path): cannot create the file (\(String(cString: strerror(errno))))")
+            }
+        }
     }
 
-    deinit { close(fd) }
+    deinit { if fd >= 0 { close(fd) } }
 
     /// Appends `line` and a newline.
     public func append(_ line: String) throws {
         lock.lock()
         defer { lock.unlock() }
+        if fd < 0 {
+            fd = open(path, O_WRONLY | O_CREAT | O_APPEND | O_CLOEXEC, 0o644)
+            guard fd >= 0 else { throw FrameSourceError("\(path): cannot open for appending (\(String(cString: strerror(errno))))") }
+        }
         var info = stat()
         let sizeBefore = fstat(fd, &info) == 0 ? off_t(info.st_size) : -1
         let bytes = Array((line + "\n").utf8)

@@ -40,18 +40,16 @@ final class TemporaryFolder {
     func path(_ name: String) -> String { url.appendingPathComponent(name).path }
 }
 
-/// Models/examples/examples.json: each example image with its scene's caption and answers (Tools/scenes.py).
+/// Models/examples/examples.json: each example image with its scene's layout and caption (Tools/scenes.py).
 struct DemoExamples: Decodable {
-    struct Question: Decodable {
-        let kind: String
-        let question: String
-        let answer: String
-    }
     struct Example: Decodable {
         let file: String
+        let layout: String
         let caption: String
-        let questions: [Question]
-        func answer(_ kind: String) -> Question { questions.first { $0.kind == kind }! }
+
+        /// The answer to "how many objects are there?": Tools/scenes.py draws 1, 2, 2 or 3 objects for
+        /// these layouts and answers with these words.
+        var objectCount: String { ["single": "one", "horizontal": "two", "vertical": "two", "row": "three"][layout]! }
     }
     let examples: [Example]
 
