@@ -96,6 +96,27 @@ func frames(_ events: [MJPEGSplitter.Event]) -> [Data] {
         }
     }
 
+    /// USB webcams send Motion-JPEG frames without Huffman tables (the standard ones are implied, AVI1 style):
+    /// such frames split and decode to the same pixels as the frame that carries the standard tables.
+    @Test func webcamFramesWithoutHuffmanTables() throws {
+        let full = [UInt8](try ffmpeg(["-i", examplesFolder.appendingPathComponent(DemoExamples.loaded.examples[0].file).path,
+                                       "-q:v", "3", "-huffman", "default", "-f", "mjpeg", "-"]))
+        // Drop every DHT segment before the scan, walking the segments by their lengths.
+        var stripped: [UInt8] = [0xFF, 0xD8]
+        var i = 2
+        while i + 4 <= full.count, full[i] == 0xFF, full[i + 1] != 0xDA {
+            let end = i + 2 + (Int(full[i + 2]) << 8 | Int(full[i + 3]))
+            if full[i + 1] != 0xC4 { stripped += full[i..<end] }
+            i = end
+        }
+        stripped += full[i...]
+        #expect(stripped.count < full.count - 400)  // the four standard tables take 418 bytes
+        let events = split(stripped + stripped, chunks: [100]).events
+        #expect(events == [.frame(Data(stripped)), .frame(Data(stripped))])
+        let reference = try ImageDecoder.decode(data: Data(full), name: "with tables")
+        #expect(try ImageDecoder.decode(data: Data(stripped), name: "without tables") == reference)
+    }
+
     @Test func aFrameCutShortIsReportedAndTheNextOneKept() throws {
         let (_, files) = try Self.ffmpegStream()
         let first = [UInt8](files[0]), second = [UInt8](files[1])
