@@ -19,7 +19,7 @@ public struct ChangeDetector: Sendable {
     private var reference: Thumbnail?
     private var candidate = Thumbnail()
     /// Per-cell sums of one band of rows, reused.
-    private var sums: [UInt32] = []
+    private var sums: [UInt64] = []
 
     public init() {}
 
@@ -43,15 +43,13 @@ public struct ChangeDetector: Sendable {
         swap(&reference!, &candidate)
     }
 
-    /// Luma as an integer blend (77 R + 150 G + 29 B) / 256, close to BT.601's weights and exact at 0 and 255.
-    @inline(__always)
-    static func luma(_ red: UInt8, _ green: UInt8, _ blue: UInt8) -> UInt32 {
-        (77 * UInt32(red) + 150 * UInt32(green) + 29 * UInt32(blue) + 128) >> 8
-    }
+    /// Luma weights: (77 R + 150 G + 29 B) / 256, close to BT.601's and exact at 0 and 255.
+    static let weights: (red: UInt64, green: UInt64, blue: UInt64) = (77, 150, 29)
 
     /// Cell averages of `image`'s luma: cell (column c, row r) covers pixels x in [c W / columns,
-    /// (c + 1) W / columns) and likewise for rows, so the cells tile the image exactly.
-    private static func reduce(_ image: RGBImage, into thumbnail: inout Thumbnail, sums: inout [UInt32]) {
+    /// (c + 1) W / columns) and likewise for rows, so the cells tile the image exactly. Sums are kept in
+    /// 64 bits whatever the image size, and rounded once per cell.
+    private static func reduce(_ image: RGBImage, into thumbnail: inout Thumbnail, sums: inout [UInt64]) {
         let width = image.width, height = image.height
         let columns = min(gridSide, width), rows = min(gridSide, height)
         thumbnail.imageWidth = width
@@ -59,7 +57,7 @@ public struct ChangeDetector: Sendable {
         thumbnail.columns = columns
         thumbnail.rows = rows
         if thumbnail.cells.count != columns * rows { thumbnail.cells = [UInt8](repeating: 0, count: columns * rows) }
-        if sums.count < columns { sums = [UInt32](repeating: 0, count: columns) }
+        if sums.count < columns { sums = [UInt64](repeating: 0, count: columns) }
         image.pixels.withUnsafeBufferPointer { pixels in
             sums.withUnsafeMutableBufferPointer { sums in
                 thumbnail.cells.withUnsafeMutableBufferPointer { cells in
@@ -67,21 +65,21 @@ public struct ChangeDetector: Sendable {
                         let y0 = row * height / rows, y1 = (row + 1) * height / rows
                         for column in 0..<columns { sums[column] = 0 }
                         for y in y0..<y1 {
-                            let line = y * width * 3
+                            var p = y * width * 3
                             for column in 0..<columns {
                                 let x0 = column * width / columns, x1 = (column + 1) * width / columns
-                                var sum: UInt32 = 0
-                                for x in x0..<x1 {
-                                    let p = line + 3 * x
-                                    sum &+= luma(pixels[p], pixels[p + 1], pixels[p + 2])
+                                var sum: UInt64 = 0
+                                for _ in x0..<x1 {
+                                    sum &+= weights.red * UInt64(pixels[p]) + weights.green * UInt64(pixels[p + 1]) + weights.blue * UInt64(pixels[p + 2])
+                                    p += 3
                                 }
                                 sums[column] &+= sum
                             }
                         }
                         for column in 0..<columns {
                             let x0 = column * width / columns, x1 = (column + 1) * width / columns
-                            let count = UInt32((x1 - x0) * (y1 - y0))
-                            cells[row * columns + column] = UInt8((sums[column] + count / 2) / count)
+                            let scale = UInt64((x1 - x0) * (y1 - y0)) * 256
+                            cells[row * columns + column] = UInt8((sums[column] + scale / 2) / scale)
                         }
                     }
                 }

@@ -99,7 +99,12 @@ public struct FolderSource: FrameSource {
     private func read(_ file: String) throws -> Data {
         let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
         defer { try? handle.close() }
-        // Read at most one byte past the limit, so a file that grew meanwhile is still refused unread.
+        let size = try handle.seekToEnd()
+        guard size <= UInt64(limits.maxFileBytes) else {
+            throw FrameSourceError("the file has \(size) bytes, over the limit of \(limits.maxFileBytes)")
+        }
+        try handle.seek(toOffset: 0)
+        // At most one byte past the limit, so a file that grew since is still refused.
         let data = try handle.read(upToCount: limits.maxFileBytes + 1) ?? Data()
         guard data.count <= limits.maxFileBytes else {
             throw FrameSourceError("the file has more than \(limits.maxFileBytes) bytes, over the limit")

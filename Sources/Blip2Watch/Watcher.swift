@@ -206,8 +206,8 @@ public final class FrameWatcher: @unchecked Sendable {
         return latest
     }
 
-    /// Watches until the source ends, `stop()` is called, or `maxFrames` captions were made. `handler` is
-    /// called for every event, never from two threads at once. Throws when the source fails for good (after
+    /// Watches until the source ends, `stop()` is called, or `maxFrames` captions were made (once per
+    /// watcher). `handler` is called for every event, never from two threads at once. Throws when the source fails for good (after
     /// captioning what it delivered) or the model fails.
     public func run(_ handler: @escaping (WatchEvent) -> Void) throws -> WatchSummary {
         intake.handler = handler

@@ -67,6 +67,10 @@ struct WatchCommand: ParsableCommand {
 
     func run() throws {
         try generation.applyThreads()
+        if source == "-", isatty(STDIN_FILENO) == 1 {
+            printError("error: SOURCE -: standard input is a terminal; pipe a Motion-JPEG stream into it (rpicam-vid ... -o - | blip2 watch MODEL -)")
+            throw ExitCode.failure
+        }
         let frameSource: FrameSource
         do { frameSource = try FrameSources.open(source) } catch {
             printError("error: SOURCE \(error)")

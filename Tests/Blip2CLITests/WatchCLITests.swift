@@ -391,8 +391,8 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
             (["-", "--ask", " "], 64, "--ask needs a question"),
         ]
         for (arguments, status, message) in cases {
-            let result = try blip2.run(["watch", Demo.model] + arguments)
-            #expect(result.status == status, "\(arguments): \(result.stderr)")
+            let result = try RunningCommand(blip2.url, ["watch", Demo.model] + arguments)
+            #expect(try result.finish() == status, "\(arguments): \(result.stderr)")
             #expect(result.stderr.contains(message), "\(arguments): \(result.stderr)")
             #expect(result.stdout.isEmpty)
         }
