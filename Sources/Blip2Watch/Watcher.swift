@@ -33,25 +33,26 @@ public struct WatchOptions: Sendable {
     public init() {}
 }
 
-/// Milliseconds per stage of one captioned frame.
+/// Milliseconds per stage of one captioned frame: the pipeline's stages (`prefill` and `generate` summed over
+/// the caption and every answer; `total` from the start of work on the frame to its line) and two of its own.
 public struct WatchTimings: Encodable, Sendable {
     /// From the frame's arrival until work on it began (waiting for the model, or for `every`).
     public var wait: Double?
-    public var imageDecode: Double?
+    /// Measuring the change from the last captioned frame.
     public var change: Double?
-    public var preprocess: Double?
-    public var vision: Double?
-    public var qformer: Double?
-    /// Summed over the caption and every answer.
-    public var prefill: Double?
-    public var generate: Double?
-    /// From the start of work on the frame to its line.
-    public var total: Double?
+    public var stages = StageTimings()
 
-    enum CodingKeys: String, CodingKey {
-        case wait, imageDecode = "image_decode", change, preprocess, vision, qformer = "qformer_projection", prefill, generate, total
-    }
+    enum CodingKeys: String, CodingKey { case wait, change }
+
     public init() {}
+
+    /// One flat object: the pipeline's keys (`image_decode`, `vision`, ...) beside `wait` and `change`.
+    public func encode(to encoder: Encoder) throws {
+        try stages.encode(to: encoder)
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        try container.encodeIfPresent(wait, forKey: .wait)
+        try container.encodeIfPresent(change, forKey: .change)
+    }
 }
 
 /// One captioned frame: a line of `blip2 watch` output. JSON field names are a public contract.
@@ -282,7 +283,7 @@ public final class FrameWatcher: @unchecked Sendable {
         timings.wait = milliseconds(from: frame.arrival, to: start)
         let image: RGBImage
         do {
-            image = try timed(&timings.imageDecode) { try ImageDecoder.decode(data: frame.data, name: frame.name, options: pipeline.imageOptions) }
+            image = try timed(&timings.stages.imageDecode) { try ImageDecoder.decode(data: frame.data, name: frame.name, options: pipeline.imageOptions) }
         } catch {
             intake.invalid(frame.name, reason: "\(error)")
             return nil
@@ -293,10 +294,10 @@ public final class FrameWatcher: @unchecked Sendable {
             return nil
         }
         detector.accept()
-        let pixels = timed(&timings.preprocess) { pipeline.preprocessor.pixelValues(for: image) }
+        let pixels = timed(&timings.stages.preprocess) { pipeline.preprocessor.pixelValues(for: image) }
         let encoded = pipeline.encode(pixels: pixels)
-        timings.vision = encoded.timings.vision
-        timings.qformer = encoded.timings.qformer
+        timings.stages.vision = encoded.timings.vision
+        timings.stages.qformer = encoded.timings.qformer
         var prefill = 0.0, generate = 0.0
         func add(_ result: Blip2Pipeline.Result) {
             prefill += result.timings.prefill ?? 0
@@ -310,15 +311,15 @@ public final class FrameWatcher: @unchecked Sendable {
             add(answer)
             answers.append(CaptionEvent.Answer(question: question, answer: answer.text))
         }
-        timings.prefill = prefill
-        timings.generate = generate
+        timings.stages.prefill = prefill
+        timings.stages.generate = generate
         var saved: String?
         if let archive {
             do { saved = try archive.save(frame) } catch { intake.emit(.warning("\(error)")) }
         }
         let counts = intake.captioned()
         let end = DispatchTime.now().uptimeNanoseconds
-        timings.total = milliseconds(from: start, to: end)
+        timings.stages.total = milliseconds(from: start, to: end)
         return CaptionEvent(
             time: timeFormatter.string(from: frame.arrivalDate), frame: frame.number, framesSeen: counts.framesSeen,
             framesDropped: counts.framesDropped, framesUnchanged: counts.framesUnchanged, framesInvalid: counts.framesInvalid,

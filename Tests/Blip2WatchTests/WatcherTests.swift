@@ -44,7 +44,7 @@ struct MemorySource: FrameSource {
                                         framesUnchanged: frames.count - demo.examples.count, framesInvalid: 0, ending: .end))
         for event in captions {
             #expect(event.answers.first?.question == "how many objects are there?")
-            #expect(event.latencyMs >= event.timingsMs.total! && event.timingsMs.vision! > 0 && event.timingsMs.generate! > 0)
+            #expect(event.latencyMs >= event.timingsMs.stages.total! && event.timingsMs.stages.vision! > 0 && event.timingsMs.stages.generate! > 0)
         }
         #expect(watcher.latestCaption?.frame == captions.last?.frame)
         #expect(watcher.newestFrame?.number == frames.count)
@@ -98,7 +98,7 @@ struct MemorySource: FrameSource {
         var starts: [Double] = []
         let summary = try watcher.run { event in
             // When work on the frame began: now, less the time it took.
-            if case .caption(let caption) = event { starts.append(Date().timeIntervalSince1970 - caption.timingsMs.total! / 1000) }
+            if case .caption(let caption) = event { starts.append(Date().timeIntervalSince1970 - caption.timingsMs.stages.total! / 1000) }
         }
         #expect(summary.ending == .maxFrames && summary.framesCaptioned == 3)
         #expect(summary.framesSeen == summary.framesCaptioned + summary.framesDropped)
