@@ -22,9 +22,9 @@ struct WatchCommand: ParsableCommand {
         with status 0 once the current line is written.
 
         Examples:
-          rpicam-vid -t 0 --codec mjpeg --width 640 --height 480 --framerate 5 -o - | blip2 watch model.blip2 -
-          blip2 watch model.blip2 http://camera.local:8080/?action=stream --every 10 --json
-          blip2 watch model.blip2 /var/lib/timelapse --ask "is anyone there?" --output captions.jsonl
+          rpicam-vid -t 0 -n --codec mjpeg -o - | blip2 watch model.blip2 -
+          blip2 watch model.blip2 http://camera.local:8080/stream --every 10 --json
+          blip2 watch model.blip2 /var/lib/timelapse --ask "is anyone there?"
         """
     )
 
@@ -33,25 +33,25 @@ struct WatchCommand: ParsableCommand {
     @Argument(help: "-, an http:// URL, a folder, or an MJPEG file.")
     var source: String
 
-    @Option(name: .long, help: "Least time between captions, in seconds.")
+    @Option(name: .long, help: ArgumentHelp("Least time between captions, in seconds.", valueName: "seconds"))
     var every: Double = 0
 
-    @Option(name: .customLong("ask"), help: "A question to answer about every captioned frame (repeatable).")
+    @Option(name: .customLong("ask"), help: ArgumentHelp("A question to answer about every captioned frame (repeatable).", valueName: "question"))
     var questions: [String] = []
 
-    @Option(name: .customLong("min-change"), help: "Skip frames that differ from the last captioned one by less than this (0-1: mean luma difference of 32x32 cell averages; 0 captions every frame).")
+    @Option(name: .customLong("min-change"), help: ArgumentHelp("Skip frames that differ from the last captioned one by less than this (0-1: mean luma difference of 32x32 cell averages; 0 captions every frame).", valueName: "x"))
     var minChange: Double = WatchOptions().minChange
 
     @Flag(name: .long, help: "One JSON object per captioned frame on standard output.")
     var json = false
 
-    @Option(name: .long, help: "Also append each frame's JSON line to this file (flushed per line).")
+    @Option(name: .long, help: ArgumentHelp("Also append each frame's JSON line to this file (flushed per line).", valueName: "file"))
     var output: String?
 
-    @Option(name: .customLong("save-frames"), help: "Keep each captioned frame in this folder (the newest \(WatchOptions().savedFrameLimit)).")
+    @Option(name: .customLong("save-frames"), help: ArgumentHelp("Keep each captioned frame in this folder (the newest \(WatchOptions().savedFrameLimit)).", valueName: "dir"))
     var saveFrames: String?
 
-    @Option(name: .customLong("max-frames"), help: "Stop after this many captioned frames.")
+    @Option(name: .customLong("max-frames"), help: ArgumentHelp("Stop after this many captioned frames.", valueName: "n"))
     var maxFrames: Int?
 
     @OptionGroup var generation: GenerationOptionsGroup
