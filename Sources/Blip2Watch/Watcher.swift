@@ -129,16 +129,6 @@ public struct WatchSummary: Encodable, Sendable, Equatable {
         case framesSeen = "frames_seen", framesCaptioned = "frames_captioned", framesDropped = "frames_dropped"
         case framesUnchanged = "frames_unchanged", framesInvalid = "frames_invalid", ending
     }
-
-    public var description: String {
-        let why: String
-        switch ending {
-        case .end: why = "the stream ended"
-        case .stopped: why = "stopped"
-        case .maxFrames: why = "reached --max-frames"
-        }
-        return "\(framesSeen) frames: \(framesCaptioned) captioned, \(framesDropped) dropped for newer ones, \(framesUnchanged) unchanged, \(framesInvalid) invalid; \(why)"
-    }
 }
 
 public enum WatchEvent: Sendable {

@@ -126,11 +126,25 @@ struct WatchCommand: ParsableCommand {
             printError("error: \(error)")
             throw ExitCode.failure
         }
-        printError("watch: \(summary.description)")
+        printError("watch: \(Self.describe(summary))")
         if let writeFailure {
             printError("error: \(writeFailure)")
             throw ExitCode.failure
         }
+    }
+}
+
+extension WatchCommand {
+    /// The totals line written at the end.
+    static func describe(_ summary: WatchSummary) -> String {
+        let why: String
+        switch summary.ending {
+        case .end: why = "the stream ended"
+        case .stopped: why = "stopped"
+        case .maxFrames: why = "reached --max-frames"
+        }
+        return "\(summary.framesSeen) frames: \(summary.framesCaptioned) captioned, \(summary.framesDropped) dropped for newer ones, "
+            + "\(summary.framesUnchanged) unchanged, \(summary.framesInvalid) invalid; \(why)"
     }
 }
 
