@@ -116,6 +116,7 @@ public struct StreamSource: FrameSource {
         let buffer = UnsafeMutableRawBufferPointer.allocate(byteCount: readChunkBytes, alignment: 16)
         defer { buffer.deallocate() }
         var splitter = MJPEGSplitter(maxFrameBytes: limits.maxFrameBytes)
+        var images = 0
         while !sink.isCancelled {
             guard try waitReadable(fd, milliseconds: cancelCheckMilliseconds, name: name) else { continue }
             let count = read(fd, buffer.baseAddress, buffer.count)
@@ -124,9 +125,19 @@ public struct StreamSource: FrameSource {
                 if errno == EINTR || errno == EAGAIN { continue }
                 throw FrameSourceError("\(name): read failed (\(String(cString: strerror(errno))))")
             }
-            splitter.push(UnsafeRawBufferPointer(rebasing: buffer[0..<count])) { forward($0, to: sink) }
+            splitter.push(UnsafeRawBufferPointer(rebasing: buffer[0..<count])) { event in
+                images += 1
+                forward(event, to: sink)
+            }
         }
-        if !sink.isCancelled, let last = splitter.finish() { forward(last, to: sink) }
+        if sink.isCancelled { return }
+        if let last = splitter.finish() {
+            images += 1
+            forward(last, to: sink)
+        }
+        if images == 0, splitter.skippedBytes > 0 {
+            sink.notice("\(name): no JPEG image in its \(splitter.skippedBytes) bytes; is it a Motion-JPEG stream?")
+        }
     }
 }
 

@@ -275,7 +275,10 @@ public final class FrameWatcher: @unchecked Sendable {
         do {
             image = try timed(&timings.stages.imageDecode) { try ImageDecoder.decode(data: frame.data, name: frame.name, options: pipeline.imageOptions) }
         } catch {
-            intake.invalid(frame.name, reason: "\(error)")
+            // Image errors start with the name they were given; the warning names the frame once.
+            var reason = "\(error)"
+            if reason.hasPrefix(frame.name + ": ") { reason.removeFirst(frame.name.count + 2) }
+            intake.invalid(frame.name, reason: reason)
             return nil
         }
         let change = timed(&timings.change) { detector.measure(image) }

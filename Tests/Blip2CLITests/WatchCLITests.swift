@@ -267,6 +267,19 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
         #expect(watch.stderr.contains("warning: frame 2 skipped: the image breaks off before its end-of-image marker"), "\(watch.stderr)")
     }
 
+    @Test func framesOverThePixelLimitAreRefusedLikeImages() throws {
+        let pipe = Pipe()
+        let source = try startFFmpeg(["-f", "lavfi", "-i", "testsrc=size=96x72:rate=30", "-frames:v", "10", "-q:v", "4", "-f", "mjpeg", "-"], output: pipe)
+        let watch = try RunningCommand(blip2.url, ["watch", Demo.model, "-", "--max-pixels", "6911"], input: pipe)
+        #expect(try watch.finish() == 0, "\(watch.stderr)")
+        source.waitUntilExit()
+        #expect(watch.stdout.isEmpty)
+        // The message `blip2 caption` gives for such an image, after the frame's name.
+        #expect(watch.stderr.contains(" skipped: the image declares 96x72 = 6912 pixels, over the limit of 6911"), "\(watch.stderr)")
+        let totals = try WatchTotals(watch.stderr)
+        #expect(totals.seen == 10 && totals.captioned == 0 && totals.invalid >= 1 && totals.invalid + totals.dropped == 10)
+    }
+
     @Test func anHTTPCameraThatDropsAndComesBack() throws {
         let first = Demo.all[0], second = Demo.all[1]
         // The first connection carries ffmpeg's own multipart output (-f mpjpeg), then half a part, then drops.
@@ -385,6 +398,7 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
             ([server.url + "/page"], 1, "the server sent text/html, not an MJPEG stream"),
             (["-", "--output", scratch.path("no/such/folder/out.jsonl")], 1, "--output \(scratch.path("no/such/folder/out.jsonl")): cannot create"),
             (["-", "--save-frames", scratch.path("file")], 1, "--save-frames \(scratch.path("file")): not a folder"),
+            ([Demo.all[0].path], 0, "\(Demo.all[0].path): no JPEG image in its"),  // a PNG is not a Motion-JPEG stream
             (["-", "--min-change", "2"], 64, "--min-change must be between 0 and 1"),
             (["-", "--every=-1"], 64, "--every must be 0 or more"),
             (["-", "--max-frames", "0"], 64, "--max-frames must be at least 1"),
