@@ -39,9 +39,11 @@ struct MemorySource: FrameSource {
         let summary = try watcher.run { if case .caption(let event) = $0 { captions.append(event) } }
         #expect(captions.map(\.text) == demo.examples.map(\.caption))
         #expect(captions.map { $0.answers.map(\.answer) } == demo.examples.map { [$0.objectCount] })
-        #expect(captions.map(\.frame) == Array(stride(from: 1, to: frames.count, by: 3)))
-        #expect(summary == WatchSummary(framesSeen: frames.count, framesCaptioned: demo.examples.count, framesDropped: 0,
-                                        framesUnchanged: frames.count - demo.examples.count, framesInvalid: 0, ending: .end))
+        // Each caption is of one of its scene's three frames (the first, unless a busy machine let the next
+        // replace it); every other frame was unchanged or, then, dropped.
+        #expect(captions.enumerated().allSatisfy { index, caption in (3 * index + 1...3 * index + 3).contains(caption.frame) })
+        #expect(summary.framesSeen == frames.count && summary.framesCaptioned == demo.examples.count && summary.framesInvalid == 0)
+        #expect(summary.framesUnchanged + summary.framesDropped == frames.count - demo.examples.count && summary.framesUnchanged > 0)
         for event in captions {
             #expect(event.answers.first?.question == "how many objects are there?")
             #expect(event.latencyMs >= event.timingsMs.stages.total! && event.timingsMs.stages.vision! > 0 && event.timingsMs.stages.generate! > 0)
@@ -65,8 +67,9 @@ struct MemorySource: FrameSource {
             }
         }
         #expect(captions.map(\.frame) == [1, 4])
-        #expect(captions.last?.framesInvalid == 2)
-        #expect(summary.framesInvalid == 2 && summary.framesSeen == 4 && summary.framesCaptioned == 2)
+        // Frame 2 is broken on arrival; frame 3 when decoded, unless frame 4 replaced it first on a busy machine.
+        #expect(summary.framesSeen == 4 && summary.framesCaptioned == 2)
+        #expect(summary.framesInvalid + summary.framesDropped == 2 && summary.framesInvalid >= 1)
         // The two broken frames come 0.15 s apart: the second warning waits for the next second.
         #expect(warnings.count == 1)
         #expect(warnings.first?.hasPrefix("frame 2 skipped: broken on purpose (1 invalid so far") == true)
