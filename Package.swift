@@ -67,6 +67,8 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
+        // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
+        .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation"]),
         // Terminal helpers shared by the executables: progress bars, tables, sizes, error reporting.
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile"]),
 
@@ -75,7 +77,7 @@ let package = Package(
             name: "blip2",
             dependencies: [
                 "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
-                "Blip2Generation", "Blip2Image", "Blip2Compute", "Blip2Server", "CEdit",
+                "Blip2Generation", "Blip2Image", "Blip2Compute", "Blip2Server", "CEdit", "Blip2Watch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
@@ -101,6 +103,7 @@ let package = Package(
         .testTarget(name: "Blip2CommandLineTests", dependencies: ["Blip2CommandLine", "Blip2ModelFile"]),
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Compute", "Blip2Core", "CKernels"]),
+        .testTarget(name: "Blip2WatchTests", dependencies: ["Blip2Watch", "Blip2Pipeline", "Blip2Image"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         // Runs `blip2 serve` and talks to it over HTTP; unit tests of the server's parts.
         .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline"]),

@@ -63,19 +63,24 @@ public final class WorkerPool: @unchecked Sendable {
 
 /// The state workers share with the pool; workers keep it alive, the pool's deinit stops them.
 private final class PoolShared: @unchecked Sendable {
-    // Counters, each on its own cache line: [generation, next part, parts left].
+    // Counters, each on its own cache line: [generation, next claim, parts left, job tag].
     private let counters: UnsafeMutablePointer<Int64>
     private static let line = 8
     private var generation: UnsafeMutablePointer<Int64> { counters }
     private var nextPart: UnsafeMutablePointer<Int64> { counters + Self.line }
     private var remaining: UnsafeMutablePointer<Int64> { counters + 2 * Self.line }
-    // `nextPart` holds this while no job is open, so a late worker's claim can never land in the next job.
-    private static let closed: Int64 = 1 << 60
+    private var jobTag: UnsafeMutablePointer<Int64> { counters + 3 * Self.line }
+    // A claim is (job sequence << 32 | part) and the tag (job sequence << 32 | parts): a worker descheduled
+    // between claiming past the end of one job and looking at its size must not read its claim against the
+    // next job's size (that ran a part twice and let the job end while a part still ran).
+    private static let partBits: Int64 = 32
+    private static let partMask: Int64 = (1 << 32) - 1
     // Spinning briefly before parking spares back-to-back jobs (several per layer) a wake-up each.
     private static let spinLimit = 2_000   // tens of microseconds of pause instructions
 
     private var job: ((Int, Int) -> Void)?
-    private var parts: Int64 = 0
+    /// The open job's sequence number (31 bits, never 0); changed only under `jobLock`.
+    private var sequence: Int64 = 0
     private var stopping = false
     private var exited = 0
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -86,9 +91,8 @@ private final class PoolShared: @unchecked Sendable {
     private var scratchBytes: [Int]
 
     init(threads: Int) {
-        counters = .allocate(capacity: 3 * Self.line)
-        counters.initialize(repeating: 0, count: 3 * Self.line)
-        (counters + Self.line).pointee = Self.closed   // nextPart: no job open yet
+        counters = .allocate(capacity: 4 * Self.line)
+        counters.initialize(repeating: 0, count: 4 * Self.line)   // job 0 has no parts
         scratchBuffers = Array(repeating: nil, count: threads)
         scratchBytes = Array(repeating: 0, count: threads)
         pthread_mutex_init(mutex, nil)
@@ -126,13 +130,15 @@ private final class PoolShared: @unchecked Sendable {
     }
 
     func run(parts: Int, _ body: (Int, Int) -> Void) {
+        precondition(parts < 1 << 31, "a job has fewer than 2^31 parts")
         pthread_mutex_lock(jobLock)
         defer { pthread_mutex_unlock(jobLock) }
         withoutActuallyEscaping(body) { body in
             job = body
-            self.parts = Int64(parts)
+            sequence = sequence % (1 << 31) + 1
             blip2_atomic_store(remaining, Int64(parts))
-            blip2_atomic_store(nextPart, 0)
+            blip2_atomic_store(jobTag, sequence << Self.partBits | Int64(parts))
+            blip2_atomic_store(nextPart, sequence << Self.partBits)
             pthread_mutex_lock(mutex)
             blip2_atomic_fetch_add(generation, 1)
             pthread_cond_broadcast(wake)
@@ -152,7 +158,6 @@ private final class PoolShared: @unchecked Sendable {
                 while blip2_atomic_load(remaining) > 0 { pthread_cond_wait(finished, mutex) }
                 pthread_mutex_unlock(mutex)
             }
-            blip2_atomic_store(nextPart, Self.closed)
             job = nil
         }
     }
@@ -170,11 +175,12 @@ private final class PoolShared: @unchecked Sendable {
 
     private func work(as worker: Int) {
         while true {
-            let part = blip2_atomic_fetch_add(nextPart, 1)
-            // A claim past the end (or on a closed counter) means this job has nothing left here. A claim
-            // below `parts` keeps the job open (and `job` set) until the part is done.
-            guard part < parts else { return }
-            runPart(Int(part), worker)
+            let claim = blip2_atomic_fetch_add(nextPart, 1)
+            let tag = blip2_atomic_load(jobTag)
+            // A claim of another job (one that is over) or past the end means nothing is left here. A valid
+            // claim keeps its job open (and `job` set) until the part is done, so the tag cannot move on.
+            guard claim >> Self.partBits == tag >> Self.partBits, claim & Self.partMask < tag & Self.partMask else { return }
+            runPart(Int(claim & Self.partMask), worker)
             if blip2_atomic_fetch_add(remaining, -1) == 1 {
                 pthread_mutex_lock(mutex)
                 pthread_cond_broadcast(finished)

@@ -9,6 +9,7 @@ struct Blip2: AsyncParsableCommand {
         discussion: "Model files are made from Hugging Face checkpoints by blip2-quantize. An image argument of - reads the image from standard input.",
         version: Blip2Version.string,
         subcommands: [CaptionCommand.self, AskCommand.self, ChatCommand.self, PreprocessCommand.self,
-                      TokenizeCommand.self, DetokenizeCommand.self, InspectCommand.self, BenchCommand.self, ServeCommand.self]
+                      TokenizeCommand.self, DetokenizeCommand.self, InspectCommand.self, BenchCommand.self, ServeCommand.self,
+                      WatchCommand.self]
     )
 }

@@ -1,0 +1,178 @@
+import Blip2Image
+import Foundation
+import Testing
+@testable import Blip2Watch
+
+@Suite struct LatestFrameSlotTests {
+    @Test func theNewestValueWinsAndReplacementsAreCounted() {
+        let slot = LatestFrameSlot<Int>()
+        #expect(slot.put(1) == false)
+        #expect(slot.put(2) == true)
+        #expect(slot.put(3) == true)
+        #expect(slot.take() == 3)
+        #expect(slot.put(4) == false)
+        slot.end()
+        #expect(slot.take() == 4)  // what was held when the producer ended is still taken
+        #expect(slot.take() == nil)
+    }
+
+    @Test func cancellingDropsWhatIsHeldAndRefusesMore() {
+        let slot = LatestFrameSlot<Int>()
+        slot.put(1)
+        #expect(slot.cancel() == true)
+        #expect(slot.put(2) == true)
+        #expect(slot.take() == nil)
+        #expect(slot.isCancelled)
+    }
+
+    @Test func aFastProducerAndASlowConsumer() async {
+        let slot = LatestFrameSlot<Int>()
+        let count = 2000
+        let producer = Thread {
+            for value in 1...count {
+                slot.put(value)
+                if value % 100 == 0 { usleep(1000) }
+            }
+            slot.end()
+        }
+        producer.start()
+        var taken: [Int] = []
+        while let value = slot.take() {
+            taken.append(value)
+            usleep(3000)
+        }
+        // Strictly newer each time, the last value always delivered, and far fewer than were put.
+        #expect(zip(taken, taken.dropFirst()).allSatisfy { $0 < $1 })
+        #expect(taken.last == count)
+        #expect(taken.count < count / 2)
+    }
+
+    @Test func takeWaitsForItsTimeButNotForAnEndedProducer() {
+        let slot = LatestFrameSlot<Int>()
+        slot.put(1)
+        let start = Date()
+        #expect(slot.take(notBefore: start.addingTimeInterval(0.2)) == 1)
+        #expect(Date().timeIntervalSince(start) >= 0.2)
+        slot.put(2)
+        slot.end()
+        let again = Date()
+        #expect(slot.take(notBefore: again.addingTimeInterval(5)) == 2)
+        #expect(Date().timeIntervalSince(again) < 1)
+    }
+}
+
+@Suite struct ChangeDetectorTests {
+    static func image(_ width: Int, _ height: Int, _ pixel: (Int, Int) -> (UInt8, UInt8, UInt8)) -> RGBImage {
+        var pixels: [UInt8] = []
+        for y in 0..<height {
+            for x in 0..<width {
+                let (r, g, b) = pixel(x, y)
+                pixels += [r, g, b]
+            }
+        }
+        return RGBImage(width: width, height: height, pixels: pixels)
+    }
+
+    @Test func measuresAgainstTheAcceptedFrame() {
+        var detector = ChangeDetector()
+        let black = Self.image(64, 48) { _, _ in (0, 0, 0) }
+        let white = Self.image(64, 48) { _, _ in (255, 255, 255) }
+        // Left half white: cell columns 0-15 of 32 (2 pixels wide each) go from 0 to 255, the rest stay.
+        let half = Self.image(64, 48) { x, _ in x < 32 ? (255, 255, 255) : (0, 0, 0) }
+        #expect(detector.measure(black) == 1)  // nothing to compare with yet
+        detector.accept()
+        #expect(detector.measure(black) == 0)
+        #expect(detector.measure(white) == 1)
+        #expect(detector.measure(half) == 0.5)
+        #expect(detector.measure(Self.image(64, 49) { _, _ in (0, 0, 0) }) == 1)  // another size
+        detector.accept()  // the 64x49 black frame
+        #expect(detector.measure(Self.image(64, 49) { _, _ in (0, 0, 0) }) == 0)
+    }
+
+    @Test func lumaWeightsAndSmallImages() {
+        #expect(ChangeDetector.weights.red + ChangeDetector.weights.green + ChangeDetector.weights.blue == 256)
+        var detector = ChangeDetector()
+        _ = detector.measure(Self.image(3, 2) { _, _ in (0, 0, 0) })
+        detector.accept()
+        // One of six pixels goes red: one cell of a 3 x 2 grid changes by round(77 * 255 / 256) = 77.
+        let change = detector.measure(Self.image(3, 2) { x, y in x == 1 && y == 1 ? (255, 0, 0) : (0, 0, 0) })
+        #expect(abs(change - 77.0 / 255.0 / 6.0) < 1e-12)
+    }
+
+    @Test func noiseAveragesOut() {
+        var random = SeededGenerator(state: 3)
+        let scene: (Int, Int) -> (UInt8, UInt8, UInt8) = { x, y in (UInt8((x * 3) % 256), UInt8((y * 5) % 256), 128) }
+        var detector = ChangeDetector()
+        _ = detector.measure(Self.image(320, 240, scene))
+        detector.accept()
+        // Every sample moved by up to 3 levels: no cell average can move more than 3.
+        let noisy = Self.image(320, 240) { x, y in
+            let (r, g, b) = scene(x, y)
+            func jitter(_ v: UInt8) -> UInt8 { UInt8(clamping: Int(v) + Int.random(in: -3...3, using: &random)) }
+            return (jitter(r), jitter(g), jitter(b))
+        }
+        #expect(detector.measure(noisy) <= 3.0 / 255.0)
+    }
+}
+
+@Suite struct FolderScannerTests {
+    typealias Entry = FolderScanner.Entry
+
+    @Test func takesNewFilesOnceTheyStopChanging() {
+        var scanner = FolderScanner(existing: [Entry(name: "old.jpg", size: 100, modified: 1)])
+        #expect(scanner.scan([Entry(name: "old.jpg", size: 100, modified: 1), Entry(name: "a.jpg", size: 10, modified: 5)]) == [])
+        // a.jpg grew: still being written.
+        #expect(scanner.scan([Entry(name: "old.jpg", size: 100, modified: 1), Entry(name: "a.jpg", size: 20, modified: 6)]) == [])
+        #expect(scanner.scan([Entry(name: "old.jpg", size: 100, modified: 1), Entry(name: "a.jpg", size: 20, modified: 6),
+                              Entry(name: "b.png", size: 0, modified: 7)]) == ["a.jpg"])
+        // Taken once; an empty file is never taken.
+        #expect(scanner.scan([Entry(name: "a.jpg", size: 20, modified: 6), Entry(name: "b.png", size: 0, modified: 7)]) == [])
+        // Two finish together: oldest first. a.jpg rewritten in place is new again; old.jpg changed after the start too.
+        let later = [Entry(name: "d.jpg", size: 5, modified: 11), Entry(name: "c.jpg", size: 5, modified: 10),
+                     Entry(name: "a.jpg", size: 30, modified: 12), Entry(name: "old.jpg", size: 101, modified: 13)]
+        #expect(scanner.scan(later) == [])
+        #expect(scanner.scan(later) == ["c.jpg", "d.jpg", "a.jpg", "old.jpg"])
+        #expect(scanner.scan(later) == [])
+        // Removed and written again under the same name: taken again.
+        #expect(scanner.scan([]) == [])
+        #expect(scanner.scan([Entry(name: "c.jpg", size: 5, modified: 10)]) == [])
+        #expect(scanner.scan([Entry(name: "c.jpg", size: 5, modified: 10)]) == ["c.jpg"])
+    }
+
+    @Test func onlyVisibleImageFiles() {
+        for name in ["a.jpg", "B.JPEG", "c.png", "frame-0001.Jpg"] { #expect(FolderScanner.isImageName(name), "\(name)") }
+        for name in [".a.jpg", "a.jpg.tmp", "a.gif", "jpg", "a.webp"] { #expect(!FolderScanner.isImageName(name), "\(name)") }
+    }
+}
+
+@Suite struct FrameArchiveTests {
+    @Test func keepsTheNewestFramesOnly() throws {
+        let folder = try TemporaryFolder()
+        let saved = folder.url.appendingPathComponent("saved").path
+        try FileManager.default.createDirectory(atPath: saved, withIntermediateDirectories: true)
+        // Left by an earlier run (older by name), and a file that is not the archive's.
+        try Data([1]).write(to: URL(fileURLWithPath: saved + "/frame-20000101T000000.000Z-000001.jpg"))
+        try Data([2]).write(to: URL(fileURLWithPath: saved + "/notes.txt"))
+        let archive = try FrameArchive(folder: saved, limit: 3)
+        let start = Date(timeIntervalSince1970: 1_800_000_000)
+        var paths: [String] = []
+        for number in 1...4 {
+            let data = number == 4 ? Data([0x89, 0x50, 0x4E, 0x47, 0x0D]) : Data([0xFF, 0xD8, UInt8(number)])
+            let frame = Frame(number: number, data: data, name: "frame \(number)", arrival: 0, arrivalDate: start.addingTimeInterval(Double(number)))
+            let path = try archive.save(frame)
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == data)
+            paths.append(path)
+        }
+        #expect(URL(fileURLWithPath: paths[0]).lastPathComponent == "frame-20270115T080001.000Z-000001.jpg")
+        #expect(paths[3].hasSuffix("-000004.png"))
+        let left = try FileManager.default.contentsOfDirectory(atPath: saved).sorted()
+        #expect(left == ["frame-20270115T080002.000Z-000002.jpg", "frame-20270115T080003.000Z-000003.jpg",
+                         "frame-20270115T080004.000Z-000004.png", "notes.txt"])
+    }
+
+    @Test func refusesAFileWhereTheFolderShouldBe() throws {
+        let folder = try TemporaryFolder()
+        try Data().write(to: URL(fileURLWithPath: folder.path("file")))
+        #expect(throws: FrameSourceError.self) { try FrameArchive(folder: folder.path("file"), limit: 1) }
+    }
+}

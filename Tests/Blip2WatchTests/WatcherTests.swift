@@ -1,0 +1,126 @@
+import Blip2Pipeline
+import Foundation
+import Testing
+@testable import Blip2Watch
+
+/// Frames from memory, one every `interval` seconds; `nil` entries arrive as broken frames; `endless`
+/// repeats the last frame until cancelled.
+struct MemorySource: FrameSource {
+    let frames: [Data?]
+    var interval: Double = 0
+    var endless = false
+    var name: String { "memory" }
+
+    func run(into sink: FrameSink) throws {
+        var index = 0
+        while !sink.isCancelled, index < frames.count || endless {
+            if let data = frames[min(index, frames.count - 1)] {
+                sink.deliver(data, name: nil)
+            } else {
+                sink.reject("broken on purpose", name: nil)
+            }
+            index += 1
+            if interval > 0 { usleep(UInt32(interval * 1_000_000)) }
+        }
+    }
+}
+
+@Suite(.serialized) struct FrameWatcherTests {
+    static let pipeline = try! Blip2Pipeline(modelPath: demoModel)
+
+    @Test func captionsAndAnswersEachNewScene() throws {
+        let demo = DemoExamples.loaded
+        // Each example three times, slowly enough that every frame is taken: the repeats are unchanged.
+        let frames = DemoExamples.jpegs.flatMap { [$0, $0, $0] }
+        var options = WatchOptions()
+        options.questions = ["how many objects are there?"]
+        let watcher = try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: frames, interval: 0.15), options: options)
+        var captions: [CaptionEvent] = []
+        let summary = try watcher.run { if case .caption(let event) = $0 { captions.append(event) } }
+        #expect(captions.map(\.text) == demo.examples.map(\.caption))
+        #expect(captions.map { $0.answers.map(\.answer) } == demo.examples.map { [$0.objectCount] })
+        // Each caption is of one of its scene's three frames (the first, unless a busy machine let the next
+        // replace it); every other frame was unchanged or, then, dropped.
+        #expect(captions.enumerated().allSatisfy { index, caption in (3 * index + 1...3 * index + 3).contains(caption.frame) })
+        #expect(summary.framesSeen == frames.count && summary.framesCaptioned == demo.examples.count && summary.framesInvalid == 0)
+        #expect(summary.framesUnchanged + summary.framesDropped == frames.count - demo.examples.count && summary.framesUnchanged > 0)
+        for event in captions {
+            #expect(event.answers.first?.question == "how many objects are there?")
+            #expect(event.latencyMs >= event.timingsMs.stages.total! && event.timingsMs.stages.vision! > 0 && event.timingsMs.stages.generate! > 0)
+        }
+        #expect(watcher.latestCaption?.frame == captions.last?.frame)
+        #expect(watcher.newestFrame?.number == frames.count)
+    }
+
+    @Test func brokenFramesAreCountedAndWarnedAbout() throws {
+        let frames: [Data?] = [DemoExamples.jpegs[0], nil, Data("not an image".utf8), DemoExamples.jpegs[1]]
+        var options = WatchOptions()
+        options.minChange = 0
+        let watcher = try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: frames, interval: 0.15), options: options)
+        var warnings: [String] = []
+        var captions: [CaptionEvent] = []
+        let summary = try watcher.run { event in
+            switch event {
+            case .caption(let caption): captions.append(caption)
+            case .warning(let message): warnings.append(message)
+            case .notice: break
+            }
+        }
+        #expect(captions.map(\.frame) == [1, 4])
+        // Frame 2 is broken on arrival; frame 3 when decoded, unless frame 4 replaced it first on a busy machine.
+        #expect(summary.framesSeen == 4 && summary.framesCaptioned == 2)
+        #expect(summary.framesInvalid + summary.framesDropped == 2 && summary.framesInvalid >= 1)
+        // The two broken frames come 0.15 s apart: the second warning waits for the next second.
+        #expect(warnings.count == 1)
+        #expect(warnings.first?.hasPrefix("frame 2 skipped: broken on purpose (1 invalid so far") == true)
+    }
+
+    @Test func stopEndsAnEndlessFeedAfterTheCurrentFrame() async throws {
+        var options = WatchOptions()
+        options.minChange = 0
+        let watcher = try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: DemoExamples.jpegs, interval: 0.01, endless: true),
+                                       options: options)
+        var lines = 0
+        var lastBeforeStop: Int?
+        var afterStop = 0
+        for try await event in watcher.events() {
+            guard case .caption(let caption) = event else { continue }
+            lines += 1
+            // Seen: captioned, dropped, or the one frame waiting in the slot.
+            #expect([0, 1].contains(caption.framesSeen - caption.framesDropped - lines))
+            if let lastBeforeStop, caption.frame > lastBeforeStop { afterStop += 1 }
+            if lines == 3 {
+                // The loop runs ahead of this consumer: what it captioned so far, and at most the frame in progress.
+                lastBeforeStop = watcher.latestCaption?.frame
+                watcher.stop()
+            }
+        }
+        #expect(lines >= 3)
+        #expect(afterStop <= 1)
+    }
+
+    @Test func maxFramesAndEveryBoundTheCaptions() throws {
+        var options = WatchOptions()
+        options.minChange = 0
+        options.every = 0.3
+        options.maxFrames = 3
+        let watcher = try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: DemoExamples.jpegs, interval: 0.02, endless: true),
+                                       options: options)
+        var starts: [Double] = []
+        let summary = try watcher.run { event in
+            // When work on the frame began: now, less the time it took.
+            if case .caption(let caption) = event { starts.append(Date().timeIntervalSince1970 - caption.timingsMs.stages.total! / 1000) }
+        }
+        #expect(summary.ending == .maxFrames && summary.framesCaptioned == 3)
+        #expect(summary.framesSeen == summary.framesCaptioned + summary.framesDropped)
+        for (a, b) in zip(starts, starts.dropFirst()) { #expect(b - a >= 0.3 - 0.005) }
+    }
+
+    @Test func refusesQuestionsThatCannotFit() throws {
+        var options = WatchOptions()
+        options.questions = [String(repeating: "why ", count: 600)]
+        #expect(throws: PipelineError.self) { try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: []), options: options) }
+        options.questions = [" "]
+        #expect(throws: PipelineError.self) { try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: []), options: options) }
+    }
+}
