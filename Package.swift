@@ -4,7 +4,7 @@ import PackageDescription
 // Dependencies point one way:
 //   CKernels -> Blip2Core -> Blip2ModelFile -> Blip2Convert -> executables
 //   Blip2Config (pure configuration + weight manifest) is used by Blip2Convert and the model.
-//   Blip2Tokenizer and Blip2Image stand alone and are used by the pipeline and CLIs.
+//   Blip2Tokenizer and Blip2Image use only Blip2Core (regular-file reading) and are used by the pipeline and CLIs.
 let package = Package(
     name: "blip2-edge",
     platforms: [.macOS(.v13)],
@@ -32,9 +32,9 @@ let package = Package(
         .target(name: "Blip2Core", dependencies: ["CKernels"]),
         .target(name: "Blip2Config"),
         .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd"]),
-        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer"]),
-        .target(name: "Blip2Tokenizer"),
-        .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
+        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2Image"]),
+        .target(name: "Blip2Tokenizer", dependencies: ["Blip2Core"]),
+        .target(name: "Blip2Image", dependencies: ["Blip2Core", "CJPEG", "CPNG"]),
         // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
         .target(name: "Blip2Model", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
         // Decoding strategies over any language model state: greedy, beam search, sampling.

@@ -17,8 +17,7 @@ public final class Blip2Model: @unchecked Sendable {
 
     public init(file: ModelFile) throws {
         self.file = file
-        let config = try file.decode(Blip2Config.self, section: MetadataSectionName.config)
-        do { try config.validate() } catch { throw ModelLoadError(message: "\(file.path): \(error)") }
+        let config = try file.checkedConfig()
         self.config = config
         let loader = WeightLoader(file: file)
         var storage: [UnsafeMutablePointer<Float>] = []
@@ -71,6 +70,26 @@ public final class Blip2Model: @unchecked Sendable {
 
     public func makeSession(capacity: Int? = nil) -> LanguageSession {
         LanguageSession(model: self, capacity: min(capacity ?? maxPositions, maxPositions))
+    }
+}
+
+extension ModelFile {
+    /// The `config` section, decoded and checked (`Blip2Config.check`) against the weights this file
+    /// stores. Every reader of a model file takes its config from here before sizing anything by it.
+    public func checkedConfig() throws -> Blip2Config {
+        let source = "\(path): metadata section '\(MetadataSectionName.config)'"
+        guard let section = section(named: MetadataSectionName.config) else {
+            throw ModelLoadError(message: "\(source) is missing; convert the checkpoint again")
+        }
+        let stored = tensors.reduce(0) { total, record in
+            let (sum, overflow) = total.addingReportingOverflow(record.elementCount)
+            return overflow ? Int.max : sum
+        }
+        let config = try Blip2Config.decode(Data(section.json), source: source)
+        do { try config.check(storedElements: stored) } catch let error as ConfigError {
+            throw ModelLoadError(message: "\(source): \(error.message)")
+        }
+        return config
     }
 }
 

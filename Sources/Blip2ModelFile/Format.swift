@@ -18,6 +18,8 @@ public enum ModelFileFormat {
     /// so `madvise` and huge-page promotion work per tensor.
     public static let pageAlignment = 16_384
     public static let largeTensorBytes = 1 << 20
+    /// Readers accept any power of two from `tensorAlignment` up to this as the header's page_alignment.
+    public static let maxPageAlignment = 1 << 20
 
     public static let maxNameBytes = 1024
     public static let maxRank = 8

@@ -68,6 +68,14 @@ public final class ModelFile: @unchecked Sendable {
             let tensorCount = Int(try header.u32())
             let directoryChecksum = try header.u32()
             let metadataChecksum = try header.u32()
+            let pageAlignment = Int(try header.u32())
+            guard pageAlignment >= ModelFileFormat.tensorAlignment, pageAlignment <= ModelFileFormat.maxPageAlignment,
+                  pageAlignment & (pageAlignment - 1) == 0 else {
+                throw fail("header page_alignment \(pageAlignment) is not a power of two from \(ModelFileFormat.tensorAlignment) to \(ModelFileFormat.maxPageAlignment)")
+            }
+            guard try header.bytes(ModelFileFormat.headerSize - 4 - header.position).allSatisfy({ $0 == 0 }) else {
+                throw fail("header reserved bytes are not zero (written by a newer blip2-quantize, or corrupt)")
+            }
             guard tensorCount <= ModelFileFormat.maxTensors else { throw fail("header claims \(tensorCount) tensors") }
             for (a, b) in [(dataRange, directoryRange), (dataRange, metadataRange), (directoryRange, metadataRange)] where a.overlaps(b) {
                 throw fail("header regions overlap: the file is corrupt")

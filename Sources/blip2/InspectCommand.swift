@@ -2,6 +2,7 @@ import ArgumentParser
 import Blip2CommandLine
 import Blip2Config
 import Blip2Core
+import Blip2Model
 import Blip2ModelFile
 import Blip2Tokenizer
 import Foundation
@@ -111,10 +112,10 @@ struct InspectReport: Encodable {
 
     static func make(path: String, verify: Bool) throws -> InspectReport {
         let file = try ModelFile(path: path, options: .init(decompressAtOpen: false))
-        let config = try file.decode(Blip2Config.self, section: MetadataSectionName.config)
+        let config = try file.checkedConfig()
         let provenance = try? file.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization)
         let tokenizer = try? file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer)
-        let manifest = WeightManifest(config: config)
+        let manifest = try WeightManifest(config: config)
         var totals: [String: Totals] = [:]
         let tensors = file.tensors.map { record -> Tensor in
             let origin = provenance?.tensors[record.name]
