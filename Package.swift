@@ -41,6 +41,8 @@ let package = Package(
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
         .target(name: "Blip2Pipeline", dependencies: ["Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
+        // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
+        .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Convert", "Blip2Model", "Blip2ModelFile", "Blip2Config", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
         // Terminal helpers shared by the executables: progress bars, sizes, error reporting.
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core"]),
 
@@ -53,6 +55,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Runs a fuzz target under libFuzzer (Tools/fuzz.sh builds it so) or replays files through it.
+        .executableTarget(name: "blip2-fuzz", dependencies: ["Blip2Fuzz"]),
         // Quick kernel throughput on the real shapes (Benchmarks/KernelBench; release builds).
         .executableTarget(name: "blip2-kernel-bench", dependencies: ["Blip2Model", "Blip2Core", "CKernels"], path: "Benchmarks/KernelBench"),
         .executableTarget(
@@ -75,7 +79,9 @@ let package = Package(
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Model", "Blip2Core", "CKernels"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
-        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile"]),
+        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "Blip2ModelFile", "Blip2Core"]),
+        // Replays every fuzz seed and every input that ever crashed a target (Tests/Fuzz).
+        .testTarget(name: "Blip2FuzzTests", dependencies: ["Blip2Fuzz"]),
     ],
     swiftLanguageModes: [.v5]
 )

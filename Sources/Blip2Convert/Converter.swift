@@ -89,7 +89,7 @@ public enum Converter {
         let sections = try metadataSections(checkpoint: checkpoint, config: config)
 
         let writer = try ModelFileWriter(destination: output)
-        var buffers = ChunkBuffers(threads: max(1, options.threads))
+        let buffers = ChunkBuffers(threads: max(1, options.threads))
         var converted: [ConvertedTensor] = []
         var provenance: [String: TensorProvenance] = [:]
         var totals: [String: ComponentTotals] = [:]
@@ -103,7 +103,7 @@ public enum Converter {
                                          bytesDone: bytesDone, bytesTotal: bytesTotal))
             let sink = try writer.beginTensor(name: spec.name, type: choice.type, shape: spec.shape,
                                               compression: options.compression, zstdLevel: options.zstdLevel)
-            let error = try write(source, name: spec.name, as: choice.type, shape: spec.shape, to: sink, buffers: &buffers)
+            let error = try write(source, name: spec.name, as: choice.type, shape: spec.shape, to: sink, buffers: buffers)
             let record = try sink.finish()
             bytesDone += source.elementCount
 
@@ -265,7 +265,8 @@ public enum Converter {
 
     // MARK: Streaming one tensor
 
-    struct ChunkBuffers {
+    /// Reused across tensors; owns its memory, so a conversion that fails half-way frees it too.
+    final class ChunkBuffers {
         let threads: Int
         var input = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
         var scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
@@ -273,7 +274,13 @@ public enum Converter {
 
         init(threads: Int) { self.threads = threads }
 
-        mutating func reserve(elements: Int, outputBytes: Int) {
+        deinit {
+            input.deallocate()
+            scratch.deallocate()
+            output.deallocate()
+        }
+
+        func reserve(elements: Int, outputBytes: Int) {
             if input.count < elements {
                 input.deallocate(); scratch.deallocate()
                 input = .allocate(capacity: elements)
@@ -301,7 +308,7 @@ public enum Converter {
 
     /// Writes one tensor and returns its relative RMS error. Refuses NaN, infinite and absurd values.
     static func write(_ source: TensorSource, name: String, as type: ElementType, shape: [Int], to sink: TensorSink,
-                      buffers: inout ChunkBuffers) throws -> Double {
+                      buffers: ChunkBuffers) throws -> Double {
         let count = source.elementCount
         if let raw = source.rawBytes(ifStoredAs: type) {
             let elementSize = type.blockBytes

@@ -97,6 +97,17 @@ public final class ModelFile: @unchecked Sendable {
                 records.append(record)
             }
             guard reader.remaining == 0 else { throw fail("tensor directory has \(reader.remaining) trailing bytes") }
+            // A zstd frame of a few kilobytes can declare gigabytes of zeros: bound what decompression may
+            // allocate by what the file could plausibly hold (real weights compress less than 2x).
+            let runtimeBytes = records.reduce(0) { total, record in
+                let (sum, overflow) = total.addingReportingOverflow(record.size)
+                return overflow ? Int.max : sum
+            }
+            let runtimeLimit = bytes.count > (Int.max - ModelFileFormat.expansionAllowance) / ModelFileFormat.maxExpansion
+                ? Int.max : bytes.count * ModelFileFormat.maxExpansion + ModelFileFormat.expansionAllowance
+            guard runtimeBytes <= runtimeLimit else {
+                throw fail("the directory declares \(runtimeBytes) bytes of tensors, more than a \(bytes.count)-byte file can expand to")
+            }
             var seen = Set<String>()
             for record in records where !seen.insert(record.name).inserted {
                 throw fail("tensor '\(record.name)' appears twice in the directory")

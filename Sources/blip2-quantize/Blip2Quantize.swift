@@ -33,13 +33,13 @@ struct Blip2Quantize: ParsableCommand {
     @Option(name: .long, help: "Per-tensor compression: none or zstd (smaller files, decompressed once at load).")
     var compress: String = "none"
 
-    @Option(name: .customLong("zstd-level"), help: "zstd level, 1 (fast) to 19 (small).")
+    @Option(name: .customLong("zstd-level"), parsing: .unconditional, help: "zstd level, 1 (fast) to 19 (small).")
     var zstdLevel: Int32 = 3
 
     @Option(name: .customLong("override"), help: ArgumentHelp("Store tensors matching GLOB as TYPE (f32, f16, q8, q4); repeatable, last match wins.", valueName: "GLOB=TYPE"))
     var overrides: [String] = []
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
+    @Option(name: .long, parsing: .unconditional, help: "Worker threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Flag(name: .long, help: "Print the report as one JSON object on standard output.")

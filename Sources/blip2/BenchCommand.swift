@@ -27,13 +27,13 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Image to caption (default: a synthetic 640x480 frame; image decode is then not timed).")
     var image: String?
 
-    @Option(name: .long, help: "Measured runs after one warm-up run.")
+    @Option(name: .long, parsing: .unconditional, help: "Measured runs after one warm-up run.")
     var runs: Int = 3
 
-    @Option(name: .customLong("new-tokens"), help: "Tokens generated per run.")
+    @Option(name: .customLong("new-tokens"), parsing: .unconditional, help: "Tokens generated per run.")
     var newTokens: Int = 20
 
-    @Option(name: .long, help: "Worker threads (default: all cores).")
+    @Option(name: .long, parsing: .unconditional, help: "Worker threads (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
     @Flag(name: .long, help: "Print the report as one JSON object.")

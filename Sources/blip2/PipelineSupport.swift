@@ -10,7 +10,7 @@ struct ModelOptions: ParsableArguments {
     @Argument(help: "A model file written by blip2-quantize.")
     var model: String
 
-    @Option(name: .customLong("max-pixels"), help: "Refuse images whose header declares more pixels than this.")
+    @Option(name: .customLong("max-pixels"), parsing: .unconditional, help: "Refuse images whose header declares more pixels than this.")
     var maxPixels: Int = ImageDecodeOptions().maxPixels
 
     func validate() throws {
@@ -37,6 +37,7 @@ func writeOut(_ text: String) {
 /// Runs one generation for an image file and prints it (streamed text or one JSON line).
 func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, imagePath: String, prompt: String?, question: String? = nil,
                   generation: GenerationOptionsGroup, json: Bool, label: Bool, dumpLogits: String?) throws {
+    if let dumpLogits { try checkOutputPath(dumpLogits, flag: "--dump-logits") }
     let image = try pipeline.encodeImage(contentsOf: URL(fileURLWithPath: imagePath))
     let options = generation.options(for: task)
     let streaming = !json && options.numReturnSequences == 1 && options.numBeams == 1
