@@ -83,6 +83,14 @@ class Campaign:
             self.peak_kb, self.peak_case = usage.ru_maxrss, case
         if elapsed > self.slowest[0]:
             self.slowest = (elapsed, case)
+            if self.args.keep_slowest:
+                # Keep the inputs of the slowest run so far (the files its arguments name) to look into.
+                keep = Path(self.args.keep_slowest)
+                shutil.rmtree(keep, ignore_errors=True)
+                keep.mkdir(parents=True)
+                for arg in argv[1:]:
+                    if Path(arg).is_file() and str(arg).startswith(str(self.scratch)):
+                        shutil.copy(arg, keep / Path(arg).name)
         problems = []
         if timed_out:
             problems.append(f"hung: killed after {self.args.timeout} s")
@@ -378,7 +386,7 @@ class Campaign:
             Path(model_path).write_bytes(data)
             self.model_commands(model_path, f"model #{i}: {case}")
         images = sorted((ROOT / "Tests/Fixtures/images/inputs").glob("*.jpg")) + sorted((ROOT / "Tests/Fixtures/images/inputs").glob("*.png"))
-        images = [p for p in images if p.stat().st_size < 200_000]
+        images = [p for p in images if 0 < p.stat().st_size < 200_000]
         image_path = self.scratch / "mutated-image"
         model = str(ROOT / "Models/demo-q8.blip2")
         for i in range(counts["image"]):
@@ -418,6 +426,7 @@ def main():
     parser.add_argument("--timeout", type=float, default=60, help="seconds before a run counts as hung")
     parser.add_argument("--max-rss-mb", type=int, default=1024)
     parser.add_argument("--report", default="/tmp/blip2-hostile-report.json")
+    parser.add_argument("--keep-slowest", help="folder to copy the slowest run's input files into")
     return Campaign(parser.parse_args()).go()
 
 

@@ -48,7 +48,8 @@ extension Blip2Config {
             }
         }
         func epsilon(_ name: String, _ value: Double) throws {
-            guard value.isFinite, value >= 0, value < 1 else { throw ConfigError("\(name) must be a small non-negative number, got \(value)") }
+            // Positive as a Float, which the layer norms add it as: 0 would divide by zero on a constant row.
+            guard value.isFinite, Float(value) > 0, value < 1 else { throw ConfigError("\(name) must be a small positive number, got \(value)") }
         }
         func tokenId(_ name: String, _ value: Int?) throws {
             guard let value else { return }

@@ -68,8 +68,15 @@ public struct ImagePreprocessor: Sendable {
                 tables[channel * 256 + value] = x
             }
         }
+        // Checked in the arithmetic the model sees: a std of 1e-300 is non-zero as a Double but 0 as a Float.
+        guard tables.allSatisfy({ $0.isFinite && abs($0) <= Self.maxPixelValue }) else {
+            throw ImageError.invalidConfig(name: name, reason: "rescale_factor, image_mean and image_std give pixel values beyond ±\(Int(Self.maxPixelValue)) (real configs give about ±3, or 0 to 255 unnormalized)")
+        }
         channelTables = tables
     }
+
+    /// Largest magnitude a preprocessed pixel may have.
+    public static let maxPixelValue: Float = 10_000
 
     /// Decodes a `preprocessor_config.json` (`name` identifies it in errors) and checks it can feed a
     /// vision model that takes `side` x `side` images. The converter and the runtime both go through here.

@@ -168,6 +168,7 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
         (["num_query_tokens"], 0, "num_query_tokens"),
         (["text_config", "eos_token_id"], 1 << 40, "text_config.eos_token_id"),
         (["vision_config", "layer_norm_eps"], -1.0, "vision_config.layer_norm_eps"),
+        (["qformer_config", "layer_norm_eps"], 1e-300, "qformer_config.layer_norm_eps"),
     ] as [([String], Any, String)])
     func editedConfigValue(_ path: [String], _ value: Any, _ field: String) throws {
         let scratch = Scratch()
@@ -295,6 +296,7 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
     @Test(arguments: [
         ("preprocessor_config.json", ["size"], ["height": 0, "width": 0] as Any, "size"),
         ("preprocessor_config.json", ["image_std"], [0, 0, 0] as Any, "image_std"),
+        ("preprocessor_config.json", ["image_std"], [1e-300, 1e-300, 1e-300] as Any, "image_std"),
         ("preprocessor_config.json", ["do_resize"], false as Any, "do_resize"),
         ("preprocessor_config.json", ["size"], ["height": 14, "width": 14] as Any, "28x28"),
         ("config.json", ["vision_config", "num_hidden_layers"], 1_000_000_000_000 as Any, "vision_config.num_hidden_layers"),
