@@ -2,11 +2,12 @@
 import PackageDescription
 
 // Dependencies point one way (a target uses only those listed above it; docs/ARCHITECTURE.md draws them):
-//   CKernels -> Blip2Core -> Blip2Compute -> Blip2Model -> Blip2Pipeline -> Blip2Server -> executables
+//   CKernels -> Blip2Core -> Blip2Compute -> Blip2Model -> Blip2Pipeline -> Blip2Server, Blip2Watch -> executables
 //   Blip2Core -> Blip2ModelFile -> Blip2Convert, Blip2Model
-//   Blip2Config (configs + weight manifest) and Blip2Tokenizer depend on nothing; the model file's reports,
-//   the converter, the model and the pipeline read them. Blip2Image and Blip2Generation stand alone and
-//   serve the pipeline. Blip2CommandLine (terminal output) serves the executables only.
+//   Blip2Config (configs + weight manifest) depends on nothing; Blip2Tokenizer and Blip2Image only on Blip2Core
+//   (regular-file reading). The model file's reports, the converter, the model and the pipeline read them.
+//   Blip2Generation stands alone and serves the pipeline. Blip2Fuzz drives every reader of untrusted bytes for
+//   the fuzzer. Blip2CommandLine (terminal output) serves the executables only.
 let package = Package(
     name: "blip2-edge",
     platforms: [.macOS(.v13)],
@@ -46,9 +47,9 @@ let package = Package(
         .target(name: "Blip2Config"),
         // The format, its reader and writer, and what `inspect` reports about a file.
         .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Config", "Blip2Tokenizer"]),
-        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer"]),
-        .target(name: "Blip2Tokenizer"),
-        .target(name: "Blip2Image", dependencies: ["CJPEG", "CPNG"]),
+        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2Image"]),
+        .target(name: "Blip2Tokenizer", dependencies: ["Blip2Core"]),
+        .target(name: "Blip2Image", dependencies: ["Blip2Core", "CJPEG", "CPNG"]),
         // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
         .target(name: "Blip2Model", dependencies: ["Blip2Compute", "Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
         // Decoding strategies over any language model state: greedy, beam search, sampling.
@@ -69,6 +70,8 @@ let package = Package(
         ),
         // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
         .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation"]),
+        // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
+        .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Watch", "Blip2Convert", "Blip2Model", "Blip2ModelFile", "Blip2Config", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
         // Terminal helpers shared by the executables: progress bars, tables, sizes, error reporting.
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile"]),
 
@@ -81,6 +84,8 @@ let package = Package(
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
         ),
+        // Runs a fuzz target under libFuzzer (Tools/fuzz.sh builds it so) or replays files through it.
+        .executableTarget(name: "blip2-fuzz", dependencies: ["Blip2Fuzz"]),
         // Quick kernel throughput on the real shapes (Benchmarks/KernelBench; release builds).
         .executableTarget(name: "blip2-kernel-bench", dependencies: ["Blip2Compute", "Blip2Core", "CKernels"], path: "Benchmarks/KernelBench"),
         .executableTarget(
@@ -107,7 +112,9 @@ let package = Package(
         // Runs the built executables: exit codes, stderr, --json contracts.
         // Runs `blip2 serve` and talks to it over HTTP; unit tests of the server's parts.
         .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline"]),
-        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "blip2-kernel-bench", "Blip2ModelFile"]),
+        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "blip2-kernel-bench", "Blip2ModelFile", "Blip2Core"]),
+        // Replays every fuzz seed and every input that ever crashed a target (Tests/Fuzz).
+        .testTarget(name: "Blip2FuzzTests", dependencies: ["Blip2Fuzz"]),
     ],
     swiftLanguageModes: [.v5]
 )

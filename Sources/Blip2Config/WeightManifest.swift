@@ -37,7 +37,9 @@ public struct WeightSpec: Sendable, Equatable {
 public struct WeightManifest: Sendable {
     public let weights: [WeightSpec]
 
-    public init(config: Blip2Config) {
+    /// Validates `config` first: loop bounds and shapes below come straight from it.
+    public init(config: Blip2Config) throws {
+        try config.validate()
         var list: [WeightSpec] = []
         func add(_ name: String, _ shape: [Int], _ component: ModelComponent, _ role: WeightRole) {
             list.append(WeightSpec(name: name, shape: shape, component: component, role: role))

@@ -1,4 +1,5 @@
 import Blip2Config
+import Blip2Core
 import Blip2ModelFile
 import Foundation
 
@@ -31,8 +32,8 @@ public final class Checkpoint {
         guard FileManager.default.fileExists(atPath: configURL.path) else {
             throw ConversionError("\(configURL.path): missing; a Hugging Face checkpoint folder has config.json beside its safetensors files")
         }
-        configJSON = try Data(contentsOf: configURL)
-        config = try Blip2Config.load(contentsOf: configURL)
+        configJSON = try Self.readJSON(configURL)
+        let config = try Blip2Config.decode(configJSON, source: configURL.path)
 
         let single = folder.appendingPathComponent("model.safetensors")
         let indexURL = folder.appendingPathComponent("model.safetensors.index.json")
@@ -72,13 +73,33 @@ public final class Checkpoint {
                 throw ConversionError("\(folder.appendingPathComponent(file).path): model.safetensors.index.json places '\(key)' here but the shard lacks it (incomplete download?)")
             }
         }
+        // Only now, with the stored weights known, can the config's sizes be judged.
+        let stored = shards.flatMap(\.entries).reduce(0) { total, entry in
+            let (sum, overflow) = total.addingReportingOverflow(entry.elementCount)
+            return overflow ? Int.max : sum
+        }
+        do { try config.check(storedElements: stored) } catch let error as ConfigError {
+            throw ConversionError("\(configURL.path): \(error.message)")
+        }
+        self.config = config
         self.shards = shards
         self.tensors = tensors
     }
 
+    /// Largest JSON side file read (configs, the shard index): real ones are kilobytes.
+    static let maxJSONBytes = 64 << 20
+
+    /// A JSON file of the checkpoint, read only if it is a regular file of sane size.
+    static func readJSON(_ url: URL) throws -> Data {
+        do { return try RegularFile.contents(url.path, maxBytes: maxJSONBytes) } catch let error as FileError {
+            throw ConversionError(error.description)
+        }
+    }
+
     private static func readIndex(_ url: URL) throws -> ([String], [String: String]) {
         let json: Any
-        do { json = try JSONSerialization.jsonObject(with: Data(contentsOf: url)) } catch {
+        let data = try readJSON(url)
+        do { json = try JSONSerialization.jsonObject(with: data) } catch {
             throw ConversionError("\(url.path): not valid JSON (\(error.localizedDescription))")
         }
         guard let object = json as? [String: Any], let map = object["weight_map"] as? [String: String] else {

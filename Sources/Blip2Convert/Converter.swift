@@ -1,5 +1,6 @@
 import Blip2Config
 import Blip2Core
+import Blip2Image
 import Blip2ModelFile
 import Blip2Tokenizer
 import Dispatch
@@ -56,7 +57,7 @@ public enum Converter {
         let started = Date()
         let checkpoint = try Checkpoint(folder: folder)
         let config = checkpoint.config
-        let manifest = WeightManifest(config: config)
+        let manifest = try WeightManifest(config: config)
         let policy = PrecisionPolicy(weights: options.weights, overrides: options.overrides)
         try policy.checkOverridesMatch(manifest.weights.map(\.name))
 
@@ -65,7 +66,7 @@ public enum Converter {
         let sections = try metadataSections(checkpoint: checkpoint, config: config)
 
         let writer = try ModelFileWriter(destination: output)
-        var buffers = ChunkBuffers(threads: max(1, options.threads))
+        let buffers = ChunkBuffers(threads: max(1, options.threads))
         var converted: [TensorReport] = []
         var provenance: [String: TensorProvenance] = [:]
         let bytesTotal = plan.sources.reduce(0) { $0 + $1.elementCount }
@@ -78,7 +79,7 @@ public enum Converter {
                                          bytesDone: bytesDone, bytesTotal: bytesTotal))
             let sink = try writer.beginTensor(name: spec.name, type: choice.type, shape: spec.shape,
                                               compression: options.compression, zstdLevel: options.zstdLevel)
-            let error = try write(source, as: choice.type, shape: spec.shape, to: sink, buffers: &buffers)
+            let error = try write(source, name: spec.name, as: choice.type, shape: spec.shape, to: sink, buffers: buffers)
             let record = try sink.finish()
             bytesDone += source.elementCount
 
@@ -205,14 +206,18 @@ public enum Converter {
                 if required { throw ConversionError("\(url.path): missing; the runtime needs it (\(file == "preprocessor_config.json" ? "image size, mean and std" : "settings"))") }
                 return nil
             }
-            let data = try Data(contentsOf: url)
+            let data = try Checkpoint.readJSON(url)
             guard (try? JSONSerialization.jsonObject(with: data)) is [String: Any] else {
                 throw ConversionError("\(url.path): not a JSON object")
             }
             return Array(data)
         }
         var sections = [MetadataSection(name: MetadataSectionName.config, json: Array(checkpoint.configJSON))]
-        sections.append(MetadataSection(name: MetadataSectionName.preprocessorConfig, json: try jsonObject("preprocessor_config.json", required: true)!))
+        let preprocessorJSON = try jsonObject("preprocessor_config.json", required: true)!
+        // A file the runtime would refuse for every image is refused now, not after a long conversion.
+        _ = try ImagePreprocessor.checked(json: Data(preprocessorJSON), name: folder.appendingPathComponent("preprocessor_config.json").path,
+                                          side: config.visionConfig.imageSize)
+        sections.append(MetadataSection(name: MetadataSectionName.preprocessorConfig, json: preprocessorJSON))
         sections.append(MetadataSection(name: MetadataSectionName.generationConfig, json: try jsonObject("generation_config.json", required: false) ?? Array("{}".utf8)))
 
         let tokenizer: TokenizerData
@@ -233,7 +238,8 @@ public enum Converter {
 
     // MARK: Streaming one tensor
 
-    struct ChunkBuffers {
+    /// Reused across tensors; owns its memory, so a conversion that fails half-way frees it too.
+    final class ChunkBuffers {
         let threads: Int
         var input = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
         var scratch = UnsafeMutableBufferPointer<Float>.allocate(capacity: 0)
@@ -241,7 +247,13 @@ public enum Converter {
 
         init(threads: Int) { self.threads = threads }
 
-        mutating func reserve(elements: Int, outputBytes: Int) {
+        deinit {
+            input.deallocate()
+            scratch.deallocate()
+            output.deallocate()
+        }
+
+        func reserve(elements: Int, outputBytes: Int) {
             if input.count < elements {
                 input.deallocate(); scratch.deallocate()
                 input = .allocate(capacity: elements)
@@ -254,15 +266,29 @@ public enum Converter {
         }
     }
 
-    /// Writes one tensor and returns its relative RMS error.
-    static func write(_ source: TensorSource, as type: ElementType, shape: [Int], to sink: TensorSink,
-                      buffers: inout ChunkBuffers) throws -> Double {
+    /// The largest magnitude a source weight may have: the largest finite f16. Every stored type but f32
+    /// is built on f16 (the values, or the block scales and minimums), f16 checkpoints cannot exceed it,
+    /// and trained weights stay orders of magnitude below; anything beyond is a damaged checkpoint.
+    public static let maxWeightMagnitude: Float = 65504
+
+    static func isUsable(_ value: Float) -> Bool { value.isFinite && abs(value) <= maxWeightMagnitude }
+
+    static func unusableValueError(_ name: String, _ source: TensorSource, _ found: (index: Int, value: Float)) -> ConversionError {
+        var location = ""
+        if case .stored(let file, _) = source { location = "\(file.path): " }
+        return ConversionError("\(location)tensor '\(name)' holds \(found.value) at element \(found.index): weights must be finite and at most \(Int(maxWeightMagnitude)) in magnitude; the checkpoint is damaged")
+    }
+
+    /// Writes one tensor and returns its relative RMS error. Refuses NaN, infinite and absurd values.
+    static func write(_ source: TensorSource, name: String, as type: ElementType, shape: [Int], to sink: TensorSink,
+                      buffers: ChunkBuffers) throws -> Double {
         let count = source.elementCount
         if let raw = source.rawBytes(ifStoredAs: type) {
             let elementSize = type.blockBytes
             var start = 0
             while start < count {
                 let end = min(count, start + chunkElements)
+                if let found = source.firstUnusableValue(in: start..<end) { throw unusableValueError(name, source, found) }
                 try sink.write(UnsafeRawBufferPointer(rebasing: raw[(start * elementSize)..<(end * elementSize)]))
                 source.release(start..<end)
                 start = end
@@ -287,16 +313,25 @@ public enum Converter {
             let groups = (chunkRows + group - 1) / group
             let parts = min(threads, groups)
             var partial = [(Double, Double)](repeating: (0, 0), count: parts)
+            var unusable = [(index: Int, value: Float)?](repeating: nil, count: parts)
             partial.withUnsafeMutableBufferPointer { partialSums in
-                DispatchQueue.concurrentPerform(iterations: parts) { part in
-                    let firstGroup = groups * part / parts, lastGroup = groups * (part + 1) / parts
-                    let first = firstGroup * group, last = min(chunkRows, lastGroup * group)
-                    let offset = first * width
-                    source.read((elements.lowerBound + offset)..<(elements.lowerBound + last * width), into: input + offset)
-                    partialSums[part] = RowEncoder.encode(input + offset, rows: last - first, width: width, as: type,
-                                                          into: output + firstGroup * groupBytes, scratch: scratch + offset)
+                unusable.withUnsafeMutableBufferPointer { unusable in
+                    DispatchQueue.concurrentPerform(iterations: parts) { part in
+                        let firstGroup = groups * part / parts, lastGroup = groups * (part + 1) / parts
+                        let first = firstGroup * group, last = min(chunkRows, lastGroup * group)
+                        let offset = first * width
+                        let range = (elements.lowerBound + offset)..<(elements.lowerBound + last * width)
+                        if let found = source.firstUnusableValue(in: range) {
+                            unusable[part] = found
+                            return
+                        }
+                        source.read(range, into: input + offset)
+                        partialSums[part] = RowEncoder.encode(input + offset, rows: last - first, width: width, as: type,
+                                                              into: output + firstGroup * groupBytes, scratch: scratch + offset)
+                    }
                 }
             }
+            if let found = unusable.lazy.compactMap({ $0 }).first { throw unusableValueError(name, source, found) }
             for (e, n) in partial {
                 error += e
                 norm += n
@@ -305,7 +340,7 @@ public enum Converter {
             source.release(elements)
             row += chunkRows
         }
-        if norm == 0 { return error == 0 ? 0 : .infinity }
-        return (error / norm).squareRoot()
+        // Finite inputs bounded by maxWeightMagnitude keep both sums finite; norm 0 means all zeros.
+        return norm == 0 ? 0 : (error / norm).squareRoot()
     }
 }

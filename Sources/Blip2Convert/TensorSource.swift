@@ -53,6 +53,39 @@ enum TensorSource {
         }
     }
 
+    /// The first element of `range` that is not a usable weight (NaN, infinite, or beyond
+    /// `Converter.maxWeightMagnitude`), read straight from the stored bytes.
+    func firstUnusableValue(in range: Range<Int>) -> (index: Int, value: Float)? {
+        switch self {
+        case .stored(let file, let entry):
+            let base = file.bytes(of: entry).baseAddress!
+            switch entry.dtype {
+            case .f32:
+                let values = base.assumingMemoryBound(to: Float.self)
+                for i in range where !Converter.isUsable(values[i]) { return (i, values[i]) }
+            case .f16:
+                // An f16 is never beyond the limit; all-ones exponent bits are its infinities and NaNs.
+                let bits = base.assumingMemoryBound(to: UInt16.self)
+                for i in range where bits[i] & 0x7C00 == 0x7C00 {
+                    var value: Float = 0
+                    HalfConversion.f16ToF32(bits + i, &value, count: 1)
+                    return (i, value)
+                }
+            case .bf16:
+                let bits = base.assumingMemoryBound(to: UInt16.self)
+                for i in range {
+                    let value = Float(bitPattern: UInt32(bits[i]) << 16)
+                    if !Converter.isUsable(value) { return (i, value) }
+                }
+            case .other:
+                return nil
+            }
+        case .fused(let values, _):
+            for i in range where !Converter.isUsable(values[i]) { return (i, values[i]) }
+        }
+        return nil
+    }
+
     /// Lets the kernel drop the pages already converted, so resident memory stays flat.
     func release(_ range: Range<Int>) {
         guard case .stored(let file, let entry) = self else { return }

@@ -6,11 +6,17 @@ import Darwin
 #endif
 
 public struct FileError: Error, CustomStringConvertible {
+    /// What kind of failure, for callers that map it onto their own errors.
+    public enum Kind: Sendable, Equatable {
+        case missing, notRegular, tooLarge(bytes: Int), failed
+    }
     public let path: String
     public let message: String
-    public init(path: String, _ message: String) {
+    public let kind: Kind
+    public init(path: String, _ message: String, kind: Kind = .failed) {
         self.path = path
         self.message = message
+        self.kind = kind
     }
     public var description: String { "\(path): \(message)" }
 }
@@ -24,13 +30,9 @@ public final class MappedFile: @unchecked Sendable {
 
     public init(path: String) throws {
         self.path = path
-        let fd = open(path, O_RDONLY | O_CLOEXEC)
-        if fd < 0 { throw FileError(path: path, "cannot open: \(String(cString: strerror(errno)))") }
+        let (fd, size) = try RegularFile.openForReading(path)
         defer { close(fd) }
-        var info = stat()
-        guard fstat(fd, &info) == 0 else { throw FileError(path: path, "cannot stat: \(String(cString: strerror(errno)))") }
-        guard (info.st_mode & S_IFMT) == S_IFREG else { throw FileError(path: path, "not a regular file") }
-        size = Int(info.st_size)
+        self.size = size
         if size == 0 {
             base = nil
             return

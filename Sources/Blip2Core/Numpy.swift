@@ -34,7 +34,11 @@ public enum Numpy {
 
     /// Writes atomically: a temporary file beside `url`, renamed when complete.
     public static func write(_ values: [Float], shape: [Int], to url: URL) throws {
-        try encode(values, shape: shape).write(to: url, options: .atomic)
+        do { try encode(values, shape: shape).write(to: url, options: .atomic) } catch {
+            let underlying = (error as NSError).userInfo[NSUnderlyingErrorKey] as? NSError
+            let reason = underlying?.domain == NSPOSIXErrorDomain ? String(cString: strerror(Int32(underlying!.code))) : error.localizedDescription
+            throw Error(message: "\(url.path): cannot write (\(reason))")
+        }
     }
 
     /// Reads a float32 (or float64, converted) .npy file in C order.

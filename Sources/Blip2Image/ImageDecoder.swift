@@ -1,3 +1,4 @@
+import Blip2Core
 import Foundation
 
 /// Limits applied while decoding untrusted images.
@@ -39,7 +40,8 @@ public enum ImageFormat: String, Sendable, Equatable {
             for (index, byte) in prefix.enumerated() where bytes[offset + index] != byte { return false }
             return true
         }
-        if starts(with: [0xFF, 0xD8, 0xFF]) { return .jpeg }
+        // SOI then a marker; a file that ends right after SOI is a truncated JPEG, not an unknown format.
+        if starts(with: [0xFF, 0xD8, 0xFF]) || (bytes.count <= 3 && starts(with: [0xFF, 0xD8])) { return .jpeg }
         if starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A]) { return .png }
         if starts(with: Array("GIF87a".utf8)) || starts(with: Array("GIF89a".utf8)) { return .gif }
         if starts(with: Array("RIFF".utf8)) && starts(with: Array("WEBP".utf8), at: 8) { return .webp }
@@ -62,20 +64,16 @@ public enum ImageDecoder {
     /// Decodes the image file at `url`. Messages name the file as it was given (`url.relativePath`).
     public static func decode(contentsOf url: URL, options: ImageDecodeOptions = .init()) throws -> RGBImage {
         let path = url.path, name = url.relativePath
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: path, isDirectory: &isDirectory) else {
-            throw ImageError.fileNotFound(path: name)
-        }
-        if isDirectory.boolValue { throw ImageError.unreadableFile(path: name, reason: "it is a directory") }
-        if let size = (try? FileManager.default.attributesOfItem(atPath: path))?[.size] as? Int, size > options.maxFileBytes {
-            throw ImageError.fileTooLarge(path: name, bytes: size, limit: options.maxFileBytes)
-        }
         // Read, not mapped: a mapping of a file that another process truncates would crash on access.
         let data: Data
         do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw ImageError.unreadableFile(path: name, reason: error.localizedDescription)
+            data = try RegularFile.contents(path, maxBytes: options.maxFileBytes)
+        } catch let error as FileError {
+            switch error.kind {
+            case .missing: throw ImageError.fileNotFound(path: name)
+            case .tooLarge(let bytes): throw ImageError.fileTooLarge(path: name, bytes: bytes, limit: options.maxFileBytes)
+            case .notRegular, .failed: throw ImageError.unreadableFile(path: name, reason: error.message)
+            }
         }
         return try decode(data: data, name: name, options: options)
     }

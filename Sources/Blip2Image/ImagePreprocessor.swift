@@ -1,3 +1,5 @@
+import Foundation
+
 /// Turns decoded images into the model's `pixel_values`, exactly as the reference `BlipImageProcessor`
 /// (PIL backend) does: resize (uint8, aspect ratio ignored for an exact size), then x * rescale_factor in
 /// double precision rounded to float, then (x - mean) / std in float, laid out channel-first [3, H, W].
@@ -66,7 +68,42 @@ public struct ImagePreprocessor: Sendable {
                 tables[channel * 256 + value] = x
             }
         }
+        // Checked in the arithmetic the model sees: a std of 1e-300 is non-zero as a Double but 0 as a Float.
+        guard tables.allSatisfy({ $0.isFinite && abs($0) <= Self.maxPixelValue }) else {
+            throw ImageError.invalidConfig(name: name, reason: "rescale_factor, image_mean and image_std give pixel values beyond ±\(Int(Self.maxPixelValue)) (real configs give about ±3, or 0 to 255 unnormalized)")
+        }
         channelTables = tables
+    }
+
+    /// Largest magnitude a preprocessed pixel may have.
+    public static let maxPixelValue: Float = 10_000
+
+    /// Decodes a `preprocessor_config.json` (`name` identifies it in errors) and checks it can feed a
+    /// vision model that takes `side` x `side` images. The converter and the runtime both go through here.
+    public static func checked(json: Data, name: String, side: Int) throws -> ImagePreprocessor {
+        let config = try ImageProcessorConfig.decode(json, name: name)
+        let preprocessor: ImagePreprocessor
+        do { preprocessor = try ImagePreprocessor(config: config) } catch ImageError.invalidConfig(_, let reason) {
+            throw ImageError.invalidConfig(name: name, reason: reason)
+        }
+        try preprocessor.checkFixedOutput(side: side, name: name)
+        return preprocessor
+    }
+
+    /// Refuses a configuration that cannot feed a model taking `side` x `side` images: every input, whatever
+    /// its size, must come out exactly that size, so resizing must be on and to an exact size.
+    public func checkFixedOutput(side: Int, name: String) throws {
+        guard config.doResize else {
+            throw ImageError.invalidConfig(name: name, reason: "do_resize is false, but the vision model takes exactly \(side)x\(side) images")
+        }
+        guard case .exact(let height, let width) = config.size, height == side, width == side else {
+            throw ImageError.invalidConfig(name: name, reason: "size resizes to \(outputWidth)x\(outputHeight)\(isExact ? "" : " (for a square input)"), but the vision model takes exactly \(side)x\(side)")
+        }
+    }
+
+    private var isExact: Bool {
+        if case .exact = config.size { return true }
+        return false
     }
 
     /// The resized size for an input of `width` x `height` (the input size itself when `do_resize` is off).

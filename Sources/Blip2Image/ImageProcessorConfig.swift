@@ -1,3 +1,4 @@
+import Blip2Core
 import Foundation
 
 /// The image preprocessing settings of a checkpoint's `preprocessor_config.json`, with the reference
@@ -43,12 +44,12 @@ public struct ImageProcessorConfig: Codable, Sendable, Equatable {
 
     /// Reads a `preprocessor_config.json`.
     public static func load(contentsOf url: URL) throws -> ImageProcessorConfig {
-        guard FileManager.default.fileExists(atPath: url.path) else { throw ImageError.fileNotFound(path: url.path) }
         let data: Data
         do {
-            data = try Data(contentsOf: url)
-        } catch {
-            throw ImageError.unreadableFile(path: url.path, reason: error.localizedDescription)
+            data = try RegularFile.contents(url.path, maxBytes: 16 << 20)
+        } catch let error as FileError {
+            if error.kind == .missing { throw ImageError.fileNotFound(path: url.path) }
+            throw ImageError.unreadableFile(path: url.path, reason: error.message)
         }
         return try decode(data, name: url.path)
     }

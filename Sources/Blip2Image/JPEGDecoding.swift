@@ -13,6 +13,8 @@ struct JPEGFrameHeader: Equatable {
     var height: Int
     var precision: Int
     var components: Int
+    /// Arithmetic-coded (SOF9 to SOF15): no lower bound on the bits per block.
+    var arithmetic = false
 }
 
 enum JPEGHeaderScan: Equatable {
@@ -58,7 +60,8 @@ func scanJPEGHeader(_ bytes: UnsafeRawBufferPointer) -> JPEGHeaderScan {
             let height = Int(bytes[position + 3]) << 8 | Int(bytes[position + 4])
             let width = Int(bytes[position + 5]) << 8 | Int(bytes[position + 6])
             let components = Int(bytes[position + 7])
-            return .frame(JPEGFrameHeader(width: width, height: height, precision: precision, components: components))
+            return .frame(JPEGFrameHeader(width: width, height: height, precision: precision, components: components,
+                                          arithmetic: marker >= 0xC9))
         }
         guard length >= 2 else { return .noFrame }
         position += length
@@ -67,11 +70,14 @@ func scanJPEGHeader(_ bytes: UnsafeRawBufferPointer) -> JPEGHeaderScan {
 
 // MARK: - libjpeg driver (runs on a guarded thread)
 
+/// The least memory libjpeg may use for one image, whatever its size in bytes.
+private let jpegMinimumMemory = 256 << 20
+
 /// Everything the decoding thread reads and writes. Plain values and raw pointers only: see GuardedThread.
 private struct JPEGDecodeJob {
     enum Outcome {
         case notFinished, decoded, unsupportedColorComponents, unsupportedPrecision, unexpectedOutputSize
-        case tooManyPixels, tooManyScans, outOfMemory
+        case tooManyPixels, tooManyScans, outOfMemory, truncated
     }
 
     var input: UnsafePointer<UInt8>
@@ -197,7 +203,17 @@ private func decodeJPEGOnCurrentThread(_ job: UnsafeMutablePointer<JPEGDecodeJob
         return
     }
 
+    // Progressive and multi-scan files buffer every coefficient of the image, zeroed up front: a header
+    // claiming 8000x8000 over a few kilobytes of data would cost hundreds of megabytes before the data
+    // runs out. Real images carry at least a byte per ~1000 pixels, so libjpeg may use 1 KiB per input
+    // byte (never less than 256 MiB); beyond that it stops with JERR_NO_BACKING_STORE.
+    decompressor.pointee.mem.pointee.max_memory_to_use = max(jpegMinimumMemory, min(job.pointee.inputCount, Int.max >> 10) << 10)
     _ = jpeg_start_decompress(decompressor)
+    // A progressive file was read whole by now; one that ran out is truncated, and no row is worth decoding.
+    if job.pointee.ranOutOfDataBeforeLastRow {
+        job.pointee.outcome = .truncated
+        return
+    }
     guard Int(decompressor.pointee.output_width) == width, Int(decompressor.pointee.output_height) == height,
           Int(decompressor.pointee.output_components) == components
     else {
@@ -223,6 +239,11 @@ private func decodeJPEGOnCurrentThread(_ job: UnsafeMutablePointer<JPEGDecodeJob
         let next = Int(decompressor.pointee.output_scanline)
         let read = jpeg_read_scanlines(decompressor, rows + next, JDIMENSION(height - next))
         if read == 0 { break }
+        // The rest would be filler the reference refuses anyway (truncated): stop before touching those rows.
+        if job.pointee.ranOutOfDataBeforeLastRow {
+            job.pointee.outcome = .truncated
+            return
+        }
     }
     job.pointee.allRowsRead = decompressor.pointee.output_scanline == decompressor.pointee.output_height
     _ = jpeg_finish_decompress(decompressor)
@@ -247,7 +268,7 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
     case .invalidMarker(let offset):
         throw ImageError.corrupt(name: name, reason: "no valid JPEG marker at byte \(offset)")
     case .frame(let frame):
-        try checkFrame(frame, name: name, options: options)
+        try checkFrame(frame, dataBytes: bytes.count, name: name, options: options)
     }
     guard let input = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { throw ImageError.emptyFile(name: name) }
 
@@ -288,12 +309,17 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
     }
     let result = job.pointee
     if result.libraryFailed {
+        if errorManager.pointee.msg_code == Int32(JERR_NO_BACKING_STORE.rawValue) {
+            throw ImageError.corrupt(name: name, reason: "the header declares \(result.width)x\(result.height) pixels, more than \(bytes.count) bytes of progressive JPEG data can describe")
+        }
         if result.ranOutOfData { throw ImageError.truncated(name: name) }
         throw ImageError.corrupt(name: name, reason: "libjpeg: " + String(cString: message))
     }
     switch result.outcome {
     case .notFinished:
         throw ImageError.corrupt(name: name, reason: "libjpeg stopped without saying why")
+    case .truncated:
+        throw ImageError.truncated(name: name)
     case .unsupportedPrecision:
         throw ImageError.unsupportedImage(name: name, reason: "JPEG samples are not 8-bit")
     case .unsupportedColorComponents:
@@ -317,7 +343,7 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
     return jpegSamplesToRGB(samples, width: result.width, height: result.height, components: result.components)
 }
 
-private func checkFrame(_ frame: JPEGFrameHeader, name: String, options: ImageDecodeOptions) throws {
+private func checkFrame(_ frame: JPEGFrameHeader, dataBytes: Int, name: String, options: ImageDecodeOptions) throws {
     guard frame.precision == 8 else {
         throw ImageError.unsupportedImage(name: name, reason: "\(frame.precision)-bit JPEG samples (only 8-bit are read)")
     }
@@ -328,6 +354,13 @@ private func checkFrame(_ frame: JPEGFrameHeader, name: String, options: ImageDe
         throw ImageError.corrupt(name: name, reason: "the frame header declares \(frame.width)x\(frame.height) pixels")
     }
     try checkPixelLimit(width: frame.width, height: frame.height, name: name, options: options)
+    // Huffman coding spends at least one bit on every 8x8 block (its DC code), so a file of n bytes
+    // describes at most 8n blocks of the full-resolution component: 512n pixels. A header claiming more
+    // (8000x8000 over a thumbnail's few kilobytes) would only buy hundreds of megabytes of filler.
+    let blocks = ((frame.width + 7) / 8) * ((frame.height + 7) / 8)
+    if !frame.arithmetic, blocks > 8 * dataBytes {
+        throw ImageError.corrupt(name: name, reason: "the header declares \(frame.width)x\(frame.height) pixels, more than \(dataBytes) bytes of JPEG data can describe")
+    }
 }
 
 private func jpegSamplesToRGB(_ samples: UnsafeBufferPointer<UInt8>, width: Int, height: Int, components: Int) -> RGBImage {

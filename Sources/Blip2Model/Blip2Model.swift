@@ -21,8 +21,7 @@ public final class Blip2Model: @unchecked Sendable {
     public init(file: ModelFile, compute: ComputeContext) throws {
         self.file = file
         self.compute = compute
-        let config = try file.decode(Blip2Config.self, section: MetadataSectionName.config)
-        do { try config.validate() } catch { throw ModelLoadError(message: "\(file.path): \(error)") }
+        let config = try file.checkedConfig()
         self.config = config
         let loader = WeightLoader(file: file)
         vision = try VisionModel(config: config.visionConfig, loader: loader)

@@ -23,6 +23,12 @@ public enum ModelFileFormat {
     /// so `madvise` and huge-page promotion work per tensor.
     public static let pageAlignment = 16_384
     public static let largeTensorBytes = 1 << 20
+    /// Readers accept any power of two from `tensorAlignment` up to this as the header's page_alignment.
+    public static let maxPageAlignment = 1 << 20
+    /// The tensors' run-time bytes may be at most `maxExpansion` times the file plus `expansionAllowance`
+    /// (zstd files of real weights expand about 1.1 to 2 times; all-zero tensors far more, but they are small).
+    public static let maxExpansion = 64
+    public static let expansionAllowance = 64 << 20
 
     public static let maxNameBytes = 1024
     public static let maxRank = 8

@@ -68,6 +68,14 @@ public final class ModelFile: @unchecked Sendable {
             let tensorCount = Int(try header.u32())
             let directoryChecksum = try header.u32()
             let metadataChecksum = try header.u32()
+            let pageAlignment = Int(try header.u32())
+            guard pageAlignment >= ModelFileFormat.tensorAlignment, pageAlignment <= ModelFileFormat.maxPageAlignment,
+                  pageAlignment & (pageAlignment - 1) == 0 else {
+                throw fail("header page_alignment \(pageAlignment) is not a power of two from \(ModelFileFormat.tensorAlignment) to \(ModelFileFormat.maxPageAlignment)")
+            }
+            guard try header.bytes(ModelFileFormat.headerSize - 4 - header.position).allSatisfy({ $0 == 0 }) else {
+                throw fail("header reserved bytes are not zero (written by a newer blip2-quantize, or corrupt)")
+            }
             guard tensorCount <= ModelFileFormat.maxTensors else { throw fail("header claims \(tensorCount) tensors") }
             for (a, b) in [(dataRange, directoryRange), (dataRange, metadataRange), (directoryRange, metadataRange)] where a.overlaps(b) {
                 throw fail("header regions overlap: the file is corrupt")
@@ -89,6 +97,17 @@ public final class ModelFile: @unchecked Sendable {
                 records.append(record)
             }
             guard reader.remaining == 0 else { throw fail("tensor directory has \(reader.remaining) trailing bytes") }
+            // A zstd frame of a few kilobytes can declare gigabytes of zeros: bound what decompression may
+            // allocate by what the file could plausibly hold (real weights compress less than 2x).
+            let runtimeBytes = records.reduce(0) { total, record in
+                let (sum, overflow) = total.addingReportingOverflow(record.size)
+                return overflow ? Int.max : sum
+            }
+            let runtimeLimit = bytes.count > (Int.max - ModelFileFormat.expansionAllowance) / ModelFileFormat.maxExpansion
+                ? Int.max : bytes.count * ModelFileFormat.maxExpansion + ModelFileFormat.expansionAllowance
+            guard runtimeBytes <= runtimeLimit else {
+                throw fail("the directory declares \(runtimeBytes) bytes of tensors, more than a \(bytes.count)-byte file can expand to")
+            }
             var seen = Set<String>()
             for record in records where !seen.insert(record.name).inserted {
                 throw fail("tensor '\(record.name)' appears twice in the directory")

@@ -31,6 +31,7 @@ public final class ModelFileWriter {
     public init(destination: String) throws {
         self.destination = destination
         temporaryPath = Self.temporaryPath(for: destination)
+        Self.removeStaleTemporaries(for: destination)
         fd = open(temporaryPath, O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC, 0o644)
         if fd < 0 {
             throw ModelFileError(path: destination, "cannot create \(temporaryPath): \(String(cString: strerror(errno)))")
@@ -44,6 +45,29 @@ public final class ModelFileWriter {
     public static func temporaryPath(for destination: String) -> String {
         let url = URL(fileURLWithPath: destination)
         return url.deletingLastPathComponent().appendingPathComponent(".\(url.lastPathComponent).tmp-\(getpid())").path
+    }
+
+    /// Removes what killed writers to `destination` left behind (a SIGKILL or a power cut skips every
+    /// cleanup): files named like `temporaryPath(for:)` whose process no longer exists, that are regular
+    /// files and start as only this writer's files do (a zero header, or the magic if it was finished).
+    /// A live process's file, even another user's, is left alone.
+    static func removeStaleTemporaries(for destination: String) {
+        let url = URL(fileURLWithPath: destination)
+        let folder = url.deletingLastPathComponent().path
+        let prefix = ".\(url.lastPathComponent).tmp-"
+        guard let names = try? FileManager.default.contentsOfDirectory(atPath: folder) else { return }
+        for name in names where name.hasPrefix(prefix) {
+            let digits = name.dropFirst(prefix.count)
+            guard !digits.isEmpty, digits.allSatisfy({ ("0"..."9").contains($0) }), let pid = pid_t(digits), pid > 0, pid != getpid() else { continue }
+            if kill(pid, 0) == 0 || errno != ESRCH { continue }
+            let path = URL(fileURLWithPath: folder).appendingPathComponent(name).path
+            guard let (fd, size) = try? RegularFile.openForReading(path) else { continue }
+            var head = [UInt8](repeating: 0, count: ModelFileFormat.magic.count)
+            let read = head.withUnsafeMutableBytes { Glibc.read(fd, $0.baseAddress, $0.count) }
+            close(fd)
+            guard size == 0 || (read == head.count && (head.allSatisfy { $0 == 0 } || head == ModelFileFormat.magic)) else { continue }
+            unlink(path)
+        }
     }
 
     deinit {

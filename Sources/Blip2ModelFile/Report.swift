@@ -166,10 +166,10 @@ public struct InspectReport: Encodable, Sendable {
     /// tensor's checksum and reports progress as bytes done of total).
     public init(path: String, verify: Bool, progress: ((_ done: Int, _ total: Int) -> Void)? = nil) throws {
         let file = try ModelFile(path: path, options: .init(decompressAtOpen: false))
-        config = try file.decode(Blip2Config.self, section: MetadataSectionName.config)
+        config = try file.checkedConfig()
         let provenance = try? file.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization)
         let tokenizerData = try? file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer)
-        let manifest = WeightManifest(config: config)
+        let manifest = try WeightManifest(config: config)
         tensors = file.tensors.map { record in
             let origin = provenance?.tensors[record.name]
             return TensorReport(name: record.name, type: record.type.name, shape: record.shape, bytes: record.size,

@@ -70,11 +70,8 @@ public final class Blip2Pipeline: @unchecked Sendable {
         guard let section = file.section(named: MetadataSectionName.preprocessorConfig) else {
             throw PipelineError("\(modelPath): the model file has no preprocessor_config; convert the checkpoint again")
         }
-        let processorConfig = try ImageProcessorConfig.decode(Data(section.json), name: "\(modelPath) (preprocessor_config)")
-        preprocessor = try ImagePreprocessor(config: processorConfig)
-        guard preprocessor.outputHeight == model.imageSize, preprocessor.outputWidth == model.imageSize else {
-            throw PipelineError("\(modelPath): preprocessor_config resizes to \(preprocessor.outputWidth)x\(preprocessor.outputHeight), but the vision model takes \(model.imageSize)x\(model.imageSize)")
-        }
+        preprocessor = try ImagePreprocessor.checked(json: Data(section.json), name: "\(modelPath): metadata section 'preprocessor_config'",
+                                                     side: model.imageSize)
         self.imageOptions = imageOptions
         contextLimit = min(Self.defaultContextLimit, model.maxPositions)
     }

@@ -1,3 +1,4 @@
+import Blip2Core
 import Foundation
 
 // MARK: - Reading a Hugging Face tokenizer folder
@@ -57,6 +58,9 @@ extension TokenizerData {
 
     // MARK: Files
 
+    /// Largest tokenizer file read: OPT's vocab.json is 0.9 MB, merges.txt 0.4 MB.
+    static let maxFileBytes = 256 << 20
+
     static func readFile(_ name: String, in folder: URL) throws -> Data {
         guard let data = try readOptionalFile(name, in: folder) else {
             throw TokenizerError.missingFile(name: name, folder: folder.path)
@@ -66,15 +70,11 @@ extension TokenizerData {
 
     static func readOptionalFile(_ name: String, in folder: URL) throws -> Data? {
         let url = folder.appendingPathComponent(name)
-        var isDirectory: ObjCBool = false
-        guard FileManager.default.fileExists(atPath: url.path, isDirectory: &isDirectory) else { return nil }
-        if isDirectory.boolValue {
-            throw TokenizerError.unreadableFile(name: name, reason: "\(url.path) is a directory")
-        }
+        guard FileManager.default.fileExists(atPath: url.path) else { return nil }
         do {
-            return try Data(contentsOf: url)
-        } catch {
-            throw TokenizerError.unreadableFile(name: name, reason: error.localizedDescription)
+            return try RegularFile.contents(url.path, maxBytes: maxFileBytes)
+        } catch let error as FileError {
+            throw TokenizerError.unreadableFile(name: name, reason: error.description)
         }
     }
 

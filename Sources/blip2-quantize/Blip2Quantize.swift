@@ -41,13 +41,13 @@ struct Blip2Quantize: ParsableCommand {
             completion: .list(TensorCompression.allCases.map(\.description)))
     var compress: String = "none"
 
-    @Option(name: .customLong("zstd-level"), help: "zstd level, 1 (fast) to 22 (small).")
+    @Option(name: .customLong("zstd-level"), parsing: .unconditional, help: "zstd level, 1 (fast) to 22 (small).")
     var zstdLevel: Int32 = 3
 
     @Option(name: .customLong("override"), help: ArgumentHelp("Store tensors matching GLOB as TYPE (f32, f16, q8, q4); repeatable, last match wins.", valueName: "GLOB=TYPE"))
     var overrides: [String] = []
 
-    @Option(name: [.customShort("t"), .long], help: "Worker threads (default: one per core).")
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads (default: one per core).")
     var threads: Int?
 
     @Flag(name: .long, help: "List every tensor written (type, shape, bytes, error), not only the summary.")

@@ -30,16 +30,16 @@ struct BenchCommand: ParsableCommand {
     @Option(name: .long, help: "Image to caption (default: a synthetic 640x480 frame; image decode is then not timed).")
     var image: String?
 
-    @Option(name: .long, help: "Measured runs after one warm-up run.")
+    @Option(name: .long, parsing: .unconditional, help: "Measured runs after one warm-up run.")
     var runs: Int = 3
 
-    @Option(name: [.customShort("n"), .customLong("new-tokens")], help: "Tokens generated per run.")
+    @Option(name: [.customShort("n"), .customLong("new-tokens")], parsing: .unconditional, help: "Tokens generated per run.")
     var newTokens: Int = 20
 
-    @Option(name: [.customShort("t"), .long], help: ArgumentHelp("Worker threads, or a comma-separated list to compare (default: one per core).", valueName: "n[,n...]"))
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: ArgumentHelp("Worker threads, or a comma-separated list to compare (default: one per core).", valueName: "n[,n...]"))
     var threads: ThreadCounts?
 
-    @Option(name: .customLong("bandwidth-buffer"), help: ArgumentHelp("Megabytes streamed to measure read bandwidth; keep it well above the caches and below free memory.", valueName: "MB"))
+    @Option(name: .customLong("bandwidth-buffer"), parsing: .unconditional, help: ArgumentHelp("Megabytes streamed to measure read bandwidth; keep it well above the caches and below free memory.", valueName: "MB"))
     var bandwidthBuffer: Int = 1024
 
     @Flag(name: .long, help: "Print each measurement as one JSON object per line.")

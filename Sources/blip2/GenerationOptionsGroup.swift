@@ -10,47 +10,47 @@ import Foundation
 /// warned about on standard error, as transformers warns: the sampling options without `--sample` (they
 /// never imply it; decoding stays greedy), the beam options without `--beams` above 1.
 struct GenerationOptionsGroup: ParsableArguments {
-    @Option(name: [.customShort("n"), .customLong("max-new-tokens")],
+    @Option(name: [.customShort("n"), .customLong("max-new-tokens")], parsing: .unconditional,
             help: "Tokens to generate at most (default: 20 for captions, 10 for answers).")
     var maxNewTokens: Int?
 
-    @Option(name: .customLong("min-new-tokens"), help: "Tokens to generate before EOS is allowed.")
+    @Option(name: .customLong("min-new-tokens"), parsing: .unconditional, help: "Tokens to generate before EOS is allowed.")
     var minNewTokens: Int = 0
 
-    @Option(name: .long, help: "Beam search with this many beams (1: greedy search or sampling).")
+    @Option(name: .long, parsing: .unconditional, help: "Beam search with this many beams (1: greedy search or sampling).")
     var beams: Int = 1
 
-    @Option(name: .customLong("length-penalty"), help: "Beam search: score = log-probability / length^penalty (default: 1.0).")
+    @Option(name: .customLong("length-penalty"), parsing: .unconditional, help: "Beam search: score = log-probability / length^penalty (default: 1.0).")
     var lengthPenalty: Double?
 
     @Option(name: .customLong("early-stopping"), help: "Beam search stop rule, as in transformers (default: false).")
     var earlyStopping: EarlyStoppingArgument?
 
-    @Option(name: .customLong("no-repeat-ngram-size"), help: "Never repeat an n-gram of this size (0: off).")
+    @Option(name: .customLong("no-repeat-ngram-size"), parsing: .unconditional, help: "Never repeat an n-gram of this size (0: off).")
     var noRepeatNgramSize: Int = 0
 
-    @Option(name: .customLong("num-return-sequences"), help: "Sequences to return (at most --beams; several need --beams or --sample).")
+    @Option(name: .customLong("num-return-sequences"), parsing: .unconditional, help: "Sequences to return (at most --beams; several need --beams or --sample).")
     var numReturnSequences: Int = 1
 
     @Flag(name: .long, help: "Sample instead of taking the most likely token.")
     var sample = false
 
-    @Option(name: .long, help: "Sampling temperature, above 0 (default: 1.0; needs --sample).")
+    @Option(name: .long, parsing: .unconditional, help: "Sampling temperature, above 0 (default: 1.0; needs --sample).")
     var temperature: Double?
 
-    @Option(name: .customLong("top-k"), help: "Sample from the k most likely tokens; 0: all (default: 50; needs --sample).")
+    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Sample from the k most likely tokens; 0: all (default: 50; needs --sample).")
     var topK: Int?
 
-    @Option(name: .customLong("top-p"), help: "Sample from the smallest set of tokens with this much probability, in (0, 1] (default: 1.0; needs --sample).")
+    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Sample from the smallest set of tokens with this much probability, in (0, 1] (default: 1.0; needs --sample).")
     var topP: Double?
 
-    @Option(name: .long, help: "Random seed for sampling: same seed, same output (default: 0; needs --sample).")
+    @Option(name: .long, parsing: .unconditional, help: "Random seed for sampling: same seed, same output (default: 0; needs --sample).")
     var seed: UInt64?
 
-    @Option(name: .customLong("repetition-penalty"), help: "Penalise tokens already in the context (1: off).")
+    @Option(name: .customLong("repetition-penalty"), parsing: .unconditional, help: "Penalise tokens already in the context (1: off).")
     var repetitionPenalty: Double = 1.0
 
-    @Option(name: [.customShort("t"), .long], help: "Worker threads (default: one per core).")
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads (default: one per core).")
     var threads: Int?
 
     /// The flag behind each generation setting, for messages.

@@ -14,7 +14,7 @@ struct ModelOptions: ParsableArguments {
     @Argument(help: "A model file written by blip2-quantize.")
     var model: String
 
-    @Option(name: .customLong("max-pixels"), help: "Refuse images whose header declares more pixels than this.")
+    @Option(name: .customLong("max-pixels"), parsing: .unconditional, help: "Refuse images whose header declares more pixels than this.")
     var maxPixels: Int = ImageDecodeOptions().maxPixels
 
     func validate() throws {
@@ -128,6 +128,7 @@ func writeOut(_ text: String) {
 /// With `echo`, text output starts with the prompt, as the reader sees the continuation follow it.
 func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, image: ImageArgument, prompt: String?, question: String? = nil,
                   generation: GenerationOptionsGroup, json: Bool, label: Bool, echo: Bool = false, dumpLogits: String?) throws {
+    if let dumpLogits { try checkOutputPath(dumpLogits, flag: "--dump-logits") }
     let encoded = try image.encode(with: pipeline)
     let options = generation.options(for: task)
     let streaming = !json && options.streamsTokens

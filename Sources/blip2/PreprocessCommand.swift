@@ -20,6 +20,10 @@ struct PreprocessCommand: ParsableCommand {
     var output: String
 
     func run() throws {
+        do { try checkOutputPath(output, flag: "--output") } catch {
+            printError("error: \(error)")
+            throw ExitCode.failure
+        }
         let pipeline = try modelOptions.load()
         do {
             let pixels = try ImageArgument(argument: image).pixels(with: pipeline)

@@ -128,7 +128,7 @@ import Testing
         options.weights = .mixed
         _ = try Converter.convert(checkpoint: checkpoint("base-f32"), output: scratch.path("m.blip2"), options: options)
         let file = try ModelFile(path: scratch.path("m.blip2"))
-        let manifest = WeightManifest(config: try file.decode(Blip2Config.self, section: MetadataSectionName.config))
+        let manifest = try WeightManifest(config: try file.decode(Blip2Config.self, section: MetadataSectionName.config))
         var seen: Set<ElementType> = []
         for spec in manifest.weights {
             let type = try #require(file.tensor(named: spec.name)?.type, "\(spec.name) missing")

@@ -172,7 +172,9 @@ struct DecodeTests {
         #expect(format([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A]) == nil)
         #expect(format(Array("GIF89a".utf8)) == .gif)
         #expect(format([0x00, 0x00, 0x01, 0x00, 0x01, 0x00]) == .ico)
-        #expect(format([0xFF, 0xD8]) == nil)
+        // A start-of-image marker and nothing else is a truncated JPEG, not an unknown format.
+        #expect(format([0xFF, 0xD8]) == .jpeg)
+        #expect(format([0xFF, 0xD8, 0x00, 0x00]) == nil)
         #expect(format([]) == nil)
     }
 

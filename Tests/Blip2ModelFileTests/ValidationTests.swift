@@ -222,9 +222,28 @@ import Testing
         #expect(file.entry(named: "b")?.dtype == .f16)
     }
 
+    /// Structure no header has is refused before any JSON object is built, so a 16 MB header of
+    /// `[0,0,...` cannot become half a gigabyte of objects.
+    @Test func headerStructureIsCheckedFirst() {
+        let entry = #"{"dtype":"F32","shape":[1],"data_offsets":[0,4]}"#
+        let long = "[" + Array(repeating: "0", count: 65).joined(separator: ",") + "]"
+        expectError(Self.file(header: #"{"a":"# + long + "}", data: [0, 0, 0, 0]), containing: "longer than 64 elements")
+        expectError(Self.file(header: #"{"a":{"b":{"c":1}}}"#), containing: "nested deeper")
+        expectError(Self.file(header: #"{"a":[[1]]}"#), containing: "nested deeper")
+        expectError(Self.file(header: #"{"a":"# + entry + #","a":"# + entry + "}", data: [0, 0, 0, 0]), containing: "appears twice")
+        expectError(Self.file(header: #"{"a":"# + entry + "} x", data: [0, 0, 0, 0]), containing: "follow the object")
+        expectError(Self.file(header: #"{"a":"# + entry + ",}", data: [0, 0, 0, 0]), containing: "expected a key")
+        expectError(Self.file(header: #"{"a\#u{01}":1}"#), containing: "control character")
+        // Escapes and braces inside strings are not structure.
+        let dir = TemporaryDirectory()
+        let path = dir.path("ok.safetensors")
+        writeBytes(Self.file(header: #"{"__metadata__":{"note":"{[\"}]"},"a\"b":"# + entry + "}  ", data: [0, 0, 0, 0]), path)
+        do { #expect(try SafeTensorsFile(path: path).entries.map(\.name) == ["a\"b"]) } catch { Issue.record("\(error)") }
+    }
+
     @Test func brokenFiles() {
         expectError([1, 2, 3], containing: "shorter than the 8-byte header")
-        expectError(Self.file(header: "{}", lengthOverride: 200_000_000), containing: "exceeds the format's limit")
+        expectError(Self.file(header: "{}", lengthOverride: 200_000_000), containing: "exceeds the limit")
         expectError(Self.file(header: "{}", lengthOverride: 50), containing: "truncated")
         expectError(Self.file(header: "[1, 2]"), containing: "not a JSON object")
         expectError(Self.file(header: "{\"a\": "), containing: "not valid JSON")
