@@ -4,16 +4,19 @@ import Testing
 @testable import Blip2Watch
 
 /// Frames from memory, one every `interval` seconds; `nil` entries arrive as broken frames; `endless`
-/// repeats the last frame until cancelled.
+/// repeats the last frame until cancelled. `beforeFrame` runs before each frame is sent (its index), so a
+/// test can wait for the watcher instead of guessing how long the model takes.
 struct MemorySource: FrameSource {
     let frames: [Data?]
     var interval: Double = 0
     var endless = false
+    var beforeFrame: (@Sendable (Int) -> Void)? = nil
     var name: String { "memory" }
 
     func run(into sink: FrameSink) throws {
         var index = 0
         while !sink.isCancelled, index < frames.count || endless {
+            beforeFrame?(index)
             if let data = frames[min(index, frames.count - 1)] {
                 sink.deliver(data, name: nil)
             } else {
@@ -25,18 +28,55 @@ struct MemorySource: FrameSource {
     }
 }
 
+/// Captions seen so far, shared between the watch loop's handler and a source's thread.
+final class CaptionCounter: @unchecked Sendable {
+    private let condition = NSCondition()
+    private var count = 0
+
+    func increment() {
+        condition.lock()
+        count += 1
+        condition.broadcast()
+        condition.unlock()
+    }
+
+    /// Waits until there have been `target` captions, at most `seconds`; false on timeout.
+    func wait(atLeast target: Int, seconds: Double) -> Bool {
+        let deadline = Date(timeIntervalSinceNow: seconds)
+        condition.lock()
+        defer { condition.unlock() }
+        while count < target {
+            if !condition.wait(until: deadline) { return count >= target }
+        }
+        return true
+    }
+}
+
 @Suite(.serialized) struct FrameWatcherTests {
     static let pipeline = try! Blip2Pipeline(modelPath: demoModel)
 
     @Test func captionsAndAnswersEachNewScene() throws {
         let demo = DemoExamples.loaded
-        // Each example three times, slowly enough that every frame is taken: the repeats are unchanged.
+        // Each example three times. A new scene is sent only once the previous one has its caption (and the
+        // watcher had a moment to take the last repeat), so no scene is lost to a slow model: the repeats
+        // are unchanged, or dropped for the next repeat when the model is still busy.
         let frames = DemoExamples.jpegs.flatMap { [$0, $0, $0] }
+        let captioned = CaptionCounter()
+        let source = MemorySource(frames: frames, interval: 0.15) { index in
+            guard index > 0, index % 3 == 0 else { return }
+            #expect(captioned.wait(atLeast: index / 3, seconds: 60), "scene \(index / 3) got no caption")
+            usleep(300_000)
+        }
         var options = WatchOptions()
         options.questions = ["how many objects are there?"]
-        let watcher = try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: frames, interval: 0.15), options: options)
+        let watcher = try FrameWatcher(pipeline: Self.pipeline, source: source, options: options)
         var captions: [CaptionEvent] = []
-        let summary = try watcher.run { if case .caption(let event) = $0 { captions.append(event) } }
+        let summary = try watcher.run {
+            if case .caption(let event) = $0 {
+                captions.append(event)
+                captioned.increment()
+            }
+        }
         #expect(captions.map(\.text) == demo.examples.map(\.caption))
         #expect(captions.map { $0.answers.map(\.answer) } == demo.examples.map { [$0.objectCount] })
         // Each caption is of one of its scene's three frames (the first, unless a busy machine let the next
