@@ -26,6 +26,8 @@ enum Page {
   font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif;
 }
 * { box-sizing: border-box; }
+/* The hidden attribute must win over the display the buttons get below. */
+[hidden] { display: none !important; }
 html, body { margin: 0; height: 100%; background: var(--bg); color: var(--text); }
 body { display: flex; flex-direction: column; font-size: 20px; -webkit-tap-highlight-color: transparent; }
 header { display: flex; align-items: center; gap: 16px; padding: 14px 24px; border-bottom: 1px solid var(--line); }
@@ -57,10 +59,12 @@ button:active { transform: scale(.98); }
 .live-head { display: flex; align-items: center; gap: 12px; }
 .live-head .label { margin: 0; }
 #live-state { margin-left: auto; color: var(--muted); font-size: 15px; text-align: right; }
-.rec { width: 12px; height: 12px; border-radius: 50%; background: var(--bad); animation: blink 2s steps(1) infinite; }
+.rec { width: 12px; height: 12px; border-radius: 50%; background: var(--bad); animation: pulse 2s ease-in-out infinite; }
+@keyframes pulse { 50% { opacity: .35; } }
 .rec.off { background: var(--muted); animation: none; }
 .live-card { display: flex; gap: 16px; align-items: center; background: var(--panel2); border-radius: 14px; padding: 14px 18px; }
-#live-caption { font-size: 28px; line-height: 1.3; font-weight: 600; }
+#live-caption { font-size: 26px; line-height: 1.3; font-weight: 600; }
+#live .buttons button { font-size: 18px; min-height: 54px; padding: 0 20px; }
 #live-meta { display: block; font-size: 14px; color: var(--muted); margin-top: 8px; }
 #live-captioned { height: 84px; max-width: 30%; object-fit: contain; border-radius: 8px; background: #000; display: none; }
 #chat { gap: 14px; }
