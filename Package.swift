@@ -2,7 +2,7 @@
 import PackageDescription
 
 // Dependencies point one way (a target uses only those listed above it; docs/ARCHITECTURE.md draws them):
-//   CKernels -> Blip2Core -> Blip2Compute -> Blip2Model -> Blip2Pipeline -> Blip2Server, Blip2Watch -> executables
+//   CKernels -> Blip2Core -> Blip2Compute -> Blip2Model -> Blip2Pipeline -> Blip2Watch -> Blip2Server -> executables
 //   Blip2Core -> Blip2ModelFile -> Blip2Convert, Blip2Model
 //   Blip2Config (configs + weight manifest) depends on nothing; Blip2Tokenizer and Blip2Image only on Blip2Core
 //   (regular-file reading). The model file's reports, the converter, the model and the pipeline read them.
@@ -56,11 +56,14 @@ let package = Package(
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
         .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
-        // `blip2 serve`: HTTP routes, the page, the request queue feeding one model worker, sessions, metrics.
+        // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
+        .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation"]),
+        // `blip2 serve`: HTTP routes, the page, the request queue feeding one model worker, sessions, metrics,
+        // and a camera (`--camera`) captioned by that same worker.
         .target(
             name: "Blip2Server",
             dependencies: [
-                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Model",
+                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Model", "Blip2Watch",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -68,8 +71,6 @@ let package = Package(
                 .product(name: "HTTPTypes", package: "swift-http-types"),
             ]
         ),
-        // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
-        .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation"]),
         // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
         .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Watch", "Blip2Convert", "Blip2Model", "Blip2ModelFile", "Blip2Config", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
         // Terminal helpers shared by the executables: progress bars, tables, sizes, error reporting.
@@ -111,7 +112,7 @@ let package = Package(
         .testTarget(name: "Blip2WatchTests", dependencies: ["Blip2Watch", "Blip2Pipeline", "Blip2Image"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         // Runs `blip2 serve` and talks to it over HTTP; unit tests of the server's parts.
-        .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline"]),
+        .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline", "Blip2Watch"]),
         .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "blip2-kernel-bench", "Blip2ModelFile", "Blip2Core"]),
         // Replays every fuzz seed and every input that ever crashed a target (Tests/Fuzz).
         .testTarget(name: "Blip2FuzzTests", dependencies: ["Blip2Fuzz"]),

@@ -19,12 +19,14 @@ public struct ServerConfiguration: Sendable {
     public var sessionMemoryBytes = 1 << 30
     /// Encoded images kept by content hash; the least recently used goes first.
     public var imageCacheEntries = 32
+    /// Clients following the camera's events at once (`/v1/camera/events`); past it, 503.
+    public var maxCameraListeners = 32
 
     public init() {}
 }
 
-/// Something that keeps a caption of the latest frame of a live source (a camera feed), served at
-/// `GET /v1/latest` when the server is given one.
+/// Something that keeps a caption of the latest frame of a live source, served at `GET /v1/latest` when
+/// the server is given one (`--camera` serves its own there otherwise).
 public protocol LatestCaptionProvider: Sendable {
     func latestCaption() async -> GenerationRecord?
 }

@@ -4,7 +4,9 @@ import Foundation
 //
 // The model's compute is not re-entrant (one KV-cache arena, one kernel worker pool), so every generation
 // runs on one dedicated thread, in arrival order. Requests beyond the queue's capacity are refused at once
-// (the caller answers 503 with Retry-After) rather than piling up memory and latency.
+// (the caller answers 503 with Retry-After) rather than piling up memory and latency. A camera's frame is a
+// background job beside the queue: it runs only when no request waits, so visitors never wait for more than
+// the one camera caption in progress.
 
 /// Whether the request that owns a job still wants its result; read by the model between tokens.
 public final class JobTicket: @unchecked Sendable {
@@ -32,19 +34,29 @@ enum WorkerError: Error {
     case queueFull(waiting: Int, retryAfter: Int)
     /// The server is shutting down and takes no more work.
     case shuttingDown
+    /// A background job is set already.
+    case backgroundBusy
 }
 
 final class ModelWorker: @unchecked Sendable {
     private struct Entry {
         let ticket: JobTicket
-        let run: () -> Void
+        /// Called with whether requests ran between this one's submission and its start.
+        let run: (_ waited: Bool) -> Void
         let refuse: (any Error) -> Void
+        /// The background job's `requestsStarted` when it was set, or -1 when a request was running then.
+        let mark: Int
     }
 
     /// Jobs that may wait while one runs.
     let capacity: Int
     private let condition = NSCondition()
     private var waiting: [Entry] = []
+    /// The one background job, taken when nothing waits in the queue.
+    private var background: Entry?
+    /// Requests (jobs other than the background one) started so far, and whether one runs now.
+    private var requestsStarted = 0
+    private var requestRunning = false
     private var busy = false
     private var accepting = true
     private var stopped = false
@@ -82,8 +94,21 @@ final class ModelWorker: @unchecked Sendable {
             let retry = max(1, Int((Double(waiting.count + 1) * meanJobSeconds).rounded(.up)))
             throw WorkerError.queueFull(waiting: waiting.count, retryAfter: retry)
         }
-        waiting.append(Entry(ticket: ticket, run: run, refuse: refuse))
+        waiting.append(Entry(ticket: ticket, run: { _ in run() }, refuse: refuse, mark: 0))
         onDepthChange?(waiting.count)
+        condition.signal()
+    }
+
+    /// Sets the background job: it runs on the model thread once no request waits (requests queued after it
+    /// still go first), and is not counted in the queue. `run` gets whether requests ran while it waited.
+    /// Throws `WorkerError.shuttingDown` once draining began, and `backgroundBusy` when one is set already
+    /// (a camera has one frame in hand at a time); otherwise exactly one of `run` and `refuse` is called.
+    func submitBackground(run: @escaping @Sendable (_ waited: Bool) -> Void, refuse: @escaping @Sendable (any Error) -> Void) throws {
+        condition.lock()
+        defer { condition.unlock() }
+        guard accepting else { throw WorkerError.shuttingDown }
+        guard background == nil else { throw WorkerError.backgroundBusy }
+        background = Entry(ticket: JobTicket(), run: run, refuse: refuse, mark: requestRunning ? -1 : requestsStarted)
         condition.signal()
     }
 
@@ -119,8 +144,9 @@ final class ModelWorker: @unchecked Sendable {
     func drain() {
         condition.lock()
         accepting = false
-        let refused = waiting
+        let refused = waiting + (background.map { [$0] } ?? [])
         waiting.removeAll()
+        background = nil
         onDepthChange?(0)
         condition.unlock()
         for entry in refused { entry.refuse(WorkerError.shuttingDown) }
@@ -139,22 +165,32 @@ final class ModelWorker: @unchecked Sendable {
     private func loop() {
         while true {
             condition.lock()
-            while waiting.isEmpty && !stopped { condition.wait() }
-            if waiting.isEmpty && stopped {
+            while waiting.isEmpty && background == nil && !stopped { condition.wait() }
+            let entry: Entry
+            var waited = false
+            if !waiting.isEmpty {
+                entry = waiting.removeFirst()
+                onDepthChange?(waiting.count)
+                requestsStarted += 1
+                requestRunning = true
+            } else if let job = background {
+                entry = job
+                background = nil
+                waited = job.mark != requestsStarted
+            } else {
                 condition.unlock()
                 return
             }
-            let entry = waiting.removeFirst()
-            onDepthChange?(waiting.count)
             busy = true
             condition.unlock()
 
             let start = DispatchTime.now().uptimeNanoseconds
-            if entry.ticket.isCancelled { entry.refuse(CancellationError()) } else { entry.run() }
+            if entry.ticket.isCancelled { entry.refuse(CancellationError()) } else { entry.run(waited) }
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 
             condition.lock()
             busy = false
+            requestRunning = false
             meanJobSeconds = 0.8 * meanJobSeconds + 0.2 * seconds
             condition.broadcast()
             condition.unlock()

@@ -26,6 +26,8 @@ enum Page {
   font-family: system-ui, -apple-system, "Segoe UI", Roboto, "Noto Sans", sans-serif;
 }
 * { box-sizing: border-box; }
+/* The hidden attribute must win over the display the buttons get below. */
+[hidden] { display: none !important; }
 html, body { margin: 0; height: 100%; background: var(--bg); color: var(--text); }
 body { display: flex; flex-direction: column; font-size: 20px; -webkit-tap-highlight-color: transparent; }
 header { display: flex; align-items: center; gap: 16px; padding: 14px 24px; border-bottom: 1px solid var(--line); }
@@ -51,6 +53,20 @@ button:active { transform: scale(.98); }
 #shown { display: none; flex: 1; min-height: 0; flex-direction: column; gap: 16px; }
 #shown img, #camera video { width: 100%; flex: 1; min-height: 0; object-fit: contain; background: #000; border-radius: 12px; }
 #camera { display: none; flex: 1; flex-direction: column; gap: 16px; min-height: 0; }
+/* The server's own camera (blip2 serve --camera): its newest frame and latest caption. */
+#live { display: none; flex: 1; min-height: 0; flex-direction: column; gap: 14px; }
+#live-frame { width: 100%; flex: 1; min-height: 0; object-fit: contain; background: #000; border-radius: 12px; }
+.live-head { display: flex; align-items: center; gap: 12px; }
+.live-head .label { margin: 0; }
+#live-state { margin-left: auto; color: var(--muted); font-size: 15px; text-align: right; }
+.rec { width: 12px; height: 12px; border-radius: 50%; background: var(--bad); animation: pulse 2s ease-in-out infinite; }
+@keyframes pulse { 50% { opacity: .35; } }
+.rec.off { background: var(--muted); animation: none; }
+.live-card { display: flex; gap: 16px; align-items: center; background: var(--panel2); border-radius: 14px; padding: 14px 18px; }
+#live-caption { font-size: 26px; line-height: 1.3; font-weight: 600; }
+#live .buttons button { font-size: 18px; min-height: 54px; padding: 0 20px; }
+#live-meta { display: block; font-size: 14px; color: var(--muted); margin-top: 8px; }
+#live-captioned { height: 84px; max-width: 30%; object-fit: contain; border-radius: 8px; background: #000; display: none; }
 #chat { gap: 14px; }
 #log { flex: 1; overflow-y: auto; display: flex; flex-direction: column; gap: 14px; padding-right: 4px; min-height: 120px; }
 #log > * { flex-shrink: 0; }
@@ -83,7 +99,8 @@ footer { padding: 8px 24px 14px; color: var(--muted); font-size: 14px; display: 
   main { display: flex; flex-direction: column; padding: 12px; gap: 12px; }
   .panel { padding: 14px; }
   #drop { min-height: 220px; }
-  #shown img { max-height: 45vh; }
+  #shown img, #live-frame { max-height: 45vh; }
+  #live-caption { font-size: 22px; }
   #log { overflow: visible; flex: none; min-height: 60px; }
   .caption { font-size: 24px; }
   .a { font-size: 21px; }
@@ -101,10 +118,23 @@ footer { padding: 8px 24px 14px; color: var(--muted); font-size: 14px; display: 
 </header>
 <main>
   <section class="panel" id="picture">
+    <div id="live">
+      <div class="live-head"><span class="rec off" id="live-rec"></span><span class="label">Live camera</span><span id="live-state">connecting…</span></div>
+      <img id="live-frame" alt="the camera's newest frame">
+      <div class="live-card" id="live-card">
+        <img id="live-captioned" alt="the frame the caption describes">
+        <div><span id="live-caption">Waiting for the first caption…</span><small id="live-meta"></small></div>
+      </div>
+      <div class="buttons">
+        <button id="live-ask" type="button" disabled>Ask about this frame</button>
+        <button id="live-other" class="secondary" type="button">Use a picture instead</button>
+      </div>
+    </div>
     <div id="drop">
       <p>Show me a picture</p>
       <div class="buttons">
         <button id="camera-open" type="button" hidden><svg width="26" height="26" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><path d="M4 8h3l2-3h6l2 3h3a1 1 0 0 1 1 1v9a1 1 0 0 1-1 1H4a1 1 0 0 1-1-1V9a1 1 0 0 1 1-1z"/><circle cx="12" cy="13" r="4"/></svg> Take a photo</button>
+        <button id="live-open" class="secondary" type="button" hidden>Live camera</button>
         <label class="button secondary" for="file"><svg width="26" height="26" viewBox="0 0 24 24" fill="none" stroke="currentColor" stroke-width="2" stroke-linecap="round" stroke-linejoin="round" aria-hidden="true"><rect x="3" y="4" width="18" height="16" rx="2"/><circle cx="9" cy="10" r="2"/><path d="M21 16l-5-5-9 9"/></svg> Choose a picture</label>
       </div>
       <p style="font-size:16px">or drop an image file here (JPEG or PNG)</p>
@@ -138,6 +168,7 @@ const $ = (id) => document.getElementById(id);
 const key = new URLSearchParams(location.search).get("key");
 const auth = key ? { "Authorization": "Bearer " + key } : {};
 let image = null, session = null, busy = false, retryAction = null, contextTokens = 512, generation = 0;
+let liveOn = false, preferLive = true, liveFrameBusy = false, liveFrameAgain = false;
 
 function setState(kind, text) { $("dot").className = "dot " + kind; $("state").textContent = text; }
 function notice(kind, text, retry) {
@@ -157,6 +188,7 @@ async function health() {
     $("model").textContent = h.model; $("precision").textContent = h.precision;
     contextTokens = h.context_tokens;
     $("context").textContent = "context " + h.context_tokens + " tokens · queue " + h.queue_depth + "/" + h.queue_capacity;
+    if (h.camera) startLive();
     if (!busy) setState("ok", "ready");
   } catch (e) { setState("down", "server unreachable"); }
 }
@@ -182,30 +214,36 @@ async function streamRequest(url, body, headers, onText) {
     throw { status: response.status, code: err.code, message: err.message || response.statusText,
             retryAfter: Number(response.headers.get("Retry-After") || 0) };
   }
-  const reader = response.body.getReader(), decoder = new TextDecoder();
-  let buffer = "", result = null;
+  let result = null;
   try {
-    for (;;) {
-      const { value, done } = await reader.read();
-      if (done) break;
-      buffer += decoder.decode(value, { stream: true });
-      let cut;
-      while ((cut = buffer.indexOf("\n\n")) >= 0) {
-        const frame = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
-        let event = "message", data = "";
-        for (const line of frame.split("\n")) {
-          if (line.startsWith("event:")) event = line.slice(6).trim();
-          else if (line.startsWith("data:")) data += line.slice(5).trim();
-        }
-        if (!data) continue;
-        const payload = JSON.parse(data);
-        if (event === "error") throw { status: 500, message: payload.error.message };
-        if (event === "result") result = payload; else onText(payload.text);
-      }
-    }
+    await readEvents(response, (event, payload) => {
+      if (event === "error") throw { status: 500, message: payload.error.message };
+      if (event === "result") result = payload; else onText(payload.text);
+    });
   } catch (e) { if (e && e.message) throw e; throw { lost: true }; }
   if (!result) throw { lost: true };
   return result;
+}
+
+// Calls onEvent(name, data) for each server-sent event of the response until it ends (comments skipped).
+async function readEvents(response, onEvent) {
+  const reader = response.body.getReader(), decoder = new TextDecoder();
+  let buffer = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buffer += decoder.decode(value, { stream: true });
+    let cut;
+    while ((cut = buffer.indexOf("\n\n")) >= 0) {
+      const frame = buffer.slice(0, cut); buffer = buffer.slice(cut + 2);
+      let event = "message", data = "";
+      for (const line of frame.split("\n")) {
+        if (line.startsWith("event:")) event = line.slice(6).trim();
+        else if (line.startsWith("data:")) data += line.slice(5).trim();
+      }
+      if (data) onEvent(event, JSON.parse(data));
+    }
+  }
 }
 
 function explain(e, retry) {
@@ -310,7 +348,9 @@ $("ask-form").onsubmit = (ev) => {
 };
 
 function showPicker() {
-  $("shown").style.display = "none"; $("camera").style.display = "none"; $("drop").style.display = "flex";
+  const live = liveOn && preferLive;
+  $("shown").style.display = "none"; $("camera").style.display = "none";
+  $("live").style.display = live ? "flex" : "none"; $("drop").style.display = live ? "none" : "flex";
   $("question").disabled = true; $("ask").disabled = true;
 }
 function reset() {
@@ -326,7 +366,7 @@ function use(blob) {
   const url = URL.createObjectURL(blob);
   $("photo").onload = () => URL.revokeObjectURL(url);
   $("photo").src = url;
-  $("drop").style.display = "none"; $("shown").style.display = "flex";
+  $("drop").style.display = "none"; $("live").style.display = "none"; $("shown").style.display = "flex";
   caption();
 }
 $("new").onclick = () => { reset(); };
@@ -358,6 +398,86 @@ $("snap").onclick = () => {
   closeCamera();
   c.toBlob((b) => use(b), "image/jpeg", 0.92);
 };
+
+// The server's camera (blip2 serve --camera): its newest frame and latest caption, pushed as they come
+// through /v1/camera/events; the pictures are fetched with the API key, which an <img src> could not send.
+function startLive() {
+  if (liveOn) return;
+  liveOn = true;
+  $("live-open").hidden = false;
+  if (!image) showPicker();
+  followCamera();
+}
+$("live-other").onclick = () => { preferLive = false; showPicker(); };
+$("live-open").onclick = () => { preferLive = true; showPicker(); };
+$("live-ask").onclick = async () => {
+  try {
+    const r = await fetch("/v1/camera/latest.jpg", { headers: auth, cache: "no-store" });
+    if (r.status === 200) use(await r.blob());
+  } catch (e) { explain({ lost: true }, () => $("live-ask").click()); }
+};
+
+// Shows the image at url in img; returns the response, or null when there is none yet.
+async function fetchImage(url, img) {
+  const r = await fetch(url, { headers: auth, cache: "no-store" });
+  if (r.status !== 200) return null;
+  const old = img.src;
+  img.src = URL.createObjectURL(await r.blob());
+  if (old.startsWith("blob:")) URL.revokeObjectURL(old);
+  img.dataset.frame = r.headers.get("X-Frame-Number") || "";
+  return r;
+}
+
+// One fetch of the newest frame at a time; frames announced meanwhile make one more.
+async function loadLiveFrame() {
+  if (liveFrameBusy) { liveFrameAgain = true; return; }
+  liveFrameBusy = true;
+  try {
+    do { liveFrameAgain = false; await fetchImage("/v1/camera/frame.jpg", $("live-frame")); } while (liveFrameAgain);
+  } catch (e) {} finally { liveFrameBusy = false; }
+}
+
+function showLiveStatus(s, message) {
+  const words = { watching: "live", ended: "the camera's stream ended", failed: "camera failed", stopped: "the server is stopping" };
+  const parts = [words[s.state] || s.state, s.frames_seen + " frames seen", s.frames_captioned + " captioned"];
+  if (s.state === "failed" && s.error) parts.push(s.error); else if (message) parts.push(message);
+  $("live-state").textContent = parts.join(" · ");
+  $("live-rec").className = "rec" + (s.state === "watching" ? "" : " off");
+}
+
+function showLiveCaption(c) {
+  $("live-caption").textContent = c.text;
+  $("live-card").dataset.frame = String(c.frame);
+  const meta = ["frame " + c.frame, new Date(c.time).toLocaleTimeString(), "captioned " + ms(c.latency_ms) + " after it arrived"];
+  for (const a of c.answers || []) meta.push(a.question + " " + a.answer);
+  $("live-meta").textContent = meta.join(" · ");
+  $("live-ask").disabled = false;
+  fetchImage("/v1/camera/latest.jpg", $("live-captioned")).then((r) => { if (r) $("live-captioned").style.display = "block"; }).catch(() => {});
+  showLiveStatus(c.camera);
+}
+
+async function followCamera() {
+  let delay = 1000;
+  for (;;) {
+    try {
+      const r = await fetch("/v1/camera/events", { headers: auth, cache: "no-store" });
+      if (r.status === 404) return;
+      if (r.status === 401) { $("live-state").textContent = "this server needs an API key: open the page as /?key=YOUR_KEY"; return; }
+      if (r.ok) {
+        delay = 1000;
+        await readEvents(r, (event, payload) => {
+          if (event === "caption") showLiveCaption(payload);
+          else if (event === "frame") loadLiveFrame();
+          else if (event === "status") showLiveStatus(payload, payload.message);
+        });
+      }
+    } catch (e) {}
+    $("live-state").textContent = "reconnecting to the server…";
+    $("live-rec").className = "rec off";
+    await new Promise((done) => setTimeout(done, delay));
+    delay = Math.min(delay * 2, 15000);
+  }
+}
 </script>
 </body>
 </html>

@@ -2,6 +2,7 @@ import Blip2Generation
 import Blip2Model
 import Blip2ModelFile
 import Blip2Pipeline
+import Blip2Watch
 import Foundation
 import HTTPTypes
 import Hummingbird
@@ -25,10 +26,20 @@ public final class Blip2Server: Sendable {
     let images: BoundedCache<EncodedImage>
     let metrics = ServerMetrics()
     let latest: (any LatestCaptionProvider)?
+    /// `--camera`: captioned through `worker` as its background job.
+    let camera: CameraFeed?
     let created = Int(Date().timeIntervalSince1970)
 
+    public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
+                            latest: (any LatestCaptionProvider)? = nil) {
+        // Without a camera nothing can throw.
+        try! self.init(pipeline: pipeline, modelPath: modelPath, configuration: configuration, latest: latest, camera: nil)
+    }
+
+    /// With a camera: its options are checked against the model here (a question that cannot fit the
+    /// context throws); nothing is read from its source before `run`.
     public init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
-                latest: (any LatestCaptionProvider)? = nil) {
+                latest: (any LatestCaptionProvider)? = nil, camera: CameraConfiguration?) throws {
         self.pipeline = pipeline
         self.configuration = configuration
         self.latest = latest
@@ -43,13 +54,27 @@ public final class Blip2Server: Sendable {
         images = BoundedCache(capacity: configuration.imageCacheEntries)
         let metrics = self.metrics
         worker.onDepthChange = { metrics.setQueueDepth($0) }
+        if let camera {
+            let watcher = try FrameWatcher(pipeline: pipeline, source: camera.source, options: camera.options,
+                                           model: SharedModelAccess(worker: worker))
+            self.camera = CameraFeed(watcher: watcher, log: camera.log, model: modelName, registry: metrics.registry,
+                                     maxListeners: configuration.maxCameraListeners)
+        } else {
+            self.camera = nil
+        }
     }
 
     /// Serves until SIGINT or SIGTERM: then stops accepting, refuses what waits in the queue, lets the
     /// running generation and open responses finish, and returns. `onListening` gets the URL once bound.
     public func run(onListening: @escaping @Sendable (String) -> Void) async throws {
         worker.start()
-        defer { worker.stop() }
+        camera?.start()
+        defer {
+            camera?.stop()
+            worker.stop()
+            // The watch thread ends once its job ran or was refused; the source notices within 0.2 s.
+            camera?.join(timeout: 5)
+        }
         var logger = Logger(label: "blip2-serve")
         logger.logLevel = .warning
         let host = configuration.host
@@ -62,8 +87,11 @@ public final class Blip2Server: Sendable {
             },
             logger: logger
         )
-        // Shut down in reverse order: first the queue is drained, then the HTTP server finishes what is open.
-        let group = ServiceGroup(configuration: .init(services: [app, QueueDrain(worker: worker)],
+        // Shut down in reverse order: first the camera stops and ends its event streams, then the queue is
+        // drained, then the HTTP server finishes what is open.
+        var services: [any Service] = [app, QueueDrain(worker: worker)]
+        if let camera { services.append(CameraService(camera: camera)) }
+        let group = ServiceGroup(configuration: .init(services: services,
                                                       gracefulShutdownSignals: [.sigterm, .sigint], logger: logger))
         try await group.run()
     }
@@ -71,7 +99,8 @@ public final class Blip2Server: Sendable {
     // MARK: Routes
 
     static let routes = ["/", "/index.html", "/health", "/metrics", "/v1/models", "/v1/caption", "/v1/ask", "/v1/chat",
-                         "/v1/chat/completions", "/v1/latest"]
+                         "/v1/chat/completions", "/v1/latest", "/v1/camera/latest", "/v1/camera/latest.jpg", "/v1/camera/frame.jpg",
+                         "/v1/camera/events"]
 
     func makeRouter() -> Router<BasicRequestContext> {
         let router = Router(context: BasicRequestContext.self)
@@ -80,7 +109,8 @@ public final class Blip2Server: Sendable {
         router.get("/index.html") { _, _ in Page.response() }
         router.get("/health") { _, _ in try self.health() }
         router.get("/metrics") { _, _ in
-            Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+            self.camera?.updateMetrics()
+            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: self.metrics.text())))
         }
         router.get("/v1/models") { _, _ in try self.models() }
@@ -93,8 +123,23 @@ public final class Blip2Server: Sendable {
                 guard let record = await latest.latestCaption() else { return Response(status: .noContent) }
                 return try json(record)
             }
+        } else if camera != nil {
+            router.get("/v1/latest") { _, _ in try self.withCamera().latest() }
         }
+        router.get("/v1/camera/latest") { _, _ in try self.withCamera().latest() }
+        router.get("/v1/camera/latest.jpg") { _, _ in try self.withCamera().image(captioned: true) }
+        router.get("/v1/camera/frame.jpg") { _, _ in try self.withCamera().image(captioned: false) }
+        router.get("/v1/camera/events") { _, _ in try self.withCamera().events() }
         return router
+    }
+
+    /// The camera, or the 404 that says how to get one.
+    func withCamera() throws -> CameraFeed {
+        guard let camera else {
+            throw APIError(status: .notFound, message: "this server has no camera; start it with blip2 serve MODEL --camera SOURCE",
+                           type: "invalid_request_error", code: "no_camera")
+        }
+        return camera
     }
 
     func health() throws -> Response {
@@ -107,14 +152,15 @@ public final class Blip2Server: Sendable {
             let queueCapacity: Int
             let sessions: Int
             let sessionCapacity: Int
+            let camera: CameraFeed.Status?
             enum CodingKeys: String, CodingKey {
                 case status, model, precision, contextTokens = "context_tokens", queueDepth = "queue_depth"
-                case queueCapacity = "queue_capacity", sessions, sessionCapacity = "session_capacity"
+                case queueCapacity = "queue_capacity", sessions, sessionCapacity = "session_capacity", camera
             }
         }
         return try json(Health(model: modelName, precision: precision, contextTokens: pipeline.contextLimit,
                                queueDepth: worker.depth, queueCapacity: configuration.queue, sessions: sessions.count,
-                               sessionCapacity: sessions.capacity))
+                               sessionCapacity: sessions.capacity, camera: camera?.status()))
     }
 
     func models() throws -> Response {

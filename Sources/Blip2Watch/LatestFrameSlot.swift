@@ -59,6 +59,13 @@ public final class LatestFrameSlot<Value>: @unchecked Sendable {
         return dropped
     }
 
+    /// Whether a value waits to be taken.
+    public var isHolding: Bool {
+        condition.lock()
+        defer { condition.unlock() }
+        return held != nil
+    }
+
     public var isCancelled: Bool {
         condition.lock()
         defer { condition.unlock() }

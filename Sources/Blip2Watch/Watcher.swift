@@ -40,9 +40,12 @@ public struct WatchTimings: Encodable, Sendable {
     public var wait: Double?
     /// Measuring the change from the last captioned frame.
     public var change: Double?
+    /// Waiting for a model shared with other work (a server's requests) to be free; absent when the
+    /// watcher has the model to itself.
+    public var modelWait: Double?
     public var stages = StageTimings()
 
-    enum CodingKeys: String, CodingKey { case wait, change }
+    enum CodingKeys: String, CodingKey { case wait, change, modelWait = "model_wait" }
 
     public init() {}
 
@@ -52,6 +55,7 @@ public struct WatchTimings: Encodable, Sendable {
         var container = encoder.container(keyedBy: CodingKeys.self)
         try container.encodeIfPresent(wait, forKey: .wait)
         try container.encodeIfPresent(change, forKey: .change)
+        try container.encodeIfPresent(modelWait, forKey: .modelWait)
     }
 }
 
@@ -139,6 +143,23 @@ public enum WatchEvent: Sendable {
     case notice(String)
 }
 
+// MARK: - Who runs the model
+
+/// Where the watcher's model work (preprocessing, the image encoding, the caption and the answers) runs.
+/// `blip2 watch` runs it at once on the watch loop's thread; a server that shares its one model between
+/// its requests and a camera runs it on its model thread, in turn with the requests.
+public protocol ModelAccess: Sendable {
+    /// Runs `body` with the model to itself and returns its result. `body` is told whether other work ran
+    /// first while it waited: its frame may then no longer be the newest.
+    func withModel<T: Sendable>(_ body: @escaping @Sendable (_ waited: Bool) throws -> T) throws -> T
+}
+
+/// The model is the watcher's alone.
+public struct DirectModelAccess: ModelAccess {
+    public init() {}
+    public func withModel<T: Sendable>(_ body: @escaping @Sendable (_ waited: Bool) throws -> T) throws -> T { try body(false) }
+}
+
 // MARK: - The watch loop
 
 /// Captions a camera feed: the source runs on a thread of its own and puts each frame in a one-place slot;
@@ -149,6 +170,7 @@ public final class FrameWatcher: @unchecked Sendable {
     public let pipeline: Blip2Pipeline
     public let source: FrameSource
     public let options: WatchOptions
+    public let model: ModelAccess
 
     private let intake: FrameIntake
     private let archive: FrameArchive?
@@ -158,8 +180,8 @@ public final class FrameWatcher: @unchecked Sendable {
     private let timeFormatter: ISO8601DateFormatter
 
     /// Checks the options against the model (each question must fit its context) and prepares
-    /// `saveFrames`; nothing is read from the source until `run`.
-    public init(pipeline: Blip2Pipeline, source: FrameSource, options: WatchOptions) throws {
+    /// `saveFrames`; nothing is read from the source until `run`. `model` says where the model work runs.
+    public init(pipeline: Blip2Pipeline, source: FrameSource, options: WatchOptions, model: ModelAccess = DirectModelAccess()) throws {
         try options.captionOptions.validate()
         try options.answerOptions.validate()
         guard options.every >= 0, options.every.isFinite else { throw PipelineError("every must be a finite number of seconds, 0 or more") }
@@ -172,6 +194,7 @@ public final class FrameWatcher: @unchecked Sendable {
         self.pipeline = pipeline
         self.source = source
         self.options = options
+        self.model = model
         archive = try options.saveFrames.map { try FrameArchive(folder: $0, limit: options.savedFrameLimit) }
         intake = FrameIntake()
         timeFormatter = ISO8601DateFormatter()
@@ -189,6 +212,9 @@ public final class FrameWatcher: @unchecked Sendable {
 
     /// The newest frame that arrived, captioned or not (for showing the live picture).
     public var newestFrame: Frame? { intake.newestFrame }
+
+    /// The totals so far (`ending` is meaningful only in what `run` returns).
+    public var counts: WatchSummary { intake.counts }
 
     /// The last captioned frame.
     public var latestCaption: CaptionEvent? {
@@ -286,7 +312,28 @@ public final class FrameWatcher: @unchecked Sendable {
             intake.unchanged()
             return nil
         }
+        let measured = timings
+        let shared = !(model is DirectModelAccess)
+        let requested = DispatchTime.now().uptimeNanoseconds
+        let event = try model.withModel { [self] waited -> CaptionEvent? in
+            // Work that ran first may have taken long enough for the camera to send a newer frame: that one
+            // is captioned instead (only after a wait, or a camera faster than the decoding would starve).
+            if waited, intake.slot.isHolding { return nil }
+            var timings = measured
+            if shared { timings.modelWait = milliseconds(from: requested, to: DispatchTime.now().uptimeNanoseconds) }
+            return try caption(frame, image: image, timings: timings, start: start)
+        }
+        guard let event else {
+            intake.superseded()
+            return nil
+        }
         detector.accept()
+        return event
+    }
+
+    /// The model's part: one encoding of the image, the caption, the answers.
+    private func caption(_ frame: Frame, image: RGBImage, timings: WatchTimings, start: UInt64) throws -> CaptionEvent {
+        var timings = timings
         let pixels = timed(&timings.stages.preprocess) { pipeline.preprocessor.pixelValues(for: image) }
         let encoded = pipeline.encode(pixels: pixels)
         timings.stages.vision = encoded.timings.vision
@@ -410,6 +457,13 @@ final class FrameIntake: FrameSink, @unchecked Sendable {
     func unchanged() {
         lock.lock()
         totals.framesUnchanged += 1
+        lock.unlock()
+    }
+
+    /// A frame taken, then passed over for a newer one that arrived while it waited for a shared model.
+    func superseded() {
+        lock.lock()
+        totals.framesDropped += 1
         lock.unlock()
     }
 

@@ -3,7 +3,11 @@ import Blip2CommandLine
 import Blip2Image
 import Blip2Pipeline
 import Blip2Server
+import Blip2Watch
 import Foundation
+#if canImport(Glibc)
+import Glibc
+#endif
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -14,9 +18,12 @@ struct ServeCommand: AsyncParsableCommand {
 
         Routes: GET / (the page), /health, /metrics, /v1/models; POST /v1/caption, /v1/ask, /v1/chat, /v1/chat/completions (docs/SERVER.md).
 
+        With --camera SOURCE (the SOURCE forms of blip2 watch: -, an http:// URL, a folder, an MJPEG file), the page shows the camera's newest frame and its latest caption, pushed as they come; GET /v1/camera/latest answers the latest caption as JSON, /v1/camera/latest.jpg and /v1/camera/frame.jpg the captioned and the newest frame, /v1/camera/events streams them. The camera shares the one model: it captions whenever no request waits, always the newest frame.
+
         Examples:
           blip2 serve model.blip2
           blip2 serve model.blip2 --host 0.0.0.0 --port 8080 --api-key "$KEY"
+          rpicam-vid -t 0 -n --codec mjpeg -o - | blip2 serve model.blip2 --camera - --camera-every 10
         """
     )
 
@@ -44,6 +51,18 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("session-ttl"), help: "Seconds a chat conversation is kept after its last turn.")
     var sessionTTL = ServerConfiguration().sessionTTL
 
+    @Option(name: .long, help: ArgumentHelp("Caption this camera feed beside the requests: -, an http:// URL, a folder, or an MJPEG file (as blip2 watch).", valueName: "source"))
+    var camera: String?
+
+    @Option(name: .customLong("camera-every"), help: ArgumentHelp("Least time between camera captions, in seconds.", valueName: "seconds"))
+    var cameraEvery: Double?
+
+    @Option(name: .customLong("camera-min-change"), help: ArgumentHelp("Skip camera frames that differ from the last captioned one by less than this (0-1, as blip2 watch --min-change; default \(WatchOptions().minChange)).", valueName: "x"))
+    var cameraMinChange: Double?
+
+    @Option(name: .customLong("camera-ask"), help: ArgumentHelp("A question to answer about every captioned camera frame (repeatable).", valueName: "question"))
+    var cameraQuestions: [String] = []
+
     func validate() throws {
         guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
         guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
@@ -51,9 +70,34 @@ struct ServeCommand: AsyncParsableCommand {
         guard (1...4096).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be 1...4096") }
         guard sessionTTL > 0, sessionTTL.isFinite else { throw ValidationError("--session-ttl must be a positive number of seconds") }
         if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
+        if camera == nil {
+            for (flag, given) in [("--camera-every", cameraEvery != nil), ("--camera-min-change", cameraMinChange != nil),
+                                  ("--camera-ask", !cameraQuestions.isEmpty)] where given {
+                throw ValidationError("\(flag) needs --camera SOURCE")
+            }
+        }
+        if let cameraEvery, !(cameraEvery >= 0 && cameraEvery.isFinite) { throw ValidationError("--camera-every must be 0 or more seconds") }
+        if let cameraMinChange, !(0...1).contains(cameraMinChange) { throw ValidationError("--camera-min-change must be between 0 and 1") }
+        for question in cameraQuestions where question.trimmingCharacters(in: .whitespaces).isEmpty {
+            throw ValidationError("--camera-ask needs a question")
+        }
+    }
+
+    /// The camera's source, opened (not read yet); a bad one ends the command before the model loads.
+    func openCamera() throws -> FrameSource? {
+        guard let camera else { return nil }
+        if camera == "-", isatty(STDIN_FILENO) == 1 {
+            printError("error: --camera -: standard input is a terminal; pipe a Motion-JPEG stream into it (rpicam-vid ... -o - | blip2 serve MODEL --camera -)")
+            throw ExitCode.failure
+        }
+        do { return try FrameSources.open(camera) } catch {
+            printError("error: --camera \(error)")
+            throw ExitCode.failure
+        }
     }
 
     func run() async throws {
+        let cameraSource = try openCamera()
         let compute = try makeComputeContext(threads: threads)
         let pipeline: Blip2Pipeline
         do {
@@ -69,7 +113,22 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.maxBodyBytes = maxBodyMB << 20
         configuration.apiKey = apiKey
         configuration.sessionTTL = sessionTTL
-        let server = Blip2Server(pipeline: pipeline, modelPath: model, configuration: configuration)
+        var cameraConfiguration: CameraConfiguration?
+        if let cameraSource {
+            var options = WatchOptions()
+            options.every = cameraEvery ?? 0
+            options.minChange = cameraMinChange ?? options.minChange
+            options.questions = cameraQuestions
+            cameraConfiguration = CameraConfiguration(source: cameraSource, options: options, log: { printError("camera: \($0)") })
+        }
+        let server: Blip2Server
+        do {
+            server = try Blip2Server(pipeline: pipeline, modelPath: model, configuration: configuration, camera: cameraConfiguration)
+        } catch {
+            // The only check that can fail here: a --camera-ask question that does not fit the model's context.
+            printError("error: --camera-ask: \(error)")
+            throw ExitCode.failure
+        }
         let name = "\(server.modelName), \(server.precision)"
         do {
             try await server.run { url in

@@ -44,14 +44,20 @@ final class ServerProcess: @unchecked Sendable {
     let port: Int
     let base: String
     private let stderr = Pipe()
+    private let errors = CollectedOutput()
 
-    init(_ extra: [String] = []) throws {
+    /// `input`: the server's standard input (a Pipe or FileHandle; nil: the test's own).
+    init(_ extra: [String] = [], input: Any? = nil) throws {
         process.executableURL = blip2Executable
         process.arguments = ["serve", demoModel, "--port", "0"] + extra
         let out = Pipe()
         process.standardOutput = out
         process.standardError = stderr
+        if let input { process.standardInput = input }
         try process.run()
+        // Read as it comes, so that a talkative server never blocks on a full pipe.
+        let errors = self.errors
+        stderr.fileHandleForReading.readabilityHandler = { handle in errors.append(handle.availableData) }
         // The first line names the URL once the socket is bound.
         var line = Data()
         let handle = out.fileHandleForReading
@@ -71,6 +77,9 @@ final class ServerProcess: @unchecked Sendable {
         base = "http://127.0.0.1:\(port)"
     }
 
+    /// What the server wrote to standard error so far.
+    var errorText: String { errors.text }
+
     /// Sends a signal and waits (bounded) for the exit status.
     func stop(signal: Int32 = SIGTERM, timeout: TimeInterval = 30) -> Int32? {
         if process.isRunning { kill(process.processIdentifier, signal) }
@@ -83,7 +92,18 @@ final class ServerProcess: @unchecked Sendable {
         return process.terminationStatus
     }
 
-    deinit { if process.isRunning { kill(process.processIdentifier, SIGKILL) } }
+    deinit {
+        stderr.fileHandleForReading.readabilityHandler = nil
+        if process.isRunning { kill(process.processIdentifier, SIGKILL) }
+    }
+}
+
+/// Output gathered from a pipe as it comes.
+final class CollectedOutput: @unchecked Sendable {
+    private let lock = NSLock()
+    private var data = Data()
+    func append(_ chunk: Data) { lock.withLock { data.append(chunk) } }
+    var text: String { lock.withLock { String(decoding: data, as: UTF8.self) } }
 }
 
 struct HTTPResult {

@@ -164,3 +164,76 @@ final class CaptionCounter: @unchecked Sendable {
         #expect(throws: PipelineError.self) { try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: []), options: options) }
     }
 }
+
+// MARK: - A model shared with other work
+
+/// Sends one frame, then a second once told to (or after 10 s), then ends.
+struct TwoFrameSource: FrameSource {
+    let first: Data, second: Data
+    let sendSecond: DispatchSemaphore, sentSecond: DispatchSemaphore
+    var name: String { "two frames" }
+
+    func run(into sink: FrameSink) throws {
+        sink.deliver(first, name: nil)
+        _ = sendSecond.wait(timeout: .now() + 10)
+        sink.deliver(second, name: nil)
+        sentSecond.signal()
+    }
+}
+
+/// A model that other work holds when the watcher first asks for it: meanwhile the camera sends a newer frame.
+final class BusyModel: ModelAccess, @unchecked Sendable {
+    let sendSecond = DispatchSemaphore(value: 0), sentSecond = DispatchSemaphore(value: 0)
+    /// Whether the model tells the watcher that other work ran first.
+    let reportsWait: Bool
+    private var calls = 0
+
+    init(reportsWait: Bool) { self.reportsWait = reportsWait }
+
+    func withModel<T: Sendable>(_ body: @escaping @Sendable (_ waited: Bool) throws -> T) throws -> T {
+        calls += 1
+        if calls == 1 {
+            sendSecond.signal()
+            _ = sentSecond.wait(timeout: .now() + 10)
+        }
+        return try body(reportsWait)
+    }
+}
+
+// In the serialized suite: one pipeline is not used from two threads at once.
+extension FrameWatcherTests {
+    @Test func aFrameThatWaitedForTheModelGivesWayToANewerOne() throws {
+        let examples = DemoExamples.loaded.examples
+        for reportsWait in [true, false] {
+            let model = BusyModel(reportsWait: reportsWait)
+            let source = TwoFrameSource(first: DemoExamples.jpegs[0], second: DemoExamples.jpegs[1], sendSecond: model.sendSecond,
+                                        sentSecond: model.sentSecond)
+            let watcher = try FrameWatcher(pipeline: Self.pipeline, source: source, options: WatchOptions(), model: model)
+            var captions: [CaptionEvent] = []
+            let summary = try watcher.run { if case .caption(let event) = $0 { captions.append(event) } }
+            if reportsWait {
+                // The first frame waited while the second arrived: only the newer one is captioned, the first is dropped.
+                #expect(captions.map(\.frame) == [2])
+                #expect(captions.map(\.text) == [examples[1].caption])
+                #expect(summary.framesSeen == 2 && summary.framesCaptioned == 1 && summary.framesDropped == 1 && summary.framesUnchanged == 0)
+                #expect(captions.first?.timingsMs.modelWait != nil)
+            } else {
+                // No wait: the frame in hand is captioned even though a newer one came (a camera faster than the
+                // decoding must not starve the captions), then the newer one.
+                #expect(captions.map(\.frame) == [1, 2])
+                #expect(captions.map(\.text) == [examples[0].caption, examples[1].caption])
+                #expect(summary.framesDropped == 0)
+            }
+        }
+    }
+
+    @Test func aWatcherWithItsOwnModelReportsNoModelWait() throws {
+        let watcher = try FrameWatcher(pipeline: Self.pipeline, source: MemorySource(frames: [DemoExamples.jpegs[0]]), options: WatchOptions())
+        var captions: [CaptionEvent] = []
+        _ = try watcher.run { if case .caption(let event) = $0 { captions.append(event) } }
+        #expect(captions.count == 1)
+        #expect(captions.first?.timingsMs.modelWait == nil)
+        let line = try #require(try captions.first?.jsonLine())
+        #expect(!line.contains("model_wait"))
+    }
+}

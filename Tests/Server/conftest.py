@@ -2,6 +2,7 @@
 import os
 import pathlib
 import re
+import shutil
 import signal
 import subprocess
 import time
@@ -15,14 +16,17 @@ EXAMPLES = ROOT / "Models" / "examples"
 
 
 class Server:
-    def __init__(self, *extra):
-        self.process = subprocess.Popen([str(BLIP2), "serve", str(MODEL), "--port", "0", *extra],
-                                        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    def __init__(self, *extra, stdin=None):
+        """stdin: subprocess.PIPE to feed `--camera -` from the test (then `self.process.stdin`, binary)."""
+        self.process = subprocess.Popen([str(BLIP2), "serve", str(MODEL), "--port", "0", *extra], stdin=stdin,
+                                        stdout=subprocess.PIPE, text=stdin is None)  # stderr: pytest captures it
         line = self.process.stdout.readline()  # the URL, printed once bound
+        if isinstance(line, bytes):
+            line = line.decode()
         match = re.search(r"(http://127\.0\.0\.1:\d+)/", line)
         if not match:
             self.process.kill()
-            raise RuntimeError(f"blip2 serve did not start: {line!r} {self.process.stderr.read()}")
+            raise RuntimeError(f"blip2 serve did not start: {line!r}")
         self.url = match.group(1)
 
     def stop(self):
@@ -45,3 +49,19 @@ def cli(*args, stdin=None):
     """Runs the blip2 CLI and returns its standard output lines."""
     out = subprocess.run([str(BLIP2), *args], input=stdin, capture_output=True, text=True, timeout=120, check=True)
     return out.stdout.splitlines()
+
+
+@pytest.fixture(scope="module")
+def browser():
+    """Debian's chromium through chromedriver, headless (imported here so the other tests run without Selenium)."""
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = shutil.which("chromium") or "/usr/bin/chromium"
+    for flag in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=1280,800"):
+        options.add_argument(flag)
+    driver = webdriver.Chrome(service=Service(shutil.which("chromedriver") or "/usr/bin/chromedriver"), options=options)
+    driver.set_page_load_timeout(30)
+    yield driver
+    driver.quit()

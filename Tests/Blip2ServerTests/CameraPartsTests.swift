@@ -1,0 +1,83 @@
+import Foundation
+import Testing
+@testable import Blip2Server
+
+/// Records what ran on the model thread, in order.
+private final class Journal: @unchecked Sendable {
+    private let lock = NSLock()
+    private var entries: [String] = []
+    func add(_ entry: String) { lock.withLock { entries.append(entry) } }
+    var all: [String] { lock.withLock { entries } }
+}
+
+@Suite("the camera's parts")
+struct CameraPartsTests {
+    @Test("the background job runs only when no request waits, knows whether requests ran first, and is one at a time")
+    func backgroundYieldsToRequests() throws {
+        let worker = ModelWorker(capacity: 4)
+        worker.start()
+        defer { worker.stop() }
+        let journal = Journal()
+        let release = DispatchSemaphore(value: 0), started = DispatchSemaphore(value: 0), done = DispatchGroup()
+
+        // A request holds the model; the background job is set, then another request arrives.
+        done.enter()
+        try worker.submit(JobTicket(), run: { started.signal(); release.wait(); journal.add("first"); done.leave() }, refuse: { _ in done.leave() })
+        #expect(started.wait(timeout: .now() + 10) == .success)
+        done.enter()
+        try worker.submitBackground(run: { waited in journal.add("camera waited=\(waited)"); done.leave() }, refuse: { _ in done.leave() })
+        #expect(throws: WorkerError.self) { try worker.submitBackground(run: { _ in }, refuse: { _ in }) }
+        done.enter()
+        try worker.submit(JobTicket(), run: { journal.add("second"); done.leave() }, refuse: { _ in done.leave() })
+        // The background job is not counted in the queue.
+        #expect(worker.depth == 1)
+        release.signal()
+        #expect(done.wait(timeout: .now() + 10) == .success)
+        #expect(journal.all == ["first", "second", "camera waited=true"])
+
+        // On an idle model it runs at once, and nothing ran before it.
+        let idle = DispatchSemaphore(value: 0)
+        try worker.submitBackground(run: { waited in journal.add("camera waited=\(waited)"); idle.signal() }, refuse: { _ in idle.signal() })
+        #expect(idle.wait(timeout: .now() + 10) == .success)
+        #expect(journal.all.last == "camera waited=false")
+        // Its own previous job still running when it is set again does not count as a wait.
+        let chained = DispatchSemaphore(value: 0)
+        try worker.submitBackground(run: { _ in
+            try? worker.submitBackground(run: { waited in journal.add("chained waited=\(waited)"); chained.signal() }, refuse: { _ in chained.signal() })
+            usleep(50_000)
+        }, refuse: { _ in chained.signal() })
+        #expect(chained.wait(timeout: .now() + 10) == .success)
+        #expect(journal.all.last == "chained waited=false")
+    }
+
+    @Test("draining refuses the background job")
+    func drainRefusesBackground() throws {
+        let worker = ModelWorker(capacity: 1)
+        // Not started: the job waits until the drain refuses it.
+        let refused = DispatchSemaphore(value: 0)
+        let journal = Journal()
+        try worker.submitBackground(run: { _ in journal.add("ran") }, refuse: { error in journal.add("\(error)"); refused.signal() })
+        worker.drain()
+        #expect(refused.wait(timeout: .now() + 5) == .success)
+        #expect(journal.all == ["shuttingDown"])
+        #expect(throws: WorkerError.self) { try worker.submitBackground(run: { _ in }, refuse: { _ in }) }
+    }
+
+    @Test("a listener that does not read keeps only the newest events; past the limit listeners are refused; close ends them")
+    func listenersAreBounded() async throws {
+        let listeners = CameraListeners(capacity: 2)
+        let (id, events) = try #require(listeners.add(opening: ["opening"]))
+        for index in 0..<100 { listeners.send("event \(index)") }
+        #expect(listeners.add(opening: []) != nil)
+        #expect(listeners.add(opening: []) == nil)
+        listeners.remove(id)
+        var received: [String] = []
+        for await event in events { received.append(event) }
+        #expect(received == (100 - CameraListeners.buffered..<100).map { "event \($0)" })
+        #expect(listeners.count == 1)
+
+        listeners.close()
+        #expect(listeners.count == 0)
+        #expect(listeners.add(opening: []) == nil)
+    }
+}
