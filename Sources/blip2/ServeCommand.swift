@@ -33,31 +33,31 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, help: "Address to listen on (0.0.0.0: every interface).")
     var host = "127.0.0.1"
 
-    @Option(name: .long, help: "Port to listen on (0: any free port).")
+    @Option(name: .long, parsing: .unconditional, help: "Port to listen on (0: any free port).")
     var port = 8080
 
-    @Option(name: .long, help: "Worker threads for the model (default: all cores).")
+    @Option(name: .long, parsing: .unconditional, help: "Worker threads for the model (default: all cores).")
     var threads: Int = ProcessInfo.processInfo.activeProcessorCount
 
-    @Option(name: .long, help: "Generation requests that may wait while one runs; past it the answer is 503 with Retry-After.")
+    @Option(name: .long, parsing: .unconditional, help: "Generation requests that may wait while one runs; past it the answer is 503 with Retry-After.")
     var queue = ServerConfiguration().queue
 
-    @Option(name: .customLong("max-body-mb"), help: "Largest request body in MiB; larger ones get 413.")
+    @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body in MiB; larger ones get 413.")
     var maxBodyMB = ServerConfiguration().maxBodyBytes >> 20
 
     @Option(name: .customLong("api-key"), help: "Require this key on /v1/* and /metrics (Authorization: Bearer KEY).")
     var apiKey: String?
 
-    @Option(name: .customLong("session-ttl"), help: "Seconds a chat conversation is kept after its last turn.")
+    @Option(name: .customLong("session-ttl"), parsing: .unconditional, help: "Seconds a chat conversation is kept after its last turn.")
     var sessionTTL = ServerConfiguration().sessionTTL
 
     @Option(name: .long, help: ArgumentHelp("Caption this camera feed beside the requests: -, an http:// URL, a folder, or an MJPEG file (as blip2 watch).", valueName: "source"))
     var camera: String?
 
-    @Option(name: .customLong("camera-every"), help: ArgumentHelp("Least time between camera captions, in seconds.", valueName: "seconds"))
+    @Option(name: .customLong("camera-every"), parsing: .unconditional, help: ArgumentHelp("Least time between camera captions, in seconds.", valueName: "seconds"))
     var cameraEvery: Double?
 
-    @Option(name: .customLong("camera-min-change"), help: ArgumentHelp("Skip camera frames that differ from the last captioned one by less than this (0-1, as blip2 watch --min-change; default \(WatchOptions().minChange)).", valueName: "x"))
+    @Option(name: .customLong("camera-min-change"), parsing: .unconditional, help: ArgumentHelp("Skip camera frames that differ from the last captioned one by less than this (0-1, as blip2 watch --min-change; default \(WatchOptions().minChange)).", valueName: "x"))
     var cameraMinChange: Double?
 
     @Option(name: .customLong("camera-ask"), help: ArgumentHelp("A question to answer about every captioned camera frame (repeatable).", valueName: "question"))

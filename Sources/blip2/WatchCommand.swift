@@ -33,13 +33,13 @@ struct WatchCommand: ParsableCommand {
     @Argument(help: "-, an http:// URL, a folder, or an MJPEG file.")
     var source: String
 
-    @Option(name: .long, help: ArgumentHelp("Least time between captions, in seconds.", valueName: "seconds"))
+    @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Least time between captions, in seconds.", valueName: "seconds"))
     var every: Double = 0
 
     @Option(name: .customLong("ask"), help: ArgumentHelp("A question to answer about every captioned frame (repeatable).", valueName: "question"))
     var questions: [String] = []
 
-    @Option(name: .customLong("min-change"), help: ArgumentHelp("Skip frames that differ from the last captioned one by less than this (0-1: mean luma difference of 32x32 cell averages; 0 captions every frame).", valueName: "x"))
+    @Option(name: .customLong("min-change"), parsing: .unconditional, help: ArgumentHelp("Skip frames that differ from the last captioned one by less than this (0-1: mean luma difference of 32x32 cell averages; 0 captions every frame).", valueName: "x"))
     var minChange: Double = WatchOptions().minChange
 
     @Flag(name: .long, help: "One JSON object per captioned frame on standard output.")
@@ -51,7 +51,7 @@ struct WatchCommand: ParsableCommand {
     @Option(name: .customLong("save-frames"), help: ArgumentHelp("Keep each captioned frame in this folder (the newest \(WatchOptions().savedFrameLimit)).", valueName: "dir"))
     var saveFrames: String?
 
-    @Option(name: .customLong("max-frames"), help: ArgumentHelp("Stop after this many captioned frames.", valueName: "n"))
+    @Option(name: .customLong("max-frames"), parsing: .unconditional, help: ArgumentHelp("Stop after this many captioned frames.", valueName: "n"))
     var maxFrames: Int?
 
     @OptionGroup var generation: GenerationOptionsGroup

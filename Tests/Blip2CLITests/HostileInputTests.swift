@@ -364,10 +364,20 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
         }
         #expect(!FileManager.default.fileExists(atPath: scratch.path("no")))
 
-        let negative = try blip2.run(["caption", model, demoImage, "--max-new-tokens", "-1"], timeout: 30)
-        #expect(negative.status == 64)
-        #expect(negative.stderr.contains("maxNewTokens") || negative.stderr.contains("max-new-tokens"))
-        #expect(!negative.stderr.contains("Missing value"), "\(negative.stderr)")
+        // A negative number is a value out of range, never a missing value.
+        let negatives: [([String], String)] = [
+            (["caption", model, demoImage, "--max-new-tokens", "-1"], "max-new-tokens"),
+            (["serve", model, "--port", "-1"], "--port"),
+            (["serve", model, "--camera", "-", "--camera-every", "-1"], "--camera-every"),
+            (["watch", model, "-", "--every", "-1"], "--every"),
+            (["watch", model, "-", "--max-frames", "-1"], "--max-frames"),
+        ]
+        for (args, flag) in negatives {
+            let negative = try blip2.run(args, timeout: 30)
+            #expect(negative.status == 64, "\(args): \(negative.stderr)")
+            #expect(negative.stderr.contains(flag), "\(args): \(negative.stderr)")
+            #expect(!negative.stderr.contains("Missing value"), "\(args): \(negative.stderr)")
+        }
     }
 
     /// Case 11: a JPEG header claiming 8000x8000 over a thumbnail's bytes is refused before decoding.
