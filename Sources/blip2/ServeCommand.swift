@@ -5,9 +5,6 @@ import Blip2Pipeline
 import Blip2Server
 import Blip2Watch
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct ServeCommand: AsyncParsableCommand {
     static let configuration = CommandConfiguration(
@@ -86,14 +83,7 @@ struct ServeCommand: AsyncParsableCommand {
     /// The camera's source, opened (not read yet); a bad one ends the command before the model loads.
     func openCamera() throws -> FrameSource? {
         guard let camera else { return nil }
-        if camera == "-", isatty(STDIN_FILENO) == 1 {
-            printError("error: --camera -: standard input is a terminal; pipe a Motion-JPEG stream into it (rpicam-vid ... -o - | blip2 serve MODEL --camera -)")
-            throw ExitCode.failure
-        }
-        do { return try FrameSources.open(camera) } catch {
-            printError("error: --camera \(error)")
-            throw ExitCode.failure
-        }
+        return try openCameraSource(camera, label: "--camera", pipeline: "blip2 serve MODEL --camera -")
     }
 
     func run() async throws {

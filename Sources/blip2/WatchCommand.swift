@@ -3,9 +3,6 @@ import Blip2CommandLine
 import Blip2Pipeline
 import Blip2Watch
 import Foundation
-#if canImport(Glibc)
-import Glibc
-#endif
 
 struct WatchCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
@@ -66,15 +63,7 @@ struct WatchCommand: ParsableCommand {
     }
 
     func run() throws {
-        if source == "-", isatty(STDIN_FILENO) == 1 {
-            printError("error: SOURCE -: standard input is a terminal; pipe a Motion-JPEG stream into it (rpicam-vid ... -o - | blip2 watch MODEL -)")
-            throw ExitCode.failure
-        }
-        let frameSource: FrameSource
-        do { frameSource = try FrameSources.open(source) } catch {
-            printError("error: SOURCE \(error)")
-            throw ExitCode.failure
-        }
+        let frameSource = try openCameraSource(source, label: "SOURCE", pipeline: "blip2 watch MODEL -")
         let outputFile: AppendingLineFile?
         do { outputFile = try output.map { try AppendingLineFile(path: $0) } } catch {
             printError("error: --output \(error)")
