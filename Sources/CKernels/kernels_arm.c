@@ -274,13 +274,17 @@ BLIP2_INLINE void store_panel_neon(float32x4_t acc[][2], float *out, const int T
     }
 }
 
-// The quantized values, scales and (q4) minimums of block b of a panel row group.
-BLIP2_INLINE void panel_block_neon(const void *panels, size_t b, bool is_q4, const uint8_t **qs, const uint16_t **d, const uint16_t **m) {
+// The quantized values, scales and (q4) minimums of block b of a panel row group; a one-token tile
+// (`streaming`) also asks for the memory ahead of it.
+BLIP2_INLINE void panel_block_neon(const void *panels, size_t b, bool is_q4, bool streaming, const uint8_t **qs, const uint16_t **d,
+                                   const uint16_t **m) {
     if (is_q4) {
         const blip2_panel_q4 *p = (const blip2_panel_q4 *)panels + b;
+        if (streaming) blip2_prefetch_panel(p, sizeof *p);
         *qs = p->qs; *d = p->d; *m = p->m;
     } else {
         const blip2_panel_q8 *p = (const blip2_panel_q8 *)panels + b;
+        if (streaming) blip2_prefetch_panel(p, sizeof *p);
         *qs = (const uint8_t *)p->qs; *d = p->d; *m = NULL;
     }
 }
@@ -316,7 +320,7 @@ BLIP2_INLINE void tile_qp_neon(const void *const *wv, const void *const *xv, siz
     for (size_t b = 0; b < nb; b++) {
         const uint8_t *qs;
         const uint16_t *d, *m;
-        panel_block_neon(wv[0], b, is_q4, &qs, &d, &m);
+        panel_block_neon(wv[0], b, is_q4, T == 1, &qs, &d, &m);
         int32x4_t s[4][4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) BLIP2_UNROLL for (int i = 0; i < 4; i++) s[t][i] = vdupq_n_s32(0);
         BLIP2_UNROLL for (int pair = 0; pair < 4; pair++) {
@@ -419,7 +423,7 @@ BLIP2_INLINE void tile_qp_sdot(const void *const *wv, const void *const *xv, siz
     for (size_t b = 0; b < nb; b++) {
         const uint8_t *qs;
         const uint16_t *d, *m;
-        panel_block_neon(wv[0], b, is_q4, &qs, &d, &m);
+        panel_block_neon(wv[0], b, is_q4, T == 1, &qs, &d, &m);
         int8x16_t a0[4], a1[4];
         int32x4_t lo[4], hi[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) {

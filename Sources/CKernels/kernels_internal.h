@@ -20,6 +20,18 @@
 #define BLIP2_TILE(name, body, rows, tokens) \
     static void name(const void *const *w, const void *const *x, size_t n, float *out) { body(w, x, n, out, rows, tokens); }
 
+// One token reads a panel matrix as one linear stream, yet on the AVX2 machine the hardware prefetcher alone
+// kept q4p decode below the rate the row tiles reach with their own prefetches (docs/KERNELS.md); so every
+// one-token panel tile asks for the block this many bytes ahead (several blocks: far enough to cover the
+// memory latency at the rate the tile consumes, near enough to stay in L1). A prefetch never faults past
+// the end of the matrix.
+#define BLIP2_PANEL_PREFETCH_DISTANCE 2048
+
+BLIP2_INLINE void blip2_prefetch_panel(const void *block, size_t bytes) {
+    const char *ahead = (const char *)block + BLIP2_PANEL_PREFETCH_DISTANCE;
+    BLIP2_UNROLL for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch(ahead + line, 0, 3);
+}
+
 extern const blip2_kernels blip2_kernels_ref;
 #if defined(__x86_64__) || defined(BLIP2_X86_EMULATED)
 extern const blip2_kernels blip2_kernels_avx2;

@@ -464,17 +464,6 @@ BLIP2_INLINE void store_panel_avx2(const __m256 *acc, float *out, const int T) {
     }
 }
 
-// One token reads a panel matrix as one linear stream, yet the hardware prefetcher alone kept q4p decode
-// below the rate the row tiles reach with their own prefetches (docs/KERNELS.md); so a one-token tile asks
-// for the block `panel_prefetch_distance` bytes ahead (several blocks: far enough to cover the memory
-// latency at the rate the tile consumes, near enough to stay in L1). A prefetch never faults past the end.
-enum { panel_prefetch_distance = 2048 };
-
-BLIP2_INLINE void prefetch_panel_avx2(const void *block, const size_t bytes) {
-    const char *ahead = (const char *)block + panel_prefetch_distance;
-    BLIP2_UNROLL for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch(ahead + line, 0, 3);
-}
-
 // q8p: the sign trick of tile_q8_avx2 (|w| against a with w's sign), per group and token.
 BLIP2_INLINE void tile_q8p_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
     const size_t nb = n / BLIP2_QBLOCK;
@@ -486,7 +475,7 @@ BLIP2_INLINE void tile_q8p_avx2(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q8 *p = w + b;
-        if (T == 1) prefetch_panel_avx2(p, sizeof(blip2_panel_q8));
+        if (T == 1) blip2_prefetch_panel(p, sizeof(blip2_panel_q8));
         __m256i sum[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) sum[t] = _mm256_setzero_si256();
         BLIP2_UNROLL for (int g = 0; g < 8; g++) {
@@ -516,7 +505,7 @@ BLIP2_INLINE void tile_q4p_avx2(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q4 *p = w + b;
-        if (T == 1) prefetch_panel_avx2(p, sizeof(blip2_panel_q4));
+        if (T == 1) blip2_prefetch_panel(p, sizeof(blip2_panel_q4));
         __m256i sum[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) sum[t] = _mm256_setzero_si256();
         BLIP2_UNROLL for (int run = 0; run < 4; run++) {
@@ -747,6 +736,7 @@ BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q8 *p = w + b;
+        if (T == 1) blip2_prefetch_panel(p, sizeof(blip2_panel_q8));
         __m512i a[4], sum[4], weights = _mm512_setzero_si512();
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
             a[t] = _mm512_castsi256_si512(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[t][b].qs), offset));
@@ -779,6 +769,7 @@ BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q4 *p = w + b;
+        if (T == 1) blip2_prefetch_panel(p, sizeof(blip2_panel_q4));
         __m512i a[4], sum[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
             a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[t][b].qs));
