@@ -136,7 +136,9 @@ def test_long_history_is_answered_quickly_with_the_turns_that_fit(server, refere
     turns = [(f"and what is next to item {i}?", f"a red circle number {i}") for i in range(5000)]
     question = "what colour is the cross?"
     started = time.monotonic()
-    status, body = post(server, {"messages": messages(turns, question), "temperature": 0, "max_tokens": 1}, timeout=30)
+    # Squared in the history, 5000 turns ran for minutes; read once, they add well under a second (debug build),
+    # so the bounds leave room for a busy machine.
+    status, body = post(server, {"messages": messages(turns, question), "temperature": 0, "max_tokens": 1}, timeout=45)
     elapsed = time.monotonic() - started
     assert status == 200, body
     keep = kept_turns(turns, question, fits, reference)
@@ -149,4 +151,4 @@ def test_long_history_is_answered_quickly_with_the_turns_that_fit(server, refere
     short_elapsed = time.monotonic() - started
     assert status == 200
     assert short["choices"][0]["message"]["content"] == body["choices"][0]["message"]["content"]
-    assert elapsed < short_elapsed + 5, f"5000 turns took {elapsed:.1f} s, the {keep} that fit {short_elapsed:.1f} s"
+    assert elapsed < short_elapsed + 20, f"5000 turns took {elapsed:.1f} s, the {keep} that fit {short_elapsed:.1f} s"
