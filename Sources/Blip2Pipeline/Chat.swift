@@ -62,10 +62,29 @@ extension Blip2Pipeline {
     /// The chat prompt's ids for `question` after `history`, dropping the oldest turns until it fits the
     /// context with `maxNewTokens` to generate; the current question is never cut.
     /// Returns the ids and how many turns were dropped.
+    ///
+    /// Each turn is tokenised once, newest first, and only until the context is full, so a long history
+    /// costs no more than the turns that fit. Counting turn by turn gives the same ids as tokenising the
+    /// joined prompt: every turn ends in `.` and the next begins with ` Question`, so the GPT-2 split
+    /// always falls between them and no added token spans the two.
     public func chatPrompt(history: [(question: String, answer: String)], question: String,
                            maxNewTokens: Int) throws -> (ids: [Int], droppedTurns: Int) {
-        var dropped = 0
-        var ids = promptIds(Prompts.chat(history: history, question: question))
+        let budget = contextLimit - numQueryTokens - maxNewTokens
+        var tokens = promptIds(Prompts.question(question)).count
+        // A turn in front of the prompt adds its own ids, and ` Question` replaces `Question` at the front.
+        let next = Prompts.question("")
+        let nextAlone = tokenizer.encode(next, addBOS: false).count
+        var kept = 0
+        while kept < history.count, tokens <= budget {
+            let turn = history[history.count - 1 - kept]
+            let added = tokenizer.encode(Prompts.turn(question: turn.question, answer: turn.answer) + " " + next, addBOS: false).count - nextAlone
+            guard tokens + added <= budget else { break }
+            tokens += added
+            kept += 1
+        }
+        var dropped = history.count - kept
+        var ids = promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
+        // Only a tokenizer that splits differently could make the count differ; the prompt must fit regardless.
         while numQueryTokens + ids.count + maxNewTokens > contextLimit, dropped < history.count {
             dropped += 1
             ids = promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))

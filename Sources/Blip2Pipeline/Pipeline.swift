@@ -13,8 +13,24 @@ import Foundation
 
 public struct PipelineError: Error, CustomStringConvertible {
     public let message: String
-    public init(_ message: String) { self.message = message }
+    /// Set when the prompt and the tokens to generate do not fit the context, so that a caller can say so in
+    /// its own words (a server names its request fields, not the command line's flags).
+    public let overflow: ContextOverflow?
+    public init(_ message: String, overflow: ContextOverflow? = nil) {
+        self.message = message
+        self.overflow = overflow
+    }
     public var description: String { message }
+}
+
+/// Token counts of a prompt that does not fit the context.
+public struct ContextOverflow: Sendable, Equatable {
+    public var promptTokens: Int
+    public var imageTokens: Int
+    public var maxNewTokens: Int
+    public var contextLimit: Int
+    /// Whether the prompt leaves room for a new token at all (if not, a lower max-new-tokens cannot help).
+    public var promptFits: Bool { imageTokens + promptTokens < contextLimit }
 }
 
 /// Milliseconds per stage.
@@ -135,7 +151,9 @@ public final class Blip2Pipeline: @unchecked Sendable {
     public func checkFits(promptIds: [Int], maxNewTokens: Int) throws {
         let needed = numQueryTokens + promptIds.count + maxNewTokens
         guard needed <= contextLimit else {
-            throw PipelineError("the prompt is \(promptIds.count) tokens; with \(numQueryTokens) image embeddings and \(maxNewTokens) new tokens that is \(needed), over the \(contextLimit)-token context: shorten it or lower --max-new-tokens")
+            throw PipelineError("the prompt is \(promptIds.count) tokens; with \(numQueryTokens) image embeddings and \(maxNewTokens) new tokens that is \(needed), over the \(contextLimit)-token context: shorten it or lower --max-new-tokens",
+                                overflow: ContextOverflow(promptTokens: promptIds.count, imageTokens: numQueryTokens,
+                                                          maxNewTokens: maxNewTokens, contextLimit: contextLimit))
         }
     }
 

@@ -316,8 +316,8 @@ final class CameraFeed: @unchecked Sendable {
         if let frame = watcher.newestFrame { opening.append(frameEvent(frame)) }
         if let caption = watcher.latestCaption { opening.append(try render(caption, event: "caption")) }
         guard let listener = listeners.add(opening: opening) else {
-            throw APIError(status: .serviceUnavailable,
-                           message: isStopped ? "the server is shutting down" : "\(listeners.capacity) clients follow the camera already; retry later",
+            if isStopped { throw APIError(WorkerError.shuttingDown) }
+            throw APIError(status: .serviceUnavailable, message: "\(listeners.capacity) clients follow the camera already; retry later",
                            type: "server_busy", code: "too_many_listeners", retryAfter: 5)
         }
         let listeners = self.listeners

@@ -19,6 +19,9 @@ public struct ServerConfiguration: Sendable {
     public var sessionMemoryBytes = 1 << 30
     /// Encoded images kept by content hash; the least recently used goes first.
     public var imageCacheEntries = 32
+    /// Seconds a connection may stay open with no request on it (before the first, between keep-alive
+    /// requests, or in a request's head or body that stalls); a request being answered is never idle.
+    public var idleTimeout = 60.0
     /// Clients following the camera's events at once (`/v1/camera/events`); past it, 503.
     public var maxCameraListeners = 32
 

@@ -1,4 +1,5 @@
 import Blip2Generation
+import Blip2Image
 import Blip2Pipeline
 import Foundation
 import Hummingbird
@@ -59,21 +60,34 @@ final class IteratorBox<Iterator: AsyncIteratorProtocol>: @unchecked Sendable {
 }
 
 extension Blip2Server {
-    /// Runs on the model thread.
-    func perform(_ work: Work, image: Data?, options: GenerationOptions, ticket: JobTicket,
+    /// Runs on the model thread. An unreadable image or a prompt beyond the context is reported in the
+    /// request's own field names.
+    func perform(_ work: Work, image: Data?, options: GenerationOptions, names: FieldNames, ticket: JobTicket,
                  onStart: () -> Void, onText: ((String) -> Void)?) throws -> Outcome {
+        do {
+            return try perform(work, image: image, options: options, imageName: names.image, ticket: ticket, onStart: onStart, onText: onText)
+        } catch let error as ImageError {
+            throw APIError(image: error, field: names.image)
+        } catch let error as PipelineError {
+            guard let overflow = error.overflow else { throw error }
+            throw APIError(overflow: overflow, names: names)
+        }
+    }
+
+    private func perform(_ work: Work, image: Data?, options: GenerationOptions, imageName: String, ticket: JobTicket,
+                         onStart: () -> Void, onText: ((String) -> Void)?) throws -> Outcome {
         let stop = { ticket.isCancelled }
         switch work {
         case .caption(let prompt):
-            let (encoded, cached) = try encode(image!)
+            let (encoded, cached) = try encode(image!, name: imageName)
             return try single(encoded, cached: cached, task: prompt == nil ? .caption : .promptedCaption, prompt: prompt,
                               question: nil, options: options, onStart: onStart, onText: onText, stop: stop)
         case .ask(let question):
-            let (encoded, cached) = try encode(image!)
+            let (encoded, cached) = try encode(image!, name: imageName)
             return try single(encoded, cached: cached, task: .question, prompt: Prompts.question(question), question: question,
                               options: options, onStart: onStart, onText: onText, stop: stop)
         case .completion(let history, let question):
-            let (encoded, cached) = try encode(image!)
+            let (encoded, cached) = try encode(image!, name: imageName)
             guard let question else {
                 return try single(encoded, cached: cached, task: .caption, prompt: nil, question: nil, options: options,
                                   onStart: onStart, onText: onText, stop: stop)
@@ -97,7 +111,7 @@ extension Blip2Server {
                 session = found
                 id = sessionId
             } else {
-                let (encoded, hit) = try encode(image!)
+                let (encoded, hit) = try encode(image!, name: imageName)
                 session = ChatSession(pipeline: pipeline, image: encoded)
                 cached = hit
                 id = Self.newSessionId()
@@ -129,7 +143,7 @@ extension Blip2Server {
 
     /// The image's embeddings, from the cache when the same bytes were encoded before (the cached copy
     /// reports no decode or encode time: none was spent).
-    func encode(_ data: Data) throws -> (EncodedImage, cached: Bool) {
+    func encode(_ data: Data, name: String) throws -> (EncodedImage, cached: Bool) {
         let key = SHA256.hex(data)
         if var hit = images.get(key) {
             metrics.imageCache(hit: true)
@@ -137,7 +151,7 @@ extension Blip2Server {
             return (hit, true)
         }
         var timings = StageTimings()
-        let pixels = try pipeline.pixels(data: data, name: "image", timings: &timings)
+        let pixels = try pipeline.pixels(data: data, name: name, timings: &timings)
         let encoded = pipeline.encode(pixels: pixels, timings: timings)
         images.put(key, encoded)
         metrics.imageCache(hit: false)

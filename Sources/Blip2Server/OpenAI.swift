@@ -17,6 +17,8 @@ struct ChatCompletionRequest {
     var stream: Bool
     var includeUsage: Bool
     var maxTokens: Int?
+    /// The name the token limit came under, for messages about it.
+    var maxTokensField = "max_tokens"
     var temperature: Double?
     var topP: Double?
     var seed: UInt64?
@@ -25,7 +27,7 @@ struct ChatCompletionRequest {
         guard case .object(let object) = try RequestFields.decodeJSON(body) else {
             throw APIError.badRequest("the request body must be a JSON object")
         }
-        let fields = RequestFields(values: object, image: nil)
+        let fields = RequestFields(values: object, image: nil, json: body)
         model = try fields.string("model")
         stream = try fields.bool("stream") ?? false
         if case .object(let options)? = object["stream_options"], case .bool(let include)? = options["include_usage"] {
@@ -34,9 +36,21 @@ struct ChatCompletionRequest {
             includeUsage = false
         }
         // OpenAI's newer name first, as its clients send it.
-        maxTokens = try fields.int("max_completion_tokens") ?? fields.int("max_tokens")
+        if let limit = try fields.int("max_completion_tokens") {
+            maxTokens = limit
+            maxTokensField = "max_completion_tokens"
+        } else {
+            maxTokens = try fields.int("max_tokens")
+        }
+        // OpenAI's ranges, whether or not the value is used (top_p is, only when sampling).
         temperature = try fields.double("temperature")
+        if let temperature, !(0...2).contains(temperature) {
+            throw APIError.badRequest("temperature = \(temperature): it must be from 0 (greedy) to 2", param: "temperature", code: "invalid_generation_option")
+        }
         topP = try fields.double("top_p")
+        if let topP, !(0...1).contains(topP) {
+            throw APIError.badRequest("top_p = \(topP): it must be from 0 to 1", param: "top_p", code: "invalid_generation_option")
+        }
         seed = try fields.seed("seed")
         if let n = try fields.int("n"), n != 1 { throw APIError.badRequest("n: only 1 is supported", param: "n") }
 

@@ -12,13 +12,16 @@ import Foundation
 struct RequestFields {
     private(set) var values: [String: JSONValue] = [:]
     private(set) var image: Data?
+    /// The JSON body as sent, for the one number a double cannot hold (`seed`).
+    private(set) var json: Data?
 
     static let maxParts = 64
     static let maxBeams = 8
 
-    init(values: [String: JSONValue], image: Data?) {
+    init(values: [String: JSONValue], image: Data?, json: Data? = nil) {
         self.values = values
         self.image = image
+        self.json = json
     }
 
     /// Parses a body by its Content-Type.
@@ -41,6 +44,7 @@ struct RequestFields {
                 throw APIError.badRequest("the request body must be a JSON object")
             }
             values = object
+            json = body
             if let value = object["image"] {
                 guard case .string(let text) = value else {
                     throw APIError.badRequest("image: expected a string (base64 or a data: URL)", param: "image")
@@ -123,7 +127,7 @@ struct RequestFields {
     }
 
     /// The generation options as the CLI's flags set them; `task` gives the default for max_new_tokens.
-    func generationOptions(for task: Blip2Task) throws -> GenerationOptions {
+    func generationOptions(for task: Blip2Task, names: FieldNames) throws -> GenerationOptions {
         var o = GenerationOptions()
         o.maxNewTokens = try int("max_new_tokens") ?? task.defaultMaxNewTokens
         o.minNewTokens = try int("min_new_tokens") ?? 0
@@ -144,7 +148,7 @@ struct RequestFields {
         o.topP = try double("top_p") ?? 1.0
         o.seed = try seed("seed") ?? 0
         o.repetitionPenalty = try double("repetition_penalty") ?? 1.0
-        try Self.validate(o)
+        try Self.validate(o, names: names)
         // One request must not hold the model for long or multiply its KV cache (each beam holds a copy).
         if o.numBeams > Self.maxBeams {
             throw APIError.badRequest("beams: at most \(Self.maxBeams) on this server", param: "beams", code: "invalid_generation_option")
@@ -156,14 +160,30 @@ struct RequestFields {
         return o
     }
 
+    /// Any seed the sampler takes, 0 to 2^64 - 1. JSON numbers arrive as doubles, exact only to 2^53, so a
+    /// larger one is read again from the body as written.
     func seed(_ name: String) throws -> UInt64? {
-        guard let value = try int(name) else { return nil }
-        guard value >= 0 else { throw APIError.badRequest("\(name): expected a non-negative integer", param: name) }
-        return UInt64(value)
+        let refusal = APIError.badRequest("\(name): expected an integer from 0 to \(UInt64.max)", param: name)
+        switch values[name] {
+        case nil, .null:
+            return nil
+        case .string(let s):
+            guard let seed = UInt64(s.trimmingCharacters(in: .whitespaces)) else { throw refusal }
+            return seed
+        case .number(let n):
+            guard n >= 0, n == n.rounded(), n <= 0x1p64 else { throw refusal }
+            if n < 0x1p53 { return UInt64(n) }
+            struct Seed: Decodable { let seed: UInt64 }
+            guard name == "seed", let json, let exact = try? JSONDecoder().decode(Seed.self, from: json) else { throw refusal }
+            return exact.seed
+        default:
+            throw refusal
+        }
     }
 
-    static func validate(_ options: GenerationOptions) throws {
-        do { try options.validate() } catch { throw APIError(error) }
+    /// The options' own limits, each named as the request spells the setting.
+    static func validate(_ options: GenerationOptions, names: FieldNames) throws {
+        do { try options.validate(naming: names.setting) } catch { throw APIError(error) }
     }
 }
 

@@ -80,6 +80,7 @@ public final class Blip2Server: Sendable {
         let host = configuration.host
         let app = Application(
             router: makeRouter(),
+            server: .http1(configuration: .init(idleTimeout: .milliseconds(Int64((configuration.idleTimeout * 1000).rounded())))),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "blip2"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
@@ -108,28 +109,30 @@ public final class Blip2Server: Sendable {
         router.get("/") { _, _ in Page.response() }
         router.get("/index.html") { _, _ in Page.response() }
         router.get("/health") { _, _ in try self.health() }
-        router.get("/metrics") { _, _ in
+        // The key guards the routes themselves: the router matches `//v1//models` or `/metrics/` to them too.
+        let keyed = router.group().add(middleware: KeyCheck(key: configuration.apiKey))
+        keyed.get("/metrics") { _, _ in
             self.camera?.updateMetrics()
             return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
                      body: .init(byteBuffer: ByteBuffer(string: self.metrics.text())))
         }
-        router.get("/v1/models") { _, _ in try self.models() }
-        router.post("/v1/caption") { request, _ in try await self.generation(request, route: .caption) }
-        router.post("/v1/ask") { request, _ in try await self.generation(request, route: .ask) }
-        router.post("/v1/chat") { request, _ in try await self.generation(request, route: .chat) }
-        router.post("/v1/chat/completions") { request, _ in try await self.completion(request) }
+        keyed.get("/v1/models") { _, _ in try self.models() }
+        keyed.post("/v1/caption") { request, _ in try await self.generation(request, route: .caption) }
+        keyed.post("/v1/ask") { request, _ in try await self.generation(request, route: .ask) }
+        keyed.post("/v1/chat") { request, _ in try await self.generation(request, route: .chat) }
+        keyed.post("/v1/chat/completions") { request, _ in try await self.completion(request) }
         if let latest {
-            router.get("/v1/latest") { _, _ in
+            keyed.get("/v1/latest") { _, _ in
                 guard let record = await latest.latestCaption() else { return Response(status: .noContent) }
                 return try json(record)
             }
         } else if camera != nil {
-            router.get("/v1/latest") { _, _ in try self.withCamera().latest() }
+            keyed.get("/v1/latest") { _, _ in try self.withCamera().latest() }
         }
-        router.get("/v1/camera/latest") { _, _ in try self.withCamera().latest() }
-        router.get("/v1/camera/latest.jpg") { _, _ in try self.withCamera().image(captioned: true) }
-        router.get("/v1/camera/frame.jpg") { _, _ in try self.withCamera().image(captioned: false) }
-        router.get("/v1/camera/events") { _, _ in try self.withCamera().events() }
+        keyed.get("/v1/camera/latest") { _, _ in try self.withCamera().latest() }
+        keyed.get("/v1/camera/latest.jpg") { _, _ in try self.withCamera().image(captioned: true) }
+        keyed.get("/v1/camera/frame.jpg") { _, _ in try self.withCamera().image(captioned: false) }
+        keyed.get("/v1/camera/events") { _, _ in try self.withCamera().events() }
         return router
     }
 
@@ -221,9 +224,12 @@ public final class Blip2Server: Sendable {
             if needsImage && fields.image == nil {
                 throw APIError.badRequest("image: required (a multipart file part named image, or base64 / a data: URL in JSON)", param: "image")
             }
-            let options = try fields.generationOptions(for: task)
+            let names = FieldNames.native(prompt: route == .caption ? "prompt" : "question")
+            let options = try fields.generationOptions(for: task, names: names)
             let image = fields.image
-            let job: Job = { onStart, onText, ticket in try self.perform(work, image: image, options: options, ticket: ticket, onStart: onStart, onText: onText) }
+            let job: Job = { onStart, onText, ticket in
+                try self.perform(work, image: image, options: options, names: names, ticket: ticket, onStart: onStart, onText: onText)
+            }
             if stream {
                 return try await self.stream(ticket: ticket, job: job) { event in self.nativeFrames(event) }
             }
@@ -274,11 +280,14 @@ public final class Blip2Server: Sendable {
                 options.topP = parsed.topP ?? 1
                 options.seed = parsed.seed ?? 0
             }
-            try RequestFields.validate(options)
+            let names = FieldNames.openAI(maxTokens: parsed.maxTokensField)
+            try RequestFields.validate(options, names: names)
             let settled = options
             let work: Work = .completion(history: parsed.history, question: parsed.question)
             let image = parsed.image
-            let job: Job = { onStart, onText, ticket in try self.perform(work, image: image, options: settled, ticket: ticket, onStart: onStart, onText: onText) }
+            let job: Job = { onStart, onText, ticket in
+                try self.perform(work, image: image, options: settled, names: names, ticket: ticket, onStart: onStart, onText: onText)
+            }
             let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
             let created = Int(Date().timeIntervalSince1970)
             if parsed.stream {
@@ -333,17 +342,17 @@ struct QueueDrain: Service {
     }
 }
 
-/// Counts every answer by route and status, turns every error into the API's JSON error, checks the key.
+/// Counts every answer by route and status, turns every error into the API's JSON error, and answers a
+/// request for a path under /v1 without the key with 401 rather than 404, whether or not a route is there.
 struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
     let server: Blip2Server
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        let path = request.uri.path
+        let path = Self.routerPath(request.uri.path)
         let route = Blip2Server.routes.contains(path) ? path : "other"
         var response: Response
         if let key = server.configuration.apiKey, path.hasPrefix("/v1/") || path == "/metrics", !Self.authorized(request, key: key) {
-            response = server.errorResponse(APIError(status: .unauthorized, message: "a valid API key is required: send Authorization: Bearer KEY",
-                                                     type: "authentication_error", code: "invalid_api_key"))
+            response = server.errorResponse(.keyRequired)
         } else {
             do {
                 response = try await next(request, context)
@@ -356,6 +365,11 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
         if request.method == .post { response.headers[.connection] = "close" }
         server.metrics.request(route: route, status: response.status.code)
         return response
+    }
+
+    /// The path as the router matches it: empty segments do not count, so `//v1//models/` is `/v1/models`.
+    static func routerPath(_ path: String) -> String {
+        "/" + path.split(separator: "/", omittingEmptySubsequences: true).joined(separator: "/")
     }
 
     static func authorized(_ request: Request, key: String) -> Bool {
@@ -371,6 +385,16 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
             difference |= Int((i < a.count ? a[i] : 0) ^ (i < b.count ? b[i] : 0))
         }
         return difference == 0
+    }
+}
+
+/// `--api-key` on the routes that need it (nil: open).
+struct KeyCheck<Context: RequestContext>: RouterMiddleware {
+    let key: String?
+
+    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        if let key, !APIMiddleware<Context>.authorized(request, key: key) { throw APIError.keyRequired }
+        return try await next(request, context)
     }
 }
 

@@ -48,6 +48,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("session-ttl"), parsing: .unconditional, help: "Seconds a chat conversation is kept after its last turn.")
     var sessionTTL = ServerConfiguration().sessionTTL
 
+    @Option(name: .customLong("idle-timeout"), parsing: .unconditional, help: ArgumentHelp("Close a connection after this many seconds without a request on it (an answer being prepared or streamed does not count as idle).", valueName: "seconds"))
+    var idleTimeout = ServerConfiguration().idleTimeout
+
     @Option(name: .long, help: ArgumentHelp("Caption this camera feed beside the requests: -, an http:// URL, a folder, or an MJPEG file (as blip2 watch).", valueName: "source"))
     var camera: String?
 
@@ -66,6 +69,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard queue >= 0 else { throw ValidationError("--queue must be 0 or more") }
         guard (1...4096).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be 1...4096") }
         guard sessionTTL > 0, sessionTTL.isFinite else { throw ValidationError("--session-ttl must be a positive number of seconds") }
+        guard idleTimeout > 0, idleTimeout <= 86_400 else { throw ValidationError("--idle-timeout must be more than 0 and at most 86400 seconds") }
         if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
         if camera == nil {
             for (flag, given) in [("--camera-every", cameraEvery != nil), ("--camera-min-change", cameraMinChange != nil),
@@ -103,6 +107,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.maxBodyBytes = maxBodyMB << 20
         configuration.apiKey = apiKey
         configuration.sessionTTL = sessionTTL
+        configuration.idleTimeout = idleTimeout
         var cameraConfiguration: CameraConfiguration?
         if let cameraSource {
             var options = WatchOptions()

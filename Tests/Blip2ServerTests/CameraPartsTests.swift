@@ -1,3 +1,5 @@
+import Blip2Pipeline
+import Blip2Watch
 import Foundation
 import Testing
 @testable import Blip2Server
@@ -79,5 +81,27 @@ struct CameraPartsTests {
         listeners.close()
         #expect(listeners.count == 0)
         #expect(listeners.add(opening: []) == nil)
+    }
+
+    @Test("once the camera stops, a new event stream is refused as shutting down, not as one listener too many")
+    func eventsRefusedWhileStopping() throws {
+        struct NoFrames: FrameSource {
+            var name: String { "none" }
+            func run(into sink: FrameSink) throws {}
+        }
+        let pipeline = try Blip2Pipeline(modelPath: demoModel)
+        let server = try Blip2Server(pipeline: pipeline, modelPath: demoModel, configuration: ServerConfiguration(),
+                                     camera: CameraConfiguration(source: NoFrames()))
+        let camera = try #require(server.camera)
+        _ = try camera.events()
+        camera.stop()
+        do {
+            _ = try camera.events()
+            Issue.record("a stopped camera took a listener")
+        } catch let error as APIError {
+            #expect(error.status.code == 503)
+            #expect(error.code == "shutting_down")
+            #expect(error.message == "the server is shutting down")
+        }
     }
 }
