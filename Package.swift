@@ -57,7 +57,7 @@ let package = Package(
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
         .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
         // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
-        .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation"]),
+        .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation", "Blip2Core"]),
         // `blip2 serve`: HTTP routes, the page, the request queue feeding one model worker, sessions, metrics,
         // and a camera (`--camera`) captioned by that same worker.
         .target(

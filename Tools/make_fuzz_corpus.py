@@ -143,6 +143,13 @@ def preprocessor():
                            image_std=[0.26862954, 0.26130258, 0.27577711], do_convert_rgb=True)).encode()
 
 
+def aspect_preprocessor():
+    """A size that keeps the aspect ratio (refused: the model needs a square), so mutations reach those checks."""
+    config = json.loads(preprocessor())
+    config["size"] = dict(shortest_edge=VISION["image_size"], longest_edge=2 * VISION["image_size"])
+    return json.dumps(config).encode()
+
+
 def checkpoint_files(dtype, legacy_bias, seed):
     vocab, merges, tokenizer_config = tokenizer_files()
     return [json.dumps(config()).encode(), preprocessor(), safetensors(weights(legacy_bias), dtype, seed),
@@ -166,6 +173,7 @@ def main():
         write("checkpoint", name, SEPARATOR.join(files))
     write("config-json", "tiny-config.json", checkpoints["tiny-f16"][0])
     write("config-json", "preprocessor_config.json", checkpoints["tiny-f16"][1])
+    write("config-json", "preprocessor_config-aspect.json", aspect_preprocessor())
     write("config-json", "fixture-config.json", (ROOT / "Tests/Fixtures/models/base-f32/checkpoint/config.json").read_bytes())
     write("tokenizer", "tiny", SEPARATOR.join(tokenizer_files()))
     fixture_tokenizer = ROOT / "Tests/Fixtures/models/tokenizer"

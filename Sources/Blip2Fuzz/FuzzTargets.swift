@@ -177,10 +177,14 @@ enum FuzzConfig {
                 accepted = !manifest.weights.isEmpty
             }
         }
-        // A preprocessor config names no side: take the one it asks for, so a valid one is accepted.
-        if let config = try? ImageProcessorConfig.decode(data), case .exact(let height, _) = config.size,
-           let preprocessor = try? ImagePreprocessor.checked(json: data, name: "preprocessor_config.json", side: height) {
-            accepted = preprocessor.outputSize(inputWidth: 640, inputHeight: 480).width == height
+        // A preprocessor config names no side: take the one an exact size asks for, so a valid one is
+        // accepted; every other form goes through the same checks with BLIP-2's side, to be refused.
+        if let config = try? ImageProcessorConfig.decode(data) {
+            var side = 224
+            if case .exact(let height, _) = config.size { side = height }
+            if let preprocessor = try? ImagePreprocessor.checked(json: data, name: "preprocessor_config.json", side: side) {
+                accepted = preprocessor.outputSize(inputWidth: 640, inputHeight: 480).width == side
+            }
         }
         return accepted
     }

@@ -4,7 +4,10 @@ import Foundation
 /// Limits applied while decoding untrusted images.
 public struct ImageDecodeOptions: Sendable, Equatable {
     /// Images whose header declares more pixels than this are refused before any pixel is decoded.
-    /// The default, 64 megapixels, admits any camera photo while bounding memory (about 200 MB of RGB).
+    /// The default, 64 megapixels, admits any camera photo while bounding memory. At the limit the RGB
+    /// result is 192 MB, and the decoder's samples are held beside it until converted: up to 512 MB more
+    /// for a 16-bit RGBA PNG, 256 MB for a CMYK JPEG, so about 0.7 GB at the peak; a progressive JPEG adds
+    /// libjpeg's coefficient buffers, capped separately (see `max_memory_to_use` in JPEGDecoding.swift).
     public var maxPixels: Int = 64_000_000
     /// Files larger than this are refused before they are read.
     public var maxFileBytes: Int = 256 << 20

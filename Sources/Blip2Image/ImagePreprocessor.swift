@@ -23,19 +23,17 @@ public struct ImagePreprocessor: Sendable {
         if config.resample == .nearest {
             throw ImageError.invalidConfig(name: name, reason: "resample 0 (nearest) is not supported; BLIP-2 uses 3 (bicubic)")
         }
+        // Every edge is bounded before anything is computed from it, so no size arithmetic can overflow.
+        let edges: [(String, Int)]
         switch config.size {
-        case .exact(let height, let width):
-            guard height > 0, width > 0 else { throw ImageError.invalidConfig(name: name, reason: "size \(height)x\(width) must be positive") }
-        case .shortestEdge(let shortest):
-            guard shortest > 0 else { throw ImageError.invalidConfig(name: name, reason: "shortest_edge must be positive") }
+        case .exact(let height, let width): edges = [("size.height", height), ("size.width", width)]
+        case .shortestEdge(let shortest): edges = [("size.shortest_edge", shortest)]
         case .shortestAndLongestEdge(let shortest, let longest):
-            guard shortest > 0, longest > 0 else {
-                throw ImageError.invalidConfig(name: name, reason: "shortest_edge and longest_edge must be positive")
-            }
-        case .maxHeightWidth(let maxHeight, let maxWidth):
-            guard maxHeight > 0, maxWidth > 0 else {
-                throw ImageError.invalidConfig(name: name, reason: "max_height and max_width must be positive")
-            }
+            edges = [("size.shortest_edge", shortest), ("size.longest_edge", longest)]
+        case .maxHeightWidth(let maxHeight, let maxWidth): edges = [("size.max_height", maxHeight), ("size.max_width", maxWidth)]
+        }
+        for (field, value) in edges where !(1...Self.maxEdge).contains(value) {
+            throw ImageError.invalidConfig(name: name, reason: "\(field) is \(value), outside 1...\(Self.maxEdge)")
         }
         if config.doNormalize {
             guard config.imageMean.count == 3, config.imageStd.count == 3 else {
@@ -74,6 +72,10 @@ public struct ImagePreprocessor: Sendable {
         }
         channelTables = tables
     }
+
+    /// Largest value of any `size` field (pixels): four times the largest vision `image_size` a model
+    /// config may declare (2^14), and small enough that no product of two edges comes near overflow.
+    public static let maxEdge = 1 << 16
 
     /// Largest magnitude a preprocessed pixel may have.
     public static let maxPixelValue: Float = 10_000

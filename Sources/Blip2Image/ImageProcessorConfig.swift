@@ -186,7 +186,7 @@ extension ImageProcessorConfig.Size {
             return (outputWidth, outputHeight)
         case .shortestEdge(let shortest):
             let (short, long) = width <= height ? (width, height) : (height, width)
-            let newLong = Int(Double(shortest * long) / Double(short))
+            let newLong = truncatedSize(product(shortest, long) / Double(short))
             return width <= height ? (shortest, newLong) : (newLong, shortest)
         case .shortestAndLongestEdge(let shortest, let longest):
             var size = shortest
@@ -195,20 +195,33 @@ extension ImageProcessorConfig.Size {
             if maximum / minimum * Double(size) > Double(longest) {
                 let raw = Double(longest) * minimum / maximum
                 rawSize = raw
-                size = Int(raw.rounded(.toNearestOrEven))
+                size = truncatedSize(raw.rounded(.toNearestOrEven))
             }
             if (height <= width && height == size) || (width <= height && width == size) {
                 return (width, height)
             }
             if width < height {
-                let newHeight = rawSize.map { Int($0 * Double(height) / Double(width)) } ?? Int(Double(size * height) / Double(width))
+                let newHeight = truncatedSize((rawSize.map { $0 * Double(height) } ?? product(size, height)) / Double(width))
                 return (size, newHeight)
             }
-            let newWidth = rawSize.map { Int($0 * Double(width) / Double(height)) } ?? Int(Double(size * width) / Double(height))
+            let newWidth = truncatedSize((rawSize.map { $0 * Double(width) } ?? product(size, width)) / Double(height))
             return (newWidth, size)
         case .maxHeightWidth(let maxHeight, let maxWidth):
             let scale = min(Double(maxHeight) / Double(height), Double(maxWidth) / Double(width))
-            return (Int(Double(width) * scale), Int(Double(height) * scale))
+            return (truncatedSize(Double(width) * scale), truncatedSize(Double(height) * scale))
         }
     }
+}
+
+/// `a * b` as the reference's unbounded integers give it, rounded to a Double only when it overflows an Int.
+private func product(_ a: Int, _ b: Int) -> Double {
+    let (exact, overflow) = a.multipliedReportingOverflow(by: b)
+    return overflow ? Double(a) * Double(b) : Double(exact)
+}
+
+/// Python's `int(x)`, saturating where `Int(x)` would trap (NaN from an empty input, or beyond ±2^62):
+/// `ImagePreprocessor` bounds the configured sizes, but this is public and inputs are anyone's.
+private func truncatedSize(_ value: Double) -> Int {
+    guard !value.isNaN else { return 0 }
+    return Int(min(max(value, -0x1p62), 0x1p62))
 }

@@ -63,7 +63,14 @@ func scanJPEGHeader(_ bytes: UnsafeRawBufferPointer) -> JPEGHeaderScan {
             return .frame(JPEGFrameHeader(width: width, height: height, precision: precision, components: components,
                                           arithmetic: marker >= 0xC9))
         }
-        guard length >= 2 else { return .noFrame }
+        if length < 2 {
+            // libjpeg skips the segments it does not interpret (APPn, COM, DNL) by length - 2 bytes, so a
+            // length of 0 or 1 skips nothing past the length itself and decoding goes on; any other
+            // segment that short is an error there, reported precisely by the decode.
+            guard (0xE0...0xEF).contains(marker) || marker == 0xFE || marker == 0xDC else { return .noFrame }
+            position += 2
+            continue
+        }
         position += length
     }
 }

@@ -189,6 +189,10 @@ public final class SafeTensorsFile: @unchecked Sendable {
             throw FormatViolation("a string runs to the end")
         }
 
+        func checkLength(from start: Int) throws {
+            guard i - start <= maxMemberBytes else { throw FormatViolation("a member longer than \(maxMemberBytes) bytes") }
+        }
+
         var members: [(key: Range<Int>, value: Range<Int>)] = []
         try expect(UInt8(ascii: "{"), "'{'")
         skipSpace()
@@ -234,8 +238,11 @@ public final class SafeTensorsFile: @unchecked Sendable {
                         break
                     }
                     i += 1
-                    guard i - valueStart <= maxMemberBytes else { throw FormatViolation("a member longer than \(maxMemberBytes) bytes") }
+                    try checkLength(from: valueStart)
                 }
+                // Again at the end: a value that ends right after a string (or a closing bracket) left the
+                // loop without reaching the check above.
+                try checkLength(from: valueStart)
                 guard open.isEmpty, i > valueStart else { throw FormatViolation("a value is cut short at byte \(i)") }
                 members.append((key, valueStart..<i))
                 skipSpace()

@@ -1,3 +1,4 @@
+import Blip2Core
 import Foundation
 #if canImport(Glibc)
 import Glibc
@@ -96,20 +97,13 @@ public struct FolderSource: FrameSource {
         }
     }
 
-    private func read(_ file: String) throws -> Data {
-        let handle = try FileHandle(forReadingFrom: URL(fileURLWithPath: file))
-        defer { try? handle.close() }
-        let size = try handle.seekToEnd()
-        guard size <= UInt64(limits.maxFileBytes) else {
-            throw FrameSourceError("the file has \(size) bytes, over the limit of \(limits.maxFileBytes)")
+    /// The frame's bytes, opened without blocking and refused unless a regular file: the name may have
+    /// been swapped for a FIFO since the poll's stat, and an open that waits for a writer would stall
+    /// this source for good. Reads at most the size fstat gave, so a file that keeps growing is cut there.
+    func read(_ file: String) throws -> Data {
+        do { return try RegularFile.contents(file, maxBytes: limits.maxFileBytes) } catch let error as FileError {
+            throw FrameSourceError(error.message)
         }
-        try handle.seek(toOffset: 0)
-        // At most one byte past the limit, so a file that grew since is still refused.
-        let data = try handle.read(upToCount: limits.maxFileBytes + 1) ?? Data()
-        guard data.count <= limits.maxFileBytes else {
-            throw FrameSourceError("the file has more than \(limits.maxFileBytes) bytes, over the limit")
-        }
-        return data
     }
 
     /// The folder's image files with their sizes and modification times.

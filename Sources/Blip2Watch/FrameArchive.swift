@@ -2,11 +2,13 @@ import Foundation
 
 /// Keeps the newest captioned frames in a folder, as they arrived (the camera's own JPEG or PNG bytes),
 /// named `frame-<UTC time>-<number>.<ext>` so that names sort by time across restarts. Past `limit` files
-/// the oldest are removed, including those an earlier run left.
+/// the oldest are removed: first those an earlier run left (by name), then this run's in the order saved,
+/// never by the time in the name, which can run behind the names already there (a board without a
+/// clock, before its first network time sync): the frame just saved is always kept.
 public final class FrameArchive: @unchecked Sendable {
     public let folder: String
     public let limit: Int
-    /// Oldest first.
+    /// Oldest first: an earlier run's by name, then this run's in save order.
     private var files: [String]
     private let formatter: DateFormatter
 
@@ -45,7 +47,9 @@ public final class FrameArchive: @unchecked Sendable {
         do { try frame.data.write(to: URL(fileURLWithPath: path), options: .atomic) } catch {
             throw FrameSourceError("\(path): cannot save the frame (\(error.localizedDescription))")
         }
-        if let index = files.firstIndex(where: { $0 > name }) { files.insert(name, at: index) } else { files.append(name) }
+        // A name already listed was just overwritten: it is now the newest.
+        files.removeAll { $0 == name }
+        files.append(name)
         while files.count > limit {
             try? FileManager.default.removeItem(atPath: (folder as NSString).appendingPathComponent(files.removeFirst()))
         }

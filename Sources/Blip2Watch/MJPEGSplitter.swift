@@ -19,7 +19,7 @@ public struct MJPEGSplitter: Sendable {
     public enum Fault: Equatable, Sendable, CustomStringConvertible {
         /// The stream ended, or a new image began, before this one's end-of-image marker.
         case truncated
-        /// Longer than the limit (the bytes were counted, not kept).
+        /// Longer than the limit (the bytes were counted, not kept), whether it ended or broke off.
         case tooLarge(limit: Int)
         /// A byte where the JPEG structure allows none (offset from the image's first byte).
         case invalidMarker(byte: UInt8, offset: Int)
@@ -141,7 +141,7 @@ public struct MJPEGSplitter: Sendable {
                 case 0xD8:
                     // A new image starts inside this one: the camera cut it short. Its 0xFF begins the new one.
                     let bytes = frameBytesBefore + (i - runStart) - 1
-                    emit(.dropped(.truncated, bytes: bytes))
+                    emit(.dropped(cutShort(bytes: bytes), bytes: bytes))
                     beginFrame()
                     runStart = i
                     i += 1
@@ -218,7 +218,13 @@ public struct MJPEGSplitter: Sendable {
     public mutating func finish() -> Event? {
         defer { reset() }
         guard inFrame else { return nil }
-        return .dropped(.truncated, bytes: frameBytesBefore)
+        return .dropped(cutShort(bytes: frameBytesBefore), bytes: frameBytesBefore)
+    }
+
+    /// Why an image that broke off after `bytes` is dropped: past the limit it was never going to be
+    /// kept, and saying so tells the camera's owner what to change.
+    private func cutShort(bytes: Int) -> Fault {
+        oversized || bytes > maxFrameBytes ? .tooLarge(limit: maxFrameBytes) : .truncated
     }
 
     /// Forgets any image in progress (a reconnected stream starts afresh) without reporting it.

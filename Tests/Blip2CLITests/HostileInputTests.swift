@@ -190,6 +190,10 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
         (["size"], ["shortest_edge": 112] as Any, "size"),
         (["size"], ["height": 0, "width": 0] as Any, "size"),
         (["image_std"], [0, 0, 0] as Any, "image_std"),
+        // Sizes whose products overflow an Int: refused by field, not computed with.
+        (["size"], ["shortest_edge": Int.max] as Any, "size.shortest_edge"),
+        (["size"], ["shortest_edge": 1 << 62, "longest_edge": (1 << 62) + 1] as Any, "size.shortest_edge"),
+        (["size"], ["max_height": Int.max, "max_width": Int.max - 1] as Any, "size.max_height"),
     ] as [([String], Any, String)])
     func editedPreprocessorConfig(_ path: [String], _ value: Any, _ field: String) throws {
         let scratch = Scratch()
@@ -299,6 +303,9 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
         ("preprocessor_config.json", ["image_std"], [1e-300, 1e-300, 1e-300] as Any, "image_std"),
         ("preprocessor_config.json", ["do_resize"], false as Any, "do_resize"),
         ("preprocessor_config.json", ["size"], ["height": 14, "width": 14] as Any, "28x28"),
+        ("preprocessor_config.json", ["size"], ["shortest_edge": Int.max] as Any, "size.shortest_edge"),
+        ("preprocessor_config.json", ["size"], ["shortest_edge": 1 << 62, "longest_edge": (1 << 62) + 1] as Any, "size.shortest_edge"),
+        ("preprocessor_config.json", ["size"], ["max_height": Int.max, "max_width": Int.max - 1] as Any, "size.max_height"),
         ("config.json", ["vision_config", "num_hidden_layers"], 1_000_000_000_000 as Any, "vision_config.num_hidden_layers"),
         ("config.json", ["text_config", "num_hidden_layers"], 1.5 as Any, "text_config.num_hidden_layers must be an integer"),
         ("config.json", ["text_config", "hidden_size"], 65536 as Any, "operations"),

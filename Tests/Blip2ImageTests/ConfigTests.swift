@@ -111,6 +111,47 @@ struct ConfigTests {
         #expect(initError { $0.size = .shortestEdge(-1) })
     }
 
+    @Test("size fields beyond 2^16 are refused by file and field before any size is computed from them")
+    func hugeSizes() {
+        let sizes = [
+            (#"{"shortest_edge": 9223372036854775807}"#, "size.shortest_edge"),
+            (#"{"shortest_edge": 4611686018427387904, "longest_edge": 4611686018427387905}"#, "size.shortest_edge"),
+            (#"{"shortest_edge": 224, "longest_edge": 4611686018427387905}"#, "size.longest_edge"),
+            (#"{"max_height": 9223372036854775807, "max_width": 9223372036854775806}"#, "size.max_height"),
+            (#"{"height": 224, "width": 65537}"#, "size.width"),
+            ("9223372036854775807", "size.height"),
+        ]
+        let name = "ckpt/preprocessor_config.json"
+        for (size, field) in sizes {
+            let json = Data(Self.blip2JSON.replacingOccurrences(of: #"{"height": 224, "width": 224}"#, with: size).utf8)
+            #expect(json != Data(Self.blip2JSON.utf8))
+            #expect {
+                try ImagePreprocessor.checked(json: json, name: name, side: 224)
+            } throws: { error in
+                guard case ImageError.invalidConfig(let errorName, let reason) = error else { return false }
+                return errorName == name && reason.contains(field) && reason.contains("outside 1...65536")
+            }
+        }
+        // The largest allowed edges are only refused for not matching the model.
+        let largest = Data(Self.blip2JSON.replacingOccurrences(of: #"{"height": 224, "width": 224}"#,
+                                                                with: #"{"shortest_edge": 65536, "longest_edge": 65536}"#).utf8)
+        #expect { try ImagePreprocessor.checked(json: largest, name: name, side: 224) } throws: { error in
+            guard case ImageError.invalidConfig(_, let reason) = error else { return false }
+            return reason.contains("65536x65536 (for a square input)")
+        }
+    }
+
+    @Test("output sizes saturate instead of overflowing for any input")
+    func outputSizeArithmetic() {
+        // shortest_edge 2^40 on a 1 x 2^40 input: the long edge would be 2^80, held at 2^62.
+        #expect(ImageProcessorConfig.Size.shortestEdge(1 << 40).outputSize(inputWidth: 1, inputHeight: 1 << 40) == (1 << 40, 1 << 62))
+        let box = ImageProcessorConfig.Size.maxHeightWidth(maxHeight: .max, maxWidth: .max)
+        #expect(box.outputSize(inputWidth: 1, inputHeight: 1) == (1 << 62, 1 << 62))
+        #expect(box.outputSize(inputWidth: 0, inputHeight: 0) == (0, 0))
+        // Ordinary sizes are as the reference computes them: 224 * 640 / 480 = 298.67, truncated.
+        #expect(ImageProcessorConfig.Size.shortestEdge(224).outputSize(inputWidth: 640, inputHeight: 480) == (298, 224))
+    }
+
     @Test("loading names the file in errors")
     func loading() throws {
         let missing = URL(fileURLWithPath: "/nonexistent/preprocessor_config.json")

@@ -105,6 +105,36 @@ struct DecodeTests {
         #expect(try ImageDecoder.decode(contentsOf: baseline.url, options: ImageDecodeOptions(maxJPEGScans: 1)).width == 3)
     }
 
+    /// libjpeg skips an APPn or COM segment whose length is below 2 (it skips length - 2 bytes when that
+    /// is positive) and decodes on; the header checks must see the frame behind it just the same.
+    @Test("an empty APP1 or COM segment does not hide the frame header from the checks")
+    func emptySegmentsBeforeTheFrame() throws {
+        let progressive = try #require(Manifest.cases.first { $0.name == "jpeg_progressive_333x251" })
+        var bytes = Array(try Data(contentsOf: progressive.url))
+        var position = 2
+        while bytes[position + 1] != 0xC2 { position += 2 + (Int(bytes[position + 2]) << 8 | Int(bytes[position + 3])) }
+        for (i, byte) in [0x1F, 0x40, 0x1F, 0x40].enumerated() { bytes[position + 5 + i] = UInt8(byte) }   // 8000 x 8000
+        let segments: [[UInt8]] = [[], [0xFF, 0xE1, 0x00, 0x00], [0xFF, 0xFE, 0x00, 0x01], [0xFF, 0xE1, 0x00, 0x00, 0xFF, 0xE2, 0x00, 0x00]]
+        for segment in segments {
+            let crafted = Data(bytes[0..<2] + segment + bytes[2...])
+            #expect(segment.isEmpty || crafted.count > bytes.count)
+            // Not #expect(throws:), which would print a decoded 8000x8000 image.
+            do {
+                let image = try ImageDecoder.decode(data: crafted, name: "crafted.jpg")
+                Issue.record("segment \(segment): decoded \(image.width)x\(image.height) pixels from \(crafted.count) bytes")
+            } catch ImageError.corrupt("crafted.jpg", let reason) {
+                #expect(reason.hasPrefix("the header declares 8000x8000 pixels, more than \(crafted.count) bytes"), "\(segment): \(reason)")
+            } catch {
+                Issue.record("segment \(segment): \(error)")
+            }
+        }
+        // And such a segment in a real image changes nothing (Pillow decodes both to the same pixels).
+        let small = try #require(Manifest.cases.first { $0.name == "jpeg_420_odd_45x31" })
+        let original = try Data(contentsOf: small.url)
+        let withSegments = original.prefix(2) + Data([0xFF, 0xE1, 0x00, 0x00, 0xFF, 0xFE, 0x00, 0x01]) + original.dropFirst(2)
+        #expect(try ImageDecoder.decode(data: withSegments, name: "segments.jpg") == ImageDecoder.decode(data: original, name: "original.jpg"))
+    }
+
     @Test("every prefix of a JPEG and a PNG either decodes or fails cleanly")
     func everyTruncation() throws {
         for name in ["jpeg_3x5", "jpeg_gray_progressive_65x33", "png_palette4_interlaced_53x29", "png_la16_40x30"] {

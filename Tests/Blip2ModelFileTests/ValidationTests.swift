@@ -234,6 +234,10 @@ import Testing
         expectError(Self.file(header: #"{"a":"# + entry + "} x", data: [0, 0, 0, 0]), containing: "follow the object")
         expectError(Self.file(header: #"{"a":"# + entry + ",}", data: [0, 0, 0, 0]), containing: "expected a key")
         expectError(Self.file(header: #"{"a\#u{01}":1}"#), containing: "control character")
+        // A string as long as a member may be, ending the member: in the metadata and as a whole value.
+        let longString = "\"" + String(repeating: "x", count: 1 << 20) + "\""
+        expectError(Self.file(header: #"{"__metadata__":{"note":"# + longString + "}}"), containing: "a member longer than 1048576 bytes")
+        expectError(Self.file(header: #"{"a":"# + longString + "}"), containing: "a member longer than 1048576 bytes")
         // Escapes and braces inside strings are not structure.
         let dir = TemporaryDirectory()
         let path = dir.path("ok.safetensors")

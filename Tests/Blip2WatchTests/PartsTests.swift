@@ -170,9 +170,83 @@ import Testing
                          "frame-20270115T080004.000Z-000004.png", "notes.txt"])
     }
 
+    /// The clock behind the names already there (a board without a clock before its time sync): each new
+    /// frame sorts first by name, yet must be the one kept, and its returned path must exist.
+    @Test func theFrameJustSavedSurvivesAClockBehindTheArchive() throws {
+        let folder = try TemporaryFolder()
+        let saved = folder.url.appendingPathComponent("saved").path
+        try FileManager.default.createDirectory(atPath: saved, withIntermediateDirectories: true)
+        let future = (1...3).map { "frame-20990101T000000.000Z-00000\($0).jpg" }
+        for name in future { try Data([9]).write(to: URL(fileURLWithPath: saved + "/" + name)) }
+        let archive = try FrameArchive(folder: saved, limit: 3)
+        let start = Date(timeIntervalSince1970: 0)
+        var paths: [String] = []
+        for number in 1...4 {
+            let data = Data([0xFF, 0xD8, UInt8(number)])
+            let path = try archive.save(Frame(number: number, data: data, name: "frame \(number)", arrival: 0,
+                                              arrivalDate: start.addingTimeInterval(Double(number))))
+            #expect(try Data(contentsOf: URL(fileURLWithPath: path)) == data, "frame \(number) is gone")
+            let left = try FileManager.default.contentsOfDirectory(atPath: saved)
+            #expect(left.count == 3 && left.contains(URL(fileURLWithPath: path).lastPathComponent))
+            paths.append(path)
+        }
+        // Four saves into a full archive of three: the earlier run's frames went first, then this run's oldest.
+        #expect(try FileManager.default.contentsOfDirectory(atPath: saved).sorted() ==
+                paths[1...].map { URL(fileURLWithPath: $0).lastPathComponent })
+        // The same name saved again (a restarted clock and counter) is one frame, the newest.
+        let again = try archive.save(Frame(number: 2, data: Data([0xFF, 0xD8, 7]), name: "again", arrival: 0,
+                                           arrivalDate: start.addingTimeInterval(2)))
+        #expect(again == paths[1])
+        #expect(try Data(contentsOf: URL(fileURLWithPath: again)) == Data([0xFF, 0xD8, 7]))
+        #expect(try FileManager.default.contentsOfDirectory(atPath: saved).count == 3)
+    }
+
     @Test func refusesAFileWhereTheFolderShouldBe() throws {
         let folder = try TemporaryFolder()
         try Data().write(to: URL(fileURLWithPath: folder.path("file")))
         #expect(throws: FrameSourceError.self) { try FrameArchive(folder: folder.path("file"), limit: 1) }
+    }
+}
+
+@Suite struct FolderSourceReadTests {
+    final class Outcome: @unchecked Sendable {
+        var result: Result<Data, Error>?
+    }
+
+    /// A frame name swapped for a FIFO after the poll saw a regular file: the read must refuse it, not
+    /// wait in open() for a writer that never comes.
+    @Test func aFIFOInPlaceOfAFrameIsRefusedWithoutBlocking() throws {
+        let folder = try TemporaryFolder()
+        let fifo = folder.path("frame.jpg")
+        #expect(mkfifo(fifo, 0o600) == 0)
+        let source = FolderSource(path: folder.url.path)
+        let outcome = Outcome()
+        let done = DispatchSemaphore(value: 0)
+        Thread {
+            outcome.result = Result { try source.read(fifo) }
+            done.signal()
+        }.start()
+        let finished = done.wait(timeout: .now() + 1) == .success
+        if !finished {
+            // Give the blocked reader its writer so the thread ends with the test.
+            let writer = open(fifo, O_WRONLY | O_NONBLOCK)
+            if writer >= 0 { close(writer) }
+            done.wait()
+        }
+        #expect(finished, "reading a FIFO named frame.jpg blocked for over 1 s")
+        guard case .failure(let error as FrameSourceError)? = outcome.result else {
+            Issue.record("expected a FrameSourceError, got \(String(describing: outcome.result))")
+            return
+        }
+        #expect(error.message.contains("FIFO"), "\(error.message)")
+    }
+
+    @Test func aFrameOverTheByteLimitIsRefused() throws {
+        let folder = try TemporaryFolder()
+        try Data(count: 101).write(to: URL(fileURLWithPath: folder.path("big.jpg")))
+        try Data(count: 100).write(to: URL(fileURLWithPath: folder.path("fits.jpg")))
+        let source = FolderSource(path: folder.url.path, limits: FrameLimits(maxFileBytes: 100))
+        #expect(throws: FrameSourceError("the file has 101 bytes, over the limit of 100")) { try source.read(folder.path("big.jpg")) }
+        #expect(try source.read(folder.path("fits.jpg")) == Data(count: 100))
     }
 }

@@ -138,6 +138,21 @@ func frames(_ events: [MJPEGSplitter.Event]) -> [Data] {
         }
     }
 
+    @Test func aFrameOverTheLimitCutShortIsReportedTooLarge() throws {
+        let (_, files) = try Self.ffmpegStream()
+        let small = [UInt8](try Data(contentsOf: imageFixtures.appendingPathComponent("inputs/jpeg_1x1.jpg")))
+        let large = [UInt8](files[0])
+        let limit = small.count + 10
+        let half = large.count / 2 + 1
+        #expect(half > limit)
+        // Cut by the next image's start, and by the end of the stream: past the limit either way.
+        for chunks in [[large.count * 3], [1], [100]] {
+            let result = split(Array(large[..<half]) + small + Array(large[..<half]), chunks: chunks, maxFrameBytes: limit)
+            #expect(result.events == [.dropped(.tooLarge(limit: limit), bytes: half), .frame(Data(small)),
+                                      .dropped(.tooLarge(limit: limit), bytes: half)], "chunks \(chunks)")
+        }
+    }
+
     @Test func aBrokenStructureIsDroppedAndTheStreamResyncs() throws {
         let small = [UInt8](try Data(contentsOf: imageFixtures.appendingPathComponent("inputs/jpeg_1x1.jpg")))
         let badMarker: [UInt8] = [0xFF, 0xD8, 0xFF, 0x00, 0x11]
