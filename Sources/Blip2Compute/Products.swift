@@ -61,18 +61,22 @@ extension ComputeContext {
                          into y: UnsafeMutablePointer<Float>, stride: Int) {
         guard let first = layers.first else { return }
         let type = first.weight.type, cols = first.weight.cols
-        let quantize = type.takesQuantizedActivations
-        let rowBytes = quantize ? cols / Int(BLIP2_QBLOCK) * MemoryLayout<blip2_block_q8a>.stride : cols * MemoryLayout<Float>.stride
+        let quantize = type.takesQuantizedActivations, superBlocks = type.activation == BLIP2_ACTIVATION_Q8K
+        let rowBytes = blip2_activation_row_bytes(type.activation, cols)
         let kernels = self.kernels, pool = self.pool
         withActivationScratch(bytes: quantize ? tokens * rowBytes : 0) { buffer in
             var input = UnsafeRawPointer(x)
             if quantize {
-                let quantizeRow = kernels.pointee.quantize_q8a!
+                let quantizeQ8A = kernels.pointee.quantize_q8a!, quantizeQ8K = kernels.pointee.quantize_q8k!
                 // Quantizing costs about one pass over x; worth sharing only when there are many tokens.
                 let quantizeParts = tokens >= 16 ? min(pool.threads, tokens) : 1
                 pool.run(parts: quantizeParts) { part, _ in
                     for t in (tokens * part / quantizeParts)..<(tokens * (part + 1) / quantizeParts) {
-                        quantizeRow(x + t * cols, (buffer + t * rowBytes).assumingMemoryBound(to: blip2_block_q8a.self), cols)
+                        if superBlocks {
+                            quantizeQ8K(x + t * cols, (buffer + t * rowBytes).assumingMemoryBound(to: blip2_block_q8k.self), cols)
+                        } else {
+                            quantizeQ8A(x + t * cols, (buffer + t * rowBytes).assumingMemoryBound(to: blip2_block_q8a.self), cols)
+                        }
                     }
                 }
                 input = UnsafeRawPointer(buffer)

@@ -21,23 +21,38 @@ public struct ElementType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public static let q4 = ElementType(BLIP2_TYPE_Q4)
     public static let q8p = ElementType(BLIP2_TYPE_Q8P)
     public static let q4p = ElementType(BLIP2_TYPE_Q4P)
+    public static let q4k = ElementType(BLIP2_TYPE_Q4K)
+    public static let q3k = ElementType(BLIP2_TYPE_Q3K)
+    public static let q6k = ElementType(BLIP2_TYPE_Q6K)
 
     /// Every row of the traits table, in type-value order.
     public static let allCases: [ElementType] = (0..<BLIP2_TYPE_COUNT.rawValue).compactMap(ElementType.init(rawValue:))
 
     public var traits: blip2_type_traits { blip2_traits(rawValue)!.pointee }
 
-    /// The name tools print and accept: "f32", "f16", "bf16", "q8", "q4", "q8p", "q4p".
+    /// The name tools print and accept: "f32", "f16", "bf16", "q8", "q4", "q8p", "q4p", "q4k", "q3k", "q6k".
     public var name: String { String(cString: traits.name) }
     /// Rows one block spans (1; 8 for the panel types).
     public var blockRows: Int { Int(traits.block_rows) }
-    /// Inputs of a row sharing one scale (1 for plain floating point types).
+    /// Inputs of a row one block spans (1 for plain floating point types; 256 for the super-block types).
     public var blockElements: Int { Int(traits.block_elements) }
     /// Bytes one block occupies.
     public var blockBytes: Int { Int(traits.block_bytes) }
+    /// A row's width must be a multiple of this: blockElements, or for the super-block types 32 (a row's last
+    /// super-block may be shorter).
+    public var widthMultiple: Int { Int(traits.tail_elements) }
     public var isQuantized: Bool { traits.quantized }
-    /// Whether products quantize their activations (q8a) before meeting these weights.
-    public var takesQuantizedActivations: Bool { traits.activation == BLIP2_ACTIVATION_Q8A }
+    /// Whether products quantize their activations (q8a or q8k) before meeting these weights.
+    public var takesQuantizedActivations: Bool { traits.activation != BLIP2_ACTIVATION_F32 }
+    /// The activation format products convert rows into for these weights.
+    public var activation: blip2_activation { traits.activation }
+    /// Whether the converter can fit it to an importance matrix.
+    public var takesImportance: Bool { traits.from_f32_weighted != nil }
+    /// Stored bits per weight of a matrix `cols` inputs wide (padding rows aside).
+    public func bitsPerWeight(cols: Int) -> Double? {
+        guard cols > 0, let bytes = groupBytes(cols: cols) else { return nil }
+        return Double(bytes * 8) / Double(cols * blockRows)
+    }
     /// Whether tools may write it (bf16 is only ever read from checkpoints).
     public var isWritable: Bool { traits.from_f32 != nil }
     public var description: String { name }
@@ -50,9 +65,14 @@ public struct ElementType: RawRepresentable, Hashable, Sendable, CustomStringCon
     /// Bytes of one row group (a row, or a panel of `blockRows` rows) of a matrix `cols` inputs wide; nil
     /// when `cols` is not a whole number of blocks or the product overflows.
     public func groupBytes(cols: Int) -> Int? {
-        guard cols >= 0, cols % blockElements == 0 else { return nil }
-        let (bytes, overflow) = (cols / blockElements).multipliedReportingOverflow(by: blockBytes)
-        return overflow ? nil : bytes
+        guard cols >= 0, cols % widthMultiple == 0 else { return nil }
+        let (whole, overflow) = (cols / blockElements).multipliedReportingOverflow(by: blockBytes)
+        guard !overflow else { return nil }
+        let tail = cols % blockElements
+        guard tail > 0 else { return whole }
+        let header = Int(traits.header_bytes)
+        return whole.addingReportingOverflow(header + tail * (blockBytes - header) / blockElements).overflow ? nil
+            : whole + header + tail * (blockBytes - header) / blockElements
     }
 
     /// Bytes a tensor of this logical shape occupies: its last dimension is a row's inputs, the rest count
@@ -73,7 +93,7 @@ public struct ElementType: RawRepresentable, Hashable, Sendable, CustomStringCon
     public func canStore(shape: [Int]) -> Bool {
         guard isQuantized else { return true }
         guard let last = shape.last, shape.count >= 2 else { return false }
-        return last % blockElements == 0
+        return last % widthMultiple == 0
     }
 }
 

@@ -1,6 +1,6 @@
 import Blip2Core
 
-// MARK: - Model file format, versions 1 and 2 (docs/FORMAT.md is the specification)
+// MARK: - Model file format, versions 1 to 3 (docs/FORMAT.md is the specification)
 //
 //   [header: 128 bytes] [data: tensors, aligned] [directory] [metadata sections]
 //
@@ -10,11 +10,18 @@ import Blip2Core
 public enum ModelFileFormat {
     public static let magic: [UInt8] = Array("BLIP2EDG".utf8)
     /// The newest version this build writes and reads.
-    public static let version: UInt32 = 2
-    /// The version a file holding tensors of these types needs: 2 added the panel types (q8p, q4p). A file
-    /// without them is written as version 1, so older readers keep reading it.
+    public static let version: UInt32 = 3
+    /// The version a file holding tensors of these types needs: 2 added the panel types (q8p, q4p), 3 the
+    /// super-block types (q4k, q3k, q6k). A file is written with the oldest version that holds its types, so
+    /// older readers keep reading what they can.
     public static func version(for types: some Sequence<ElementType>) -> UInt32 {
-        types.contains { $0.blockRows > 1 } ? 2 : 1
+        let superBlock: Set<ElementType> = [.q4k, .q3k, .q6k]
+        var needed: UInt32 = 1
+        for type in types {
+            if superBlock.contains(type) { return 3 }
+            if type.blockRows > 1 { needed = 2 }
+        }
+        return needed
     }
     public static let headerSize = 128
     /// Every tensor starts on a 64-byte boundary: a cache line, and the widest SIMD load.

@@ -24,15 +24,18 @@ public struct QuantizationProvenance: Codable, Sendable, Equatable {
     public var compression: String
     public var zstdLevel: Int?
     public var overrides: [String]
+    /// The importance matrix the fits were weighted by (`--imatrix`), if any: its file name and the number of
+    /// matrices it weighted.
+    public var imatrix: ImportanceProvenance?
     public var tensors: [String: TensorProvenance]
 
     enum CodingKeys: String, CodingKey {
         case tool, toolVersion = "tool_version", sourceDtypes = "source_dtypes", weights, compression
-        case zstdLevel = "zstd_level", overrides, tensors
+        case zstdLevel = "zstd_level", overrides, imatrix, tensors
     }
 
     public init(tool: String, toolVersion: String, sourceDtypes: [String], weights: String, compression: String,
-                zstdLevel: Int?, overrides: [String], tensors: [String: TensorProvenance]) {
+                zstdLevel: Int?, overrides: [String], imatrix: ImportanceProvenance? = nil, tensors: [String: TensorProvenance]) {
         self.tool = tool
         self.toolVersion = toolVersion
         self.sourceDtypes = sourceDtypes
@@ -40,7 +43,20 @@ public struct QuantizationProvenance: Codable, Sendable, Equatable {
         self.compression = compression
         self.zstdLevel = zstdLevel
         self.overrides = overrides
+        self.imatrix = imatrix
         self.tensors = tensors
+    }
+}
+
+public struct ImportanceProvenance: Codable, Sendable, Equatable {
+    /// The file's name (without its folder: model files travel).
+    public var file: String
+    /// Matrices whose fit it weighted.
+    public var matrices: Int
+
+    public init(file: String, matrices: Int) {
+        self.file = file
+        self.matrices = matrices
     }
 }
 

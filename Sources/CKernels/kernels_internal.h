@@ -42,6 +42,9 @@ extern const blip2_kernels blip2_kernels_neon;
 extern const blip2_kernels blip2_kernels_dotprod;
 #endif
 
+/// The reference q8k quantizer (kernels_ref.c); tables without a SIMD one use it as it is.
+void blip2_quantize_q8k_ref(const float *x, blip2_block_q8k *y, size_t n);
+
 // Scalar pieces every path shares so that activation quantization is bit-identical across paths:
 // d = max|x| / 127, inverse 1 / d, values clamped to +-127 and rounded to nearest even.
 static inline float blip2_q8a_scale(float amax) { return amax / 127.0f; }

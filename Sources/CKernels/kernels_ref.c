@@ -1,6 +1,7 @@
 // Portable scalar reference kernels: the definition every SIMD path is tested against, and the path
 // used where no SIMD path applies (BLIP2_ISA=ref).
 #include "kernels_internal.h"
+#include "kquants_internal.h"
 #include <math.h>
 
 static void quantize_q8a_ref(const float *x, blip2_block_q8a *y, size_t n) {
@@ -18,6 +19,24 @@ static void quantize_q8a_ref(const float *x, blip2_block_q8a *y, size_t n) {
         }
         y[b].d = d;
         y[b].s = d * (float)sum;
+    }
+}
+
+// q8k: one scale per 256 inputs; a short last block is padded with zeros (levels and sums 0).
+void blip2_quantize_q8k_ref(const float *x, blip2_block_q8k *y, size_t n) {
+    for (size_t b = 0; b * BLIP2_SUPERBLOCK < n; b++) {
+        size_t count = n - b * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - b * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+        const float *xb = x + b * BLIP2_SUPERBLOCK;
+        float amax = 0;
+        for (size_t i = 0; i < count; i++) amax = fmaxf(amax, fabsf(xb[i]));
+        float d = blip2_q8a_scale(amax), inverse = blip2_q8a_inverse(d);
+        memset(&y[b], 0, sizeof y[b]);
+        y[b].d = d;
+        for (size_t i = 0; i < count; i++) {
+            int q = (int)rintf(fmaxf(fminf(xb[i] * inverse, 127.0f), -127.0f));
+            y[b].qs[i] = (int8_t)q;
+            y[b].sums[i / 16] = (int16_t)(y[b].sums[i / 16] + q);
+        }
     }
 }
 
@@ -121,6 +140,38 @@ static void tile_q4p_ref(const void *const *w, const void *const *x, size_t n, f
     }
 }
 
+// Super-block formats, row by row: per sub-block an integer dot product times the integer sub-scale, the
+// value offset (q3k, q6k) or the minimum (q4k) taken from the activation's 16-input sums; then one float
+// step per super-block and row. Every SIMD path computes the same integers.
+static void tile_kq_ref(const void *const *w, const void *const *x, size_t n, float *out, uint32_t type) {
+    const blip2_kq_format *f = blip2_kq_format_of(type);
+    const blip2_block_q8k *a = x[0];
+    const size_t full = blip2_kq_superblock_bytes(f, BLIP2_SUPERBLOCK);
+    for (int r = 0; r < BLIP2_PANEL_ROWS; r++) {
+        float sum = 0;
+        for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+            const char *block = (const char *)w[0] + s * full;
+            size_t count = n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+            int32_t dot = 0, minimum = 0;
+            for (size_t j = 0; j * (size_t)f->sub < count; j++) {
+                int32_t part = 0, sums = 0;
+                for (size_t i = j * f->sub; i < (j + 1) * f->sub; i++) part += (int32_t)blip2_kq_get_value(f, block, r, i) * a[s].qs[i];
+                for (size_t k = j * f->sub / 16; k < (j + 1) * f->sub / 16; k++) sums += a[s].sums[k];
+                dot += blip2_kq_get_scale(f, block, 8 * j + r) * (part - f->offset * sums);
+                if (f->has_min) minimum += blip2_kq_get_min(block, 8 * j + r) * sums;
+            }
+            const uint16_t *scales = (const uint16_t *)block;
+            sum += (float)dot * (blip2_f16_to_f32(scales[r]) * a[s].d);
+            if (f->has_min) sum -= (float)minimum * (blip2_f16_to_f32(scales[BLIP2_PANEL_ROWS + r]) * a[s].d);
+        }
+        out[r] = sum;
+    }
+}
+
+static void tile_q4k_ref(const void *const *w, const void *const *x, size_t n, float *out) { tile_kq_ref(w, x, n, out, BLIP2_TYPE_Q4K); }
+static void tile_q3k_ref(const void *const *w, const void *const *x, size_t n, float *out) { tile_kq_ref(w, x, n, out, BLIP2_TYPE_Q3K); }
+static void tile_q6k_ref(const void *const *w, const void *const *x, size_t n, float *out) { tile_kq_ref(w, x, n, out, BLIP2_TYPE_Q6K); }
+
 // Scalar multiply-adds in four independent chains; `volatile` keeps the compiler from folding the loop.
 static uint64_t int8_peak_ref(uint64_t iterations) {
     volatile int32_t seed = 3;
@@ -139,6 +190,7 @@ const blip2_kernels blip2_kernels_ref = {
     .isa = BLIP2_ISA_REF,
     .name = "ref",
     .quantize_q8a = quantize_q8a_ref,
+    .quantize_q8k = blip2_quantize_q8k_ref,
     .vec_dot_q8_q8a = vec_dot_q8_q8a_ref,
     .vec_dot_q4_q8a = vec_dot_q4_q8a_ref,
     .vec_dot_f32 = vec_dot_f32_ref,
@@ -150,11 +202,15 @@ const blip2_kernels blip2_kernels_ref = {
         [BLIP2_TYPE_F32] = {tile_f32_ref, 1, 1}, [BLIP2_TYPE_F16] = {tile_f16_ref, 1, 1},
         [BLIP2_TYPE_Q8] = {tile_q8_ref, 1, 1}, [BLIP2_TYPE_Q4] = {tile_q4_ref, 1, 1},
         [BLIP2_TYPE_Q8P] = {tile_q8p_ref, BLIP2_PANEL_ROWS, 1}, [BLIP2_TYPE_Q4P] = {tile_q4p_ref, BLIP2_PANEL_ROWS, 1},
+        [BLIP2_TYPE_Q4K] = {tile_q4k_ref, BLIP2_PANEL_ROWS, 1}, [BLIP2_TYPE_Q3K] = {tile_q3k_ref, BLIP2_PANEL_ROWS, 1},
+        [BLIP2_TYPE_Q6K] = {tile_q6k_ref, BLIP2_PANEL_ROWS, 1},
     },
     .matmul = {
         [BLIP2_TYPE_F32] = {tile_f32_ref, 1, 1}, [BLIP2_TYPE_F16] = {tile_f16_ref, 1, 1},
         [BLIP2_TYPE_Q8] = {tile_q8_ref, 1, 1}, [BLIP2_TYPE_Q4] = {tile_q4_ref, 1, 1},
         [BLIP2_TYPE_Q8P] = {tile_q8p_ref, BLIP2_PANEL_ROWS, 1}, [BLIP2_TYPE_Q4P] = {tile_q4p_ref, BLIP2_PANEL_ROWS, 1},
+        [BLIP2_TYPE_Q4K] = {tile_q4k_ref, BLIP2_PANEL_ROWS, 1}, [BLIP2_TYPE_Q3K] = {tile_q3k_ref, BLIP2_PANEL_ROWS, 1},
+        [BLIP2_TYPE_Q6K] = {tile_q6k_ref, BLIP2_PANEL_ROWS, 1},
     },
     .int8_peak = int8_peak_ref,
 };

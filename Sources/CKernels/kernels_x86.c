@@ -533,6 +533,222 @@ static void q8p_mm_avx2(const void *const *w, const void *const *x, size_t n, fl
 static void q4p_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 1); }
 static void q4p_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 4); }
 
+// MARK: Super-block panels (q4k, q3k, q6k): the q4p/q8p register layout (4 inputs of 8 rows per 32 bytes,
+// against 4 broadcast activation bytes), with the sub-block scales applied in the integer domain: each
+// sub-block's vpmaddubsw sums (16 bits) go through vpmaddwd against the 8 rows' sub-scales (each row's
+// scale in both 16-bit lanes of its pair) instead of against ones. Float work is one convert and FMA per
+// super-block and token. The minimums (q4k) and value offsets (q3k: 4, q6k: 32) meet the activation's
+// 16-input sums through one more vpmaddwd per two sub-blocks: [row r: s_j, s_j+1] against (sum_j, sum_j+1).
+
+// q8k: bit-identical to the reference (the same clamp, round-to-nearest-even conversion and sums).
+static void quantize_q8k_avx2(const float *x, blip2_block_q8k *y, size_t n) {
+    const __m256 sign = _mm256_set1_ps(-0.0f), top = _mm256_set1_ps(127.0f), bottom = _mm256_set1_ps(-127.0f);
+    const __m256i order = _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7);
+    for (size_t b = 0; b * BLIP2_SUPERBLOCK < n; b++) {
+        size_t count = n - b * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - b * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+        const float *xb = x + b * BLIP2_SUPERBLOCK;
+        __m256 m = _mm256_setzero_ps();
+        for (size_t i = 0; i < count; i += 8) m = _mm256_max_ps(m, _mm256_andnot_ps(sign, _mm256_loadu_ps(xb + i)));
+        __m128 m4 = _mm_max_ps(_mm256_castps256_ps128(m), _mm256_extractf128_ps(m, 1));
+        m4 = _mm_max_ps(m4, _mm_movehl_ps(m4, m4));
+        m4 = _mm_max_ss(m4, _mm_movehdup_ps(m4));
+        float d = blip2_q8a_scale(_mm_cvtss_f32(m4));
+        __m256 inverse = _mm256_set1_ps(blip2_q8a_inverse(d));
+        memset(&y[b], 0, sizeof y[b]);
+        y[b].d = d;
+        for (size_t i = 0; i < count; i += 32) {
+            __m256i q[4];
+            for (int j = 0; j < 4; j++) {
+                __m256 s = _mm256_max_ps(_mm256_min_ps(_mm256_mul_ps(_mm256_loadu_ps(xb + i + 8 * j), inverse), top), bottom);
+                q[j] = _mm256_cvtps_epi32(s);
+            }
+            for (int h = 0; h < 2; h++) {
+                __m256i sum = _mm256_add_epi32(q[2 * h], q[2 * h + 1]);
+                __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(sum), _mm256_extracti128_si256(sum, 1));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4e));
+                s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xb1));
+                y[b].sums[i / 16 + h] = (int16_t)_mm_cvtsi128_si32(s4);
+            }
+            __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(q[0], q[1]), _mm256_packs_epi32(q[2], q[3]));
+            _mm256_storeu_si256((__m256i *)(y[b].qs + i), _mm256_permutevar8x32_epi32(packed, order));
+        }
+    }
+}
+
+// Eight bytes (one sub-block's scales of rows 0..7) as [s0 s0 s1 s1 ...] in 16 bits, the vpmaddwd operand.
+BLIP2_INLINE __m256i row_scales_avx2(const int8_t *s, bool is_signed) {
+    __m128i v = _mm_loadl_epi64((const __m128i *)s);
+    v = _mm_unpacklo_epi8(v, v);
+    return is_signed ? _mm256_cvtepi8_epi16(v) : _mm256_cvtepu8_epi16(v);
+}
+
+// Two sub-blocks' scales of rows 0..7 as [s_j(r0) s_k(r0) s_j(r1) s_k(r1) ...] in 16 bits.
+BLIP2_INLINE __m256i scale_pairs_avx2(const int8_t *sj, const int8_t *sk, bool is_signed) {
+    __m128i v = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)sj), _mm_loadl_epi64((const __m128i *)sk));
+    return is_signed ? _mm256_cvtepi8_epi16(v) : _mm256_cvtepu8_epi16(v);
+}
+
+BLIP2_INLINE __m256i sum_pair_avx2(const int16_t *sums) {
+    int32_t pair;
+    memcpy(&pair, sums, sizeof pair);
+    return _mm256_set1_epi32(pair);
+}
+
+// 6-bit fields stored as a nibble plane and a crumb plane: (low & 15) | ((high >> shift) & 3) << 4, per byte.
+BLIP2_INLINE __m256i six_bits_avx2(__m256i low, __m256i high, int low_shift, int high_shift) {
+    const __m256i nibble = _mm256_set1_epi8(0x0f), crumb = _mm256_set1_epi8(0x03);
+    __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, low_shift), nibble);
+    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(high, high_shift), crumb);
+    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+}
+
+BLIP2_INLINE size_t superblock_count(size_t n, size_t s) {
+    return n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+}
+
+BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
+    const blip2_block_q8k *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    const char *block = (const char *)wv[0];
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+        const size_t count = superblock_count(n, s), chunks = count / 32;
+        const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
+        if (T == 1) blip2_prefetch_panel(p, offsetof(blip2_panel_q4k, qs) + count * 4);
+        int8_t scales[64], mins[64];
+        {
+            __m256i low = _mm256_loadu_si256((const __m256i *)p->scales_low), mlow = _mm256_loadu_si256((const __m256i *)p->mins_low);
+            __m256i high = _mm256_loadu_si256((const __m256i *)p->high);
+            _mm256_storeu_si256((__m256i *)scales, six_bits_avx2(low, high, 0, 0));
+            _mm256_storeu_si256((__m256i *)(scales + 32), six_bits_avx2(low, high, 4, 2));
+            _mm256_storeu_si256((__m256i *)mins, six_bits_avx2(mlow, high, 0, 4));
+            _mm256_storeu_si256((__m256i *)(mins + 32), six_bits_avx2(mlow, high, 4, 6));
+        }
+        __m256i dot[4], minimum[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm256_setzero_si256(); minimum[t] = _mm256_setzero_si256(); }
+        for (size_t c = 0; c < chunks; c++) {
+            const __m256i scale = row_scales_avx2(scales + 8 * c, false);
+            const uint8_t *qs = p->qs + 128 * c;
+            __m256i part[4];
+            BLIP2_UNROLL for (int t = 0; t < T; t++) part[t] = _mm256_setzero_si256();
+            BLIP2_UNROLL for (int run = 0; run < 4; run++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
+                __m256i even = _mm256_and_si256(raw, nibble), odd = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble);
+                BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                    const int8_t *a = x[t][s].qs + 32 * c + 8 * run;
+                    part[t] = _mm256_add_epi16(part[t], _mm256_add_epi16(_mm256_maddubs_epi16(even, broadcast4_avx2(a)),
+                                                                        _mm256_maddubs_epi16(odd, broadcast4_avx2(a + 4))));
+                }
+            }
+            BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], scale));
+        }
+        for (size_t c = 0; c < chunks; c += 2) {
+            const __m256i pairs = scale_pairs_avx2(mins + 8 * c, mins + 8 * c + 8, false);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                const int16_t *sums = x[t][s].sums + 2 * c;   // 16-input sums: chunk c is sums 2c and 2c + 1
+                int32_t pair = (int32_t)(uint16_t)(sums[0] + sums[1]) | (int32_t)((uint32_t)(uint16_t)(sums[2] + sums[3]) << 16);
+                minimum[t] = _mm256_add_epi32(minimum[t], _mm256_madd_epi16(pairs, _mm256_set1_epi32(pair)));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            const __m256 da = _mm256_set1_ps(x[t][s].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), _mm256_mul_ps(d, da), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(minimum[t]), _mm256_mul_ps(dmin, da), acc[t]);
+        }
+        block += offsetof(blip2_panel_q4k, qs) + count * 4;
+    }
+    store_panel_avx2(acc, out, T);
+}
+
+// q3k and q6k: signed sub-scales per 16 inputs, values offset by 4 or 32. Levels are unsigned for vpmaddubsw;
+// the offset comes off as offset * sum_j s_j sum_j(a), from the activation's 16-input sums.
+BLIP2_INLINE void tile_q36k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {
+    const blip2_block_q8k *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
+    const __m256i nibble = _mm256_set1_epi8(0x0f), crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
+    const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    const char *block = (const char *)wv[0];
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+        const size_t count = superblock_count(n, s), chunks = count / 32;
+        if (T == 1) blip2_prefetch_panel(block, header + count * bits);
+        int8_t stack_scales[128];
+        const int8_t *scales;
+        if (six) {
+            scales = ((const blip2_panel_q6k *)block)->scales;
+        } else {
+            const blip2_panel_q3k *p = (const blip2_panel_q3k *)block;
+            __m256i low0 = _mm256_loadu_si256((const __m256i *)p->scales_low), low1 = _mm256_loadu_si256((const __m256i *)(p->scales_low + 32));
+            __m256i high = _mm256_loadu_si256((const __m256i *)p->scales_high), bias = _mm256_set1_epi8(32);
+            _mm256_storeu_si256((__m256i *)stack_scales, _mm256_sub_epi8(six_bits_avx2(low0, high, 0, 0), bias));
+            _mm256_storeu_si256((__m256i *)(stack_scales + 32), _mm256_sub_epi8(six_bits_avx2(low1, high, 0, 2), bias));
+            _mm256_storeu_si256((__m256i *)(stack_scales + 64), _mm256_sub_epi8(six_bits_avx2(low0, high, 4, 4), bias));
+            _mm256_storeu_si256((__m256i *)(stack_scales + 96), _mm256_sub_epi8(six_bits_avx2(low1, high, 4, 6), bias));
+            scales = stack_scales;
+        }
+        const uint8_t *qs = (const uint8_t *)block + header;
+        __m256i dot[4], offset[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm256_setzero_si256(); offset[t] = _mm256_setzero_si256(); }
+        for (size_t c = 0; c < chunks; c++) {
+            const uint8_t *chunk = qs + c * 32 * bits;
+            BLIP2_UNROLL for (int h = 0; h < 2; h++) {   // sub-block j = 2c + h: groups 4h..4h+3 of the chunk
+                const size_t j = 2 * c + h;
+                const __m256i scale = row_scales_avx2(scales + 8 * j, true);
+                __m256i g[4];
+                if (six) {
+                    __m256i low0 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h));
+                    __m256i low1 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h + 32));
+                    __m256i high = _mm256_loadu_si256((const __m256i *)(chunk + 128 + 32 * h));
+                    g[0] = six_bits_avx2(low0, high, 0, 0);
+                    g[1] = six_bits_avx2(low0, high, 4, 2);
+                    g[2] = six_bits_avx2(low1, high, 0, 4);
+                    g[3] = six_bits_avx2(low1, high, 4, 6);
+                } else {
+                    __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
+                    __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
+                    BLIP2_UNROLL for (int k = 0; k < 4; k++) {
+                        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, 2 * k), crumb);
+                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(top, 4 * h + k), bit);
+                        g[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
+                    }
+                }
+                BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                    const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
+                    // q6k pair sums reach 2 * 63 * 127 = 16002: two groups fit 16 bits, four do not.
+                    __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(g[0], broadcast4_avx2(a)), _mm256_maddubs_epi16(g[1], broadcast4_avx2(a + 4)));
+                    __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(g[2], broadcast4_avx2(a + 8)), _mm256_maddubs_epi16(g[3], broadcast4_avx2(a + 12)));
+                    if (six) {
+                        dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(_mm256_madd_epi16(p01, scale), _mm256_madd_epi16(p23, scale)));
+                    } else {
+                        dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(_mm256_add_epi16(p01, p23), scale));
+                    }
+                }
+            }
+            const __m256i pairs = scale_pairs_avx2(scales + 16 * c, scales + 16 * c + 8, true);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) offset[t] = _mm256_add_epi32(offset[t], _mm256_madd_epi16(pairs, sum_pair_avx2(x[t][s].sums + 2 * c)));
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            __m256i total = _mm256_sub_epi32(dot[t], _mm256_slli_epi32(offset[t], six ? 5 : 2));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(x[t][s].d)), acc[t]);
+        }
+        block += header + count * bits;
+    }
+    store_panel_avx2(acc, out, T);
+}
+
+static void q4k_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_avx2(w, x, n, out, 1); }
+static void q4k_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_avx2(w, x, n, out, 4); }
+static void q3k_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_avx2(w, x, n, out, 1, false); }
+static void q3k_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_avx2(w, x, n, out, 4, false); }
+static void q6k_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_avx2(w, x, n, out, 1, true); }
+static void q6k_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_avx2(w, x, n, out, 4, true); }
+
 // vpmaddubsw + vpmaddwd, the pair every AVX2 int8 product is built from, in 12 independent chains (enough to
 // cover their latency at two per cycle); each pair is 32 multiply-adds. The empty asm keeps the operand
 // opaque so the loop is not folded.
@@ -557,6 +773,7 @@ const blip2_kernels blip2_kernels_avx2 = {
     .isa = BLIP2_ISA_AVX2,
     .name = "avx2",
     .quantize_q8a = quantize_q8a_avx2,
+    .quantize_q8k = quantize_q8k_avx2,
     .vec_dot_q8_q8a = vec_dot_q8_q8a_avx2,
     .vec_dot_q4_q8a = vec_dot_q4_q8a_avx2,
     .vec_dot_f32 = vec_dot_f32_avx2,
@@ -568,11 +785,13 @@ const blip2_kernels blip2_kernels_avx2 = {
         [BLIP2_TYPE_F32] = {f32_mv_avx2, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_avx2, 4, 1},
         [BLIP2_TYPE_Q8] = {q8_mv_avx2, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_avx2, 4, 1},
         [BLIP2_TYPE_Q8P] = {q8p_mv_avx2, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_avx2, 8, 1},
+        [BLIP2_TYPE_Q4K] = {q4k_mv_avx2, 8, 1}, [BLIP2_TYPE_Q3K] = {q3k_mv_avx2, 8, 1}, [BLIP2_TYPE_Q6K] = {q6k_mv_avx2, 8, 1},
     },
     .matmul = {
         [BLIP2_TYPE_F32] = {f32_mm_avx2, 2, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx2, 2, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_avx2, 2, 4}, [BLIP2_TYPE_Q4] = {q4_mm_avx2, 2, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_avx2, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_avx2, 8, 4},
+        [BLIP2_TYPE_Q4K] = {q4k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_avx2, 8, 4},
     },
     .int8_peak = int8_peak_avx2,
 };
@@ -820,6 +1039,7 @@ const blip2_kernels blip2_kernels_avx512 = {
     .isa = BLIP2_ISA_AVX512,
     .name = "avx512",
     .quantize_q8a = quantize_q8a_avx2,
+    .quantize_q8k = quantize_q8k_avx2,
     .vec_dot_q8_q8a = vec_dot_q8_q8a_vnni,
     .vec_dot_q4_q8a = vec_dot_q4_q8a_vnni,
     .vec_dot_f32 = vec_dot_f32_avx512,
@@ -831,11 +1051,13 @@ const blip2_kernels blip2_kernels_avx512 = {
         [BLIP2_TYPE_F32] = {f32_mv_avx512, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_avx512, 4, 1},
         [BLIP2_TYPE_Q8] = {q8_mv_vnni, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_vnni, 4, 1},
         [BLIP2_TYPE_Q8P] = {q8p_mv_vnni, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_vnni, 8, 1},
+        [BLIP2_TYPE_Q4K] = {q4k_mv_avx2, 8, 1}, [BLIP2_TYPE_Q3K] = {q3k_mv_avx2, 8, 1}, [BLIP2_TYPE_Q6K] = {q6k_mv_avx2, 8, 1},
     },
     .matmul = {
         [BLIP2_TYPE_F32] = {f32_mm_avx512, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx512, 4, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_vnni, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_vnni, 4, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_vnni, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_vnni, 8, 4},
+        [BLIP2_TYPE_Q4K] = {q4k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_avx2, 8, 4},
     },
     .int8_peak = int8_peak_vnni,
 };

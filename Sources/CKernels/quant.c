@@ -9,18 +9,44 @@ static inline float f16_round(float x) { return blip2_f16_to_f32(blip2_f32_to_f1
 // MARK: - q8
 
 void blip2_quantize_row_q8(const float *src, blip2_block_q8 *dst, size_t n) {
+    blip2_quantize_row_q8_weighted(src, NULL, dst, n);
+}
+
+// Levels for an (f16-representable) scale, and their weighted squared error.
+static float q8_levels(const float *x, const float *w, float d, int8_t *q) {
+    float inv = d > 0 ? 1.0f / d : 0, err = 0;
+    for (int i = 0; i < BLIP2_QBLOCK; i++) {
+        q[i] = (int8_t)fmaxf(-127.0f, fminf(127.0f, roundf(x[i] * inv)));
+        float e = x[i] - d * (float)q[i];
+        err += (w ? w[i] : 1.0f) * e * e;
+    }
+    return err;
+}
+
+// The max/127 scale (the plain fit, and all of it without importance); with importance, scales around it as
+// well (a smaller one clips the largest value to buy finer steps for the rest), each refit by weighted least
+// squares for its levels; the lowest weighted error is kept.
+void blip2_quantize_row_q8_weighted(const float *src, const float *importance, blip2_block_q8 *dst, size_t n) {
     for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
-        const float *x = src + b * BLIP2_QBLOCK;
+        const float *x = src + b * BLIP2_QBLOCK, *w = importance ? importance + b * BLIP2_QBLOCK : NULL;
         float amax = 0;
         for (int i = 0; i < BLIP2_QBLOCK; i++) amax = fmaxf(amax, fabsf(x[i]));
         // The stored (f16) scale is the one the runtime multiplies by, so quantize against it.
         float d = f16_round(fminf(amax / 127.0f, 65504.0f));
-        float inv = d > 0 ? 1.0f / d : 0;
-        dst[b].d = blip2_f32_to_f16(d);
-        for (int i = 0; i < BLIP2_QBLOCK; i++) {
-            float q = roundf(x[i] * inv);
-            dst[b].qs[i] = (int8_t)fmaxf(-127.0f, fminf(127.0f, q));
+        int8_t q[BLIP2_QBLOCK], candidate[BLIP2_QBLOCK];
+        float best = q8_levels(x, w, d, q);
+        for (int k = -4; w && d > 0 && k <= 4; k++) {
+            if (k == 0) continue;
+            float trial = f16_round(amax / (127.0f + 3.0f * (float)k));
+            q8_levels(x, w, trial, candidate);
+            double swqq = 0, swqx = 0;
+            for (int i = 0; i < BLIP2_QBLOCK; i++) { swqq += w[i] * candidate[i] * candidate[i]; swqx += w[i] * candidate[i] * x[i]; }
+            if (swqq > 0 && swqx > 0) trial = f16_round(fminf((float)(swqx / swqq), 65504.0f));
+            float err = q8_levels(x, w, trial, candidate);
+            if (err < best) { best = err; d = trial; memcpy(q, candidate, sizeof q); }
         }
+        dst[b].d = blip2_f32_to_f16(d);
+        memcpy(dst[b].qs, q, sizeof q);
     }
 }
 
@@ -33,43 +59,44 @@ void blip2_dequantize_row_q8(const blip2_block_q8 *src, float *dst, size_t n) {
 
 // MARK: - q4
 
-// Squared error of quantizing x with the given (already f16-representable) scale and minimum.
-static float q4_error(const float *x, float d, float m, uint8_t *q) {
+// Weighted squared error of quantizing x with the given (already f16-representable) scale and minimum.
+static float q4_error(const float *x, const float *w, float d, float m, uint8_t *q) {
     float inv = d > 0 ? 1.0f / d : 0, err = 0;
     for (int i = 0; i < BLIP2_QBLOCK; i++) {
         float v = roundf((x[i] - m) * inv);
         v = fmaxf(0.0f, fminf(15.0f, v));
         q[i] = (uint8_t)v;
         float e = x[i] - (d * v + m);
-        err += e * e;
+        err += w[i] * e * e;
     }
     return err;
 }
 
 // Starts from the min/max fit, then alternates "quantize with (d, m)" and "least-squares (d, m) for these
 // levels"; the second step is what lowers the error below plain min/max rounding (docs/FORMAT.md).
-static void q4_fit(const float *x, float *best_d, float *best_m, uint8_t *best_q) {
+// The weights w are the inputs' importance (all 1 for the plain fit: the sums are then exactly the unweighted ones).
+static void q4_fit(const float *x, const float *w, float *best_d, float *best_m, uint8_t *best_q) {
     float lo = x[0], hi = x[0];
     for (int i = 1; i < BLIP2_QBLOCK; i++) { lo = fminf(lo, x[i]); hi = fmaxf(hi, x[i]); }
     float d = f16_round(fminf((hi - lo) / 15.0f, 65504.0f)), m = f16_round(lo);
     uint8_t q[BLIP2_QBLOCK];
-    float best = q4_error(x, d, m, best_q);
+    float best = q4_error(x, w, d, m, best_q);
     *best_d = d; *best_m = m;
     if (hi == lo) return;
     for (int iter = 0; iter < 4; iter++) {
-        double sq = 0, sqq = 0, sx = 0, sqx = 0;
+        double sw = 0, sq = 0, sqq = 0, sx = 0, sqx = 0;
         for (int i = 0; i < BLIP2_QBLOCK; i++) {
             double qi = (iter == 0 ? best_q : q)[i];
-            sq += qi; sqq += qi * qi; sx += x[i]; sqx += qi * x[i];
+            sw += w[i]; sq += w[i] * qi; sqq += w[i] * qi * qi; sx += w[i] * x[i]; sqx += w[i] * qi * x[i];
         }
-        double det = BLIP2_QBLOCK * sqq - sq * sq;
+        double det = sw * sqq - sq * sq;
         if (det <= 0) break;
-        float nd = (float)((BLIP2_QBLOCK * sqx - sq * sx) / det);
+        float nd = (float)((sw * sqx - sq * sx) / det);
         float nm = (float)((sqq * sx - sq * sqx) / det);
         if (!(nd > 0)) break;
         nd = f16_round(fminf(nd, 65504.0f));
         nm = f16_round(nm);
-        float err = q4_error(x, nd, nm, q);
+        float err = q4_error(x, w, nd, nm, q);
         if (err < best) {
             best = err; *best_d = nd; *best_m = nm;
             for (int i = 0; i < BLIP2_QBLOCK; i++) best_q[i] = q[i];
@@ -78,10 +105,19 @@ static void q4_fit(const float *x, float *best_d, float *best_m, uint8_t *best_q
 }
 
 void blip2_quantize_row_q4(const float *src, blip2_block_q4 *dst, size_t n) {
+    blip2_quantize_row_q4_weighted(src, NULL, dst, n);
+}
+
+void blip2_quantize_row_q4_weighted(const float *src, const float *importance, blip2_block_q4 *dst, size_t n) {
+    static const float ones[BLIP2_QBLOCK] = {1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1,
+                                             1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1, 1};
     for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
-        float d, m;
+        float d, m, w[BLIP2_QBLOCK];
         uint8_t q[BLIP2_QBLOCK];
-        q4_fit(src + b * BLIP2_QBLOCK, &d, &m, q);
+        // A block whose inputs were never driven (all importance 0) has nothing to weigh: plain fit.
+        float total = 0;
+        for (int i = 0; importance && i < BLIP2_QBLOCK; i++) total += w[i] = fmaxf(importance[b * BLIP2_QBLOCK + i], 0.0f);
+        q4_fit(src + b * BLIP2_QBLOCK, importance && total > 0 && isfinite(total) ? w : ones, &d, &m, q);
         dst[b].d = blip2_f32_to_f16(d);
         dst[b].m = blip2_f32_to_f16(m);
         for (int i = 0; i < BLIP2_QBLOCK / 2; i++) dst[b].qs[i] = (uint8_t)(q[i] | (q[i + BLIP2_QBLOCK / 2] << 4));
@@ -140,24 +176,32 @@ void blip2_unpack_q4(const blip2_panel_q4 *panel, size_t row, blip2_block_q4 *bl
 }
 
 void blip2_quantize_panels_q8(const float *src, size_t rows, size_t cols, blip2_panel_q8 *dst) {
+    blip2_quantize_panels_q8_weighted(src, rows, cols, NULL, dst);
+}
+
+void blip2_quantize_panels_q8_weighted(const float *src, size_t rows, size_t cols, const float *importance, blip2_panel_q8 *dst) {
     size_t nb = cols / BLIP2_QBLOCK, panels = (rows + BLIP2_PANEL_ROWS - 1) / BLIP2_PANEL_ROWS;
     memset(dst, 0, panels * nb * sizeof *dst);
     for (size_t r = 0; r < rows; r++) {
         for (size_t b = 0; b < nb; b++) {
             blip2_block_q8 block;
-            blip2_quantize_row_q8(src + r * cols + b * BLIP2_QBLOCK, &block, BLIP2_QBLOCK);
+            blip2_quantize_row_q8_weighted(src + r * cols + b * BLIP2_QBLOCK, importance ? importance + b * BLIP2_QBLOCK : NULL, &block, BLIP2_QBLOCK);
             blip2_pack_q8(&block, r % BLIP2_PANEL_ROWS, dst + r / BLIP2_PANEL_ROWS * nb + b);
         }
     }
 }
 
 void blip2_quantize_panels_q4(const float *src, size_t rows, size_t cols, blip2_panel_q4 *dst) {
+    blip2_quantize_panels_q4_weighted(src, rows, cols, NULL, dst);
+}
+
+void blip2_quantize_panels_q4_weighted(const float *src, size_t rows, size_t cols, const float *importance, blip2_panel_q4 *dst) {
     size_t nb = cols / BLIP2_QBLOCK, panels = (rows + BLIP2_PANEL_ROWS - 1) / BLIP2_PANEL_ROWS;
     memset(dst, 0, panels * nb * sizeof *dst);
     for (size_t r = 0; r < rows; r++) {
         for (size_t b = 0; b < nb; b++) {
             blip2_block_q4 block;
-            blip2_quantize_row_q4(src + r * cols + b * BLIP2_QBLOCK, &block, BLIP2_QBLOCK);
+            blip2_quantize_row_q4_weighted(src + r * cols + b * BLIP2_QBLOCK, importance ? importance + b * BLIP2_QBLOCK : NULL, &block, BLIP2_QBLOCK);
             blip2_pack_q4(&block, r % BLIP2_PANEL_ROWS, dst + r / BLIP2_PANEL_ROWS * nb + b);
         }
     }

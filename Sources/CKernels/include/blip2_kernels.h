@@ -22,7 +22,10 @@ typedef enum {
     BLIP2_TYPE_Q4 = 9,   // blip2_block_q4: asymmetric uint4, f16 scale + f16 minimum per 32 inputs
     BLIP2_TYPE_Q8P = 10, // blip2_panel_q8: q8's values, eight rows interleaved (products over many tokens)
     BLIP2_TYPE_Q4P = 11, // blip2_panel_q4: q4's values, eight rows interleaved
-    BLIP2_TYPE_COUNT = 12, // one past the largest value (tables are indexed by type)
+    BLIP2_TYPE_Q4K = 12, // blip2_panel_q4k: 256-input super-blocks, 4-bit values, 6-bit sub-scales and minimums
+    BLIP2_TYPE_Q3K = 13, // blip2_panel_q3k: 256-input super-blocks, 3-bit values, 6-bit sub-scales
+    BLIP2_TYPE_Q6K = 14, // blip2_panel_q6k: 256-input super-blocks, 6-bit values, 8-bit sub-scales
+    BLIP2_TYPE_COUNT = 15, // one past the largest value (tables are indexed by type)
 } blip2_type;
 
 // Consecutive input channels that share one scale. Chosen by measured error (docs/FORMAT.md).
@@ -68,29 +71,102 @@ typedef struct {
 } blip2_panel_q4;
 _Static_assert(sizeof(blip2_panel_q4) == 8 * sizeof(blip2_block_q4), "q4p panel must be 160 bytes");
 
+// MARK: - Super-block formats (q4k, q3k, q6k)
+//
+// A super-block spans 256 inputs of 8 rows (panels only: these types are for linear weights). One f16 scale
+// per row and super-block (and for q4k an f16 minimum-scale) multiplies small integer sub-block scales, so
+// the float work of a product is paid once per 256 inputs while the sub-scales apply in the integer domain.
+// A row's last super-block may be shorter (any multiple of 32 inputs: ViT-g's 1408 = 5 x 256 + 128): it keeps
+// the whole header and stores values for its inputs only, so `qs` ends early. Sub-blocks past the end of a
+// short super-block have scale 0.
+//
+// Values are laid out in chunks of 32 inputs (chunk c covers inputs 32c..32c+31 of the super-block); a chunk
+// is 8 groups of 4 inputs, and "value v of group g" is row v / 4, input 32c + 4g + v % 4 (q8p's order, so one
+// 32-byte run of a group feeds vpmaddubsw / vpdpbusd against 4 broadcast activation bytes). Each format splits
+// a value into bit planes of 4, 2 and 1 bits, one 32-byte run holding 2, 4 or 8 groups of a plane:
+//   q4k chunk (128 bytes): nibble runs p = 0..3, byte 32p + v: group 2p in the low nibble, 2p + 1 in the high.
+//   q6k chunk (192 bytes): the q4k nibbles (low 4 bits), then 2 crumb runs: byte 128 + 32(g/4) + v holds the
+//                          top 2 bits of group g at bit 2(g%4).
+//   q3k chunk (96 bytes):  2 crumb runs: byte 32(g/4) + v holds the low 2 bits of group g at bit 2(g%4);
+//                          then one bit run: byte 64 + v holds the top bit of group g at bit g.
+// Sub-block scales are listed sub-block-major: entry e = 8 j + r is sub-block j of row r.
+
+#define BLIP2_SUPERBLOCK 256
+/// Row widths these types take are multiples of this (a short last super-block is whole chunks).
+#define BLIP2_SUPERBLOCK_CHUNK 32
+
+/// q4k: w = d[r] * sc * q - dmin[r] * m, q in 0..15; sc and m are 6-bit (0..63) per sub-block of 32 inputs.
+/// 6-bit fields split in two: entry e's low 4 bits are the low nibble of scales_low[e] for e < 32 (the high
+/// nibble of scales_low[e - 32] otherwise), likewise mins_low; high[e % 32] holds the top 2 bits of scale e
+/// at bit 0 (e < 32) or 2, and of minimum e at bit 4 (e < 32) or 6. 4.5 bits per weight.
+typedef struct {
+    uint16_t d[BLIP2_PANEL_ROWS];            // f16
+    uint16_t dmin[BLIP2_PANEL_ROWS];         // f16
+    uint8_t scales_low[32];
+    uint8_t mins_low[32];
+    uint8_t high[32];
+    uint8_t qs[BLIP2_PANEL_ROWS * BLIP2_SUPERBLOCK / 2];
+} blip2_panel_q4k;
+_Static_assert(sizeof(blip2_panel_q4k) == 8 * 144, "q4k super-block must be 144 bytes per row");
+
+/// q6k: w = d[r] * sc * (q - 32), q in 0..63; sc is int8 per sub-block of 16 inputs. 6.5625 bits per weight.
+typedef struct {
+    uint16_t d[BLIP2_PANEL_ROWS];            // f16
+    int8_t scales[16 * BLIP2_PANEL_ROWS];    // entry 8 j + r
+    uint8_t qs[BLIP2_PANEL_ROWS * BLIP2_SUPERBLOCK * 6 / 8];
+} blip2_panel_q6k;
+_Static_assert(sizeof(blip2_panel_q6k) == 8 * 210, "q6k super-block must be 210 bytes per row");
+
+/// q3k: w = d[r] * (s - 32) * (q - 4), q in 0..7; s is 6-bit (0..63, so sub-scales -32..31) per sub-block of
+/// 16 inputs. Entry e (0..127): low 4 bits in scales_low[e % 64] (low nibble for e < 64), top 2 bits in
+/// scales_high[e % 32] at bit 2 (e / 32). About 3.44 bits per weight.
+typedef struct {
+    uint16_t d[BLIP2_PANEL_ROWS];            // f16
+    uint8_t scales_low[64];
+    uint8_t scales_high[32];
+    uint8_t qs[BLIP2_PANEL_ROWS * BLIP2_SUPERBLOCK * 3 / 8];
+} blip2_panel_q3k;
+_Static_assert(sizeof(blip2_panel_q3k) == 8 * 110, "q3k super-block must be 110 bytes per row");
+
+/// One row of one super-block in plain form: what the fits produce and the panels pack (never stored).
+typedef struct {
+    float d, dmin;                     // as stored (f16-representable)
+    int16_t scales[16], mins[16];      // per sub-block (8 of 32 inputs for q4k, 16 of 16 for q3k/q6k)
+    uint8_t q[BLIP2_SUPERBLOCK];       // unsigned levels
+} blip2_superblock_row;
+
 // MARK: - Traits table
 
 /// What the products convert activation rows into before meeting a weight type.
 typedef enum {
     BLIP2_ACTIVATION_F32 = 0,   // plain float rows
     BLIP2_ACTIVATION_Q8A = 1,   // blip2_block_q8a rows, quantized once per product
+    BLIP2_ACTIVATION_Q8K = 2,   // blip2_block_q8k rows (super-block formats)
 } blip2_activation;
 
 /// Everything a storage type is. A matrix of a type is `rows` rows of `cols` inputs stored in row groups of
 /// `block_rows` rows (the last group padded with zero rows); a group is cols / block_elements blocks of
-/// `block_bytes`. Vectors are one-row matrices.
+/// `block_bytes`, then, where cols is not a multiple of block_elements, one short block: `header_bytes`
+/// plus the value bytes of its inputs (super-block types only; the others take whole blocks, so
+/// tail_elements == block_elements). Vectors are one-row matrices.
 typedef struct {
-    const char *name;          // as written by tools: "f32", "f16", "bf16", "q8", "q4", "q8p", "q4p"
+    const char *name;          // as written by tools: "f32", "f16", "bf16", "q8", "q4", "q8p", "q4p", "q4k", ...
     uint32_t block_rows;       // rows a block spans (1; BLIP2_PANEL_ROWS for panels)
     uint32_t block_elements;   // inputs a block spans per row (1 for plain floats)
     uint32_t block_bytes;      // bytes per block
+    uint32_t tail_elements;    // a row's width must be a multiple of this (a short last block is whole tails)
+    uint32_t header_bytes;     // bytes of a block that do not grow with its inputs (0 where blocks are whole)
     bool quantized;
     blip2_activation activation;
-    /// Row `row` of a matrix with `cols` inputs (a whole number of blocks) into f32.
+    /// Row `row` of a matrix with `cols` inputs (a whole number of tails) into f32.
     void (*to_f32)(const void *matrix, size_t row, size_t cols, float *dst);
     /// `rows` rows of f32 [rows, cols] into a matrix of this type (padding rows written as zeros); NULL
     /// where the type is never written (bf16).
     void (*from_f32)(const float *src, size_t rows, size_t cols, void *matrix);
+    /// As from_f32, fitting each block to minimize sum_i importance[i] (x_i - w_i)^2 over its inputs i
+    /// (`importance`: one non-negative value per input column, e.g. the mean squared activation; NULL
+    /// means all 1). NULL for types with nothing to fit (plain floats).
+    void (*from_f32_weighted)(const float *src, size_t rows, size_t cols, const float *importance, void *matrix);
 } blip2_type_traits;
 
 /// NULL for an unknown type value (e.g. read from a hostile file).
@@ -121,6 +197,9 @@ void blip2_dequantize_row_q4(const blip2_block_q4 *src, float *dst, size_t n);
 /// quantize it), zero rows padding the last panel; panel p's blocks are consecutive.
 void blip2_quantize_panels_q8(const float *src, size_t rows, size_t cols, blip2_panel_q8 *dst);
 void blip2_quantize_panels_q4(const float *src, size_t rows, size_t cols, blip2_panel_q4 *dst);
+/// The same with importance-weighted fits (one value per column; NULL: the plain fits above).
+void blip2_quantize_panels_q8_weighted(const float *src, size_t rows, size_t cols, const float *importance, blip2_panel_q8 *dst);
+void blip2_quantize_panels_q4_weighted(const float *src, size_t rows, size_t cols, const float *importance, blip2_panel_q4 *dst);
 /// Row `row` (< 8) of the panels of one row group (cols / 32 consecutive panels) into f32.
 void blip2_dequantize_panel_row_q8(const blip2_panel_q8 *panels, size_t row, float *dst, size_t cols);
 void blip2_dequantize_panel_row_q4(const blip2_panel_q4 *panels, size_t row, float *dst, size_t cols);
@@ -129,6 +208,19 @@ void blip2_pack_q8(const blip2_block_q8 *block, size_t row, blip2_panel_q8 *pane
 void blip2_pack_q4(const blip2_block_q4 *block, size_t row, blip2_panel_q4 *panel);
 void blip2_unpack_q8(const blip2_panel_q8 *panel, size_t row, blip2_block_q8 *block);
 void blip2_unpack_q4(const blip2_panel_q4 *panel, size_t row, blip2_block_q4 *block);
+
+/// Super-block types: the plain form of row `row` (< 8) of the super-block starting at `block` that spans
+/// `count` inputs, and back (pack leaves the other rows alone; lossless both ways for values in range).
+void blip2_superblock_unpack(uint32_t type, const void *block, size_t row, size_t count, blip2_superblock_row *out);
+void blip2_superblock_pack(uint32_t type, const blip2_superblock_row *in, size_t row, size_t count, void *block);
+/// Fits one row of one super-block (`count` inputs, importance NULL for all 1) into plain form; the result
+/// dequantizes to the smallest weighted squared error the fit finds, never more than the plain min/max fit's.
+void blip2_superblock_fit(uint32_t type, const float *x, const float *importance, size_t count, blip2_superblock_row *out);
+/// The weights a plain super-block row stands for.
+void blip2_superblock_dequantize(uint32_t type, const blip2_superblock_row *in, size_t count, float *dst);
+/// Importance-weighted q8 and q4 fits (row formats; NULL importance is the plain fit).
+void blip2_quantize_row_q8_weighted(const float *src, const float *importance, blip2_block_q8 *dst, size_t n);
+void blip2_quantize_row_q4_weighted(const float *src, const float *importance, blip2_block_q4 *dst, size_t n);
 
 /// Dequantizes `n` elements (the first row of a matrix of `n` inputs) of any type into f32. Returns false
 /// for an unknown type or an `n` that is not a whole number of blocks.
@@ -148,6 +240,19 @@ typedef struct {
     int8_t qs[BLIP2_QBLOCK];
 } blip2_block_q8a;
 _Static_assert(sizeof(blip2_block_q8a) == 8 + BLIP2_QBLOCK, "q8a block must be 40 bytes");
+
+/// q8k: the activation row for super-block products, 256 inputs per block (a row's last block zero-padded):
+/// x[i] ~= d * qs[i] with d = max|x| / 127, and sums[k] the sum of qs over inputs 16k..16k+15, which the
+/// sub-block minimums and value offsets need.
+typedef struct {
+    float d;
+    int16_t sums[BLIP2_SUPERBLOCK / 16];
+    int8_t qs[BLIP2_SUPERBLOCK];
+} blip2_block_q8k;
+_Static_assert(sizeof(blip2_block_q8k) == 4 + 32 + BLIP2_SUPERBLOCK, "q8k block must be 292 bytes");
+
+/// Bytes of one activation row of `n` inputs in format `a` (n a multiple of 32 for the quantized ones).
+size_t blip2_activation_row_bytes(blip2_activation a, size_t n);
 
 // MARK: - Kernels per instruction set
 //
@@ -181,6 +286,8 @@ typedef struct {
     const char *name;
     /// n must be a multiple of 32.
     void (*quantize_q8a)(const float *x, blip2_block_q8a *y, size_t n);
+    /// n must be a multiple of 32; writes ceil(n / 256) blocks, the last zero-padded.
+    void (*quantize_q8k)(const float *x, blip2_block_q8k *y, size_t n);
     /// Dot products of one row with one activation row (nb blocks, or n floats).
     float (*vec_dot_q8_q8a)(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb);
     float (*vec_dot_q4_q8a)(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb);

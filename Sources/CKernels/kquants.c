@@ -1,0 +1,376 @@
+// Super-block formats (q4k, q3k, q6k): their layouts, the importance-weighted fits, and the matrix-level
+// conversions the traits table points at. The converter runs the fits once per weight, so they favour
+// accuracy over speed (docs/FORMAT.md, "Fitting").
+#include "kquants_internal.h"
+#include <math.h>
+#include <string.h>
+
+static inline float f16_round(float x) { return blip2_f16_to_f32(blip2_f32_to_f16(x)); }
+
+const blip2_kq_format *blip2_kq_format_of(uint32_t type) {
+    // header: the bytes before qs; bits: per value; sub: inputs per sub-block; lo..hi: the signed levels
+    // (value - offset) of the symmetric formats, or 0..hi for q4k's unsigned levels.
+    static const blip2_kq_format q4k = {BLIP2_TYPE_Q4K, offsetof(blip2_panel_q4k, qs), 4, 32, 0, 15, 0, 63, true};
+    static const blip2_kq_format q3k = {BLIP2_TYPE_Q3K, offsetof(blip2_panel_q3k, qs), 3, 16, -4, 3, 4, 31, false};
+    static const blip2_kq_format q6k = {BLIP2_TYPE_Q6K, offsetof(blip2_panel_q6k, qs), 6, 16, -32, 31, 32, 127, false};
+    switch (type) {
+    case BLIP2_TYPE_Q4K: return &q4k;
+    case BLIP2_TYPE_Q3K: return &q3k;
+    case BLIP2_TYPE_Q6K: return &q6k;
+    default: return NULL;
+    }
+}
+
+// MARK: - Layout: values
+
+uint8_t blip2_kq_get_value(const blip2_kq_format *f, const void *block, size_t row, size_t i) {
+    const uint8_t *chunk = (const uint8_t *)block + f->header + i / 32 * 32 * f->bits;
+    size_t g = i % 32 / 4, v = 4 * row + i % 4;
+    switch (f->bits) {
+    case 4: return (chunk[32 * (g / 2) + v] >> (4 * (g % 2))) & 15;
+    case 6: return (uint8_t)(((chunk[32 * (g / 2) + v] >> (4 * (g % 2))) & 15) | ((chunk[128 + 32 * (g / 4) + v] >> (2 * (g % 4))) & 3) << 4);
+    default: return (uint8_t)(((chunk[32 * (g / 4) + v] >> (2 * (g % 4))) & 3) | ((chunk[64 + v] >> g) & 1) << 2);
+    }
+}
+
+static inline void put_bits(uint8_t *byte, unsigned shift, unsigned width, unsigned value) {
+    unsigned mask = ((1u << width) - 1) << shift;
+    *byte = (uint8_t)((*byte & ~mask) | ((value << shift) & mask));
+}
+
+static void set_value(const blip2_kq_format *f, void *block, size_t row, size_t i, unsigned q) {
+    uint8_t *chunk = (uint8_t *)block + f->header + i / 32 * 32 * f->bits;
+    unsigned g = (unsigned)(i % 32 / 4);
+    size_t v = 4 * row + i % 4;
+    switch (f->bits) {
+    case 4: put_bits(&chunk[32 * (g / 2) + v], 4 * (g % 2), 4, q); break;
+    case 6:
+        put_bits(&chunk[32 * (g / 2) + v], 4 * (g % 2), 4, q & 15);
+        put_bits(&chunk[128 + 32 * (g / 4) + v], 2 * (g % 4), 2, q >> 4);
+        break;
+    default:
+        put_bits(&chunk[32 * (g / 4) + v], 2 * (g % 4), 2, q & 3);
+        put_bits(&chunk[64 + v], g, 1, q >> 2);
+        break;
+    }
+}
+
+// MARK: - Layout: sub-block scales (entry e = 8 j + r)
+
+int blip2_kq_get_scale(const blip2_kq_format *f, const void *block, size_t e) {
+    switch (f->type) {
+    case BLIP2_TYPE_Q4K: {
+        const blip2_panel_q4k *p = block;
+        return ((e < 32 ? p->scales_low[e] : p->scales_low[e - 32] >> 4) & 15) | ((p->high[e % 32] >> (e < 32 ? 0 : 2)) & 3) << 4;
+    }
+    case BLIP2_TYPE_Q6K: return ((const blip2_panel_q6k *)block)->scales[e];
+    default: {
+        const blip2_panel_q3k *p = block;
+        int s = ((e < 64 ? p->scales_low[e] : p->scales_low[e - 64] >> 4) & 15) | ((p->scales_high[e % 32] >> (2 * (e / 32))) & 3) << 4;
+        return s - 32;
+    }
+    }
+}
+
+int blip2_kq_get_min(const void *q4k_block, size_t e) {
+    const blip2_panel_q4k *p = q4k_block;
+    return ((e < 32 ? p->mins_low[e] : p->mins_low[e - 32] >> 4) & 15) | ((p->high[e % 32] >> (e < 32 ? 4 : 6)) & 3) << 4;
+}
+
+static void set_scale(const blip2_kq_format *f, void *block, size_t e, int scale, int minimum) {
+    switch (f->type) {
+    case BLIP2_TYPE_Q4K: {
+        blip2_panel_q4k *p = block;
+        put_bits(&p->scales_low[e % 32], e < 32 ? 0 : 4, 4, (unsigned)scale & 15);
+        put_bits(&p->mins_low[e % 32], e < 32 ? 0 : 4, 4, (unsigned)minimum & 15);
+        put_bits(&p->high[e % 32], e < 32 ? 0 : 2, 2, (unsigned)scale >> 4);
+        put_bits(&p->high[e % 32], e < 32 ? 4 : 6, 2, (unsigned)minimum >> 4);
+        break;
+    }
+    case BLIP2_TYPE_Q6K: ((blip2_panel_q6k *)block)->scales[e] = (int8_t)scale; break;
+    default: {
+        blip2_panel_q3k *p = block;
+        unsigned s = (unsigned)(scale + 32);
+        put_bits(&p->scales_low[e % 64], e < 64 ? 0 : 4, 4, s & 15);
+        put_bits(&p->scales_high[e % 32], (unsigned)(2 * (e / 32)), 2, s >> 4);
+        break;
+    }
+    }
+}
+
+// The f16 fields: d[8] first in every format, q4k's dmin[8] right after.
+static uint16_t *row_scale(void *block, size_t row) { return (uint16_t *)block + row; }
+static uint16_t *row_min_scale(void *block, size_t row) { return (uint16_t *)block + BLIP2_PANEL_ROWS + row; }
+
+void blip2_superblock_unpack(uint32_t type, const void *block, size_t row, size_t count, blip2_superblock_row *out) {
+    const blip2_kq_format *f = blip2_kq_format_of(type);
+    memset(out, 0, sizeof *out);
+    if (!f) return;
+    out->d = blip2_f16_to_f32(*row_scale((void *)block, row));
+    if (f->has_min) out->dmin = blip2_f16_to_f32(*row_min_scale((void *)block, row));
+    for (size_t j = 0; j < BLIP2_SUPERBLOCK / f->sub; j++) {
+        out->scales[j] = (int16_t)blip2_kq_get_scale(f, block, 8 * j + row);
+        if (f->has_min) out->mins[j] = (int16_t)blip2_kq_get_min(block, 8 * j + row);
+    }
+    for (size_t i = 0; i < count; i++) out->q[i] = blip2_kq_get_value(f, block, row, i);
+}
+
+void blip2_superblock_pack(uint32_t type, const blip2_superblock_row *in, size_t row, size_t count, void *block) {
+    const blip2_kq_format *f = blip2_kq_format_of(type);
+    if (!f) return;
+    *row_scale(block, row) = blip2_f32_to_f16(in->d);
+    if (f->has_min) *row_min_scale(block, row) = blip2_f32_to_f16(in->dmin);
+    for (size_t j = 0; j < BLIP2_SUPERBLOCK / f->sub; j++) set_scale(f, block, 8 * j + row, in->scales[j], in->mins[j]);
+    for (size_t i = 0; i < count; i++) set_value(f, block, row, i, in->q[i]);
+}
+
+void blip2_superblock_dequantize(uint32_t type, const blip2_superblock_row *in, size_t count, float *dst) {
+    const blip2_kq_format *f = blip2_kq_format_of(type);
+    if (!f) return;
+    for (size_t i = 0; i < count; i++) {
+        size_t j = i / f->sub;
+        dst[i] = in->d * (float)in->scales[j] * (float)((int)in->q[i] - f->offset) - in->dmin * (float)in->mins[j];
+    }
+}
+
+// MARK: - Fitting
+//
+// Two levels, each minimizing the importance-weighted squared error E = sum_i w_i (x_i - y_i)^2:
+// 1. every sub-block gets a float scale (and for q4k a minimum): a search over candidate scales near the
+//    min/max one, each followed by the weighted least-squares scale (and minimum) for the levels it gives;
+// 2. the super-block scale(s) map those floats to the small integer sub-scales; the levels are then chosen
+//    again for the integer scales, and the super-block scales refit by least squares for them.
+// The same two levels run from the plain min/max sub-block fit as well, and the better result is kept, so
+// the fit is never worse than min/max rounding.
+
+#define KQ_CANDIDATES 8   // candidate scales on each side of the min/max one, in steps of 0.1 level
+
+static inline int clamp_level(float v, int lo, int hi) {
+    int q = (int)nearbyintf(v);
+    return q < lo ? lo : q > hi ? hi : q;
+}
+
+// q4k sub-block: x ~= a q - b with q in 0..hi, a > 0, b >= 0 (the minimum is never above 0, so zero stays
+// reachable). Returns the weighted error; `search` false gives the plain min/max fit.
+static float fit_affine(const float *x, const float *w, int n, int hi, bool search, float *a_out, float *b_out) {
+    float lo = 0, top = 0;
+    for (int i = 0; i < n; i++) { lo = fminf(lo, x[i]); top = fmaxf(top, x[i]); }
+    *a_out = 0; *b_out = -lo;
+    if (top == lo) return 0;
+    float best = INFINITY;
+    for (int k = search ? -KQ_CANDIDATES : 0; k <= (search ? KQ_CANDIDATES : 0); k++) {
+        float iscale = ((float)hi + 0.1f * (float)k) / (top - lo);
+        double sw = 0, swq = 0, swqq = 0, swx = 0, swqx = 0;
+        uint8_t q[BLIP2_SUPERBLOCK];
+        for (int i = 0; i < n; i++) {
+            q[i] = (uint8_t)clamp_level((x[i] - lo) * iscale, 0, hi);
+            sw += w[i]; swq += w[i] * q[i]; swqq += w[i] * q[i] * q[i]; swx += w[i] * x[i]; swqx += w[i] * q[i] * x[i];
+        }
+        float a = 1.0f / iscale, m = lo;
+        if (search) {
+            double det = sw * swqq - swq * swq;
+            if (det > 0) {
+                a = (float)((sw * swqx - swq * swx) / det);
+                m = (float)((swqq * swx - swq * swqx) / det);
+            }
+            if (m > 0 && swqq > 0) { m = 0; a = (float)(swqx / swqq); }
+            if (!(a > 0)) continue;
+        }
+        float err = 0;
+        for (int i = 0; i < n; i++) {
+            float e = x[i] - (a * q[i] + m);
+            err += w[i] * e * e;
+        }
+        if (err < best) { best = err; *a_out = a; *b_out = -m; }
+    }
+    return best;
+}
+
+// q3k/q6k sub-block: x ~= a l with l in lo..hi (lo = -hi - 1); the element of largest magnitude maps to lo,
+// the side with one more level. a may be negative.
+static float fit_symmetric(const float *x, const float *w, int n, int lo, int hi, bool search, float *a_out) {
+    float peak = 0;
+    for (int i = 0; i < n; i++) if (fabsf(x[i]) > fabsf(peak)) peak = x[i];
+    *a_out = 0;
+    if (peak == 0) return 0;
+    float best = INFINITY;
+    for (int k = search ? -KQ_CANDIDATES : 0; k <= (search ? KQ_CANDIDATES : 0); k++) {
+        float iscale = ((float)lo + 0.1f * (float)k) / peak;
+        double swll = 0, swlx = 0;
+        int8_t l[BLIP2_SUPERBLOCK];
+        for (int i = 0; i < n; i++) {
+            l[i] = (int8_t)clamp_level(x[i] * iscale, lo, hi);
+            swll += w[i] * l[i] * l[i]; swlx += w[i] * l[i] * x[i];
+        }
+        float a = 1.0f / iscale;
+        if (search) {
+            if (!(swll > 0)) continue;
+            a = (float)(swlx / swll);
+        }
+        float err = 0;
+        for (int i = 0; i < n; i++) {
+            float e = x[i] - a * l[i];
+            err += w[i] * e * e;
+        }
+        if (err < best) { best = err; *a_out = a; }
+    }
+    return best;
+}
+
+static float weighted_error(const blip2_kq_format *f, const float *x, const float *w, size_t count, const blip2_superblock_row *row) {
+    float y[BLIP2_SUPERBLOCK], err = 0;
+    blip2_superblock_dequantize(f->type, row, count, y);
+    for (size_t i = 0; i < count; i++) err += w[i] * (x[i] - y[i]) * (x[i] - y[i]);
+    return err;
+}
+
+// Weighted error of sub-block j (inputs j*sub .. of `count`) with its current integer scale and minimum,
+// choosing its levels.
+static float sub_block_levels(const blip2_kq_format *f, const float *x, const float *w, size_t count, size_t j, blip2_superblock_row *row) {
+    float a = row->d * (float)row->scales[j], b = row->dmin * (float)row->mins[j], err = 0;
+    for (size_t i = j * f->sub; i < (j + 1) * f->sub && i < count; i++) {
+        int level = a != 0 ? clamp_level((x[i] + b) / a, f->lo, f->hi) : 0;
+        row->q[i] = (uint8_t)(level + f->offset);
+        float e = x[i] - (a * (float)level - b);
+        err += w[i] * e * e;
+    }
+    return err;
+}
+
+// Integer sub-scales (and minimums) for the super-block scales in `row`: each sub-block tries the neighbours
+// of its rounded float scale and minimum (rounding each alone is not the best pair) and keeps the pair
+// whose levels give the lowest weighted error. Returns the super-block's error.
+static float choose_sub_scales(const blip2_kq_format *f, const float *x, const float *w, size_t count,
+                               const float *a, const float *b, blip2_superblock_row *row) {
+    int smin = f->has_min ? 0 : -f->scale_max;
+    float total = 0;
+    for (size_t j = 0; j * f->sub < count; j++) {
+        int s0 = row->d > 0 ? clamp_level(a[j] / row->d, smin, f->scale_max) : 0;
+        int m0 = row->dmin > 0 ? clamp_level(b[j] / row->dmin, 0, f->scale_max) : 0;
+        int best_s = s0, best_m = m0;
+        float best = INFINITY;
+        for (int ds = -1; ds <= 1; ds++) {
+            for (int dm = f->has_min ? -1 : 0; dm <= (f->has_min ? 1 : 0); dm++) {
+                int sc = s0 + ds, m = m0 + dm;
+                if (sc < smin || sc > f->scale_max || m < 0 || m > f->scale_max) continue;
+                row->scales[j] = (int16_t)sc;
+                row->mins[j] = (int16_t)m;
+                float err = sub_block_levels(f, x, w, count, j, row);
+                if (err < best) { best = err; best_s = sc; best_m = m; }
+            }
+        }
+        row->scales[j] = (int16_t)best_s;
+        row->mins[j] = (int16_t)best_m;
+        total += sub_block_levels(f, x, w, count, j, row);
+    }
+    return total;
+}
+
+// Sub-block floats to the stored form: super-block scales, integer sub-scales, levels; then a weighted
+// least-squares refit of d (and dmin) for those integers and levels, with the sub-scales chosen again for
+// it, kept when it lowers the error.
+static float quantize_superblock(const blip2_kq_format *f, const float *x, const float *w, size_t count,
+                                 const float *a, const float *b, blip2_superblock_row *row) {
+    size_t subs = (count + f->sub - 1) / f->sub;
+    memset(row, 0, sizeof *row);
+    float amax = 0, bmax = 0;
+    for (size_t j = 0; j < subs; j++) { amax = fmaxf(amax, fabsf(a[j])); bmax = fmaxf(bmax, b[j]); }
+    row->d = f16_round(fminf(amax / (float)f->scale_max, 65504.0f));
+    row->dmin = f->has_min ? f16_round(fminf(bmax / (float)f->scale_max, 65504.0f)) : 0;
+    float err = choose_sub_scales(f, x, w, count, a, b, row);
+    // Refit: x ~= d u - dmin v with u = scale * level, v = minimum, per input.
+    double suu = 0, suv = 0, svv = 0, sux = 0, svx = 0;
+    for (size_t i = 0; i < count; i++) {
+        size_t j = i / f->sub;
+        double u = (double)row->scales[j] * ((int)row->q[i] - f->offset), v = row->mins[j];
+        suu += w[i] * u * u; suv += w[i] * u * v; svv += w[i] * v * v; sux += w[i] * u * x[i]; svx += w[i] * v * x[i];
+    }
+    blip2_superblock_row refit = *row;
+    if (f->has_min && svv > 0) {
+        double det = suu * svv - suv * suv;
+        if (det <= 0) return err;
+        refit.d = (float)((sux * svv - svx * suv) / det);
+        refit.dmin = -(float)((suu * svx - suv * sux) / det);
+        if (!(refit.d > 0) || !(refit.dmin >= 0)) return err;
+        refit.dmin = f16_round(fminf(refit.dmin, 65504.0f));
+    } else {
+        if (!(suu > 0)) return err;
+        refit.d = (float)(sux / suu);
+        if (!(refit.d > 0)) return err;
+    }
+    refit.d = f16_round(fminf(refit.d, 65504.0f));
+    float refit_err = choose_sub_scales(f, x, w, count, a, b, &refit);
+    if (refit_err < err) { *row = refit; err = refit_err; }
+    return err;
+}
+
+static float fit_superblock(const blip2_kq_format *f, const float *x, const float *w, size_t count, bool search, blip2_superblock_row *row) {
+    float a[16] = {0}, b[16] = {0};
+    for (size_t j = 0; j * f->sub < count; j++) {
+        const float *xs = x + j * f->sub, *ws = w + j * f->sub;
+        if (f->has_min) fit_affine(xs, ws, f->sub, f->hi, search, &a[j], &b[j]);
+        else fit_symmetric(xs, ws, f->sub, f->lo, f->hi, search, &a[j]);
+    }
+    quantize_superblock(f, x, w, count, a, b, row);
+    return weighted_error(f, x, w, count, row);
+}
+
+// A sub-block whose inputs all have importance 0 (never driven on the calibration data) would leave the
+// least-squares systems without a solution: such sub-blocks fall back to equal weights.
+static void effective_weights(const blip2_kq_format *f, const float *importance, size_t count, float *w) {
+    for (size_t i = 0; i < count; i++) w[i] = importance ? fmaxf(importance[i], 0.0f) : 1.0f;
+    if (!importance) return;
+    for (size_t j = 0; j * f->sub < count; j++) {
+        float sum = 0;
+        for (size_t i = j * f->sub; i < (j + 1) * f->sub; i++) sum += w[i];
+        if (!(sum > 0) || !isfinite(sum)) for (size_t i = j * f->sub; i < (j + 1) * f->sub; i++) w[i] = 1.0f;
+    }
+}
+
+void blip2_superblock_fit(uint32_t type, const float *x, const float *importance, size_t count, blip2_superblock_row *out) {
+    const blip2_kq_format *f = blip2_kq_format_of(type);
+    memset(out, 0, sizeof *out);
+    if (!f || count == 0 || count > BLIP2_SUPERBLOCK || count % BLIP2_SUPERBLOCK_CHUNK != 0) return;
+    float w[BLIP2_SUPERBLOCK];
+    effective_weights(f, importance, count, w);
+    blip2_superblock_row plain;
+    float searched_err = fit_superblock(f, x, w, count, true, out);
+    float plain_err = fit_superblock(f, x, w, count, false, &plain);
+    if (plain_err < searched_err) *out = plain;
+}
+
+// MARK: - Matrices
+
+size_t blip2_kq_superblock_bytes(const blip2_kq_format *f, size_t count) { return f->header + count * (size_t)f->bits; }
+
+size_t blip2_kq_group_bytes(const blip2_kq_format *f, size_t cols) {
+    size_t tail = cols % BLIP2_SUPERBLOCK;
+    return cols / BLIP2_SUPERBLOCK * blip2_kq_superblock_bytes(f, BLIP2_SUPERBLOCK) + (tail ? blip2_kq_superblock_bytes(f, tail) : 0);
+}
+
+void blip2_kq_quantize_panels(uint32_t type, const float *src, size_t rows, size_t cols, const float *importance, void *dst) {
+    const blip2_kq_format *f = blip2_kq_format_of(type);
+    size_t group = blip2_kq_group_bytes(f, cols), full = blip2_kq_superblock_bytes(f, BLIP2_SUPERBLOCK);
+    memset(dst, 0, (rows + BLIP2_PANEL_ROWS - 1) / BLIP2_PANEL_ROWS * group);
+    for (size_t r = 0; r < rows; r++) {
+        char *panel = (char *)dst + r / BLIP2_PANEL_ROWS * group;
+        for (size_t start = 0; start < cols; start += BLIP2_SUPERBLOCK) {
+            size_t count = cols - start < BLIP2_SUPERBLOCK ? cols - start : BLIP2_SUPERBLOCK;
+            blip2_superblock_row row;
+            blip2_superblock_fit(type, src + r * cols + start, importance ? importance + start : NULL, count, &row);
+            blip2_superblock_pack(type, &row, r % BLIP2_PANEL_ROWS, count, panel + start / BLIP2_SUPERBLOCK * full);
+        }
+    }
+}
+
+void blip2_kq_row_to_f32(uint32_t type, const void *matrix, size_t row, size_t cols, float *dst) {
+    const blip2_kq_format *f = blip2_kq_format_of(type);
+    size_t full = blip2_kq_superblock_bytes(f, BLIP2_SUPERBLOCK);
+    const char *panel = (const char *)matrix + row / BLIP2_PANEL_ROWS * blip2_kq_group_bytes(f, cols);
+    for (size_t start = 0; start < cols; start += BLIP2_SUPERBLOCK) {
+        size_t count = cols - start < BLIP2_SUPERBLOCK ? cols - start : BLIP2_SUPERBLOCK;
+        blip2_superblock_row plain;
+        blip2_superblock_unpack(type, panel + start / BLIP2_SUPERBLOCK * full, row % BLIP2_PANEL_ROWS, count, &plain);
+        blip2_superblock_dequantize(type, &plain, count, dst + start);
+    }
+}
