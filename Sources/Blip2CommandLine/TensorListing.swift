@@ -18,11 +18,11 @@ public enum TensorListing {
 
         let types = TensorTotals.byType(tensors)
         var byType = TextTable([("type", .left), ("tensors", .right), ("parameters", .right), ("run time", .right),
-                                ("stored", .right), ("max rel.err", .right)])
+                                ("stored", .right), ("bits/weight", .right), ("max rel.err", .right)])
         for key in ordered(types.keys, first: ["f32", "bf16", "f16", "q8", "q4"]) {
             let t = types[key]!
             byType.add([key, "\(t.tensors)", formatCount(t.parameters), formatBytes(t.bytes), formatBytes(t.storedBytes),
-                        t.maxError.map(formatError) ?? "-"])
+                        t.bitsPerWeight.map(formatBits) ?? "-", t.maxError.map(formatError) ?? "-"])
         }
         lines += byType.lines()
 
@@ -40,15 +40,17 @@ public enum TensorListing {
     /// One row per tensor, in file order.
     public static func table(_ tensors: [TensorReport]) -> [String] {
         var table = TextTable([("tensor", .left), ("type", .left), ("shape", .left), ("bytes", .right), ("stored", .right),
-                               ("comp", .left), ("rel.err", .right), ("note", .left)])
+                               ("bits/w", .right), ("comp", .left), ("rel.err", .right), ("note", .left)])
         for t in tensors {
             table.add([t.name, t.type, "[" + t.shape.map(String.init).joined(separator: ", ") + "]", formatBytes(t.bytes),
-                       formatBytes(t.storedBytes), t.compression, t.error.map(formatError) ?? "-", t.note ?? ""])
+                       formatBytes(t.storedBytes), t.bitsPerWeight.map(formatBits) ?? "-", t.compression,
+                       t.error.map(formatError) ?? "-", t.note ?? ""])
         }
         return table.lines()
     }
 
     static func formatError(_ error: Double) -> String { String(format: "%.2e", error) }
+    static func formatBits(_ bits: Double) -> String { String(format: "%.2f", bits) }
 
     /// `first` in that order where present, then the rest alphabetically, then `total`.
     static func ordered(_ keys: Dictionary<String, TensorTotals>.Keys, first: [String]) -> [String] {

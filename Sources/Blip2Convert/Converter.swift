@@ -17,6 +17,10 @@ public struct ConversionOptions: Sendable {
     public var zstdLevel: Int32 = 3
     public var overrides: [PrecisionOverride] = []
     public var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    /// Weights every quantized matrix's fit by its columns' importance (`--imatrix`); `importanceFile` names
+    /// it in messages and in the file's quantization record.
+    public var importance: ImportanceMatrix?
+    public var importanceFile: String = ""
     public init() {}
 }
 
@@ -63,6 +67,7 @@ public enum Converter {
 
         let plan = try plan(checkpoint: checkpoint, manifest: manifest)
         let choices = try manifest.weights.map { try policy.choose(for: $0) }
+        let importance = try importanceColumns(options, manifest: manifest)
         let sections = try metadataSections(checkpoint: checkpoint, config: config)
 
         let writer = try ModelFileWriter(destination: output)
@@ -79,7 +84,8 @@ public enum Converter {
                                          bytesDone: bytesDone, bytesTotal: bytesTotal))
             let sink = try writer.beginTensor(name: spec.name, type: choice.type, shape: spec.shape,
                                               compression: options.compression, zstdLevel: options.zstdLevel)
-            let error = try write(source, name: spec.name, as: choice.type, shape: spec.shape, to: sink, buffers: buffers)
+            let error = try write(source, name: spec.name, as: choice.type, shape: spec.shape, importance: importance[spec.name],
+                                  to: sink, buffers: buffers)
             let record = try sink.finish()
             bytesDone += source.elementCount
 
@@ -97,7 +103,10 @@ public enum Converter {
             tool: "blip2-quantize", toolVersion: Blip2Version.string,
             sourceDtypes: Array(Set(plan.sources.map(\.dtypeName))).sorted(), weights: options.weights.rawValue,
             compression: options.compression.description, zstdLevel: options.compression == .zstd ? Int(options.zstdLevel) : nil,
-            overrides: options.overrides.map(\.description), tensors: provenance)
+            overrides: options.overrides.map(\.description),
+            imatrix: options.importance.map { _ in ImportanceProvenance(file: URL(fileURLWithPath: options.importanceFile).lastPathComponent,
+                                                                        matrices: importance.count) },
+            tensors: provenance)
         let encoder = JSONEncoder()
         encoder.outputFormatting = [.sortedKeys]
         try writer.finish(metadata: sections + [MetadataSection(name: MetadataSectionName.quantization, json: Array(try encoder.encode(record)))])
@@ -108,6 +117,28 @@ public enum Converter {
                                 seconds: Date().timeIntervalSince(started), tensors: converted,
                                 totals: TensorTotals.byComponent(converted), totalsByType: TensorTotals.byType(converted),
                                 ignored: plan.ignored)
+    }
+
+    // MARK: Importance
+
+    /// Per weight name, the importance of its input columns: the matrix's own entry, and for token embeddings
+    /// that double as the output head, the head's entry (its inputs are what the head sees). Entries must name
+    /// matrices of this model with their column counts.
+    static func importanceColumns(_ options: ConversionOptions, manifest: WeightManifest) throws -> [String: [Float]] {
+        guard let importance = options.importance else { return [:] }
+        var matrices = manifest.weights.filter { $0.shape.count == 2 }.map { (name: $0.name, columns: $0.shape[1]) }
+        let embedding = manifest.weights.first { $0.role == .tokenEmbedding }
+        if let embedding, !matrices.contains(where: { $0.name == WeightManifest.outputHeadKey }) {
+            matrices.append((name: WeightManifest.outputHeadKey, columns: embedding.shape[1]))
+        }
+        try importance.check(against: matrices, file: options.importanceFile)
+        var columns: [String: [Float]] = [:]
+        for spec in manifest.weights where spec.shape.count == 2 {
+            var entry = importance.entries[spec.name]
+            if entry == nil, spec.role == .tokenEmbedding { entry = importance.entries[WeightManifest.outputHeadKey] }
+            if let entry, entry.tokens > 0 { columns[spec.name] = entry.values }
+        }
+        return columns
     }
 
     // MARK: Matching checkpoint keys to model weights
@@ -280,8 +311,8 @@ public enum Converter {
     }
 
     /// Writes one tensor and returns its relative RMS error. Refuses NaN, infinite and absurd values.
-    static func write(_ source: TensorSource, name: String, as type: ElementType, shape: [Int], to sink: TensorSink,
-                      buffers: ChunkBuffers) throws -> Double {
+    static func write(_ source: TensorSource, name: String, as type: ElementType, shape: [Int], importance: [Float]? = nil,
+                      to sink: TensorSink, buffers: ChunkBuffers) throws -> Double {
         let count = source.elementCount
         if let raw = source.rawBytes(ifStoredAs: type) {
             let elementSize = type.blockBytes
@@ -327,6 +358,7 @@ public enum Converter {
                         }
                         source.read(range, into: input + offset)
                         partialSums[part] = RowEncoder.encode(input + offset, rows: last - first, width: width, as: type,
+                                                              importance: importance,
                                                               into: output + firstGroup * groupBytes, scratch: scratch + offset)
                     }
                 }

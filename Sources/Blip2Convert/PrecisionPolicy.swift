@@ -26,19 +26,40 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
     /// halves them. The image side multiplies each weight by 257 (vision) or 32 (Q-Former) tokens and
     /// is bound by arithmetic, where q8's integer dot products cost the same as q4's and lose less.
     case mixed
+    /// Super-block formats: 256-input blocks with integer sub-block scales (4.5, 3.44 and 6.56 bits per weight).
+    case q4k, q3k, q6k
+    /// q4k, with the language model's value projections and second feed-forward matrices in q6k: in the
+    /// demo measurements they are where 4-bit error shows up in the tokens most (docs/FORMAT.md).
+    case q4kMixed = "q4k-m"
 
-    /// The type of linear weights in a component.
-    public func linearType(in component: ModelComponent) -> ElementType {
+    /// The type of a linear weight.
+    public func linearType(for spec: WeightSpec) -> ElementType {
         switch self {
         case .f32: return .f32
         case .f16: return .f16
         case .q8: return .q8p
         case .q4: return .q4p
-        case .mixed: return component == .language ? .q4p : .q8p
+        case .mixed: return spec.component == .language ? .q4p : .q8p
+        case .q4k: return .q4k
+        case .q3k: return .q3k
+        case .q6k: return .q6k
+        case .q4kMixed: return Self.isSensitive(spec) ? .q6k : .q4k
         }
     }
 
-    var isFourBit: Bool { self == .q4 || self == .mixed }
+    /// The language model's matrices whose 4-bit error changes tokens most: v_proj (its error passes through
+    /// attention unscaled) and fc2 (it writes the feed-forward's whole output into the residual stream).
+    static func isSensitive(_ spec: WeightSpec) -> Bool {
+        spec.component == .language && (spec.name.hasSuffix(".self_attn.v_proj.weight") || spec.name.hasSuffix(".fc2.weight"))
+    }
+
+    /// Whether linear weights are stored in a floating point type (nothing to fit).
+    var isFloat: Bool { self == .f32 || self == .f16 }
+    /// "f32, f16, q8, q4, mixed, q4k, q3k, q6k or q4k-m".
+    public static var names: String {
+        let all = allCases.map(\.rawValue)
+        return all.dropLast().joined(separator: ", ") + " or " + all.last!
+    }
 }
 
 public struct PrecisionOverride: Sendable, Equatable, CustomStringConvertible {
@@ -83,22 +104,22 @@ public struct PrecisionPolicy: Sendable {
     public func choose(for spec: WeightSpec) throws -> Choice {
         if let override = overrides.last(where: { $0.matches(spec.name) }) {
             guard override.type.canStore(shape: spec.shape) else {
-                throw ConversionError("--override \(override): '\(spec.name)' has shape \(spec.shape); \(override.type) needs a matrix whose rows are a multiple of \(override.type.blockElements) wide")
+                throw ConversionError("--override \(override): '\(spec.name)' has shape \(spec.shape); \(override.type) needs a matrix whose rows are a multiple of \(override.type.widthMultiple) wide")
             }
             return Choice(type: override.type, note: "override \(override)")
         }
         let wanted = defaultType(for: spec)
         if wanted.canStore(shape: spec.shape) { return Choice(type: wanted, note: nil) }
-        return Choice(type: .f16, note: "\(wanted) needs rows a multiple of \(wanted.blockElements) wide; stored as f16")
+        return Choice(type: .f16, note: "\(wanted) needs rows a multiple of \(wanted.widthMultiple) wide; stored as f16")
     }
 
     public func defaultType(for spec: WeightSpec) -> ElementType {
         switch spec.role {
         case .linearWeight:
-            return weights.linearType(in: spec.component)
+            return weights.linearType(for: spec)
         case .tokenEmbedding, .outputHead:
             // Rows, not panels: looking up a token reads one row.
-            return weights == .f32 || weights == .f16 ? weights.linearType(in: spec.component) : .q8
+            return weights.isFloat ? weights.linearType(for: spec) : .q8
         case .patchEmbedding:
             return weights == .f32 ? .f32 : .f16
         case .bias, .normWeight, .normBias, .positionEmbedding, .classEmbedding, .queryTokens:

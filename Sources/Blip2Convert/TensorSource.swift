@@ -98,11 +98,16 @@ enum TensorSource {
 enum RowEncoder {
     /// Encodes `rows` rows of `width` f32 values into `output` (whole row groups of the type, the last padded)
     /// and returns the squared error and squared norm, summed.
-    static func encode(_ input: UnsafePointer<Float>, rows: Int, width: Int, as type: ElementType,
+    /// `importance` (one value per column) weights the fit of types that have one.
+    static func encode(_ input: UnsafePointer<Float>, rows: Int, width: Int, as type: ElementType, importance: [Float]? = nil,
                        into output: UnsafeMutableRawPointer, scratch: UnsafeMutablePointer<Float>) -> (error: Double, norm: Double) {
         let traits = type.traits
         precondition(traits.from_f32 != nil, "\(type) is a source format only")
-        traits.from_f32(input, rows, width, output)
+        if let importance, let weighted = traits.from_f32_weighted, importance.count == width {
+            importance.withUnsafeBufferPointer { weighted(input, rows, width, $0.baseAddress!, output) }
+        } else {
+            traits.from_f32(input, rows, width, output)
+        }
         var error = 0.0, norm = 0.0
         for r in 0..<rows {
             traits.to_f32(output, r, width, scratch)

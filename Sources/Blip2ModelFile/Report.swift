@@ -32,10 +32,12 @@ public struct TensorReport: Codable, Sendable, Equatable {
     /// Where the tensor starts in the file and its CRC-32C (inspect only).
     public var offset: Int?
     public var checksum: String?
+    /// Bytes at run time per parameter, in bits (panels' padding rows included: they are read too).
+    public var bitsPerWeight: Double?
 
     enum CodingKeys: String, CodingKey {
         case name, type, shape, bytes, storedBytes = "stored_bytes", compression, error, offset, checksum, component
-        case sourceDtype = "source_dtype", note
+        case sourceDtype = "source_dtype", note, bitsPerWeight = "bits_per_weight"
     }
 
     public init(name: String, type: String, shape: [Int], bytes: Int, storedBytes: Int, compression: String,
@@ -53,6 +55,8 @@ public struct TensorReport: Codable, Sendable, Equatable {
         self.note = note
         self.offset = offset
         self.checksum = checksum
+        let parameters = shape.reduce(1, *)
+        bitsPerWeight = parameters > 0 ? Double(bytes * 8) / Double(parameters) : nil
     }
 
     public var parameters: Int { shape.reduce(1, *) }
@@ -68,10 +72,32 @@ public struct TensorTotals: Codable, Sendable, Equatable {
     public var maxError: Double?
 
     enum CodingKeys: String, CodingKey {
-        case tensors, parameters, bytes, storedBytes = "stored_bytes", maxError = "max_error"
+        case tensors, parameters, bytes, storedBytes = "stored_bytes", maxError = "max_error", bitsPerWeight = "bits_per_weight"
     }
 
     public init() {}
+
+    /// Run-time bits per parameter of the counted tensors.
+    public var bitsPerWeight: Double? { parameters > 0 ? Double(bytes * 8) / Double(parameters) : nil }
+
+    public init(from decoder: Decoder) throws {
+        let c = try decoder.container(keyedBy: CodingKeys.self)
+        tensors = try c.decode(Int.self, forKey: .tensors)
+        parameters = try c.decode(Int.self, forKey: .parameters)
+        bytes = try c.decode(Int.self, forKey: .bytes)
+        storedBytes = try c.decode(Int.self, forKey: .storedBytes)
+        maxError = try c.decodeIfPresent(Double.self, forKey: .maxError)
+    }
+
+    public func encode(to encoder: Encoder) throws {
+        var c = encoder.container(keyedBy: CodingKeys.self)
+        try c.encode(tensors, forKey: .tensors)
+        try c.encode(parameters, forKey: .parameters)
+        try c.encode(bytes, forKey: .bytes)
+        try c.encode(storedBytes, forKey: .storedBytes)
+        try c.encodeIfPresent(maxError, forKey: .maxError)
+        try c.encodeIfPresent(bitsPerWeight, forKey: .bitsPerWeight)
+    }
 
     public mutating func add(_ tensor: TensorReport) {
         tensors += 1

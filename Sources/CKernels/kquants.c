@@ -143,7 +143,10 @@ void blip2_superblock_dequantize(uint32_t type, const blip2_superblock_row *in, 
 // The same two levels run from the plain min/max sub-block fit as well, and the better result is kept, so
 // the fit is never worse than min/max rounding.
 
-#define KQ_CANDIDATES 8   // candidate scales on each side of the min/max one, in steps of 0.1 level
+// Candidate scales on each side of the min/max one, in steps of 0.1 level. With 64 levels (q6k) the error
+// changes faster with the scale than the few candidates of the coarser formats can follow: on random
+// 16-input blocks 8 candidates left the error 1.33x a brute-force scale search on average, 20 left 1.20x.
+static int candidates(int levels) { return levels >= 64 ? 20 : 8; }
 
 static inline int clamp_level(float v, int lo, int hi) {
     int q = (int)nearbyintf(v);
@@ -158,7 +161,8 @@ static float fit_affine(const float *x, const float *w, int n, int hi, bool sear
     *a_out = 0; *b_out = -lo;
     if (top == lo) return 0;
     float best = INFINITY;
-    for (int k = search ? -KQ_CANDIDATES : 0; k <= (search ? KQ_CANDIDATES : 0); k++) {
+    const int range = search ? candidates(hi + 1) : 0;
+    for (int k = -range; k <= range; k++) {
         float iscale = ((float)hi + 0.1f * (float)k) / (top - lo);
         double sw = 0, swq = 0, swqq = 0, swx = 0, swqx = 0;
         uint8_t q[BLIP2_SUPERBLOCK];
@@ -194,7 +198,8 @@ static float fit_symmetric(const float *x, const float *w, int n, int lo, int hi
     *a_out = 0;
     if (peak == 0) return 0;
     float best = INFINITY;
-    for (int k = search ? -KQ_CANDIDATES : 0; k <= (search ? KQ_CANDIDATES : 0); k++) {
+    const int range = search ? candidates(hi - lo + 1) : 0;
+    for (int k = -range; k <= range; k++) {
         float iscale = ((float)lo + 0.1f * (float)k) / peak;
         double swll = 0, swlx = 0;
         int8_t l[BLIP2_SUPERBLOCK];

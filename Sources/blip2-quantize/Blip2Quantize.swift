@@ -19,6 +19,8 @@ struct Blip2Quantize: ParsableCommand {
 
         Examples:
           blip2-quantize ./blip2-opt-2.7b -o blip2-opt-2.7b-q4.blip2 --weights q4
+          blip2 imatrix blip2-opt-2.7b-q8.blip2 calibration/*.jpg -o opt-2.7b.imatrix
+          blip2-quantize ./blip2-opt-2.7b -o blip2-opt-2.7b-q4k.blip2 --weights q4k --imatrix opt-2.7b.imatrix
           blip2-quantize ./ckpt -o m.blip2 --compress zstd --override 'language_model.*.fc2.weight=q8'
         """,
         version: Blip2Version.string
@@ -32,7 +34,7 @@ struct Blip2Quantize: ParsableCommand {
             completion: .file(extensions: ["blip2"]))
     var output: String
 
-    @Option(name: .long, help: ArgumentHelp("Type of the linear weights: f32, f16, q8, q4, or mixed (q4 language model, q8 vision and Q-Former).",
+    @Option(name: .long, help: ArgumentHelp("Type of the linear weights: f32, f16, q8, q4, mixed (q4 language model, q8 vision and Q-Former), the super-block types q4k (4.5 bits), q3k (3.44), q6k (6.56), or q4k-m (q4k with the language model's v_proj and fc2 in q6k).",
                                             valueName: "type"),
             completion: .list(WeightPrecision.allCases.map(\.rawValue)))
     var weights: String = "q8"
@@ -44,8 +46,12 @@ struct Blip2Quantize: ParsableCommand {
     @Option(name: .customLong("zstd-level"), parsing: .unconditional, help: "zstd level, 1 (fast) to 22 (small).")
     var zstdLevel: Int32 = 3
 
-    @Option(name: .customLong("override"), help: ArgumentHelp("Store tensors matching GLOB as TYPE (f32, f16, q8, q4); repeatable, last match wins.", valueName: "GLOB=TYPE"))
+    @Option(name: .customLong("override"), help: ArgumentHelp("Store tensors matching GLOB as TYPE (f32, f16, q8, q4, q8p, q4p, q4k, q3k, q6k); repeatable, last match wins.", valueName: "GLOB=TYPE"))
     var overrides: [String] = []
+
+    @Option(name: .long, help: ArgumentHelp("An importance matrix from `blip2 imatrix`: each quantized matrix is fitted to minimize its error weighted by how strongly the model drives each input.", valueName: "file"),
+            completion: .file())
+    var imatrix: String?
 
     @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads (default: one per core).")
     var threads: Int?
@@ -57,7 +63,7 @@ struct Blip2Quantize: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard WeightPrecision(rawValue: weights) != nil else { throw ValidationError("--weights must be f32, f16, q8, q4 or mixed (got '\(weights)')") }
+        guard WeightPrecision(rawValue: weights) != nil else { throw ValidationError("--weights must be \(WeightPrecision.names) (got '\(weights)')") }
         guard TensorCompression(name: compress) != nil else { throw ValidationError("--compress must be none or zstd (got '\(compress)')") }
         guard (1...22).contains(zstdLevel) else { throw ValidationError("--zstd-level must be between 1 and 22 (got \(zstdLevel))") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
@@ -75,6 +81,18 @@ struct Blip2Quantize: ParsableCommand {
         options.zstdLevel = zstdLevel
         options.overrides = try overrides.map { try PrecisionOverride(parsing: $0) }
         options.threads = threads ?? ProcessInfo.processInfo.activeProcessorCount
+        if let imatrix {
+            do {
+                options.importance = try ImportanceMatrix(contentsOf: imatrix)
+            } catch {
+                printError("error: --imatrix: \(error)")
+                throw ExitCode.failure
+            }
+            options.importanceFile = imatrix
+            if options.weights == .f32 || options.weights == .f16 {
+                printError("warning: --imatrix has no effect with --weights \(weights) (nothing is quantized)")
+            }
+        }
 
         if FileManager.default.fileExists(atPath: output + "/") {
             printError("error: --output \(output) is a directory; give a file name")

@@ -414,13 +414,13 @@ private let productTypes: [ElementType] = [.f32, .f16, .q8, .q4, .q8p, .q4p]
 
     /// Every format is one row of the traits table: names, block shapes and byte counts come from it.
     @Test func traitsTableDescribesEveryFormat() {
-        #expect(ElementType.allCases.map(\.name) == ["f32", "f16", "bf16", "q8", "q4", "q8p", "q4p"])
+        #expect(ElementType.allCases.map(\.name) == ["f32", "f16", "bf16", "q8", "q4", "q8p", "q4p", "q4k", "q3k", "q6k"])
         #expect(ElementType.q8p.blockRows == 8 && ElementType.q8p.blockBytes == 8 * ElementType.q8.blockBytes)
         #expect(ElementType.q4p.blockRows == 8 && ElementType.q4p.blockBytes == 8 * ElementType.q4.blockBytes)
         #expect(ElementType.q8p.byteCount(shape: [9, 64]) == 2 * 2 * 272)     // two panels (one padded) of two blocks
         #expect(ElementType.q8.byteCount(shape: [9, 64]) == 9 * 2 * 34)
         #expect(ElementType.q8p.byteCount(shape: [9, 40]) == nil && ElementType.q8p.byteCount(shape: [64]) == nil)
-        #expect(ElementType(rawValue: 3) == nil && ElementType(rawValue: 12) == nil && ElementType(rawValue: .max) == nil)
+        #expect(ElementType(rawValue: 3) == nil && ElementType(rawValue: 15) == nil && ElementType(rawValue: .max) == nil)
         #expect(!ElementType.bf16.isWritable && ElementType.allCases.filter { !$0.isWritable } == [.bf16])
         for type in ElementType.allCases {
             #expect(ElementType(rawValue: type.rawValue) == type && ElementType(name: type.name) == type)
