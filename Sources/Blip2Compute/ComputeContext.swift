@@ -53,6 +53,11 @@ public enum KernelSelectionError: Error, CustomStringConvertible, Equatable {
     }
 }
 
+/// Sees what goes into the matrix products: x [tokens, weight.cols], on the thread that called the product.
+public protocol ProductObserver: AnyObject {
+    func observe(input x: UnsafePointer<Float>, tokens: Int, weight: WeightMatrix)
+}
+
 public final class ComputeContext: @unchecked Sendable {
     /// The instruction set of `kernels`.
     public let isa: KernelISA
@@ -62,6 +67,9 @@ public final class ComputeContext: @unchecked Sendable {
     public let pool: WorkerPool
     /// Threads working on a job, the caller's included.
     public var threads: Int { pool.threads }
+    /// Shown the input of every product before it runs (`blip2 imatrix` gathers activation statistics so).
+    /// Set it while no product runs; nil (the default) costs the products one test of a pointer.
+    public var productObserver: ProductObserver?
 
     // One product at a time owns the activation scratch.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)

@@ -12,6 +12,7 @@ extension ComputeContext {
     /// y[t, o] = sum_i x[t, i] * W[o, i] + b[o] for t < tokens. x: [tokens, in], y: [tokens, out].
     public func linear(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
         guard tokens > 0, layer.weight.rows > 0 else { return }
+        if let productObserver { productObserver.observe(input: x, tokens: tokens, weight: layer.weight) }
         guard hasTiles(layer.weight.type) else {
             referenceRows(x, tokens: tokens, layer, into: y)
             return
@@ -27,6 +28,9 @@ extension ComputeContext {
     /// of once per layer. Every output is the value `linear` gives.
     public func linear(_ x: UnsafePointer<Float>, tokens: Int, concatenated layers: [Linear], into y: UnsafeMutablePointer<Float>) {
         guard tokens > 0, let first = layers.first else { return }
+        if let productObserver {
+            for layer in layers { productObserver.observe(input: x, tokens: tokens, weight: layer.weight) }
+        }
         let stride = layers.reduce(0) { $0 + $1.weight.rows }
         let shared = hasTiles(first.weight.type)
             && layers.allSatisfy { $0.weight.type == first.weight.type && $0.weight.cols == first.weight.cols }

@@ -257,6 +257,12 @@ final class SessionState: DecoderState {
 
     func feed(embeddings: [Float]) throws { try session.feed(embeddings: embeddings) }
 
+    /// Embeddings whose last rows are those of `ids`, in one forward pass.
+    func feed(embeddings: [Float], ids tokens: [Int]) throws {
+        try session.feed(embeddings: embeddings)
+        ids += tokens
+    }
+
     func feed(_ tokens: [Int]) throws {
         try session.feed(tokens: tokens)
         ids += tokens

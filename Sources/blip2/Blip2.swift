@@ -10,6 +10,6 @@ struct Blip2: AsyncParsableCommand {
         version: Blip2Version.string,
         subcommands: [CaptionCommand.self, AskCommand.self, ChatCommand.self, PreprocessCommand.self,
                       TokenizeCommand.self, DetokenizeCommand.self, InspectCommand.self, BenchCommand.self, ServeCommand.self,
-                      WatchCommand.self]
+                      WatchCommand.self, ImatrixCommand.self]
     )
 }
