@@ -37,6 +37,12 @@ VARIANTS = {
     "q4": ["--weights", "q4"],
     # q4 language model, q8 image side: the image encoder is compute bound, decode is bandwidth bound.
     "mixed": ["--weights", "mixed"],
+    # Super-block formats (256-input blocks, integer sub-scales): 4.5, 3.44 and 6.56 bits per weight, and q4k
+    # with the language model's v_proj and fc2 in q6k.
+    "q4k": ["--weights", "q4k"],
+    "q3k": ["--weights", "q3k"],
+    "q6k": ["--weights", "q6k"],
+    "q4k-m": ["--weights", "q4k-m"],
 }
 STAGES = ["image_decode", "preprocess", "vision", "qformer_projection", "prefill", "ms_per_token"]
 

@@ -1017,6 +1017,163 @@ static void q8p_mm_vnni(const void *const *w, const void *const *x, size_t n, fl
 static void q4p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 1); }
 static void q4p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 4); }
 
+// MARK: Super-block panels with VNNI: q4p's 512-bit step (two groups of 8 rows per register, vpdpbusd
+// against the activation bytes permuted to match) summed per sub-block in 32 bits, then multiplied by the
+// sub-scales of the 8 rows (repeated in both halves) and added up; the halves fold once per super-block.
+
+// The 8 bytes at s (rows 0..7 of one sub-block) as 32-bit lanes, repeated in both 256-bit halves.
+BLIP2_INLINE __m512i row_scales_vnni(const int8_t *s, bool is_signed) {
+    __m128i v = _mm_loadl_epi64((const __m128i *)s);
+    v = _mm_unpacklo_epi64(v, v);
+    return is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+}
+
+BLIP2_INLINE __m512i group_pair_index_vnni(int g) {
+    return _mm512_setr_epi32(g, g, g, g, g, g, g, g, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1);
+}
+
+BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
+    const blip2_block_q8k *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
+    const __m256i nibble = _mm256_set1_epi8(0x0f);
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    const char *block = (const char *)wv[0];
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+        const size_t count = superblock_count(n, s), chunks = count / 32;
+        const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
+        if (T == 1) blip2_prefetch_panel(p, offsetof(blip2_panel_q4k, qs) + count * 4);
+        int8_t scales[64], mins[64];
+        {
+            __m256i low = _mm256_loadu_si256((const __m256i *)p->scales_low), mlow = _mm256_loadu_si256((const __m256i *)p->mins_low);
+            __m256i high = _mm256_loadu_si256((const __m256i *)p->high);
+            _mm256_storeu_si256((__m256i *)scales, six_bits_avx2(low, high, 0, 0));
+            _mm256_storeu_si256((__m256i *)(scales + 32), six_bits_avx2(low, high, 4, 2));
+            _mm256_storeu_si256((__m256i *)mins, six_bits_avx2(mlow, high, 0, 4));
+            _mm256_storeu_si256((__m256i *)(mins + 32), six_bits_avx2(mlow, high, 4, 6));
+        }
+        __m512i dot[4];
+        __m256i minimum[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm512_setzero_si512(); minimum[t] = _mm256_setzero_si256(); }
+        for (size_t c = 0; c < chunks; c++) {
+            const __m512i scale = row_scales_vnni(scales + 8 * c, false);
+            const uint8_t *qs = p->qs + 128 * c;
+            __m512i a[4], part[4];
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x[t][s].qs + 32 * c)));
+                part[t] = _mm512_setzero_si512();
+            }
+            BLIP2_UNROLL for (int run = 0; run < 4; run++) {
+                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
+                __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, nibble)),
+                                               _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble), 1);
+                BLIP2_UNROLL for (int t = 0; t < T; t++)
+                    part[t] = _mm512_dpbusd_epi32(part[t], u, _mm512_permutexvar_epi32(pair_index_vnni(run), a[t]));
+            }
+            BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part[t], scale));
+        }
+        for (size_t c = 0; c < chunks; c += 2) {
+            const __m256i pairs = scale_pairs_avx2(mins + 8 * c, mins + 8 * c + 8, false);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                const int16_t *sums = x[t][s].sums + 2 * c;
+                int32_t pair = (int32_t)(uint16_t)(sums[0] + sums[1]) | (int32_t)((uint32_t)(uint16_t)(sums[2] + sums[3]) << 16);
+                minimum[t] = _mm256_dpwssd_epi32(minimum[t], pairs, _mm256_set1_epi32(pair));
+            }
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            const __m256 da = _mm256_set1_ps(x[t][s].d);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold_vnni(dot[t])), _mm256_mul_ps(d, da), acc[t]);
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(minimum[t]), _mm256_mul_ps(dmin, da), acc[t]);
+        }
+        block += offsetof(blip2_panel_q4k, qs) + count * 4;
+    }
+    store_panel_vnni(acc, out, T);
+}
+
+// q3k and q6k: a sub-block is 4 groups, two registers of two groups each.
+BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {
+    const blip2_block_q8k *x[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
+    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
+    const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;
+    __m256 acc[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    const char *block = (const char *)wv[0];
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+        const size_t count = superblock_count(n, s), chunks = count / 32;
+        if (T == 1) blip2_prefetch_panel(block, header + count * bits);
+        int8_t stack_scales[128];
+        const int8_t *scales;
+        if (six) {
+            scales = ((const blip2_panel_q6k *)block)->scales;
+        } else {
+            const blip2_panel_q3k *p = (const blip2_panel_q3k *)block;
+            __m256i low0 = _mm256_loadu_si256((const __m256i *)p->scales_low), low1 = _mm256_loadu_si256((const __m256i *)(p->scales_low + 32));
+            __m256i high = _mm256_loadu_si256((const __m256i *)p->scales_high), bias = _mm256_set1_epi8(32);
+            _mm256_storeu_si256((__m256i *)stack_scales, _mm256_sub_epi8(six_bits_avx2(low0, high, 0, 0), bias));
+            _mm256_storeu_si256((__m256i *)(stack_scales + 32), _mm256_sub_epi8(six_bits_avx2(low1, high, 0, 2), bias));
+            _mm256_storeu_si256((__m256i *)(stack_scales + 64), _mm256_sub_epi8(six_bits_avx2(low0, high, 4, 4), bias));
+            _mm256_storeu_si256((__m256i *)(stack_scales + 96), _mm256_sub_epi8(six_bits_avx2(low1, high, 4, 6), bias));
+            scales = stack_scales;
+        }
+        const uint8_t *qs = (const uint8_t *)block + header;
+        __m512i dot[4];
+        __m256i offset[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm512_setzero_si512(); offset[t] = _mm256_setzero_si256(); }
+        for (size_t c = 0; c < chunks; c++) {
+            const uint8_t *chunk = qs + c * 32 * bits;
+            __m512i a[4];
+            BLIP2_UNROLL for (int t = 0; t < T; t++) a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x[t][s].qs + 32 * c)));
+            BLIP2_UNROLL for (int h = 0; h < 2; h++) {
+                const __m512i scale = row_scales_vnni(scales + 8 * (2 * c + h), true);
+                __m256i g[4];
+                if (six) {
+                    __m256i low0 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h));
+                    __m256i low1 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h + 32));
+                    __m256i high = _mm256_loadu_si256((const __m256i *)(chunk + 128 + 32 * h));
+                    g[0] = six_bits_avx2(low0, high, 0, 0);
+                    g[1] = six_bits_avx2(low0, high, 4, 2);
+                    g[2] = six_bits_avx2(low1, high, 0, 4);
+                    g[3] = six_bits_avx2(low1, high, 4, 6);
+                } else {
+                    __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
+                    __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
+                    BLIP2_UNROLL for (int k = 0; k < 4; k++) {
+                        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, 2 * k), crumb);
+                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(top, 4 * h + k), bit);
+                        g[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
+                    }
+                }
+                __m512i u01 = _mm512_inserti64x4(_mm512_castsi256_si512(g[0]), g[1], 1);
+                __m512i u23 = _mm512_inserti64x4(_mm512_castsi256_si512(g[2]), g[3], 1);
+                BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                    __m512i part = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_permutexvar_epi32(group_pair_index_vnni(4 * h), a[t]));
+                    part = _mm512_dpbusd_epi32(part, u23, _mm512_permutexvar_epi32(group_pair_index_vnni(4 * h + 2), a[t]));
+                    dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part, scale));
+                }
+            }
+            const __m256i pairs = scale_pairs_avx2(scales + 16 * c, scales + 16 * c + 8, true);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) offset[t] = _mm256_dpwssd_epi32(offset[t], pairs, sum_pair_avx2(x[t][s].sums + 2 * c));
+        }
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {
+            __m256i total = _mm256_sub_epi32(fold_vnni(dot[t]), _mm256_slli_epi32(offset[t], six ? 5 : 2));
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(x[t][s].d)), acc[t]);
+        }
+        block += header + count * bits;
+    }
+    store_panel_vnni(acc, out, T);
+}
+
+static void q4k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 1); }
+static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 4); }
+static void q3k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 1, false); }
+static void q3k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 4, false); }
+static void q6k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 1, true); }
+static void q6k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 4, true); }
+
 // 512-bit vpdpbusd in 12 independent accumulator chains: 64 multiply-adds each.
 static uint64_t int8_peak_vnni(uint64_t iterations) {
     __m512i v[12], a = _mm512_set1_epi8(3), b = _mm512_set1_epi8(5);
@@ -1051,13 +1208,13 @@ const blip2_kernels blip2_kernels_avx512 = {
         [BLIP2_TYPE_F32] = {f32_mv_avx512, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_avx512, 4, 1},
         [BLIP2_TYPE_Q8] = {q8_mv_vnni, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_vnni, 4, 1},
         [BLIP2_TYPE_Q8P] = {q8p_mv_vnni, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_vnni, 8, 1},
-        [BLIP2_TYPE_Q4K] = {q4k_mv_avx2, 8, 1}, [BLIP2_TYPE_Q3K] = {q3k_mv_avx2, 8, 1}, [BLIP2_TYPE_Q6K] = {q6k_mv_avx2, 8, 1},
+        [BLIP2_TYPE_Q4K] = {q4k_mv_vnni, 8, 1}, [BLIP2_TYPE_Q3K] = {q3k_mv_vnni, 8, 1}, [BLIP2_TYPE_Q6K] = {q6k_mv_vnni, 8, 1},
     },
     .matmul = {
         [BLIP2_TYPE_F32] = {f32_mm_avx512, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx512, 4, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_vnni, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_vnni, 4, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_vnni, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_vnni, 8, 4},
-        [BLIP2_TYPE_Q4K] = {q4k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_avx2, 8, 4},
+        [BLIP2_TYPE_Q4K] = {q4k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_vnni, 8, 4},
     },
     .int8_peak = int8_peak_vnni,
 };

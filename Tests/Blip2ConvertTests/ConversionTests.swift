@@ -51,8 +51,12 @@ import Testing
                 #expect(error < 1e-3, "\(tensor.name): \(error)")
             case .q8, .q8p:
                 #expect(error < 0.02, "\(tensor.name): \(error)")
-            case .q4, .q4p:
+            case .q4, .q4p, .q4k:
                 #expect(error < 0.15, "\(tensor.name): \(error)")
+            case .q6k:
+                #expect(error < 0.04, "\(tensor.name): \(error)")
+            case .q3k:
+                #expect(error < 0.3, "\(tensor.name): \(error)")
             default:
                 Issue.record("the converter never writes \(record.type)")
             }
@@ -118,6 +122,87 @@ import Testing
         }
         #expect(throws: ConversionError.self) { try PrecisionOverride(parsing: "*.weight=q3") }
         #expect(throws: ConversionError.self) { try PrecisionOverride(parsing: "no-equals") }
+        #expect(!scratch.contents.contains("bad.blip2"))
+    }
+
+    /// q4k-m: the language model's v_proj and fc2 in q6k, every other linear weight q4k; embeddings stay q8;
+    /// the file is format version 3 (the first that holds super-block types).
+    @Test func superBlockMixedPolicy() throws {
+        let scratch = Scratch()
+        var options = ConversionOptions()
+        options.weights = .q4kMixed
+        _ = try Converter.convert(checkpoint: checkpoint("base-f32"), output: scratch.path("m.blip2"), options: options)
+        let file = try ModelFile(path: scratch.path("m.blip2"))
+        #expect(file.formatVersion == 3)
+        let manifest = try WeightManifest(config: try Checkpoint(folder: checkpoint("base-f32")).config)
+        #expect(file.tensor(named: "language_model.model.decoder.embed_tokens.weight")?.type == .q8)
+        for tensor in manifest.weights where tensor.role == .linearWeight {
+            let type = try #require(file.tensor(named: tensor.name)).type
+            if tensor.name.hasPrefix("language_model.") && (tensor.name.hasSuffix("v_proj.weight") || tensor.name.hasSuffix("fc2.weight")) {
+                #expect(type == .q6k, "\(tensor.name)")
+            } else {
+                #expect(type == .q4k, "\(tensor.name)")
+            }
+        }
+        #expect(try file.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization).weights == "q4k-m")
+        // Files without the new types keep the older versions, so older readers still open them.
+        options.weights = .q4
+        _ = try Converter.convert(checkpoint: checkpoint("base-f32"), output: scratch.path("q4.blip2"), options: options)
+        #expect(try ModelFile(path: scratch.path("q4.blip2")).formatVersion == 2)
+    }
+
+    /// An importance matrix weights every quantized fit: the importance-weighted error of each matrix goes
+    /// down (summed over the model), the file records it, and a matrix that names no weight or has the
+    /// wrong column count is refused before anything is written.
+    @Test(arguments: [WeightPrecision.q4k, .q3k, .q4, .q8])
+    func importanceWeightsTheFits(weights: WeightPrecision) throws {
+        let scratch = Scratch()
+        let manifest = try WeightManifest(config: try Checkpoint(folder: checkpoint("base-f32")).config)
+        var rng = SystemRandomNumberGenerator()
+        var entries: [String: ImportanceMatrix.Entry] = [:]
+        for spec in manifest.weights where spec.role == .linearWeight {
+            // A few heavy columns, as real activations have.
+            entries[spec.name] = .init(values: (0..<spec.shape[1]).map { i in Float.random(in: 0.1...1, using: &rng) * (i % 9 == 0 ? 40 : 1) }, tokens: 100)
+        }
+        let importance = ImportanceMatrix(entries: entries)
+        var options = ConversionOptions()
+        options.weights = weights
+        _ = try Converter.convert(checkpoint: checkpoint("base-f32"), output: scratch.path("plain.blip2"), options: options)
+        options.importance = importance
+        options.importanceFile = "/somewhere/calibration.imatrix"
+        _ = try Converter.convert(checkpoint: checkpoint("base-f32"), output: scratch.path("weighted.blip2"), options: options)
+        let plain = try ModelFile(path: scratch.path("plain.blip2")), weighted = try ModelFile(path: scratch.path("weighted.blip2"))
+        let record = try weighted.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization).imatrix
+        #expect(record == ImportanceProvenance(file: "calibration.imatrix", matrices: entries.count))
+        let source = try SourceTensors(checkpoint("base-f32"))
+        var plainError = 0.0, weightedError = 0.0
+        for (name, entry) in entries {
+            let reference = try source.values(name)
+            let cols = entry.values.count
+            for (file, total) in [(plain, 0), (weighted, 1)] {
+                let tensor = try #require(file.tensor(named: name))
+                let stored = try file.data(of: tensor)
+                var row = [Float](repeating: 0, count: cols), sum = 0.0
+                for r in 0..<(reference.count / cols) {
+                    tensor.type.traits.to_f32(stored.baseAddress!, r, cols, &row)
+                    for i in 0..<cols { sum += Double(entry.values[i]) * pow(Double(reference[r * cols + i] - row[i]), 2) }
+                }
+                if total == 0 { plainError += sum } else { weightedError += sum }
+            }
+        }
+        #expect(weightedError < 0.95 * plainError, "\(weights): weighted error \(weightedError) vs \(plainError) without importance")
+
+        let name = "language_model.model.decoder.layers.0.fc1.weight"
+        var wrongWidth = entries
+        wrongWidth[name] = .init(values: [1, 2, 3], tokens: 1)
+        var unknown = entries
+        unknown["language_model.model.decoder.layers.99.fc1.weight"] = .init(values: [1], tokens: 1)
+        for (bad, needle) in [(wrongWidth, name), (unknown, "layers.99")] {
+            options.importance = ImportanceMatrix(entries: bad)
+            #expect { try Converter.convert(checkpoint: checkpoint("base-f32"), output: scratch.path("bad.blip2"), options: options) } throws: {
+                "\($0)".contains(needle)
+            }
+        }
         #expect(!scratch.contents.contains("bad.blip2"))
     }
 

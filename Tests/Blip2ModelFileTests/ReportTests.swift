@@ -47,12 +47,17 @@ import Testing
 
     @Test func jsonFieldNames() throws {
         let row = try JSONSerialization.jsonObject(with: JSONEncoder().encode(Self.tensors[1])) as! [String: Any]
-        #expect(Set(row.keys) == ["name", "type", "shape", "bytes", "stored_bytes", "compression", "error", "component", "source_dtype"],
+        #expect(Set(row.keys) == ["name", "type", "shape", "bytes", "stored_bytes", "compression", "error", "component", "source_dtype",
+                                  "bits_per_weight"],
                 "unknown fields (note, offset, checksum) are left out, not null")
+        let tensor = Self.tensors[1]
+        #expect(row["bits_per_weight"] as? Double == Double(tensor.bytes * 8) / Double(tensor.shape.reduce(1, *)))
         var totals = TensorTotals()
         totals.add(Self.tensors[0])
         let object = try JSONSerialization.jsonObject(with: JSONEncoder().encode(totals)) as! [String: Any]
-        #expect(Set(object.keys) == ["tensors", "parameters", "bytes", "stored_bytes", "max_error"])
+        #expect(Set(object.keys) == ["tensors", "parameters", "bytes", "stored_bytes", "max_error", "bits_per_weight"])
+        #expect(object["bits_per_weight"] as? Double == Double(totals.bytes * 8) / Double(totals.parameters))
+        #expect(try JSONDecoder().decode(TensorTotals.self, from: JSONEncoder().encode(totals)) == totals, "totals read back")
     }
 
     /// A file written here with a known config, quantization section and tensors, read back by inspect.

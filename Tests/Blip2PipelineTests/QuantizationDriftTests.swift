@@ -70,4 +70,39 @@ import Testing
         }
         print(lines.joined(separator: "\n"))
     }
+
+    /// The super-block files obey the same bound as q4: their logits drift at most 1.5 x (their weight error
+    /// over q8's) x q8's drift, on every fixture and task.
+    @Test(arguments: [WeightPrecision.q4k, .q3k, .q6k])
+    func superBlockFilesDriftByTheirWeightError(weights: WeightPrecision) throws {
+        for name in fixtureNames {
+            let reference = try Reference.load(name)
+            let pixels = try referencePixels(name, reference)
+            let baseline = try Pipelines.shared.pipeline(name)
+            let baseImage = baseline.encode(pixels: pixels)
+            var worst: [WeightPrecision: Float] = [:]
+            for precision in [WeightPrecision.q8, weights] {
+                let pipeline = try Pipelines.shared.pipeline(name, weights: precision)
+                let image = pipeline.encode(pixels: pixels)
+                for task in reference.tasks.values {
+                    let ids = baseline.promptIds(task.prompt)
+                    let exact = try baseline.stepLogits(image: baseImage, promptIds: ids, tokens: [0])
+                    let quantized = try pipeline.stepLogits(image: image, promptIds: ids, tokens: [0])
+                    worst[precision] = max(worst[precision] ?? 0, zip(exact, quantized).map { abs($0 - $1) }.max()!)
+                }
+            }
+            let q8 = try Pipelines.shared.pipeline(name, weights: .q8), other = try Pipelines.shared.pipeline(name, weights: weights)
+            let differing = Set(zip(q8.model.file.tensors, other.model.file.tensors).filter { $0.type != $1.type }.map(\.0.name))
+            guard !differing.isEmpty else {
+                // No width here is a multiple of 32: both files fall back to f16 everywhere.
+                #expect(worst[weights] == worst[.q8], "\(name): the files store every weight alike, yet compute differently")
+                continue
+            }
+            let ratio = try Self.weightError(other, names: differing) / Self.weightError(q8, names: differing)
+            print("\(name) \(weights): max |dlogit| \(worst[weights]!) (q8 \(worst[.q8]!)), weight error \(ratio) x q8's")
+            #expect(ratio > 1, "\(name): \(weights) weights should be less precise than q8 (ratio \(ratio))")
+            #expect(Double(worst[weights]!) <= 1.5 * ratio * Double(worst[.q8]!),
+                    "\(name): \(weights) drifts \(worst[weights]!), over 1.5 x \(ratio) x the q8 drift \(worst[.q8]!)")
+        }
+    }
 }
