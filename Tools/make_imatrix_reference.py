@@ -13,7 +13,7 @@ tied to the token embeddings is not a stored linear weight and gets no entry, as
 The file holds, per weight (its checkpoint key), the token count and the means (float64), and the ids each
 prompt generated, so a disagreement in generation is told apart from one in the statistics.
 
-Usage:  /work/venv-ml/bin/python Tools/make_imatrix_reference.py
+Usage:  python3 Tools/make_imatrix_reference.py
 Needs:  torch, transformers 5.x, safetensors, pillow (as Tools/make_fixtures.py)
 """
 
