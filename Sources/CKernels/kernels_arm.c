@@ -347,6 +347,315 @@ static void q8p_mm_neon(const void *const *w, const void *const *x, size_t n, fl
 static void q4p_mv_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 1, true); }
 static void q4p_mm_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 3, true); }
 
+// MARK: Super-block panels (q4k, q3k, q6k): q4p's register layout (16 bytes hold 4 inputs of 4 rows), the
+// sub-block scales applied in the integer domain. Per sub-block and token the products give one int32 sum
+// per row (sdot, or widening multiplies folded to 32 bits), which a vmla by the 8 rows' sub-scales adds into
+// the super-block's sums; float work is one convert and FMA per super-block, row quad and token (q4k: two,
+// the minimums against the activation's 32-input sums by vmlal by lane). The q3k/q6k value offsets (4, 32)
+// start each sub-block's sums at -offset * (the activation's 16-input sum), so they cost no extra step.
+// The frames (super-block walk, header, scales, float accumulation) are shared by NEON and dotprod through
+// BLIP2_KQ_TILES below; only the product of one sub-block (`rows_*`) differs.
+// The one-token tiles prefetch a whole super-block's length ahead even before a short last one (the lines
+// past it are the next panel's, read next anyway): a constant length keeps the prefetches straight-line.
+
+// q8k: bit-identical to the reference. The nm forms of min and max are fmaxf/fminf (a NaN input loses), and
+// vcvtnq rounds to nearest even like rintf.
+static void quantize_q8k_neon(const float *x, blip2_block_q8k *y, size_t n) {
+    const float32x4_t top = vdupq_n_f32(127.0f), bottom = vdupq_n_f32(-127.0f);
+    for (size_t b = 0; b * BLIP2_SUPERBLOCK < n; b++) {
+        const size_t count = n - b * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - b * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+        const float *xb = x + b * BLIP2_SUPERBLOCK;
+        float32x4_t m0 = vdupq_n_f32(0), m1 = vdupq_n_f32(0);
+        for (size_t i = 0; i < count; i += 8) {
+            m0 = vmaxnmq_f32(m0, vabsq_f32(vld1q_f32(xb + i)));
+            m1 = vmaxnmq_f32(m1, vabsq_f32(vld1q_f32(xb + i + 4)));
+        }
+        const float d = blip2_q8a_scale(vmaxnmvq_f32(vmaxnmq_f32(m0, m1)));
+        const float32x4_t inverse = vdupq_n_f32(blip2_q8a_inverse(d));
+        if (count < BLIP2_SUPERBLOCK) memset(&y[b], 0, sizeof y[b]);
+        y[b].d = d;
+        for (size_t i = 0; i < count; i += 16) {
+            int16x8_t halves[2];
+            BLIP2_UNROLL for (int h = 0; h < 2; h++) {
+                int32x4_t q[2];
+                BLIP2_UNROLL for (int j = 0; j < 2; j++) {
+                    float32x4_t v = vmulq_f32(vld1q_f32(xb + i + 8 * h + 4 * j), inverse);
+                    q[j] = vcvtnq_s32_f32(vmaxnmq_f32(vminnmq_f32(v, top), bottom));
+                }
+                halves[h] = vcombine_s16(vmovn_s32(q[0]), vmovn_s32(q[1]));
+            }
+            vst1q_s8(y[b].qs + i, vcombine_s8(vmovn_s16(halves[0]), vmovn_s16(halves[1])));
+            y[b].sums[i / 16] = vaddvq_s16(vaddq_s16(halves[0], halves[1]));   // at most 16 * 127
+        }
+    }
+}
+
+BLIP2_INLINE size_t superblock_count_neon(size_t n, size_t s) {
+    return n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+}
+
+// Shift amounts of the NEON shift intrinsics must be literals; callers pass constants, so this folds.
+BLIP2_INLINE uint8x16_t shift_right_neon(uint8x16_t v, int bits) {
+    switch (bits) {
+    case 1: return vshrq_n_u8(v, 1);
+    case 2: return vshrq_n_u8(v, 2);
+    case 3: return vshrq_n_u8(v, 3);
+    case 4: return vshrq_n_u8(v, 4);
+    case 5: return vshrq_n_u8(v, 5);
+    case 6: return vshrq_n_u8(v, 6);
+    case 7: return vshrq_n_u8(v, 7);
+    default: return v;
+    }
+}
+
+// A 6-bit field split in two planes, per byte: a nibble (the low half of `low`, or its high half when
+// `upper`) and bits 2k..2k+1 of `high` above it. q4k's and q3k's sub-scales and q6k's values are stored so.
+BLIP2_INLINE uint8x16_t six_bits_neon(uint8x16_t low, bool upper, uint8x16_t high, int k) {
+    const uint8x16_t crumb4 = vdupq_n_u8(0x30), nibble = vdupq_n_u8(0x0f);
+    if (k == 0 && !upper) return vsliq_n_u8(low, vandq_u8(high, vdupq_n_u8(0x03)), 4);
+    uint8x16_t crumb = k == 0 ? vshlq_n_u8(high, 4) : k == 1 ? vshlq_n_u8(high, 2) : k == 2 ? high : vshrq_n_u8(high, 2);
+    crumb = vandq_u8(crumb, crumb4);   // bits 2k..2k+1 of high at bits 4..5
+    return upper ? vsriq_n_u8(crumb, low, 4) : vbslq_u8(nibble, low, crumb);
+}
+
+// Eight sub-scales (one sub-block, rows 0..7) as two int32 quads for vmla.
+BLIP2_INLINE void scales_neon(const int8_t *s, int32x4_t out[2]) {
+    int16x8_t wide = vmovl_s8(vld1_s8(s));
+    out[0] = vmovl_s16(vget_low_s16(wide));
+    out[1] = vmovl_high_s16(wide);
+}
+
+// q4k's header: the 6-bit sub-scales into `scales` (entry 8 j + r), and per token the minimums' integer sums
+// sum_j m_j(r) * (the activation's sum over sub-block j's 32 inputs), rows 0..3 and 4..7. A short
+// super-block's missing sub-blocks meet zero sums.
+#define BLIP2_MIN_LANE(j)                                                                           \
+    lo = vmlal_laneq_s16(lo, vget_low_s16(m[j]), chunk_sums, j);                                    \
+    hi = vmlal_high_laneq_s16(hi, m[j], chunk_sums, j);
+
+BLIP2_INLINE void q4k_header_neon(const blip2_panel_q4k *p, int8_t scales[64], const blip2_block_q8k *const x[], size_t s,
+                                  int32x4_t minimum[][2], const int T) {
+    uint8x16_t mins[4];
+    BLIP2_UNROLL for (int half = 0; half < 2; half++) {   // entries 16 half.. (low nibbles) and 32 + 16 half.. (high)
+        uint8x16_t low = vld1q_u8(p->scales_low + 16 * half), mlow = vld1q_u8(p->mins_low + 16 * half);
+        uint8x16_t high = vld1q_u8(p->high + 16 * half);
+        vst1q_s8(scales + 16 * half, vreinterpretq_s8_u8(six_bits_neon(low, false, high, 0)));
+        vst1q_s8(scales + 32 + 16 * half, vreinterpretq_s8_u8(six_bits_neon(low, true, high, 1)));
+        mins[half] = six_bits_neon(mlow, false, high, 2);
+        mins[2 + half] = six_bits_neon(mlow, true, high, 3);
+    }
+    int16x8_t m[8];   // sub-block j, rows 0..7
+    BLIP2_UNROLL for (int q = 0; q < 4; q++) {
+        m[2 * q] = vreinterpretq_s16_u16(vmovl_u8(vget_low_u8(mins[q])));
+        m[2 * q + 1] = vreinterpretq_s16_u16(vmovl_high_u8(mins[q]));
+    }
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        const int16_t *sums = x[t][s].sums;
+        const int16x8_t chunk_sums = vpaddq_s16(vld1q_s16(sums), vld1q_s16(sums + 8));   // at most 32 * 127
+        int32x4_t lo = vdupq_n_s32(0), hi = vdupq_n_s32(0);
+        BLIP2_MIN_LANE(0) BLIP2_MIN_LANE(1) BLIP2_MIN_LANE(2) BLIP2_MIN_LANE(3)
+        BLIP2_MIN_LANE(4) BLIP2_MIN_LANE(5) BLIP2_MIN_LANE(6) BLIP2_MIN_LANE(7)
+        minimum[t][0] = lo;
+        minimum[t][1] = hi;
+    }
+}
+
+// q3k's 6-bit sub-scales (stored plus 32) into `scales` as signed values, entry 8 j + r.
+BLIP2_INLINE void q3k_scales_neon(const blip2_panel_q3k *p, int8_t scales[128]) {
+    const int8x16_t bias = vdupq_n_s8(32);
+    BLIP2_UNROLL for (int half = 0; half < 2; half++) {
+        uint8x16_t low0 = vld1q_u8(p->scales_low + 16 * half), low1 = vld1q_u8(p->scales_low + 32 + 16 * half);
+        uint8x16_t high = vld1q_u8(p->scales_high + 16 * half);
+        uint8x16_t e[4] = {six_bits_neon(low0, false, high, 0), six_bits_neon(low1, false, high, 1),
+                           six_bits_neon(low0, true, high, 2), six_bits_neon(low1, true, high, 3)};
+        BLIP2_UNROLL for (int q = 0; q < 4; q++) vst1q_s8(scales + 32 * q + 16 * half, vsubq_s8(vreinterpretq_s8_u8(e[q]), bias));
+    }
+}
+
+// Values of one chunk, as groups g of 4 inputs: w[g][0] rows 0..3, w[g][1] rows 4..7.
+// q4k (and q4p's block): the four nibble runs give groups 2p (low nibbles) and 2p + 1 (high).
+BLIP2_INLINE void unpack_nibbles_neon(const uint8_t *qs, int8x16_t w[8][2]) {
+    const uint8x16_t nibble = vdupq_n_u8(0x0f);
+    BLIP2_UNROLL for (int p = 0; p < 4; p++) BLIP2_UNROLL for (int half = 0; half < 2; half++) {
+        uint8x16_t raw = vld1q_u8(qs + 32 * p + 16 * half);
+        w[2 * p][half] = vreinterpretq_s8_u8(vandq_u8(raw, nibble));
+        w[2 * p + 1][half] = vreinterpretq_s8_u8(vshrq_n_u8(raw, 4));
+    }
+}
+
+// q6k, sub-block h of a chunk (groups 4h..4h+3): nibble runs 2h and 2h + 1 below crumb run h.
+BLIP2_INLINE void unpack_q6k_neon(const uint8_t *chunk, int h, int8x16_t w[4][2]) {
+    BLIP2_UNROLL for (int half = 0; half < 2; half++) {
+        uint8x16_t n0 = vld1q_u8(chunk + 64 * h + 16 * half), n1 = vld1q_u8(chunk + 64 * h + 32 + 16 * half);
+        uint8x16_t crumbs = vld1q_u8(chunk + 128 + 32 * h + 16 * half);
+        w[0][half] = vreinterpretq_s8_u8(six_bits_neon(n0, false, crumbs, 0));
+        w[1][half] = vreinterpretq_s8_u8(six_bits_neon(n0, true, crumbs, 1));
+        w[2][half] = vreinterpretq_s8_u8(six_bits_neon(n1, false, crumbs, 2));
+        w[3][half] = vreinterpretq_s8_u8(six_bits_neon(n1, true, crumbs, 3));
+    }
+}
+
+// q3k, sub-block h: group 4h + k's low 2 bits at bit 2k of crumb run h, its top bit at bit 4h + k of the bit
+// run (`top`, both halves, loaded once per chunk). sli puts that bit above the crumb; the and drops the rest:
+// about 4 instructions per 16 values (2 shifts, sli, and), 58 per chunk, which is most of the one-token q3k
+// tile (dotprod: 103 instructions per chunk, 16 of them sdot). Taking the top bit apart instead (a second
+// sdot against a cmtst mask) trades those for as many sdots per token, so it is not done.
+BLIP2_INLINE void unpack_q3k_neon(const uint8_t *chunk, const uint8x16_t top[2], int h, int8x16_t w[4][2]) {
+    const uint8x16_t seven = vdupq_n_u8(7);
+    BLIP2_UNROLL for (int half = 0; half < 2; half++) {
+        uint8x16_t crumbs = vld1q_u8(chunk + 32 * h + 16 * half);
+        BLIP2_UNROLL for (int k = 0; k < 4; k++) {
+            uint8x16_t v = vsliq_n_u8(shift_right_neon(crumbs, 2 * k), shift_right_neon(top[half], 4 * h + k), 2);
+            w[k][half] = vreinterpretq_s8_u8(vandq_u8(v, seven));
+        }
+    }
+}
+
+// dot[t] += rows[t] * the sub-block's scales (rows 0..3, 4..7): the sub-scales in the integer domain.
+BLIP2_INLINE void add_scaled_rows_neon(int32x4_t dot[][2], int32x4_t rows[][2], const int32x4_t scale[2], const int T) {
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        dot[t][0] = vmlaq_s32(dot[t][0], rows[t][0], scale[0]);
+        dot[t][1] = vmlaq_s32(dot[t][1], rows[t][1], scale[1]);
+    }
+}
+
+// Per token, d_w d_a times the super-block's integer row sums (rows 0..3, 4..7) into the accumulators, or
+// taken off them (`subtract`: q4k's minimums, with dmin).
+BLIP2_INLINE void accumulate_superblock_neon(float32x4_t acc[][2], int32x4_t sums[][2], const uint16_t *d, const blip2_block_q8k *const x[],
+                                             size_t s, bool subtract, const int T) {
+    const float32x4_t d0 = scales4_neon(d), d1 = scales4_neon(d + 4);
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        const float da = x[t][s].d;
+        if (subtract) {
+            acc[t][0] = vfmsq_f32(acc[t][0], vcvtq_f32_s32(sums[t][0]), vmulq_n_f32(d0, da));
+            acc[t][1] = vfmsq_f32(acc[t][1], vcvtq_f32_s32(sums[t][1]), vmulq_n_f32(d1, da));
+        } else {
+            acc[t][0] = vfmaq_f32(acc[t][0], vcvtq_f32_s32(sums[t][0]), vmulq_n_f32(d0, da));
+            acc[t][1] = vfmaq_f32(acc[t][1], vcvtq_f32_s32(sums[t][1]), vmulq_n_f32(d1, da));
+        }
+    }
+}
+
+// The super-block tiles for one sub-block product `rows_fn(w, groups, a, init, rows, T)`: `groups` groups of
+// w (4 or 8, i.e. 16 or 32 inputs) against each token's activation bytes a[t], into rows[t][0..1] = init[t]
+// plus the per-row sums. Instantiated for NEON and, inside the dotprod target, for sdot.
+#define BLIP2_KQ_TILES(suffix, rows_fn, mm_tokens)                                                               \
+    BLIP2_INLINE void tile_q4k_##suffix(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) { \
+        const blip2_block_q8k *x[4];                                                                            \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                         \
+        float32x4_t acc[4][2];                                                                                  \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0);                        \
+        const char *block = (const char *)wv[0];                                                                \
+        for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                     \
+            const size_t count = superblock_count_neon(n, s);                                                   \
+            const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;                                          \
+            if (T == 1) blip2_prefetch_panel(p, sizeof *p);                                                     \
+            int8_t scales[64];                                                                                  \
+            int32x4_t dot[4][2], minimum[4][2], zero[4];                                                        \
+            q4k_header_neon(p, scales, x, s, minimum, T);                                                       \
+            BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t][0] = dot[t][1] = zero[t] = vdupq_n_s32(0);          \
+            for (size_t c = 0; c < count / 32; c++) {                                                           \
+                int8x16_t w[8][2];                                                                              \
+                int32x4_t scale[2], rows[4][2];                                                                 \
+                const int8_t *a[4];                                                                             \
+                unpack_nibbles_neon(p->qs + 128 * c, w);                                                        \
+                scales_neon(scales + 8 * c, scale);                                                             \
+                BLIP2_UNROLL for (int t = 0; t < T; t++) a[t] = x[t][s].qs + 32 * c;                            \
+                rows_fn(w, 8, a, zero, rows, T);                                                                \
+                add_scaled_rows_neon(dot, rows, scale, T);                                                      \
+            }                                                                                                   \
+            accumulate_superblock_neon(acc, dot, p->d, x, s, false, T);                                         \
+            accumulate_superblock_neon(acc, minimum, p->dmin, x, s, true, T);                                   \
+            block += offsetof(blip2_panel_q4k, qs) + count * 4;                                                 \
+        }                                                                                                       \
+        store_panel_neon(acc, out, T);                                                                          \
+    }                                                                                                           \
+    BLIP2_INLINE void tile_q36k_##suffix(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) { \
+        const blip2_block_q8k *x[4];                                                                            \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                         \
+        const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3; \
+        const int32_t offset = six ? 32 : 4;                                                                    \
+        float32x4_t acc[4][2];                                                                                  \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0);                        \
+        const char *block = (const char *)wv[0];                                                                \
+        for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                     \
+            const size_t count = superblock_count_neon(n, s);                                                   \
+            if (T == 1) blip2_prefetch_panel(block, header + BLIP2_SUPERBLOCK * bits);                          \
+            int8_t q3k_scales[128];                                                                             \
+            const int8_t *scales = q3k_scales;                                                                  \
+            if (six) scales = ((const blip2_panel_q6k *)block)->scales;                                         \
+            else q3k_scales_neon((const blip2_panel_q3k *)block, q3k_scales);                                   \
+            const uint8_t *qs = (const uint8_t *)block + header;                                                \
+            int32x4_t dot[4][2];                                                                                \
+            BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t][0] = dot[t][1] = vdupq_n_s32(0);                    \
+            for (size_t c = 0; c < count / 32; c++) {                                                           \
+                const uint8_t *chunk = qs + c * 32 * bits;                                                      \
+                uint8x16_t top[2] = {vdupq_n_u8(0), vdupq_n_u8(0)};                                             \
+                if (!six) { top[0] = vld1q_u8(chunk + 64); top[1] = vld1q_u8(chunk + 80); }                     \
+                BLIP2_UNROLL for (int h = 0; h < 2; h++) {                                                      \
+                    const size_t j = 2 * c + h;                                                                 \
+                    int8x16_t w[4][2];                                                                          \
+                    int32x4_t scale[2], init[4], rows[4][2];                                                    \
+                    const int8_t *a[4];                                                                         \
+                    if (six) unpack_q6k_neon(chunk, h, w);                                                      \
+                    else unpack_q3k_neon(chunk, top, h, w);                                                     \
+                    scales_neon(scales + 8 * j, scale);                                                         \
+                    BLIP2_UNROLL for (int t = 0; t < T; t++) {                                                  \
+                        a[t] = x[t][s].qs + 16 * j;                                                             \
+                        init[t] = vdupq_n_s32(-offset * x[t][s].sums[j]);                                       \
+                    }                                                                                           \
+                    rows_fn(w, 4, a, init, rows, T);                                                            \
+                    add_scaled_rows_neon(dot, rows, scale, T);                                                  \
+                }                                                                                               \
+            }                                                                                                   \
+            accumulate_superblock_neon(acc, dot, (const uint16_t *)block, x, s, false, T);                      \
+            block += header + count * bits;                                                                     \
+        }                                                                                                       \
+        store_panel_neon(acc, out, T);                                                                          \
+    }                                                                                                           \
+    static void q4k_mv_##suffix(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_##suffix(w, x, n, out, 1); } \
+    static void q4k_mm_##suffix(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_##suffix(w, x, n, out, mm_tokens); } \
+    static void q3k_mv_##suffix(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_##suffix(w, x, n, out, 1, false); } \
+    static void q3k_mm_##suffix(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_##suffix(w, x, n, out, mm_tokens, false); } \
+    static void q6k_mv_##suffix(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_##suffix(w, x, n, out, 1, true); } \
+    static void q6k_mm_##suffix(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_##suffix(w, x, n, out, mm_tokens, true); }
+
+// One sub-block without sdot: for each group, vmull/vmlal of its 16 bytes against the token's 4 broadcast
+// activation bytes, summed over the sub-block's groups in 16-bit lanes [row A k0..k3, row B k0..k3]; then
+// folded to one int32 per row. Bounds: 8 groups only come from q4k (levels <= 15), a lane <= 8 * 15 * 127 =
+// 15240, so pairs of lanes (30480) still fit 16 bits; 4 groups of q6k reach 4 * 63 * 127 = 32004 per lane and
+// widen before the pairs are added. Summing a whole sub-block in 16 bits (where q4p's tile folds every two
+// groups with sadalp) leaves 6 folding instructions per q4k chunk and token instead of 14: clang -O2 emits
+// 81 instructions per chunk for the one-token q4k tile (32 of them multiplies), 767 per super-block, where
+// q4p takes 984 for the same 256 inputs (docs/KERNELS.md has the table).
+BLIP2_INLINE void rows_neon(int8x16_t w[][2], const int groups, const int8_t *const a[], const int32x4_t init[], int32x4_t rows[][2],
+                            const int T) {
+    int16x8_t lanes[4][4];   // [token][rows 0-1, 2-3, 4-5, 6-7]
+    BLIP2_UNROLL for (int g = 0; g < groups; g++) BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        int8x16_t b = broadcast4_neon(a[t] + 4 * g);
+        // clang rewrites smull2 against a known splat as ext + smull (16 more instructions per chunk on the
+        // weight side); hiding the splat keeps smull2/smlal2.
+        __asm__("" : "+w"(b));
+        if (g == 0) {
+            lanes[t][0] = vmull_s8(vget_low_s8(w[g][0]), vget_low_s8(b));
+            lanes[t][1] = vmull_high_s8(w[g][0], b);
+            lanes[t][2] = vmull_s8(vget_low_s8(w[g][1]), vget_low_s8(b));
+            lanes[t][3] = vmull_high_s8(w[g][1], b);
+        } else {
+            lanes[t][0] = vmlal_s8(lanes[t][0], vget_low_s8(w[g][0]), vget_low_s8(b));
+            lanes[t][1] = vmlal_high_s8(lanes[t][1], w[g][0], b);
+            lanes[t][2] = vmlal_s8(lanes[t][2], vget_low_s8(w[g][1]), vget_low_s8(b));
+            lanes[t][3] = vmlal_high_s8(lanes[t][3], w[g][1], b);
+        }
+    }
+    BLIP2_UNROLL for (int t = 0; t < T; t++) BLIP2_UNROLL for (int half = 0; half < 2; half++) {
+        int16x8_t x0 = lanes[t][2 * half], x1 = lanes[t][2 * half + 1];
+        int32x4_t sums = groups == 8 ? vpaddlq_s16(vpaddq_s16(x0, x1)) : vpaddq_s32(vpaddlq_s16(x0), vpaddlq_s16(x1));
+        rows[t][half] = vaddq_s32(init[t], sums);
+    }
+}
+
+BLIP2_KQ_TILES(neon, rows_neon, 3)
+
 // vmlal.s8 (8 multiply-adds into 16-bit lanes) in 12 independent chains.
 static uint64_t int8_peak_neon(uint64_t iterations) {
     int16x8_t v[12];
@@ -367,7 +676,7 @@ const blip2_kernels blip2_kernels_neon = {
     .isa = BLIP2_ISA_NEON,
     .name = "neon",
     .quantize_q8a = quantize_q8a_neon,
-    .quantize_q8k = blip2_quantize_q8k_ref,
+    .quantize_q8k = quantize_q8k_neon,
     .vec_dot_q8_q8a = vec_dot_q8_q8a_neon,
     .vec_dot_q4_q8a = vec_dot_q4_q8a_neon,
     .vec_dot_f32 = vec_dot_f32_neon,
@@ -379,11 +688,13 @@ const blip2_kernels blip2_kernels_neon = {
         [BLIP2_TYPE_F32] = {f32_mv_neon, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_neon, 4, 1},
         [BLIP2_TYPE_Q8] = {q8_mv_neon, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_neon, 4, 1},
         [BLIP2_TYPE_Q8P] = {q8p_mv_neon, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_neon, 8, 1},
+        [BLIP2_TYPE_Q4K] = {q4k_mv_neon, 8, 1}, [BLIP2_TYPE_Q3K] = {q3k_mv_neon, 8, 1}, [BLIP2_TYPE_Q6K] = {q6k_mv_neon, 8, 1},
     },
     .matmul = {
         [BLIP2_TYPE_F32] = {f32_mm_neon, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_neon, 4, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_neon, 2, 4}, [BLIP2_TYPE_Q4] = {q4_mm_neon, 2, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_neon, 8, 3}, [BLIP2_TYPE_Q4P] = {q4p_mm_neon, 8, 3},
+        [BLIP2_TYPE_Q4K] = {q4k_mm_neon, 8, 3}, [BLIP2_TYPE_Q3K] = {q3k_mm_neon, 8, 3}, [BLIP2_TYPE_Q6K] = {q6k_mm_neon, 8, 3},
     },
     .int8_peak = int8_peak_neon,
 };
@@ -407,18 +718,25 @@ BLIP2_TILE(q4_mm_sdot, tile_q4_sdot, 4, 4)
 
 
 // Panels with sdot: one by-lane sdot multiplies 4 inputs of 4 rows by the 4 activation bytes of one lane of
-// the block's activation registers; the lane is an immediate, so the 8 groups are spelled out.
+// the block's activation registers; the lane is an immediate, so the groups are spelled out.
 #define BLIP2_SDOT_GROUP(lo, hi, w0, w1, a, lane, T)                                         \
     BLIP2_UNROLL for (int t = 0; t < T; t++) {                                                \
         lo[t] = vdotq_laneq_s32(lo[t], w0, a[t], lane);                                      \
         hi[t] = vdotq_laneq_s32(hi[t], w1, a[t], lane);                                      \
     }
 
+// Four groups (16 inputs of 8 rows: w[g][0] rows 0..3, w[g][1] rows 4..7) against lanes 0..3 of each token's a.
+BLIP2_INLINE void four_groups_sdot(int32x4_t lo[], int32x4_t hi[], int8x16_t w[4][2], const int8x16_t a[], const int T) {
+    BLIP2_SDOT_GROUP(lo, hi, w[0][0], w[0][1], a, 0, T)
+    BLIP2_SDOT_GROUP(lo, hi, w[1][0], w[1][1], a, 1, T)
+    BLIP2_SDOT_GROUP(lo, hi, w[2][0], w[2][1], a, 2, T)
+    BLIP2_SDOT_GROUP(lo, hi, w[3][0], w[3][1], a, 3, T)
+}
+
 BLIP2_INLINE void tile_qp_sdot(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool is_q4) {
     const size_t nb = n / BLIP2_QBLOCK;
     const blip2_block_q8a *x[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
-    const uint8x16_t low = vdupq_n_u8(0x0f);
     float32x4_t acc[4][2];
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0);
     for (size_t b = 0; b < nb; b++) {
@@ -434,27 +752,15 @@ BLIP2_INLINE void tile_qp_sdot(const void *const *wv, const void *const *xv, siz
         }
         int8x16_t w[8][2];   // [group][rows 0..3, rows 4..7]
         if (is_q4) {
-            BLIP2_UNROLL for (int pair = 0; pair < 4; pair++) {
-                uint8x16_t raw0 = vld1q_u8(qs + 32 * pair), raw1 = vld1q_u8(qs + 32 * pair + 16);
-                w[2 * pair][0] = vreinterpretq_s8_u8(vandq_u8(raw0, low));
-                w[2 * pair][1] = vreinterpretq_s8_u8(vandq_u8(raw1, low));
-                w[2 * pair + 1][0] = vreinterpretq_s8_u8(vshrq_n_u8(raw0, 4));
-                w[2 * pair + 1][1] = vreinterpretq_s8_u8(vshrq_n_u8(raw1, 4));
-            }
+            unpack_nibbles_neon(qs, w);
         } else {
             BLIP2_UNROLL for (int g = 0; g < 8; g++) {
                 w[g][0] = vld1q_s8((const int8_t *)qs + 32 * g);
                 w[g][1] = vld1q_s8((const int8_t *)qs + 32 * g + 16);
             }
         }
-        BLIP2_SDOT_GROUP(lo, hi, w[0][0], w[0][1], a0, 0, T)
-        BLIP2_SDOT_GROUP(lo, hi, w[1][0], w[1][1], a0, 1, T)
-        BLIP2_SDOT_GROUP(lo, hi, w[2][0], w[2][1], a0, 2, T)
-        BLIP2_SDOT_GROUP(lo, hi, w[3][0], w[3][1], a0, 3, T)
-        BLIP2_SDOT_GROUP(lo, hi, w[4][0], w[4][1], a1, 0, T)
-        BLIP2_SDOT_GROUP(lo, hi, w[5][0], w[5][1], a1, 1, T)
-        BLIP2_SDOT_GROUP(lo, hi, w[6][0], w[6][1], a1, 2, T)
-        BLIP2_SDOT_GROUP(lo, hi, w[7][0], w[7][1], a1, 3, T)
+        four_groups_sdot(lo, hi, w, a0, T);
+        four_groups_sdot(lo, hi, w + 4, a1, T);
         BLIP2_UNROLL for (int t = 0; t < T; t++) accumulate_panel_neon(acc[t], lo[t], hi[t], d, m, &x[t][b]);
     }
     store_panel_neon(acc, out, T);
@@ -464,6 +770,27 @@ static void q8p_mv_sdot(const void *const *w, const void *const *x, size_t n, fl
 static void q8p_mm_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 4, false); }
 static void q4p_mv_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 1, true); }
 static void q4p_mm_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 4, true); }
+
+// One sub-block with sdot: each token's activation bytes in 16-byte registers, one by-lane sdot per group and
+// row quad, the sums starting from `init` (zero, or the q3k/q6k offset term: a dup where zero would be a
+// movi). The one-token q4k tile is 49 instructions per chunk (16 sdot, 16 and/shift, 2 mla, loads), 511 per
+// super-block with the header and float work, as many as q4p's tile for the same 256 inputs.
+BLIP2_INLINE void rows_sdot(int8x16_t w[][2], const int groups, const int8_t *const a[], const int32x4_t init[], int32x4_t rows[][2],
+                            const int T) {
+    int32x4_t lo[4], hi[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) lo[t] = hi[t] = init[t];
+    BLIP2_UNROLL for (int q = 0; q < groups / 4; q++) {
+        int8x16_t aq[4];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) aq[t] = vld1q_s8(a[t] + 16 * q);
+        four_groups_sdot(lo, hi, w + 4 * q, aq, T);
+    }
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        rows[t][0] = lo[t];
+        rows[t][1] = hi[t];
+    }
+}
+
+BLIP2_KQ_TILES(sdot, rows_sdot, 4)
 
 // sdot (16 multiply-adds) in 12 independent chains.
 static uint64_t int8_peak_sdot(uint64_t iterations) {
@@ -487,7 +814,7 @@ const blip2_kernels blip2_kernels_dotprod = {
     .isa = BLIP2_ISA_DOTPROD,
     .name = "dotprod",
     .quantize_q8a = quantize_q8a_neon,
-    .quantize_q8k = blip2_quantize_q8k_ref,
+    .quantize_q8k = quantize_q8k_neon,
     .vec_dot_q8_q8a = vec_dot_q8_q8a_sdot,
     .vec_dot_q4_q8a = vec_dot_q4_q8a_sdot,
     .vec_dot_f32 = vec_dot_f32_sdot,
@@ -499,11 +826,13 @@ const blip2_kernels blip2_kernels_dotprod = {
         [BLIP2_TYPE_F32] = {f32_mv_neon, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_neon, 4, 1},
         [BLIP2_TYPE_Q8] = {q8_mv_sdot, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_sdot, 4, 1},
         [BLIP2_TYPE_Q8P] = {q8p_mv_sdot, 8, 1}, [BLIP2_TYPE_Q4P] = {q4p_mv_sdot, 8, 1},
+        [BLIP2_TYPE_Q4K] = {q4k_mv_sdot, 8, 1}, [BLIP2_TYPE_Q3K] = {q3k_mv_sdot, 8, 1}, [BLIP2_TYPE_Q6K] = {q6k_mv_sdot, 8, 1},
     },
     .matmul = {
         [BLIP2_TYPE_F32] = {f32_mm_neon, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_neon, 4, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_sdot, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_sdot, 4, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_sdot, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_sdot, 8, 4},
+        [BLIP2_TYPE_Q4K] = {q4k_mm_sdot, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_sdot, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_sdot, 8, 4},
     },
     .int8_peak = int8_peak_sdot,
 };

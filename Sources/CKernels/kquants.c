@@ -108,7 +108,7 @@ void blip2_superblock_unpack(uint32_t type, const void *block, size_t row, size_
     if (!f) return;
     out->d = blip2_f16_to_f32(*row_scale((void *)block, row));
     if (f->has_min) out->dmin = blip2_f16_to_f32(*row_min_scale((void *)block, row));
-    for (size_t j = 0; j < BLIP2_SUPERBLOCK / f->sub; j++) {
+    for (size_t j = 0; j < (size_t)(BLIP2_SUPERBLOCK / f->sub); j++) {
         out->scales[j] = (int16_t)blip2_kq_get_scale(f, block, 8 * j + row);
         if (f->has_min) out->mins[j] = (int16_t)blip2_kq_get_min(block, 8 * j + row);
     }
@@ -120,7 +120,7 @@ void blip2_superblock_pack(uint32_t type, const blip2_superblock_row *in, size_t
     if (!f) return;
     *row_scale(block, row) = blip2_f32_to_f16(in->d);
     if (f->has_min) *row_min_scale(block, row) = blip2_f32_to_f16(in->dmin);
-    for (size_t j = 0; j < BLIP2_SUPERBLOCK / f->sub; j++) set_scale(f, block, 8 * j + row, in->scales[j], in->mins[j]);
+    for (size_t j = 0; j < (size_t)(BLIP2_SUPERBLOCK / f->sub); j++) set_scale(f, block, 8 * j + row, in->scales[j], in->mins[j]);
     for (size_t i = 0; i < count; i++) set_value(f, block, row, i, in->q[i]);
 }
 

@@ -121,6 +121,33 @@ static void check_quantize(const blip2_kernels *k, const blip2_kernels *ref) {
     }
 }
 
+// q8k: widths with short last blocks (any multiple of 32); one block all zero, one with exact .5 ties and the
+// clamp reached, one with values past +-127 after scaling would round (the largest magnitude on both signs).
+static void check_quantize_q8k(const blip2_kernels *k, const blip2_kernels *ref) {
+    static const size_t sizes[] = {32, 64, 96, 256, 288, 544, 992, 1408, 2560};
+    for (size_t s = 0; s < sizeof sizes / sizeof sizes[0]; s++) {
+        size_t n = sizes[s], nb = (n + BLIP2_SUPERBLOCK - 1) / BLIP2_SUPERBLOCK;
+        size_t bytes = blip2_activation_row_bytes(BLIP2_ACTIVATION_Q8K, n);
+        float *x = malloc(n * sizeof *x);
+        blip2_block_q8k *a = malloc(bytes), *b = malloc(bytes);
+        random_floats(x, n);
+        if (n >= 544) {
+            for (size_t i = 0; i < 256; i++) x[i] = 0;                                        // an all-zero block
+            for (size_t i = 256; i < 512; i++) x[i] = (float)((int)(i % 254) - 127) + 0.5f;   // .5 ties: nearest even
+            x[300] = 127;
+            x[301] = -127;
+        }
+        memset(a, 0x5a, bytes);   // padding must be written as zeros, not left alone
+        memset(b, 0xa5, bytes);
+        k->quantize_q8k(x, a, n);
+        ref->quantize_q8k(x, b, n);
+        char detail[128];
+        snprintf(detail, sizeof detail, "n=%zu: %zu blocks differ from the reference (must be bit-identical)", n, nb);
+        check(memcmp(a, b, bytes) == 0, k->name, "quantize_q8k", detail);
+        free(x); free(a); free(b);
+    }
+}
+
 static void check_vec_dots(const blip2_kernels *k, const blip2_kernels *ref) {
     static const size_t blocks[] = {1, 2, 3, 31};
     for (size_t s = 0; s < sizeof blocks / sizeof blocks[0]; s++) {
@@ -242,8 +269,85 @@ static void check_softmax(const blip2_kernels *k, const blip2_kernels *ref) {
 
 // The weight types the products take, and how the harness fills them: the row formats with random
 // blocks (q8 includes -128, which the quantizer never writes), the panel formats quantized from random
-// floats through their traits.
-static const uint32_t product_types[] = {BLIP2_TYPE_F32, BLIP2_TYPE_F16, BLIP2_TYPE_Q8, BLIP2_TYPE_Q4, BLIP2_TYPE_Q8P, BLIP2_TYPE_Q4P};
+// floats through their traits, the super-block formats either so or with random fields over their whole
+// stored range (random_superblocks).
+static const uint32_t product_types[] = {BLIP2_TYPE_F32, BLIP2_TYPE_F16, BLIP2_TYPE_Q8, BLIP2_TYPE_Q4, BLIP2_TYPE_Q8P, BLIP2_TYPE_Q4P,
+                                         BLIP2_TYPE_Q4K, BLIP2_TYPE_Q3K, BLIP2_TYPE_Q6K};
+
+// How a super-block product's operands are filled: random fields; or every level, sub-scale and minimum
+// at the end of its range that makes the integer sums largest (HIGH: top levels against activations of
+// +127; LOW: level 0, the most negative sub-scale, activations of -127), the bounds the SIMD paths'
+// 16-bit partial sums are sized for.
+enum { FILL_FITTED, FILL_RANDOM, FILL_HIGH, FILL_LOW };
+
+static int is_superblock_type(uint32_t type) { return blip2_traits(type)->activation == BLIP2_ACTIVATION_Q8K; }
+
+// Bits per value and the stored sub-scale range of a super-block type (blip2_kernels.h, "Super-block formats").
+static void superblock_ranges(uint32_t type, int *bits, int *scale_lo, int *scale_hi) {
+    switch (type) {
+    case BLIP2_TYPE_Q4K: *bits = 4; *scale_lo = 0; *scale_hi = 63; break;
+    case BLIP2_TYPE_Q3K: *bits = 3; *scale_lo = -32; *scale_hi = 31; break;
+    default: *bits = 6; *scale_lo = -128; *scale_hi = 127; break;
+    }
+}
+
+// Every row (padding rows too) of every super-block of `groups` panel groups, written through
+// blip2_superblock_pack; sub-blocks past a short super-block's end keep scale and minimum 0, as the fits write.
+static void random_superblocks(uint32_t type, char *w, size_t groups, size_t group_bytes, size_t n, int fill) {
+    const blip2_type_traits *t = blip2_traits(type);
+    int bits, scale_lo, scale_hi;
+    superblock_ranges(type, &bits, &scale_lo, &scale_hi);
+    const int sub = type == BLIP2_TYPE_Q4K ? 32 : 16, top = (1 << bits) - 1;
+    memset(w, 0, groups * group_bytes);
+    for (size_t g = 0; g < groups; g++) {
+        for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+            size_t count = n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+            char *block = w + g * group_bytes + s * t->block_bytes;
+            for (size_t r = 0; r < BLIP2_PANEL_ROWS; r++) {
+                blip2_superblock_row row;
+                memset(&row, 0, sizeof row);
+                row.d = uniform(0.001f, 0.05f);
+                row.dmin = type == BLIP2_TYPE_Q4K ? uniform(0.001f, 0.05f) : 0;
+                for (size_t j = 0; j * (size_t)sub < count; j++) {
+                    switch (fill) {
+                    case FILL_HIGH: row.scales[j] = (int16_t)scale_hi; row.mins[j] = 0; break;
+                    case FILL_LOW: row.scales[j] = (int16_t)scale_lo; row.mins[j] = 63; break;
+                    default:
+                        row.scales[j] = (int16_t)(scale_lo + (int)(next_u64() % (uint64_t)(scale_hi - scale_lo + 1)));
+                        row.mins[j] = (int16_t)(next_u64() % 64);
+                        break;
+                    }
+                    if (type != BLIP2_TYPE_Q4K) row.mins[j] = 0;
+                }
+                for (size_t i = 0; i < count; i++) {
+                    row.q[i] = (uint8_t)(fill == FILL_HIGH ? top : fill == FILL_LOW ? 0 : (int)(next_u64() % (uint64_t)(top + 1)));
+                }
+                blip2_superblock_pack(type, &row, r, count, block);
+            }
+        }
+    }
+}
+
+// Sum of |terms| a super-block product adds up for row r: per input |d sc (q - offset)| |a| and, for q4k,
+// |dmin m| |a| (the two float terms are added apart, so their cancellation does not shrink the bound).
+__attribute__((noinline)) static double magnitude_superblock(uint32_t type, const void *group, size_t r, const blip2_block_q8k *x, size_t n) {
+    const blip2_type_traits *t = blip2_traits(type);
+    double m = 0;
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+        size_t count = n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+        blip2_superblock_row row;
+        float values[BLIP2_SUPERBLOCK];
+        blip2_superblock_unpack(type, (const char *)group + s * t->block_bytes, r, count, &row);
+        double dmin = row.dmin;
+        row.dmin = 0;
+        blip2_superblock_dequantize(type, &row, count, values);
+        for (size_t i = 0; i < count; i++) {
+            double a = fabs((double)x[s].qs[i] * x[s].d);
+            m += (fabs((double)values[i]) + fabs(dmin * row.mins[i / 32])) * a;
+        }
+    }
+    return m;
+}
 
 // Sum of |terms| a quantized product adds up for row r: |w| |a| per element, widened by 128 |a| or 128 |w|
 // per element where a path offsets one operand (vpdpbusd) and takes the offset back.
@@ -271,12 +375,12 @@ __attribute__((noinline)) static double magnitude_quantized(const blip2_type_tra
 }
 
 // One product through the driver (every tile shape, padding and the bias) against the reference table.
-static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_t type, size_t rows, size_t tokens, size_t n) {
+static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_t type, size_t rows, size_t tokens, size_t n, int fill) {
     const blip2_type_traits *traits = blip2_traits(type);
-    int quantized = traits->activation == BLIP2_ACTIVATION_Q8A;
+    int quantized = traits->activation != BLIP2_ACTIVATION_F32, superblocks = is_superblock_type(type);
     size_t nb = n / BLIP2_QBLOCK;
     size_t group_bytes = blip2_group_bytes(type, n), groups = (rows + traits->block_rows - 1) / traits->block_rows;
-    size_t x_row_bytes = quantized ? nb * sizeof(blip2_block_q8a) : n * sizeof(float);
+    size_t x_row_bytes = blip2_activation_row_bytes(traits->activation, n);
     size_t ldy = rows + 3;
     char *w = malloc(groups * group_bytes);
     float *xf = malloc(tokens * n * sizeof *xf), *bias = malloc(rows * sizeof *bias), *wf = malloc(rows * n * sizeof *wf);
@@ -284,7 +388,12 @@ static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_
     float *got = malloc(tokens * ldy * sizeof *got), *want = malloc(tokens * ldy * sizeof *want);
     random_floats(xf, tokens * n);
     random_floats(bias, rows);
-    if (traits->block_rows > 1) {
+    if (fill == FILL_HIGH || fill == FILL_LOW) {
+        for (size_t i = 0; i < tokens * n; i++) xf[i] = fill == FILL_HIGH ? 1.0f : -1.0f;
+    }
+    if (superblocks && fill != FILL_FITTED) {
+        random_superblocks(type, w, groups, group_bytes, n, fill);
+    } else if (traits->block_rows > 1) {
         random_floats(wf, rows * n);
         traits->from_f32(wf, rows, n, w);
     } else {
@@ -298,7 +407,9 @@ static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_
             }
         }
     }
-    if (quantized) {
+    if (superblocks) {
+        for (size_t t = 0; t < tokens; t++) ref->quantize_q8k(xf + t * n, (blip2_block_q8k *)(x + t * x_row_bytes), n);
+    } else if (quantized) {
         for (size_t t = 0; t < tokens; t++) ref->quantize_q8a(xf + t * n, (blip2_block_q8a *)(x + t * x_row_bytes), n);
     } else {
         memcpy(x, xf, tokens * n * sizeof *xf);
@@ -317,16 +428,18 @@ static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_
             const void *wr = w + r * group_bytes;
             double magnitude = type == BLIP2_TYPE_F32 ? magnitude_f32(wr, xt, n) : type == BLIP2_TYPE_F16 ? magnitude_f16(wr, xt, n)
                              : type == BLIP2_TYPE_Q8 ? magnitude_q8(wr, xt, nb) : type == BLIP2_TYPE_Q4 ? magnitude_q4(wr, xt, nb)
+                             : superblocks ? magnitude_superblock(type, w + r / 8 * group_bytes, r % 8, xt, n)
                              : magnitude_quantized(traits, w, r, xt, n);
             double error = fabs((double)got[i] - want[i]), tol = sum_tolerance(n, magnitude + (b ? fabs(b[r]) : 0));
             if (!(error <= tol)) bad++;
             if (error / tol > worst) worst = error / tol;
         }
     }
-    char what[32], detail[160];
+    static const char *const fills[] = {"", " random fields", " high extremes", " low extremes"};
+    char what[32], detail[192];
     snprintf(what, sizeof what, "gemm %s", traits->name);
-    snprintf(detail, sizeof detail, "rows=%zu tokens=%zu n=%zu: %zu of %zu outputs off (worst %.2fx the tolerance)",
-             rows, tokens, n, bad, tokens * ldy, worst);
+    snprintf(detail, sizeof detail, "rows=%zu tokens=%zu n=%zu%s: %zu of %zu outputs off (worst %.2fx the tolerance)",
+             rows, tokens, n, superblocks ? fills[fill] : "", bad, tokens * ldy, worst);
     check(bad == 0, k->name, what, detail);
     free(w); free(xf); free(bias); free(wf); free(x); free(got); free(want);
 }
@@ -335,9 +448,11 @@ static void check_products(const blip2_kernels *k, const blip2_kernels *ref) {
     static const size_t rows[] = {1, 2, 3, 4, 5, 7, 8, 9, 13, 16, 31, 67};
     static const size_t blocks[] = {1, 2, 3, 31};
     static const size_t lengths[] = {1, 3, 17, 33, 588};
+    // super-block widths: short last super-blocks of 1..4 chunks (ViT-g's 1408 = 5 x 256 + 128) and whole ones
+    static const size_t widths[] = {32, 96, 128, 256, 544, 1408, 2560};
     for (size_t ti = 0; ti < sizeof product_types / sizeof product_types[0]; ti++) {
         uint32_t type = product_types[ti];
-        int quantized = blip2_traits(type)->activation == BLIP2_ACTIVATION_Q8A;
+        int quantized = blip2_traits(type)->activation == BLIP2_ACTIVATION_Q8A, superblocks = is_superblock_type(type);
         char what[32];
         snprintf(what, sizeof what, "tiles %s", blip2_traits(type)->name);
         check(k->matvec[type].fn && k->matmul[type].fn, k->name, what, "the table has no tile for this type");
@@ -345,12 +460,27 @@ static void check_products(const blip2_kernels *k, const blip2_kernels *ref) {
         for (size_t ri = 0; ri < sizeof rows / sizeof rows[0]; ri++) {
             for (size_t tokens = 1; tokens <= 9; tokens++) {
                 // every row and token count meets a short and a long inner dimension; the rest rotate
+                if (superblocks) {
+                    // fitted panels (the fit is slow under qemu) for one token, one tile of 4 and a tile plus
+                    // a leftover token; random fields everywhere
+                    size_t n = widths[(ri + tokens) % (sizeof widths / sizeof widths[0])];
+                    check_gemm(k, ref, type, rows[ri], tokens, n, FILL_RANDOM);
+                    if (tokens == 1 || tokens == 4 || tokens == 5) check_gemm(k, ref, type, rows[ri], tokens, 288, FILL_FITTED);
+                    continue;
+                }
                 size_t choices = quantized ? 4 : 5;
                 size_t pick = (ri + tokens) % choices;
                 size_t n = quantized ? blocks[pick] * BLIP2_QBLOCK : lengths[pick];
-                check_gemm(k, ref, type, rows[ri], tokens, n);
-                check_gemm(k, ref, type, rows[ri], tokens, quantized ? 2 * BLIP2_QBLOCK : 9);
+                check_gemm(k, ref, type, rows[ri], tokens, n, FILL_FITTED);
+                check_gemm(k, ref, type, rows[ri], tokens, quantized ? 2 * BLIP2_QBLOCK : 9, FILL_FITTED);
             }
+        }
+        if (!superblocks) continue;
+        // the integer sums at their bounds, through the one-token and the many-token tiles
+        static const size_t extreme_tokens[] = {1, 4, 5};
+        for (size_t e = 0; e < sizeof extreme_tokens / sizeof extreme_tokens[0]; e++) {
+            check_gemm(k, ref, type, 9, extreme_tokens[e], 2560, FILL_HIGH);
+            check_gemm(k, ref, type, 9, extreme_tokens[e], 1408, FILL_LOW);
         }
     }
 }
@@ -381,6 +511,7 @@ int main(int argc, char **argv) {
         const blip2_kernels *ref = blip2_kernels_for(BLIP2_ISA_REF);
         unsigned before = passed + failed;
         check_quantize(k, ref);
+        check_quantize_q8k(k, ref);
         check_vec_dots(k, ref);
         check_products(k, ref);
         check_peak(k);

@@ -9,7 +9,7 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/../.." && pwd)"
 kernels="$root/Sources/CKernels"
 harness="$root/Tests/ARM/kernel_harness.c"
-sources=("$kernels/kernels.c" "$kernels/kernels_ref.c" "$kernels/cpu.c" "$kernels/fp16.c" "$kernels/types.c" "$kernels/quant.c")
+sources=("$kernels/kernels.c" "$kernels/kernels_ref.c" "$kernels/cpu.c" "$kernels/fp16.c" "$kernels/types.c" "$kernels/quant.c" "$kernels/kquants.c")
 work="$(mktemp -d)"
 trap 'rm -rf "$work"' EXIT
 
