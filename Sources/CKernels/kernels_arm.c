@@ -390,10 +390,6 @@ static void quantize_q8k_neon(const float *x, blip2_block_q8k *y, size_t n) {
     }
 }
 
-BLIP2_INLINE size_t superblock_count_neon(size_t n, size_t s) {
-    return n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
-}
-
 // Shift amounts of the NEON shift intrinsics must be literals; callers pass constants, so this folds.
 BLIP2_INLINE uint8x16_t shift_right_neon(uint8x16_t v, int bits) {
     switch (bits) {
@@ -546,7 +542,7 @@ BLIP2_INLINE void accumulate_superblock_neon(float32x4_t acc[][2], int32x4_t sum
         BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0);                        \
         const char *block = (const char *)wv[0];                                                                \
         for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                     \
-            const size_t count = superblock_count_neon(n, s);                                                   \
+            const size_t count = blip2_superblock_count(n, s);                                                   \
             const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;                                          \
             if (T == 1) blip2_prefetch_panel(p, sizeof *p);                                                     \
             int8_t scales[64];                                                                                  \
@@ -578,7 +574,7 @@ BLIP2_INLINE void accumulate_superblock_neon(float32x4_t acc[][2], int32x4_t sum
         BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t][0] = acc[t][1] = vdupq_n_f32(0);                        \
         const char *block = (const char *)wv[0];                                                                \
         for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                     \
-            const size_t count = superblock_count_neon(n, s);                                                   \
+            const size_t count = blip2_superblock_count(n, s);                                                   \
             if (T == 1) blip2_prefetch_panel(block, header + BLIP2_SUPERBLOCK * bits);                          \
             int8_t q3k_scales[128];                                                                             \
             const int8_t *scales = q3k_scales;                                                                  \

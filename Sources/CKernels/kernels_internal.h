@@ -42,6 +42,11 @@ extern const blip2_kernels blip2_kernels_neon;
 extern const blip2_kernels blip2_kernels_dotprod;
 #endif
 
+/// Inputs of super-block s of a row of n: 256, or fewer for a row's last one.
+BLIP2_INLINE size_t blip2_superblock_count(size_t n, size_t s) {
+    return n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+}
+
 /// The reference q8k quantizer (kernels_ref.c); tables without a SIMD one use it as it is.
 void blip2_quantize_q8k_ref(const float *x, blip2_block_q8k *y, size_t n);
 

@@ -25,7 +25,7 @@ static void quantize_q8a_ref(const float *x, blip2_block_q8a *y, size_t n) {
 // q8k: one scale per 256 inputs; a short last block is padded with zeros (levels and sums 0).
 void blip2_quantize_q8k_ref(const float *x, blip2_block_q8k *y, size_t n) {
     for (size_t b = 0; b * BLIP2_SUPERBLOCK < n; b++) {
-        size_t count = n - b * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - b * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+        size_t count = blip2_superblock_count(n, b);
         const float *xb = x + b * BLIP2_SUPERBLOCK;
         float amax = 0;
         for (size_t i = 0; i < count; i++) amax = fmaxf(amax, fabsf(xb[i]));
@@ -151,7 +151,7 @@ static void tile_kq_ref(const void *const *w, const void *const *x, size_t n, fl
         float sum = 0;
         for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
             const char *block = (const char *)w[0] + s * full;
-            size_t count = n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
+            size_t count = blip2_superblock_count(n, s);
             int32_t dot = 0, minimum = 0;
             for (size_t j = 0; j * (size_t)f->sub < count; j++) {
                 int32_t part = 0, sums = 0;

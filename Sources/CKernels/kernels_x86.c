@@ -602,10 +602,6 @@ BLIP2_INLINE __m256i six_bits_avx2(__m256i low, __m256i high, int low_shift, int
     return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
 }
 
-BLIP2_INLINE size_t superblock_count(size_t n, size_t s) {
-    return n - s * BLIP2_SUPERBLOCK < BLIP2_SUPERBLOCK ? n - s * BLIP2_SUPERBLOCK : BLIP2_SUPERBLOCK;
-}
-
 BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
     const blip2_block_q8k *x[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
@@ -614,7 +610,7 @@ BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     const char *block = (const char *)wv[0];
     for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = superblock_count(n, s), chunks = count / 32;
+        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
         const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
         if (T == 1) blip2_prefetch_panel(p, offsetof(blip2_panel_q4k, qs) + count * 4);
         int8_t scales[64], mins[64];
@@ -664,33 +660,35 @@ BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, si
     store_panel_avx2(acc, out, T);
 }
 
+// The 128 signed sub-scales of a q3k or q6k super-block (q6k stores them as bytes; q3k's 6-bit planes are
+// unpacked into `space`).
+BLIP2_INLINE const int8_t *q36k_scales_avx2(const char *block, bool six, int8_t *space) {
+    if (six) return ((const blip2_panel_q6k *)block)->scales;
+    const blip2_panel_q3k *p = (const blip2_panel_q3k *)block;
+    __m256i low0 = _mm256_loadu_si256((const __m256i *)p->scales_low), low1 = _mm256_loadu_si256((const __m256i *)(p->scales_low + 32));
+    __m256i high = _mm256_loadu_si256((const __m256i *)p->scales_high), bias = _mm256_set1_epi8(32);
+    _mm256_storeu_si256((__m256i *)space, _mm256_sub_epi8(six_bits_avx2(low0, high, 0, 0), bias));
+    _mm256_storeu_si256((__m256i *)(space + 32), _mm256_sub_epi8(six_bits_avx2(low1, high, 0, 2), bias));
+    _mm256_storeu_si256((__m256i *)(space + 64), _mm256_sub_epi8(six_bits_avx2(low0, high, 4, 4), bias));
+    _mm256_storeu_si256((__m256i *)(space + 96), _mm256_sub_epi8(six_bits_avx2(low1, high, 4, 6), bias));
+    return space;
+}
+
 // q3k and q6k: signed sub-scales per 16 inputs, values offset by 4 or 32. Levels are unsigned for vpmaddubsw;
 // the offset comes off as offset * sum_j s_j sum_j(a), from the activation's 16-input sums.
 BLIP2_INLINE void tile_q36k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {
     const blip2_block_q8k *x[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
-    const __m256i nibble = _mm256_set1_epi8(0x0f), crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
+    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
     const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;
     __m256 acc[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     const char *block = (const char *)wv[0];
     for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = superblock_count(n, s), chunks = count / 32;
+        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
         if (T == 1) blip2_prefetch_panel(block, header + count * bits);
         int8_t stack_scales[128];
-        const int8_t *scales;
-        if (six) {
-            scales = ((const blip2_panel_q6k *)block)->scales;
-        } else {
-            const blip2_panel_q3k *p = (const blip2_panel_q3k *)block;
-            __m256i low0 = _mm256_loadu_si256((const __m256i *)p->scales_low), low1 = _mm256_loadu_si256((const __m256i *)(p->scales_low + 32));
-            __m256i high = _mm256_loadu_si256((const __m256i *)p->scales_high), bias = _mm256_set1_epi8(32);
-            _mm256_storeu_si256((__m256i *)stack_scales, _mm256_sub_epi8(six_bits_avx2(low0, high, 0, 0), bias));
-            _mm256_storeu_si256((__m256i *)(stack_scales + 32), _mm256_sub_epi8(six_bits_avx2(low1, high, 0, 2), bias));
-            _mm256_storeu_si256((__m256i *)(stack_scales + 64), _mm256_sub_epi8(six_bits_avx2(low0, high, 4, 4), bias));
-            _mm256_storeu_si256((__m256i *)(stack_scales + 96), _mm256_sub_epi8(six_bits_avx2(low1, high, 4, 6), bias));
-            scales = stack_scales;
-        }
+        const int8_t *scales = q36k_scales_avx2(block, six, stack_scales);
         const uint8_t *qs = (const uint8_t *)block + header;
         __m256i dot[4], offset[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm256_setzero_si256(); offset[t] = _mm256_setzero_si256(); }
@@ -1017,19 +1015,38 @@ static void q8p_mm_vnni(const void *const *w, const void *const *x, size_t n, fl
 static void q4p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 1); }
 static void q4p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 4); }
 
-// MARK: Super-block panels with VNNI: q4p's 512-bit step (two groups of 8 rows per register, vpdpbusd
-// against the activation bytes permuted to match) summed per sub-block in 32 bits, then multiplied by the
-// sub-scales of the 8 rows (repeated in both halves) and added up; the halves fold once per super-block.
+// MARK: Super-block panels with VNNI. A 512-bit register holds two groups of 8 rows with each row's two
+// groups side by side (the 32-bit unpack of the low and high nibbles), so the activation operand is one
+// 64-bit broadcast from memory (the two groups' 4 bytes) instead of q4p's permute per token and step. Each
+// sub-block sums in 32 bits, is multiplied by the 8 rows' sub-scales (laid out to match) and added up; the
+// row pairs fold and return to row order once per super-block.
+//
+// Lane l of such a register belongs to row interleaved_row[l / 2] (the unpack works within 128-bit halves).
 
-// The 8 bytes at s (rows 0..7 of one sub-block) as 32-bit lanes, repeated in both 256-bit halves.
-BLIP2_INLINE __m512i row_scales_vnni(const int8_t *s, bool is_signed) {
-    __m128i v = _mm_loadl_epi64((const __m128i *)s);
-    v = _mm_unpacklo_epi64(v, v);
+// The 8 sub-scale bytes at s, one per row, as the 16 lanes of an interleaved register.
+BLIP2_INLINE __m512i interleaved_scales_vnni(const int8_t *s, bool is_signed) {
+    const __m128i order = _mm_setr_epi8(0, 0, 1, 1, 4, 4, 5, 5, 2, 2, 3, 3, 6, 6, 7, 7);
+    __m128i v = _mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)s), order);
     return is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
 }
 
-BLIP2_INLINE __m512i group_pair_index_vnni(int g) {
-    return _mm512_setr_epi32(g, g, g, g, g, g, g, g, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1, g + 1);
+// Groups a (one dword per row) and b, each row's two dwords side by side.
+BLIP2_INLINE __m512i interleave_groups_vnni(__m256i a, __m256i b) {
+    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_unpacklo_epi32(a, b)), _mm256_unpackhi_epi32(a, b), 1);
+}
+
+// Both groups' 4 activation bytes (8 consecutive bytes) in every lane pair.
+BLIP2_INLINE __m512i group_pair_vnni(const int8_t *a) {
+    int64_t v;
+    memcpy(&v, a, sizeof v);
+    return _mm512_set1_epi64(v);
+}
+
+// Row sums in row order from an interleaved register: lane pairs added, then rows gathered.
+BLIP2_INLINE __m256i fold_interleaved_vnni(__m512i v) {
+    const __m512i rows = _mm512_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
+    __m512i pairs = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(rows, pairs));
 }
 
 BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
@@ -1040,7 +1057,7 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     const char *block = (const char *)wv[0];
     for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = superblock_count(n, s), chunks = count / 32;
+        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
         const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
         if (T == 1) blip2_prefetch_panel(p, offsetof(blip2_panel_q4k, qs) + count * 4);
         int8_t scales[64], mins[64];
@@ -1056,19 +1073,15 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
         __m256i minimum[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm512_setzero_si512(); minimum[t] = _mm256_setzero_si256(); }
         for (size_t c = 0; c < chunks; c++) {
-            const __m512i scale = row_scales_vnni(scales + 8 * c, false);
+            const __m512i scale = interleaved_scales_vnni(scales + 8 * c, false);
             const uint8_t *qs = p->qs + 128 * c;
-            __m512i a[4], part[4];
-            BLIP2_UNROLL for (int t = 0; t < T; t++) {
-                a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x[t][s].qs + 32 * c)));
-                part[t] = _mm512_setzero_si512();
-            }
+            __m512i part[4];
+            BLIP2_UNROLL for (int t = 0; t < T; t++) part[t] = _mm512_setzero_si512();
             BLIP2_UNROLL for (int run = 0; run < 4; run++) {
                 __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
-                __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, nibble)),
-                                               _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble), 1);
+                __m512i u = interleave_groups_vnni(_mm256_and_si256(raw, nibble), _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble));
                 BLIP2_UNROLL for (int t = 0; t < T; t++)
-                    part[t] = _mm512_dpbusd_epi32(part[t], u, _mm512_permutexvar_epi32(pair_index_vnni(run), a[t]));
+                    part[t] = _mm512_dpbusd_epi32(part[t], u, group_pair_vnni(x[t][s].qs + 32 * c + 8 * run));
             }
             BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part[t], scale));
         }
@@ -1084,7 +1097,7 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
             const __m256 da = _mm256_set1_ps(x[t][s].d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold_vnni(dot[t])), _mm256_mul_ps(d, da), acc[t]);
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold_interleaved_vnni(dot[t])), _mm256_mul_ps(d, da), acc[t]);
             acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(minimum[t]), _mm256_mul_ps(dmin, da), acc[t]);
         }
         block += offsetof(blip2_panel_q4k, qs) + count * 4;
@@ -1102,32 +1115,18 @@ BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, s
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     const char *block = (const char *)wv[0];
     for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = superblock_count(n, s), chunks = count / 32;
+        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
         if (T == 1) blip2_prefetch_panel(block, header + count * bits);
         int8_t stack_scales[128];
-        const int8_t *scales;
-        if (six) {
-            scales = ((const blip2_panel_q6k *)block)->scales;
-        } else {
-            const blip2_panel_q3k *p = (const blip2_panel_q3k *)block;
-            __m256i low0 = _mm256_loadu_si256((const __m256i *)p->scales_low), low1 = _mm256_loadu_si256((const __m256i *)(p->scales_low + 32));
-            __m256i high = _mm256_loadu_si256((const __m256i *)p->scales_high), bias = _mm256_set1_epi8(32);
-            _mm256_storeu_si256((__m256i *)stack_scales, _mm256_sub_epi8(six_bits_avx2(low0, high, 0, 0), bias));
-            _mm256_storeu_si256((__m256i *)(stack_scales + 32), _mm256_sub_epi8(six_bits_avx2(low1, high, 0, 2), bias));
-            _mm256_storeu_si256((__m256i *)(stack_scales + 64), _mm256_sub_epi8(six_bits_avx2(low0, high, 4, 4), bias));
-            _mm256_storeu_si256((__m256i *)(stack_scales + 96), _mm256_sub_epi8(six_bits_avx2(low1, high, 4, 6), bias));
-            scales = stack_scales;
-        }
+        const int8_t *scales = q36k_scales_avx2(block, six, stack_scales);
         const uint8_t *qs = (const uint8_t *)block + header;
         __m512i dot[4];
         __m256i offset[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm512_setzero_si512(); offset[t] = _mm256_setzero_si256(); }
         for (size_t c = 0; c < chunks; c++) {
             const uint8_t *chunk = qs + c * 32 * bits;
-            __m512i a[4];
-            BLIP2_UNROLL for (int t = 0; t < T; t++) a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)(x[t][s].qs + 32 * c)));
             BLIP2_UNROLL for (int h = 0; h < 2; h++) {
-                const __m512i scale = row_scales_vnni(scales + 8 * (2 * c + h), true);
+                const __m512i scale = interleaved_scales_vnni(scales + 8 * (2 * c + h), true);
                 __m256i g[4];
                 if (six) {
                     __m256i low0 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h));
@@ -1146,11 +1145,11 @@ BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, s
                         g[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
                     }
                 }
-                __m512i u01 = _mm512_inserti64x4(_mm512_castsi256_si512(g[0]), g[1], 1);
-                __m512i u23 = _mm512_inserti64x4(_mm512_castsi256_si512(g[2]), g[3], 1);
+                __m512i u01 = interleave_groups_vnni(g[0], g[1]), u23 = interleave_groups_vnni(g[2], g[3]);
                 BLIP2_UNROLL for (int t = 0; t < T; t++) {
-                    __m512i part = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, _mm512_permutexvar_epi32(group_pair_index_vnni(4 * h), a[t]));
-                    part = _mm512_dpbusd_epi32(part, u23, _mm512_permutexvar_epi32(group_pair_index_vnni(4 * h + 2), a[t]));
+                    const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
+                    __m512i part = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, group_pair_vnni(a));
+                    part = _mm512_dpbusd_epi32(part, u23, group_pair_vnni(a + 8));
                     dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part, scale));
                 }
             }
@@ -1159,7 +1158,7 @@ BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, s
         }
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            __m256i total = _mm256_sub_epi32(fold_vnni(dot[t]), _mm256_slli_epi32(offset[t], six ? 5 : 2));
+            __m256i total = _mm256_sub_epi32(fold_interleaved_vnni(dot[t]), _mm256_slli_epi32(offset[t], six ? 5 : 2));
             acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(x[t][s].d)), acc[t]);
         }
         block += header + count * bits;
