@@ -1,6 +1,7 @@
 import ArgumentParser
 import Blip2CommandLine
 import Blip2Core
+import Blip2Generation
 import Blip2ModelFile
 import Blip2Pipeline
 import Foundation
@@ -11,7 +12,7 @@ struct ImatrixCommand: ParsableCommand {
         abstract: "Measure how strongly the model drives each input of every linear weight, for blip2-quantize --imatrix.",
         discussion: """
         Runs the model over calibration images, each with a caption (20 new tokens) and questions asked as \
-        "Question: {q} Answer:" (10 new tokens each), greedily, and writes for every linear weight the mean of \
+        "Question: {q} Answer:" (10 new tokens each; --caption-tokens, --answer-tokens), greedily, and writes for every linear weight the mean of \
         x² of each input column and the number of tokens it was taken over (docs/FORMAT.md, "Importance \
         matrix files"). Any precision of a model works; the f16 or q8 file of the checkpoint to quantize is \
         the usual choice. Use images like the ones the model will see, and not the ones it is evaluated on.
@@ -39,6 +40,12 @@ struct ImatrixCommand: ParsableCommand {
     @Option(name: .customLong("questions-file"), help: "Questions asked of every image instead of the defaults, one per line (with any --question).")
     var questionsFile: String?
 
+    @Option(name: .customLong("caption-tokens"), help: "New tokens generated for each caption.")
+    var captionTokens = Blip2Task.caption.defaultMaxNewTokens
+
+    @Option(name: .customLong("answer-tokens"), help: "New tokens generated for each answer.")
+    var answerTokens = Blip2Task.question.defaultMaxNewTokens
+
     @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads (default: one per core).")
     var threads: Int?
 
@@ -51,6 +58,9 @@ struct ImatrixCommand: ParsableCommand {
         guard !images.isEmpty else { throw ValidationError("give at least one calibration image") }
         if images.contains(ImageArgument.standardInput) { throw ValidationError("calibration images are files; standard input (-) is not read") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+        for (flag, value) in [("--caption-tokens", captionTokens), ("--answer-tokens", answerTokens)] where value < 1 || value > GenerationOptions.maxNewTokensLimit {
+            throw ValidationError("\(flag) must be from 1 to \(GenerationOptions.maxNewTokensLimit) (got \(value))")
+        }
         if questions.contains(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) {
             throw ValidationError("--question is empty")
         }
@@ -66,7 +76,10 @@ struct ImatrixCommand: ParsableCommand {
             guard !lines.isEmpty else { throw FileError(path: questionsFile, "holds no questions (one per line)") }
             asked += lines
         }
-        return asked.isEmpty ? CalibrationPrompts() : CalibrationPrompts(questions: asked)
+        var prompts = asked.isEmpty ? CalibrationPrompts() : CalibrationPrompts(questions: asked)
+        prompts.captionTokens = captionTokens
+        prompts.answerTokens = answerTokens
+        return prompts
     }
 
     struct Summary: Encodable {
@@ -90,7 +103,12 @@ struct ImatrixCommand: ParsableCommand {
 
     /// Says why, and that nothing was written; the exit code to throw.
     private func abandoned(_ error: Error) -> ExitCode {
-        printError("error: \(describe(error))")
+        if let overflow = (error as? PipelineError)?.overflow {
+            let needed = overflow.imageTokens + overflow.promptTokens + overflow.maxNewTokens
+            printError("error: a prompt of \(overflow.promptTokens) tokens, \(overflow.imageTokens) image embeddings and \(overflow.maxNewTokens) new tokens make \(needed), over the model's \(overflow.contextLimit)-token context: shorten the question or lower --caption-tokens / --answer-tokens")
+        } else {
+            printError("error: \(describe(error))")
+        }
         printError("no importance matrix written")
         return ExitCode.failure
     }
