@@ -128,14 +128,18 @@ struct ImatrixCommand: ParsableCommand {
             throw failure(error)
         }
         let status = StatusLine(prefix: "imatrix")
-        // Every image is read once before the model runs, so a bad file late in a long list costs nothing.
-        for image in images {
-            do {
+        // Every prompt is checked against the context and every image read once before the model runs, so
+        // a bad one late in a long run costs nothing.
+        do {
+            for (prompt, maxNewTokens) in prompts.prompts {
+                try pipeline.checkFits(promptIds: pipeline.promptIds(prompt), maxNewTokens: maxNewTokens)
+            }
+            for image in images {
                 var timings = StageTimings()
                 _ = try pipeline.pixels(contentsOf: URL(fileURLWithPath: image), timings: &timings)
-            } catch {
-                throw abandoned(error)
             }
+        } catch {
+            throw abandoned(error)
         }
         var runs: [Summary.Run] = []
         for (index, image) in images.enumerated() {
