@@ -3,9 +3,10 @@
 
 Seeds are small valid inputs the fuzzer mutates from: a tiny BLIP-2-OPT checkpoint (a few kilobytes of
 weights, Hugging Face key names and shapes), model files converted from it by blip2-quantize, configs,
-a tiny tokenizer, and a few of the image fixtures. Needs only Python 3 and a built blip2-quantize.
+a tiny tokenizer, a few of the image fixtures, and an importance matrix `blip2 imatrix` gathers on the
+tiny model. Needs only Python 3 and built blip2-quantize and blip2.
 
-    swift build --product blip2-quantize && python3 Tools/make_fuzz_corpus.py
+    swift build --product blip2-quantize && swift build --product blip2 && python3 Tools/make_fuzz_corpus.py
 """
 
 import argparse
@@ -165,6 +166,7 @@ def write(target, name, data):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--quantize", type=Path, default=ROOT / ".build" / "debug" / "blip2-quantize")
+    parser.add_argument("--blip2", type=Path, default=ROOT / ".build" / "debug" / "blip2")
     args = parser.parse_args()
     shutil.rmtree(CORPUS, ignore_errors=True)
 
@@ -190,6 +192,12 @@ def main():
             subprocess.run([str(args.quantize), str(folder), "--output", str(output), "--weights", weights_type, "--compress", compress],
                            check=True, stdout=subprocess.DEVNULL)
             write("model-file", f"tiny-{weights_type}-{compress}.blip2", output.read_bytes())
+        # An importance matrix of the f32 model (the last one written) over one fixture image.
+        matrix = Path(scratch) / "m.imatrix"
+        subprocess.run([str(args.blip2), "imatrix", str(output), str(ROOT / "Tests/Fixtures/models/images/circle.png"),
+                        "--output", str(matrix), "--question", "What is it?", "--caption-tokens", "4", "--answer-tokens", "2"],
+                       check=True)
+        write("imatrix", "tiny-f32.imatrix", matrix.read_bytes())
 
     for name in ("jpeg_3x5.jpg", "jpeg_420_odd_45x31.jpg", "jpeg_gray_progressive_65x33.jpg", "jpeg_cmyk_progressive_50x70.jpg",
                  "jpeg_restart_markers_150x100.jpg", "jpeg_missing_eoi.jpg"):

@@ -34,6 +34,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// A camera stream as `blip2 watch` reads it: an HTTP response head (chunked or not) when the bytes
     /// start with one, then Motion-JPEG cut into uneven pieces for the frame splitter, each frame decoded.
     case mjpeg
+    /// An importance matrix file (`blip2 imatrix`, read by the converter), read, re-encoded and checked
+    /// against its own names.
+    case importanceMatrix = "imatrix"
 
     /// Runs the target on one input; true when every reader accepted it (what a valid seed must give).
     @discardableResult
@@ -46,6 +49,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .png: FuzzImage.run(data, format: .png)
         case .tokenizer: FuzzTokenizer.run(data)
         case .mjpeg: FuzzMJPEG.run(data)
+        case .importanceMatrix: FuzzImportanceMatrix.run(data)
         }
     }
 
@@ -122,6 +126,24 @@ enum FuzzScratch {
 }
 
 // MARK: - Targets
+
+enum FuzzImportanceMatrix {
+    static func run(_ data: Data) -> Bool {
+        let path = FuzzScratch.file("calibration.imatrix", withChecksumFixed(data))
+        guard let matrix = try? ImportanceMatrix(contentsOf: path) else { return false }
+        guard (try? matrix.encoded()) != nil else { return false }
+        return (try? matrix.check(against: matrix.entries.map { ($0.key, $0.value.values.count) }, file: path)) != nil
+    }
+
+    /// Rewrites the trailing CRC-32C so mutations reach the parser behind it.
+    static func withChecksumFixed(_ data: Data) -> Data {
+        guard data.count >= ImportanceMatrix.magic.count + 4, Array(data.prefix(ImportanceMatrix.magic.count)) == ImportanceMatrix.magic else { return data }
+        var bytes = [UInt8](data)
+        let crc = crc32c(bytes[0..<(bytes.count - 4)])
+        for i in 0..<4 { bytes[bytes.count - 4 + i] = UInt8(truncatingIfNeeded: crc >> (8 * UInt32(i))) }
+        return Data(bytes)
+    }
+}
 
 enum FuzzModelFile {
     static func run(_ data: Data) -> Bool {

@@ -1,6 +1,7 @@
 import ArgumentParser
 import Blip2CommandLine
 import Blip2Core
+import Blip2Generation
 import Blip2ModelFile
 import Blip2Pipeline
 import Foundation
@@ -11,7 +12,7 @@ struct ImatrixCommand: ParsableCommand {
         abstract: "Measure how strongly the model drives each input of every linear weight, for blip2-quantize --imatrix.",
         discussion: """
         Runs the model over calibration images, each with a caption (20 new tokens) and questions asked as \
-        "Question: {q} Answer:" (10 new tokens each), greedily, and writes for every linear weight the mean of \
+        "Question: {q} Answer:" (10 new tokens each; --caption-tokens, --answer-tokens), greedily, and writes for every linear weight the mean of \
         x² of each input column and the number of tokens it was taken over (docs/FORMAT.md, "Importance \
         matrix files"). Any precision of a model works; the f16 or q8 file of the checkpoint to quantize is \
         the usual choice. Use images like the ones the model will see, and not the ones it is evaluated on.
@@ -39,6 +40,12 @@ struct ImatrixCommand: ParsableCommand {
     @Option(name: .customLong("questions-file"), help: "Questions asked of every image instead of the defaults, one per line (with any --question).")
     var questionsFile: String?
 
+    @Option(name: .customLong("caption-tokens"), help: "New tokens generated for each caption.")
+    var captionTokens = Blip2Task.caption.defaultMaxNewTokens
+
+    @Option(name: .customLong("answer-tokens"), help: "New tokens generated for each answer.")
+    var answerTokens = Blip2Task.question.defaultMaxNewTokens
+
     @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads (default: one per core).")
     var threads: Int?
 
@@ -51,6 +58,9 @@ struct ImatrixCommand: ParsableCommand {
         guard !images.isEmpty else { throw ValidationError("give at least one calibration image") }
         if images.contains(ImageArgument.standardInput) { throw ValidationError("calibration images are files; standard input (-) is not read") }
         if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+        for (flag, value) in [("--caption-tokens", captionTokens), ("--answer-tokens", answerTokens)] where value < 1 || value > GenerationOptions.maxNewTokensLimit {
+            throw ValidationError("\(flag) must be from 1 to \(GenerationOptions.maxNewTokensLimit) (got \(value))")
+        }
         if questions.contains(where: { $0.trimmingCharacters(in: .whitespacesAndNewlines).isEmpty }) {
             throw ValidationError("--question is empty")
         }
@@ -66,7 +76,10 @@ struct ImatrixCommand: ParsableCommand {
             guard !lines.isEmpty else { throw FileError(path: questionsFile, "holds no questions (one per line)") }
             asked += lines
         }
-        return asked.isEmpty ? CalibrationPrompts() : CalibrationPrompts(questions: asked)
+        var prompts = asked.isEmpty ? CalibrationPrompts() : CalibrationPrompts(questions: asked)
+        prompts.captionTokens = captionTokens
+        prompts.answerTokens = answerTokens
+        return prompts
     }
 
     struct Summary: Encodable {
@@ -90,7 +103,12 @@ struct ImatrixCommand: ParsableCommand {
 
     /// Says why, and that nothing was written; the exit code to throw.
     private func abandoned(_ error: Error) -> ExitCode {
-        printError("error: \(describe(error))")
+        if let overflow = (error as? PipelineError)?.overflow {
+            let needed = overflow.imageTokens + overflow.promptTokens + overflow.maxNewTokens
+            printError("error: a prompt of \(overflow.promptTokens) tokens, \(overflow.imageTokens) image embeddings and \(overflow.maxNewTokens) new tokens make \(needed), over the model's \(overflow.contextLimit)-token context: shorten the question or lower --caption-tokens / --answer-tokens")
+        } else {
+            printError("error: \(describe(error))")
+        }
         printError("no importance matrix written")
         return ExitCode.failure
     }
@@ -110,14 +128,18 @@ struct ImatrixCommand: ParsableCommand {
             throw failure(error)
         }
         let status = StatusLine(prefix: "imatrix")
-        // Every image is read once before the model runs, so a bad file late in a long list costs nothing.
-        for image in images {
-            do {
+        // Every prompt is checked against the context and every image read once before the model runs, so
+        // a bad one late in a long run costs nothing.
+        do {
+            for (prompt, maxNewTokens) in prompts.prompts {
+                try pipeline.checkFits(promptIds: pipeline.promptIds(prompt), maxNewTokens: maxNewTokens)
+            }
+            for image in images {
                 var timings = StageTimings()
                 _ = try pipeline.pixels(contentsOf: URL(fileURLWithPath: image), timings: &timings)
-            } catch {
-                throw abandoned(error)
             }
+        } catch {
+            throw abandoned(error)
         }
         var runs: [Summary.Run] = []
         for (index, image) in images.enumerated() {
