@@ -1045,7 +1045,7 @@ BLIP2_INLINE __m512i group_pair_vnni(const int8_t *a) {
 // Row sums in row order from an interleaved register: lane pairs added, then rows gathered.
 BLIP2_INLINE __m256i fold_interleaved_vnni(__m512i v) {
     const __m512i rows = _mm512_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i pairs = _mm512_add_epi32(v, _mm512_shuffle_epi32(v, _MM_PERM_CDAB));
+    __m512i pairs = _mm512_add_epi32(v, _mm512_srli_epi64(v, 32));   // even lanes: lane + its neighbour
     return _mm512_castsi512_si256(_mm512_permutexvar_epi32(rows, pairs));
 }
 

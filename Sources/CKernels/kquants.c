@@ -140,30 +140,33 @@ void blip2_superblock_dequantize(uint32_t type, const blip2_superblock_row *in, 
 //    min/max one, each followed by the weighted least-squares scale (and minimum) for the levels it gives;
 // 2. the super-block scale(s) map those floats to the small integer sub-scales; the levels are then chosen
 //    again for the integer scales, and the super-block scales refit by least squares for them.
-// The same two levels run from the plain min/max sub-block fit as well, and the better result is kept, so
-// the fit is never worse than min/max rounding.
+// The plain min/max scale is among the first level's candidates, so a sub-block never starts worse than
+// min/max rounding.
 
 // Candidate scales on each side of the min/max one, in steps of 0.1 level. With 64 levels (q6k) the error
 // changes faster with the scale than the few candidates of the coarser formats can follow: on random
 // 16-input blocks 8 candidates left the error 1.33x a brute-force scale search on average, 20 left 1.20x.
 static int candidates(int levels) { return levels >= 64 ? 20 : 8; }
 
+// Clamped first, then rounded to nearest even by the 1.5 x 2^23 trick (exact for |v| < 2^22): the fits call
+// this a hundred times per weight, and without SSE4.1 nearbyintf is a library call (19x slower fits).
 static inline int clamp_level(float v, int lo, int hi) {
-    int q = (int)nearbyintf(v);
-    return q < lo ? lo : q > hi ? hi : q;
+    v = v < (float)lo ? (float)lo : v > (float)hi ? (float)hi : v;
+    return (int)((v + 12582912.0f) - 12582912.0f);
 }
 
 // q4k sub-block: x ~= a q - b with q in 0..hi, a > 0, b >= 0 (the minimum is never above 0, so zero stays
-// reachable). Returns the weighted error; `search` false gives the plain min/max fit.
-static float fit_affine(const float *x, const float *w, int n, int hi, bool search, float *a_out, float *b_out) {
+// reachable). The plain min/max scale is the first candidate, so the search never ends worse than it.
+static void fit_affine(const float *x, const float *w, int n, int hi, float *a_out, float *b_out) {
     float lo = 0, top = 0;
     for (int i = 0; i < n; i++) { lo = fminf(lo, x[i]); top = fmaxf(top, x[i]); }
     *a_out = 0; *b_out = -lo;
-    if (top == lo) return 0;
+    if (top == lo) return;
     float best = INFINITY;
-    const int range = search ? candidates(hi + 1) : 0;
-    for (int k = -range; k <= range; k++) {
-        float iscale = ((float)hi + 0.1f * (float)k) / (top - lo);
+    const int range = candidates(hi + 1);
+    for (int k = -range - 1; k <= range; k++) {
+        const bool plain = k < -range;
+        float iscale = ((float)hi + (plain ? 0.0f : 0.1f * (float)k)) / (top - lo);
         double sw = 0, swq = 0, swqq = 0, swx = 0, swqx = 0;
         uint8_t q[BLIP2_SUPERBLOCK];
         for (int i = 0; i < n; i++) {
@@ -171,7 +174,7 @@ static float fit_affine(const float *x, const float *w, int n, int hi, bool sear
             sw += w[i]; swq += w[i] * q[i]; swqq += w[i] * q[i] * q[i]; swx += w[i] * x[i]; swqx += w[i] * q[i] * x[i];
         }
         float a = 1.0f / iscale, m = lo;
-        if (search) {
+        if (!plain) {
             double det = sw * swqq - swq * swq;
             if (det > 0) {
                 a = (float)((sw * swqx - swq * swx) / det);
@@ -187,20 +190,20 @@ static float fit_affine(const float *x, const float *w, int n, int hi, bool sear
         }
         if (err < best) { best = err; *a_out = a; *b_out = -m; }
     }
-    return best;
 }
 
 // q3k/q6k sub-block: x ~= a l with l in lo..hi (lo = -hi - 1); the element of largest magnitude maps to lo,
-// the side with one more level. a may be negative.
-static float fit_symmetric(const float *x, const float *w, int n, int lo, int hi, bool search, float *a_out) {
+// the side with one more level. a may be negative. The plain min/max scale is the first candidate.
+static void fit_symmetric(const float *x, const float *w, int n, int lo, int hi, float *a_out) {
     float peak = 0;
     for (int i = 0; i < n; i++) if (fabsf(x[i]) > fabsf(peak)) peak = x[i];
     *a_out = 0;
-    if (peak == 0) return 0;
+    if (peak == 0) return;
     float best = INFINITY;
-    const int range = search ? candidates(hi - lo + 1) : 0;
-    for (int k = -range; k <= range; k++) {
-        float iscale = ((float)lo + 0.1f * (float)k) / peak;
+    const int range = candidates(hi - lo + 1);
+    for (int k = -range - 1; k <= range; k++) {
+        const bool plain = k < -range;
+        float iscale = ((float)lo + (plain ? 0.0f : 0.1f * (float)k)) / peak;
         double swll = 0, swlx = 0;
         int8_t l[BLIP2_SUPERBLOCK];
         for (int i = 0; i < n; i++) {
@@ -208,7 +211,7 @@ static float fit_symmetric(const float *x, const float *w, int n, int lo, int hi
             swll += w[i] * l[i] * l[i]; swlx += w[i] * l[i] * x[i];
         }
         float a = 1.0f / iscale;
-        if (search) {
+        if (!plain) {
             if (!(swll > 0)) continue;
             a = (float)(swlx / swll);
         }
@@ -219,22 +222,15 @@ static float fit_symmetric(const float *x, const float *w, int n, int lo, int hi
         }
         if (err < best) { best = err; *a_out = a; }
     }
-    return best;
-}
-
-static float weighted_error(const blip2_kq_format *f, const float *x, const float *w, size_t count, const blip2_superblock_row *row) {
-    float y[BLIP2_SUPERBLOCK], err = 0;
-    blip2_superblock_dequantize(f->type, row, count, y);
-    for (size_t i = 0; i < count; i++) err += w[i] * (x[i] - y[i]) * (x[i] - y[i]);
-    return err;
 }
 
 // Weighted error of sub-block j (inputs j*sub .. of `count`) with its current integer scale and minimum,
 // choosing its levels.
 static float sub_block_levels(const blip2_kq_format *f, const float *x, const float *w, size_t count, size_t j, blip2_superblock_row *row) {
     float a = row->d * (float)row->scales[j], b = row->dmin * (float)row->mins[j], err = 0;
+    float inverse = a != 0 ? 1.0f / a : 0;
     for (size_t i = j * f->sub; i < (j + 1) * f->sub && i < count; i++) {
-        int level = a != 0 ? clamp_level((x[i] + b) / a, f->lo, f->hi) : 0;
+        int level = clamp_level((x[i] + b) * inverse, f->lo, f->hi);
         row->q[i] = (uint8_t)(level + f->offset);
         float e = x[i] - (a * (float)level - b);
         err += w[i] * e * e;
@@ -309,15 +305,14 @@ static float quantize_superblock(const blip2_kq_format *f, const float *x, const
     return err;
 }
 
-static float fit_superblock(const blip2_kq_format *f, const float *x, const float *w, size_t count, bool search, blip2_superblock_row *row) {
+static void fit_superblock(const blip2_kq_format *f, const float *x, const float *w, size_t count, blip2_superblock_row *row) {
     float a[16] = {0}, b[16] = {0};
     for (size_t j = 0; j * f->sub < count; j++) {
         const float *xs = x + j * f->sub, *ws = w + j * f->sub;
-        if (f->has_min) fit_affine(xs, ws, f->sub, f->hi, search, &a[j], &b[j]);
-        else fit_symmetric(xs, ws, f->sub, f->lo, f->hi, search, &a[j]);
+        if (f->has_min) fit_affine(xs, ws, f->sub, f->hi, &a[j], &b[j]);
+        else fit_symmetric(xs, ws, f->sub, f->lo, f->hi, &a[j]);
     }
     quantize_superblock(f, x, w, count, a, b, row);
-    return weighted_error(f, x, w, count, row);
 }
 
 // A sub-block whose inputs all have importance 0 (never driven on the calibration data) would leave the
@@ -338,10 +333,7 @@ void blip2_superblock_fit(uint32_t type, const float *x, const float *importance
     if (!f || count == 0 || count > BLIP2_SUPERBLOCK || count % BLIP2_SUPERBLOCK_CHUNK != 0) return;
     float w[BLIP2_SUPERBLOCK];
     effective_weights(f, importance, count, w);
-    blip2_superblock_row plain;
-    float searched_err = fit_superblock(f, x, w, count, true, out);
-    float plain_err = fit_superblock(f, x, w, count, false, &plain);
-    if (plain_err < searched_err) *out = plain;
+    fit_superblock(f, x, w, count, out);
 }
 
 // MARK: - Matrices
