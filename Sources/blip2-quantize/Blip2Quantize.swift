@@ -19,7 +19,8 @@ struct Blip2Quantize: ParsableCommand {
 
         Examples:
           blip2-quantize ./blip2-opt-2.7b -o blip2-opt-2.7b-q4.blip2 --weights q4
-          blip2-quantize ./ckpt -o m.blip2 --compress zstd --override 'language_model.*.fc2.weight=q8'
+          blip2-quantize ./ckpt -o m.blip2 --compress zstd \\
+            --override 'language_model.*.fc2.weight=q8'
         """,
         version: Blip2Version.string
     )

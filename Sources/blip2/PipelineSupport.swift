@@ -18,7 +18,7 @@ struct ModelOptions: ParsableArguments {
     var maxPixels: Int = ImageDecodeOptions().maxPixels
 
     func validate() throws {
-        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive (got \(maxPixels))") }
+        guard maxPixels > 0 else { throw invalidValue("--max-pixels", maxPixels, mustBe: "at least 1") }
     }
 
     /// The model on a compute context of `threads` threads (nil: one per core; `BLIP2_ISA` may force an
@@ -97,6 +97,15 @@ struct ImageArgument {
 
 // MARK: - Errors in the command line's terms
 
+/// The one form of a refused value: the flag, the value as given, and what it must be
+/// (`error: --min-change 2: it must be between 0 and 1`).
+func invalidValue(_ flag: String, _ value: CustomStringConvertible, mustBe requirement: String) -> ValidationError {
+    var text = value.description
+    // 2, not 2.0: the value as it was most likely typed.
+    if let number = value as? Double, number.isFinite, number == number.rounded(), abs(number) < 1e15 { text = String(Int(number)) }
+    return ValidationError("\(flag) \(text): it must be \(requirement)")
+}
+
 /// Prints `error` on standard error, in flag names where the library speaks of its own settings, and
 /// returns the exit code to throw.
 func failure(_ error: Error) -> ExitCode {
@@ -130,6 +139,16 @@ func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, image: ImageArgument
                   generation: GenerationOptionsGroup, json: Bool, label: Bool, echo: Bool = false, dumpLogits: String?) throws {
     if let dumpLogits { try checkOutputPath(dumpLogits, flag: "--dump-logits") }
     let encoded = try image.encode(with: pipeline)
+    case let error as PipelineError where error.overflow != nil:
+        let o = error.overflow!
+        let fit = o.contextLimit - o.imageTokens - o.promptTokens
+        guard o.promptFits else {
+            return "the prompt is \(o.promptTokens) tokens; with \(o.imageTokens) image embeddings that is \(o.imageTokens + o.promptTokens), and not one new token fits the \(o.contextLimit)-token context: shorten it"
+        }
+        return invalidValue("--max-new-tokens", o.maxNewTokens, mustBe: "at most \(fit): after the \(o.promptTokens)-token prompt and \(o.imageTokens) image embeddings, \(fit) new tokens fit the \(o.contextLimit)-token context").message
+    case GenerationError.nonFiniteLogit, GenerationError.noFiniteLogit:
+        // Weights that decode to NaN or infinity are almost always a damaged file, which the checksums find.
+        return "\(error): `blip2 inspect MODEL --verify` checks every tensor against its checksum and names the damaged ones"
     let options = generation.options(for: task)
     let streaming = !json && options.streamsTokens
     let prefix = label ? "\(image.argument): " : ""

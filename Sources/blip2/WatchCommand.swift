@@ -54,9 +54,9 @@ struct WatchCommand: ParsableCommand {
     @OptionGroup var generation: GenerationOptionsGroup
 
     func validate() throws {
-        guard every >= 0, every.isFinite else { throw ValidationError("--every must be 0 or more seconds") }
-        guard (0...1).contains(minChange) else { throw ValidationError("--min-change must be between 0 and 1") }
-        if let maxFrames, maxFrames < 1 { throw ValidationError("--max-frames must be at least 1") }
+        guard every >= 0, every.isFinite else { throw invalidValue("--every", every, mustBe: "0 or more seconds") }
+        guard (0...1).contains(minChange) else { throw invalidValue("--min-change", minChange, mustBe: "between 0 and 1") }
+        if let maxFrames, maxFrames < 1 { throw invalidValue("--max-frames", maxFrames, mustBe: "at least 1") }
         for question in questions where question.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--ask needs a question")
         }

@@ -89,7 +89,7 @@ final class Scratch {
                      ["x", "--output", scratch.path("o"), "--override", "nothing"], ["x", "--output", scratch.path("o"), "--override", "a=q5"], ["x"]] {
             let result = try quantize.run(args)
             #expect(result.status == 64, "\(args): \(result.stderr)")
-            #expect(result.stderr.contains("Error"), "\(args)")
+            #expect(result.stderr.hasPrefix("error: "), "\(args): \(result.stderr)")
         }
         #expect(scratch.contents.isEmpty)
     }

@@ -410,9 +410,9 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
             (["-", "--output", scratch.path("no/such/folder/out.jsonl")], 1, "--output \(scratch.path("no/such/folder/out.jsonl")): cannot create"),
             (["-", "--save-frames", scratch.path("file")], 1, "--save-frames \(scratch.path("file")): not a folder"),
             ([Demo.all[0].path], 0, "\(Demo.all[0].path): no JPEG image in its"),  // a PNG is not a Motion-JPEG stream
-            (["-", "--min-change", "2"], 64, "--min-change must be between 0 and 1"),
-            (["-", "--every=-1"], 64, "--every must be 0 or more"),
-            (["-", "--max-frames", "0"], 64, "--max-frames must be at least 1"),
+            (["-", "--min-change", "2"], 64, "error: --min-change 2: it must be between 0 and 1"),
+            (["-", "--every=-1"], 64, "error: --every -1: it must be 0 or more seconds"),
+            (["-", "--max-frames", "0"], 64, "error: --max-frames 0: it must be at least 1"),
             (["-", "--ask", " "], 64, "--ask needs a question"),
         ]
         for (arguments, status, message) in cases {
