@@ -109,8 +109,28 @@ func invalidValue(_ flag: String, _ value: CustomStringConvertible, mustBe requi
 /// Prints `error` on standard error, in flag names where the library speaks of its own settings, and
 /// returns the exit code to throw.
 func failure(_ error: Error) -> ExitCode {
+    // Already reported (a usage error found after loading, such as the token limit).
+    if let code = error as? ExitCode { return code }
     printError("error: \(describe(error))")
     return ExitCode.failure
+}
+
+/// The one token-limit rule of every command: the prompt and --max-new-tokens must fit the context. Checked
+/// once, before an image is encoded; a value that does not fit is a usage error (64) that says how many new
+/// tokens fit after this prompt. (Above `GenerationOptions.maxNewTokensLimit` too: the context refuses it
+/// first, so the message is the same.) A --min-new-tokens above the limit is warned about, as transformers
+/// warns: generation still stops at the limit.
+func checkTokenLimit(_ pipeline: Blip2Pipeline, prompt: String?, options: GenerationOptions, given: GenerationOptionsGroup) throws {
+    do {
+        try pipeline.checkFits(promptIds: pipeline.promptIds(prompt), maxNewTokens: options.maxNewTokens)
+    } catch let error as PipelineError where error.overflow != nil {
+        printError("error: \(describe(error))")
+        throw ExitCode.validationFailure
+    }
+    if options.minNewTokens > options.maxNewTokens {
+        let limit = given.maxNewTokens == nil ? "the default --max-new-tokens here (\(options.maxNewTokens))" : "--max-new-tokens \(options.maxNewTokens)"
+        printError("warning: --min-new-tokens \(options.minNewTokens) is above \(limit): generation still stops after \(options.maxNewTokens) tokens")
+    }
 }
 
 func describe(_ error: Error) -> String {

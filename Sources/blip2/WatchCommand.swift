@@ -78,6 +78,10 @@ struct WatchCommand: ParsableCommand {
         options.captionOptions = generation.options(for: .caption)
         options.answerOptions = generation.options(for: .question)
         options.saveFrames = saveFrames
+        try checkTokenLimit(pipeline, prompt: nil, options: options.captionOptions, given: generation)
+        for question in questions {
+            try checkTokenLimit(pipeline, prompt: Prompts.question(question), options: options.answerOptions, given: generation)
+        }
         let watcher: FrameWatcher
         do { watcher = try FrameWatcher(pipeline: pipeline, source: frameSource, options: options) } catch let error as FrameSourceError {
             printError("error: --save-frames \(error)")

@@ -273,7 +273,6 @@ final class Scratch {
             (["caption", model, scratch.path("missing.png")], "missing.png"),
             (["caption", model, corrupt], "corrupt.jpg"),
             (["caption", Self.image, Self.image], "not a blip2 model file"),
-            (["ask", model, Self.image, String(repeating: "why ", count: 400)], "context"),
             (["caption", model, Self.image, "--max-pixels", "100"], "pixels"),
         ]
         for (args, needle) in cases {
@@ -283,6 +282,9 @@ final class Scratch {
         }
         let usage = try blip2.run(["caption", model, Self.image, "--beams", "0"])
         #expect(usage.status == 64)
+        // A prompt that leaves no room in the context is the token limit's usage error too.
+        let long = try blip2.run(["ask", model, Self.image, String(repeating: "why ", count: 400)])
+        #expect(long.status == 64 && long.stderr.contains("and not one new token fits the"), "\(long.stderr)")
         let preprocess = try blip2.run(["preprocess", model, corrupt, "--output", scratch.path("p.npy")])
         #expect(preprocess.status == 1)
         #expect(!FileManager.default.fileExists(atPath: scratch.path("p.npy")))
