@@ -53,9 +53,9 @@ public struct WatchTimings: Encodable, Sendable {
     public func encode(to encoder: Encoder) throws {
         try stages.encode(to: encoder)
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encodeIfPresent(wait, forKey: .wait)
-        try container.encodeIfPresent(change, forKey: .change)
-        try container.encodeIfPresent(modelWait, forKey: .modelWait)
+        try container.encodeIfPresent(wait.map(roundedMilliseconds), forKey: .wait)
+        try container.encodeIfPresent(change.map(roundedMilliseconds), forKey: .change)
+        try container.encodeIfPresent(modelWait.map(roundedMilliseconds), forKey: .modelWait)
     }
 }
 
@@ -363,7 +363,7 @@ public final class FrameWatcher: @unchecked Sendable {
         return CaptionEvent(
             time: timeFormatter.string(from: frame.arrivalDate), frame: frame.number, framesSeen: counts.framesSeen,
             framesDropped: counts.framesDropped, framesUnchanged: counts.framesUnchanged, framesInvalid: counts.framesInvalid,
-            text: caption.text, answers: answers, latencyMs: milliseconds(from: frame.arrival, to: end), timingsMs: timings,
+            text: caption.text, answers: answers, latencyMs: roundedMilliseconds(milliseconds(from: frame.arrival, to: end)), timingsMs: timings,
             savedFrame: saved, arrivalDate: frame.arrivalDate, frameData: frame.data)
     }
 }
