@@ -139,6 +139,16 @@ func describe(_ error: Error) -> String {
         return "\(name): the image declares \(width)x\(height) = \(width * height) pixels, over the --max-pixels limit of \(limit); shrink the image or raise --max-pixels"
     case ImageError.fileTooLarge(let name, _, let limit):
         return "\(name): more than \(limit) bytes (\(formatBytes(limit))), too large for an image"
+    case let error as PipelineError where error.overflow != nil:
+        let o = error.overflow!
+        let fit = o.contextLimit - o.imageTokens - o.promptTokens
+        guard o.promptFits else {
+            return "the prompt is \(o.promptTokens) tokens; with \(o.imageTokens) image embeddings that is \(o.imageTokens + o.promptTokens), and not one new token fits the \(o.contextLimit)-token context: shorten it"
+        }
+        return invalidValue("--max-new-tokens", o.maxNewTokens, mustBe: "at most \(fit): after the \(o.promptTokens)-token prompt and \(o.imageTokens) image embeddings, \(fit) new tokens fit the \(o.contextLimit)-token context").message
+    case GenerationError.nonFiniteLogit, GenerationError.noFiniteLogit:
+        // Weights that decode to NaN or infinity are almost always a damaged file, which the checksums find.
+        return "\(error): `blip2 inspect MODEL --verify` checks every tensor against its checksum and names the damaged ones"
     case GenerationError.nothingToSample(let step):
         return "no token can be sampled at step \(step): --no-repeat-ngram-size, --min-new-tokens or --repetition-penalty suppressed every token"
     default:
@@ -158,23 +168,28 @@ func writeOut(_ text: String) {
 func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, image: ImageArgument, prompt: String?, question: String? = nil,
                   generation: GenerationOptionsGroup, json: Bool, label: Bool, echo: Bool = false, dumpLogits: String?) throws {
     if let dumpLogits { try checkOutputPath(dumpLogits, flag: "--dump-logits") }
+    let stages = StageIndicator()
+    defer { stages.clear() }
+    stages.show("encoding the image")
     let encoded = try image.encode(with: pipeline)
-    case let error as PipelineError where error.overflow != nil:
-        let o = error.overflow!
-        let fit = o.contextLimit - o.imageTokens - o.promptTokens
-        guard o.promptFits else {
-            return "the prompt is \(o.promptTokens) tokens; with \(o.imageTokens) image embeddings that is \(o.imageTokens + o.promptTokens), and not one new token fits the \(o.contextLimit)-token context: shorten it"
-        }
-        return invalidValue("--max-new-tokens", o.maxNewTokens, mustBe: "at most \(fit): after the \(o.promptTokens)-token prompt and \(o.imageTokens) image embeddings, \(fit) new tokens fit the \(o.contextLimit)-token context").message
-    case GenerationError.nonFiniteLogit, GenerationError.noFiniteLogit:
-        // Weights that decode to NaN or infinity are almost always a damaged file, which the checksums find.
-        return "\(error): `blip2 inspect MODEL --verify` checks every tensor against its checksum and names the damaged ones"
     let options = generation.options(for: task)
     let streaming = !json && options.streamsTokens
     let prefix = label ? "\(image.argument): " : ""
-    if streaming { writeOut(prefix) }
+    // The label waits for the first text, so the stage line (on the same terminal) never overwrites it.
+    var started = false
+    func emit(_ text: String) {
+        if !started {
+            stages.clear()
+            writeOut(prefix)
+            started = true
+        }
+        writeOut(text)
+    }
+    stages.show(streaming ? "reading the prompt" : "generating")
     let result = try pipeline.generate(image: encoded, prompt: prompt, options: options, echo: echo && !json,
-                                       onText: streaming ? writeOut : nil)
+                                       onText: streaming ? emit : nil)
+    stages.clear()
+    if streaming { emit("") }
     if json {
         try printJSON(GenerationRecord(task: task, image: image.argument, prompt: prompt, question: question, result: result))
     } else if streaming {
