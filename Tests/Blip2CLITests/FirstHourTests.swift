@@ -172,6 +172,18 @@ import Testing
         }
     }
 
+    /// One answer line per question line, a blank line for a blank one, so answers pair with questions.
+    @Test func pipedChatAnswersEveryLine() throws {
+        let input = Data("what color is the cross?\n\nhow many red objects are there?\n".utf8)
+        let text = try blip2.run(["chat", Self.model, Self.image], input: input)
+        #expect(text.status == 0, "\(text.stderr)")
+        let lines = text.stdout.split(separator: "\n", omittingEmptySubsequences: false).dropLast()
+        #expect(lines.count == 3 && lines[1].isEmpty && !lines[0].isEmpty && !lines[2].isEmpty, "\(text.stdout)")
+        let json = try blip2.run(["chat", Self.model, Self.image, "--json"], input: input)
+        let records = json.stdout.split(separator: "\n").map { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
+        #expect(records.count == 3 && records[1]?["question"] as? String == "", "\(json.stdout)")
+    }
+
     /// On a terminal, standard error says what runs before the first token, and erases it before the text.
     @Test func aStageLineShowsOnATerminalUntilTheTextStarts() throws {
         let terminal = try PseudoTerminal()
