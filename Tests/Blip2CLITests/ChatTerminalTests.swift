@@ -103,17 +103,8 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         let expected = [try ask(first, "what color is the cross?"), try ask(first, "what color is the cross?"),
                         try ask(second, "what shape is it?")]
 
-        let terminal = try PseudoTerminal()
-        let chat = Process()
-        chat.executableURL = blip2.url
-        chat.arguments = ["chat", model, first]
-        chat.environment = ["TERM": "xterm", "PATH": "/usr/bin:/bin", "HOME": FileManager.default.temporaryDirectory.path]
-        let output = Pipe()
-        chat.standardInput = terminal.terminal
-        chat.standardError = terminal.terminal
-        chat.standardOutput = output
-        let answers = PipeCollector(output)
-        try chat.run()
+        #expect(first == CommandLineConventionTests.demoImage)
+        let (chat, terminal, answers) = try Self.startChat()
         defer { if chat.isRunning { chat.terminate() } }
         func lines() -> [String] { answers.text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init) }
 
@@ -216,15 +207,7 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
     }
 
     @Test func endOfInputLeavesTheTerminalChat() throws {
-        let terminal = try PseudoTerminal()
-        let chat = Process()
-        chat.executableURL = blip2.url
-        chat.arguments = ["chat", CommandLineConventionTests.demoModel, CommandLineConventionTests.demoImage]
-        chat.environment = ["TERM": "xterm", "PATH": "/usr/bin:/bin", "HOME": FileManager.default.temporaryDirectory.path]
-        chat.standardInput = terminal.terminal
-        chat.standardError = terminal.terminal
-        chat.standardOutput = Pipe()
-        try chat.run()
+        let (chat, terminal, _) = try Self.startChat()
         defer { if chat.isRunning { chat.terminate() } }
         #expect(wait(seconds: 120) { terminal.text.contains("> ") }, "\(terminal.text)")
         terminal.type("\u{04}")   // Ctrl-D
