@@ -8,6 +8,9 @@ import Foundation
 public struct WatchOptions: Sendable {
     /// Least time between captions, in seconds (frames that come sooner replace each other).
     public var every: Double = 0
+    /// Caption the frames in order, dropping none: the source waits while one is captioned instead of
+    /// replacing it with a newer one (recorded files and folders; a live camera would fall behind).
+    public var everyFrame = false
     /// Asked about every captioned frame, from the same image encoding as the caption.
     public var questions: [String] = []
     /// Frames that differ from the last captioned one by less than this (0...1, see `ChangeDetector`)
@@ -204,6 +207,7 @@ public final class FrameWatcher: @unchecked Sendable {
     /// Ends watching from any thread: the frame being captioned finishes and its line is written, then
     /// `run` returns.
     public func stop() {
+        intake.waitsForRoom = options.everyFrame
         stateLock.lock()
         stopRequested = true
         stateLock.unlock()
@@ -318,7 +322,7 @@ public final class FrameWatcher: @unchecked Sendable {
         let event = try model.withModel { [self] waited -> CaptionEvent? in
             // Work that ran first may have taken long enough for the camera to send a newer frame: that one
             // is captioned instead (only after a wait, or a camera faster than the decoding would starve).
-            if waited, intake.slot.isHolding { return nil }
+            if waited, intake.slot.isHolding, !options.everyFrame { return nil }
             var timings = measured
             if shared { timings.modelWait = milliseconds(from: requested, to: DispatchTime.now().uptimeNanoseconds) }
             return try caption(frame, image: image, timings: timings, start: start)
@@ -396,6 +400,8 @@ final class FrameIntake: FrameSink, @unchecked Sendable {
     private let emitLock = NSLock()
     private var lastWarning: UInt64 = 0
     private var unreported = 0
+    /// `WatchOptions.everyFrame`: a frame waits for the one before it to be taken instead of replacing it.
+    var waitsForRoom = false
 
     /// Warnings about broken frames come at most this often (a stream of them would flood a log).
     static let warningInterval: UInt64 = 1_000_000_000
@@ -422,6 +428,9 @@ final class FrameIntake: FrameSink, @unchecked Sendable {
         let frame = Frame(number: totals.framesSeen, data: data, name: name ?? "frame \(totals.framesSeen)", arrival: arrival, arrivalDate: date)
         newest = frame
         if slot.put(frame) { totals.framesDropped += 1 }
+        // Outside the lock: the consumer takes it to count what it captioned. There is one producer, so the
+        // slot is still empty when this frame is put.
+        if waitsForRoom { slot.waitUntilEmpty() }
         lock.unlock()
     }
 

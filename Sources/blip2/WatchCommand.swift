@@ -33,6 +33,9 @@ struct WatchCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Least time between captions, in seconds.", valueName: "seconds"))
     var every: Double = 0
 
+    @Flag(name: .customLong("every-frame"), help: "Caption every frame in order, dropping none (recorded files and folders; with --min-change 0, unchanged frames too).")
+    var everyFrame = false
+
     @Option(name: .customLong("ask"), help: ArgumentHelp("A question to answer about every captioned frame (repeatable).", valueName: "question"))
     var questions: [String] = []
 
@@ -72,6 +75,7 @@ struct WatchCommand: ParsableCommand {
         let pipeline = try modelOptions.load(threads: generation.threads)
         var options = WatchOptions()
         options.every = every
+        options.everyFrame = everyFrame
         options.questions = questions
         options.minChange = minChange
         options.maxFrames = maxFrames
