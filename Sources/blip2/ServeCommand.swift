@@ -132,7 +132,7 @@ struct ServeCommand: AsyncParsableCommand {
                 fflush(stdout)
             }
         } catch {
-            printError("error: cannot serve on \(host):\(port): \(error)")
+            printError("error: cannot serve on \(host):\(port): \(describeStartError(error, host: host))")
             throw ExitCode.failure
         }
         printError("blip2 serve: stopped")

@@ -1,5 +1,8 @@
 import Foundation
 import Testing
+#if canImport(Glibc)
+import Glibc
+#endif
 
 /// What a new user meets in the first hour: mistyped commands, refused values, token limits, damaged
 /// files, help examples, JSON numbers and the wait before the first token.
@@ -169,6 +172,33 @@ import Testing
         for number in numbers {
             let decimals = number.split(separator: ".").dropFirst().first?.count ?? 0
             #expect(decimals <= 3 && !number.contains("e"), "\(number) in \(timings)")
+        }
+    }
+
+    /// A port in use or a host that is not this machine's: the cause and the flag to change, not a system call.
+    @Test func serveCannotBindInTheOneStyle() throws {
+        // A listening socket of the test's own holds a port.
+        let fd = socket(AF_INET, Int32(SOCK_STREAM.rawValue), 0)
+        defer { close(fd) }
+        var address = sockaddr_in()
+        address.sin_family = sa_family_t(AF_INET)
+        address.sin_addr.s_addr = inet_addr("127.0.0.1")
+        var length = socklen_t(MemoryLayout<sockaddr_in>.size)
+        let bound = withUnsafeMutablePointer(to: &address) {
+            $0.withMemoryRebound(to: sockaddr.self, capacity: 1) { bind(fd, $0, length) == 0 && listen(fd, 1) == 0 && getsockname(fd, $0, &length) == 0 }
+        }
+        try #require(bound)
+        let port = Int(UInt16(bigEndian: address.sin_port))
+        let cases: [([String], String)] = [
+            (["--port", "\(port)"], "error: cannot serve on 127.0.0.1:\(port): address already in use (try another --port, or --port 0 for any free one)\n"),
+            (["--host", "nonsense.invalid", "--port", "0"],
+             "error: cannot serve on nonsense.invalid:0: cannot resolve the host name 'nonsense.invalid' (check --host; 0.0.0.0 listens on every interface)\n"),
+        ]
+        for (args, message) in cases {
+            let result = try blip2.run(["serve", Self.model] + args, timeout: 120)
+            #expect(result.status == 1, "\(args): \(result.stderr)")
+            #expect(result.stderr.hasSuffix(message), "\(args): \(result.stderr)")
+            #expect(!result.stdout.contains("http://"))
         }
     }
 
