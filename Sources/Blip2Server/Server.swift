@@ -28,7 +28,9 @@ public final class Blip2Server: Sendable {
     let latest: (any LatestCaptionProvider)?
     /// `--camera`: captioned through `worker` as its background job.
     let camera: CameraFeed?
-    let created = Int(Date().timeIntervalSince1970)
+    /// `/v1/models`' `created`: the model file's modification time, the same in every answer and across
+    /// restarts (OpenAI's is when the model was made).
+    let created: Int
 
     public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
                             latest: (any LatestCaptionProvider)? = nil) {
@@ -44,6 +46,8 @@ public final class Blip2Server: Sendable {
         self.configuration = configuration
         self.latest = latest
         modelName = URL(fileURLWithPath: modelPath).deletingPathExtension().lastPathComponent
+        let modified = (try? FileManager.default.attributesOfItem(atPath: modelPath))?[.modificationDate] as? Date
+        created = Int((modified ?? Date()).timeIntervalSince1970)
         let file = try? ModelFile(path: modelPath, options: .init(decompressAtOpen: false))
         precision = (try? file?.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization))?.weights ?? "unknown"
         worker = ModelWorker(capacity: configuration.queue)
