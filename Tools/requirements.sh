@@ -26,7 +26,7 @@ require_packages() {
     done
     [ ${#missing[@]} -eq 0 ] && return 0
     if [ "$(id -u)" -ne 0 ]; then
-        echo "error: $what needs these system packages, which are not installed: ${missing[*]}" >&2
+        echo "error: missing system packages for $what: ${missing[*]}" >&2
         echo "       install them, then run this again:" >&2
         echo "" >&2
         echo "    sudo apt-get update && sudo apt-get install -y ${missing[*]}" >&2
