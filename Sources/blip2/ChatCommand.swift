@@ -178,7 +178,11 @@ private struct Conversation {
     /// A blank question's answer: a blank line (or a record with empty text), so every input line has one.
     func answerNothing() {
         if json {
-            try? printJSON(SavedTurn(image: image, question: "", answer: ""))
+            // The fields every chat record has, empty.
+            struct Blank: Encodable {
+                let image: String, question = "", task = "chat", text = ""
+            }
+            try? printJSON(Blank(image: image))
         } else {
             writeOut("\n")
         }

@@ -229,9 +229,12 @@ final class Scratch {
         let lines = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
         chat.waitUntilExit()
         #expect(chat.terminationStatus == 0)
-        #expect(lines.count == 2)
+        // One record per input line: the blank one gets an empty answer and is no turn of the conversation.
+        try #require(lines.count == 3)
         let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
-        let second = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as! [String: Any]
+        let blank = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as! [String: Any]
+        #expect(blank["question"] as? String == "" && blank["text"] as? String == "" && blank["task"] as? String == "chat", "\(blank)")
+        let second = try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as! [String: Any]
         let firstIds = first["prompt_ids"] as! [Int], secondIds = second["prompt_ids"] as! [Int]
         #expect(second["question"] as? String == "what color is the background?")
         #expect(Array(secondIds.prefix(firstIds.count)) == firstIds, "the second prompt starts with the first turn")

@@ -211,7 +211,7 @@ import Glibc
         #expect(lines.count == 3 && lines[1].isEmpty && !lines[0].isEmpty && !lines[2].isEmpty, "\(text.stdout)")
         let json = try blip2.run(["chat", Self.model, Self.image, "--json"], input: input)
         let records = json.stdout.split(separator: "\n").map { try? JSONSerialization.jsonObject(with: Data($0.utf8)) as? [String: Any] }
-        #expect(records.count == 3 && records[1]?["question"] as? String == "", "\(json.stdout)")
+        #expect(records.count == 3 && records[1]?["question"] as? String == "" && records[1]?["text"] as? String == "", "\(json.stdout)")
     }
 
     /// On a terminal, standard error says what runs before the first token, and erases it before the text.
