@@ -352,6 +352,7 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
     let server: Blip2Server
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
         let path = Self.routerPath(request.uri.path)
         let route = Blip2Server.routes.contains(path) ? path : "other"
         var response: Response
@@ -368,6 +369,15 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
         // connection watched that way once the answer is sent: say so, so that clients do not reuse it.
         if request.method == .post { response.headers[.connection] = "close" }
         server.metrics.request(route: route, status: response.status.code)
+        if let log = server.configuration.requestLog {
+            // Until the answer's head: a streamed body (tokens, camera events) goes on after it.
+            let elapsed = started.duration(to: .now)
+            let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            let time = formatter.string(from: Date())
+            log("\(time) \(request.method) \(request.uri.path) \(response.status.code) \(String(format: "%.1f", milliseconds)) ms")
+        }
         return response
     }
 

@@ -52,6 +52,9 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("idle-timeout"), parsing: .unconditional, help: ArgumentHelp("Close a connection after this many seconds without a request on it (an answer being prepared or streamed does not count as idle).", valueName: "seconds"))
     var idleTimeout = ServerConfiguration().idleTimeout
 
+    @Flag(name: .long, help: "No request log (one line per request on standard error: time, method, path, status, ms).")
+    var quiet = false
+
     @Option(name: .long, help: ArgumentHelp("Caption this camera feed beside the requests: -, an http:// URL, a folder, or an MJPEG file (as blip2 watch).", valueName: "source"))
     var camera: String?
 
@@ -109,6 +112,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.apiKey = apiKey
         configuration.sessionTTL = sessionTTL
         configuration.idleTimeout = idleTimeout
+        if !quiet { configuration.requestLog = { printError($0) } }
         var cameraConfiguration: CameraConfiguration?
         if let cameraSource {
             var options = WatchOptions()
