@@ -74,7 +74,8 @@ let package = Package(
         // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
         .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Watch", "Blip2Convert", "Blip2Model", "Blip2ModelFile", "Blip2Config", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
         // Terminal helpers shared by the executables: progress bars, tables, sizes, error reporting.
-        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile"]),
+        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile",
+                                                         .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // MARK: Executables (thin)
         .executableTarget(

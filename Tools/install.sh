@@ -6,9 +6,28 @@
 #
 #   Tools/install.sh                 # /usr/local/bin/blip2, /usr/local/bin/blip2-quantize
 #   Tools/install.sh ~/.local        # no root needed; put ~/.local/bin on PATH
+#   Tools/install.sh --help
 set -euo pipefail
+usage="usage: Tools/install.sh [PREFIX]    (default /usr/local; Tools/install.sh ~/.local needs no root)"
+case "${1:-}" in
+    -h|--help) echo "$usage"; exit 0 ;;
+    -*) echo "error: unknown option '$1'" >&2; echo "$usage" >&2; exit 64 ;;
+esac
+if [ $# -gt 1 ]; then
+    echo "error: one PREFIX at most (got $#: $*)" >&2; echo "$usage" >&2; exit 64
+fi
 prefix="${1:-/usr/local}"
 cd "$(dirname "$0")/.."
+
+# Before the build (minutes), not after it: a prefix that cannot be written.
+if ! install -d "$prefix/bin" 2>/dev/null || [ ! -w "$prefix/bin" ]; then
+    echo "error: cannot write to $prefix/bin: run as root (sudo Tools/install.sh $*) or give a PREFIX you own," \
+        "e.g. Tools/install.sh ~/.local" >&2
+    exit 1
+fi
+source Tools/requirements.sh
+require_swift
+require_packages "building blip2" "${build_packages[@]}"
 
 build=(swift build -c release --static-swift-stdlib)
 "${build[@]}" --product blip2

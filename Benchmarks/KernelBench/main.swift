@@ -9,7 +9,7 @@ import Foundation
 
 let usage = """
 USAGE: blip2-kernel-bench [--threads 1,2] [--isa NAME] [--types q8p,q4p,...] [--matvec SHAPES] [--matmul SHAPES]
-                          [--no-matvec] [--no-matmul] [--repeats N]
+                          [--mm-types q8p,q4p,...] [--no-matvec] [--no-matmul] [--repeats N]
 
   --threads      thread counts to measure (default 1,2)
   --isa          ref, avx2, avx512, neon or dotprod (default: BLIP2_ISA, else the best this CPU has)

@@ -112,3 +112,27 @@ public final class CleanupOnSignal {
         for source in sources { source.cancel() }
     }
 }
+
+/// One line on a terminal's standard error saying what runs before the first token ("encoding the image"):
+/// on the full-size model that is seconds with nothing else on screen. Each stage replaces the last;
+/// `clear()` erases the line before text is printed. Nothing at all when standard error is not a terminal.
+public final class StageIndicator {
+    private let enabled: Bool
+    private var shown = false
+
+    public init(enabled: Bool = standardErrorIsTerminal) {
+        self.enabled = enabled
+    }
+
+    public func show(_ stage: String) {
+        guard enabled else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K(\(stage)...)".utf8))
+        shown = true
+    }
+
+    public func clear() {
+        guard shown else { return }
+        FileHandle.standardError.write(Data("\r\u{1B}[K".utf8))
+        shown = false
+    }
+}

@@ -138,7 +138,7 @@ public enum GenerationError: Error, CustomStringConvertible, Equatable {
         case let .logitsSizeChanged(expected, actual, step):
             return "the language model returned \(actual) logits at step \(step) after \(expected) before; a decoder state must keep one vocabulary size"
         case let .nonFiniteLogit(step, token, value):
-            return "the language model returned logit \(value) for token \(token) at step \(step); the model or its weights are broken (try a higher-precision conversion)"
+            return "the language model returned logit \(value) for token \(token) at step \(step); the model or its weights are broken"
         case let .noFiniteLogit(step):
             return "every logit the language model returned at step \(step) is -infinity; the model or its weights are broken"
         case let .nothingToSample(step):

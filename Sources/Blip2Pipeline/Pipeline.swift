@@ -47,6 +47,21 @@ public struct StageTimings: Codable, Sendable {
         case imageDecode = "image_decode", preprocess, vision, qformer = "qformer_projection", prefill, generate, total
     }
     public init() {}
+
+    /// Written to the microsecond (`24.752`, not `24.752421000000002`): the clock's nanoseconds are noise
+    /// next to a stage's run-to-run spread.
+    public func encode(to encoder: Encoder) throws {
+        var container = encoder.container(keyedBy: CodingKeys.self)
+        for (value, key) in [(imageDecode, CodingKeys.imageDecode), (preprocess, .preprocess), (vision, .vision), (qformer, .qformer),
+                             (prefill, .prefill), (generate, .generate), (total, .total)] {
+            try container.encodeIfPresent(value.map(roundedMilliseconds), forKey: key)
+        }
+    }
+}
+
+/// Milliseconds rounded to 0.001 for JSON output.
+public func roundedMilliseconds(_ milliseconds: Double) -> Double {
+    (milliseconds * 1000).rounded() / 1000
 }
 
 /// Times a closure in milliseconds.

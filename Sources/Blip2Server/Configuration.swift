@@ -24,6 +24,8 @@ public struct ServerConfiguration: Sendable {
     public var idleTimeout = 60.0
     /// Clients following the camera's events at once (`/v1/camera/events`); past it, 503.
     public var maxCameraListeners = 32
+    /// Receives one line per request (`blip2 serve` writes them to standard error unless `--quiet`).
+    public var requestLog: (@Sendable (String) -> Void)?
 
     public init() {}
 }

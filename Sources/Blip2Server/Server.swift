@@ -28,7 +28,9 @@ public final class Blip2Server: Sendable {
     let latest: (any LatestCaptionProvider)?
     /// `--camera`: captioned through `worker` as its background job.
     let camera: CameraFeed?
-    let created = Int(Date().timeIntervalSince1970)
+    /// `/v1/models`' `created`: the model file's modification time, the same in every answer and across
+    /// restarts (OpenAI's is when the model was made).
+    let created: Int
 
     public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
                             latest: (any LatestCaptionProvider)? = nil) {
@@ -44,6 +46,8 @@ public final class Blip2Server: Sendable {
         self.configuration = configuration
         self.latest = latest
         modelName = URL(fileURLWithPath: modelPath).deletingPathExtension().lastPathComponent
+        let modified = (try? FileManager.default.attributesOfItem(atPath: modelPath))?[.modificationDate] as? Date
+        created = Int((modified ?? Date()).timeIntervalSince1970)
         let file = try? ModelFile(path: modelPath, options: .init(decompressAtOpen: false))
         precision = (try? file?.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization))?.weights ?? "unknown"
         worker = ModelWorker(capacity: configuration.queue)
@@ -348,6 +352,7 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
     let server: Blip2Server
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
+        let started = ContinuousClock.now
         let path = Self.routerPath(request.uri.path)
         let route = Blip2Server.routes.contains(path) ? path : "other"
         var response: Response
@@ -364,6 +369,15 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
         // connection watched that way once the answer is sent: say so, so that clients do not reuse it.
         if request.method == .post { response.headers[.connection] = "close" }
         server.metrics.request(route: route, status: response.status.code)
+        if let log = server.configuration.requestLog {
+            // Until the answer's head: a streamed body (tokens, camera events) goes on after it.
+            let elapsed = started.duration(to: .now)
+            let milliseconds = Double(elapsed.components.seconds) * 1000 + Double(elapsed.components.attoseconds) / 1e15
+            let formatter = ISO8601DateFormatter()
+            formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
+            let time = formatter.string(from: Date())
+            log("\(time) \(request.method) \(request.uri.path) \(response.status.code) \(String(format: "%.1f", milliseconds)) ms")
+        }
         return response
     }
 

@@ -21,12 +21,16 @@ public struct Frame: Sendable {
     /// Wall-clock arrival time, for the output lines.
     public let arrivalDate: Date
 
-    public init(number: Int, data: Data, name: String, arrival: UInt64, arrivalDate: Date) {
+    /// The file it was read from (a folder's frames); nil for a frame of a stream.
+    public let file: String?
+
+    public init(number: Int, data: Data, name: String, arrival: UInt64, arrivalDate: Date, file: String? = nil) {
         self.number = number
         self.data = data
         self.name = name
         self.arrival = arrival
         self.arrivalDate = arrivalDate
+        self.file = file
     }
 }
 
@@ -45,9 +49,15 @@ public protocol FrameSink: AnyObject, Sendable {
 /// A camera feed: runs on a thread of its own until the feed ends (returns), fails for good (throws) or
 /// the sink is cancelled (returns soon after).
 public protocol FrameSource: Sendable {
-    /// What the user gave: `-`, a URL, a folder.
+    /// How messages name it: `standard input`, a URL (password masked), a folder.
     var name: String { get }
+    /// How records name it: as the user gave it (`-` for standard input), a URL's password masked.
+    var argument: String { get }
     func run(into sink: FrameSink) throws
+}
+
+extension FrameSource {
+    public var argument: String { name }
 }
 
 public struct FrameSourceError: Error, CustomStringConvertible, Equatable, Sendable {
@@ -98,6 +108,7 @@ public struct StreamSource: FrameSource {
     public let path: String?
     public let limits: FrameLimits
     public var name: String { path ?? "standard input" }
+    public var argument: String { path ?? "-" }
 
     public init(path: String?, limits: FrameLimits = FrameLimits()) {
         self.path = path
@@ -117,6 +128,7 @@ public struct StreamSource: FrameSource {
         defer { buffer.deallocate() }
         var splitter = MJPEGSplitter(maxFrameBytes: limits.maxFrameBytes)
         var images = 0
+        var head = Data()   // the first bytes, to name what came instead of a stream
         while !sink.isCancelled {
             guard try waitReadable(fd, milliseconds: cancelCheckMilliseconds, name: name) else { continue }
             let count = read(fd, buffer.baseAddress, buffer.count)
@@ -125,6 +137,7 @@ public struct StreamSource: FrameSource {
                 if errno == EINTR || errno == EAGAIN { continue }
                 throw FrameSourceError("\(name): read failed (\(String(cString: strerror(errno))))")
             }
+            if head.count < 8 { head.append(contentsOf: UnsafeRawBufferPointer(rebasing: buffer[0..<min(count, 8 - head.count)])) }
             splitter.push(UnsafeRawBufferPointer(rebasing: buffer[0..<count])) { event in
                 images += 1
                 forward(event, to: sink)
@@ -135,8 +148,11 @@ public struct StreamSource: FrameSource {
             images += 1
             forward(last, to: sink)
         }
+        // Not one frame in the whole input: it was not a camera stream, and saying so beats a silent success.
         if images == 0, splitter.skippedBytes > 0 {
-            sink.notice("\(name): no JPEG image in its \(splitter.skippedBytes) bytes; is it a Motion-JPEG stream?")
+            let png = head.starts(with: [0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A])
+            throw FrameSourceError("\(name): \(png ? "a PNG image" : "no JPEG image in its \(splitter.skippedBytes) bytes"), not a Motion-JPEG stream; "
+                                   + "to caption one picture: blip2 caption MODEL \(name)")
         }
     }
 }

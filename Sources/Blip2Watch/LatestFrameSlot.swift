@@ -34,8 +34,19 @@ public final class LatestFrameSlot<Value>: @unchecked Sendable {
         }
         while !cancelled, held == nil, !ended { condition.wait() }
         if cancelled { return nil }
-        defer { held = nil }
+        defer {
+            held = nil
+            condition.broadcast()   // a producer in waitUntilEmpty() may put the next one
+        }
         return held
+    }
+
+    /// For a producer that must not replace values (every frame of a recording): waits until the held
+    /// value has been taken, or the slot is cancelled.
+    public func waitUntilEmpty() {
+        condition.lock()
+        defer { condition.unlock() }
+        while held != nil, !cancelled { condition.wait() }
     }
 
     /// The producer is done: the consumer takes what is held, then gets nil.

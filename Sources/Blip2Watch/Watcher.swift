@@ -8,6 +8,9 @@ import Foundation
 public struct WatchOptions: Sendable {
     /// Least time between captions, in seconds (frames that come sooner replace each other).
     public var every: Double = 0
+    /// Caption the frames in order, dropping none: the source waits while one is captioned instead of
+    /// replacing it with a newer one (recorded files and folders; a live camera would fall behind).
+    public var everyFrame = false
     /// Asked about every captioned frame, from the same image encoding as the caption.
     public var questions: [String] = []
     /// Frames that differ from the last captioned one by less than this (0...1, see `ChangeDetector`)
@@ -53,9 +56,9 @@ public struct WatchTimings: Encodable, Sendable {
     public func encode(to encoder: Encoder) throws {
         try stages.encode(to: encoder)
         var container = encoder.container(keyedBy: CodingKeys.self)
-        try container.encodeIfPresent(wait, forKey: .wait)
-        try container.encodeIfPresent(change, forKey: .change)
-        try container.encodeIfPresent(modelWait, forKey: .modelWait)
+        try container.encodeIfPresent(wait.map(roundedMilliseconds), forKey: .wait)
+        try container.encodeIfPresent(change.map(roundedMilliseconds), forKey: .change)
+        try container.encodeIfPresent(modelWait.map(roundedMilliseconds), forKey: .modelWait)
     }
 }
 
@@ -68,6 +71,8 @@ public struct CaptionEvent: Encodable, Sendable {
 
     /// The frame's arrival, ISO 8601 in UTC with milliseconds.
     public let time: String
+    /// Where the frame came from: its file for a folder, else the source as given (`-`, the URL, the file).
+    public let source: String
     /// The frame's number in the source (1-based, every frame counted).
     public let frame: Int
     public let framesSeen: Int
@@ -85,13 +90,15 @@ public struct CaptionEvent: Encodable, Sendable {
     /// Where the frame was saved (`--save-frames`).
     public let savedFrame: String?
 
+    /// Whether `source` names the frame's own file (a folder's frame), not a stream.
+    public let sourceIsFile: Bool
     /// The frame's arrival, for display.
     public let arrivalDate: Date
     /// The frame's encoded image as it arrived.
     public let frameData: Data
 
     enum CodingKeys: String, CodingKey {
-        case time, frame, framesSeen = "frames_seen", framesDropped = "frames_dropped", framesUnchanged = "frames_unchanged"
+        case time, source, frame, framesSeen = "frames_seen", framesDropped = "frames_dropped", framesUnchanged = "frames_unchanged"
         case framesInvalid = "frames_invalid", text, answers, latencyMs = "latency_ms", timingsMs = "timings_ms"
         case savedFrame = "saved_frame"
     }
@@ -103,12 +110,15 @@ public struct CaptionEvent: Encodable, Sendable {
         return String(decoding: try encoder.encode(self), as: UTF8.self)
     }
 
-    /// `HH:MM:SS caption`, local time, then ` | question answer` for each question.
+    /// `HH:MM:SS FILE: caption` for a folder's frame, `HH:MM:SS SOURCE#N: caption` for a stream's N-th (local
+    /// time), then ` | question answer` for each question.
     public func plainLine() -> String {
         let formatter = DateFormatter()
         formatter.locale = Locale(identifier: "en_US_POSIX")
         formatter.dateFormat = "HH:mm:ss"
-        return ([formatter.string(from: arrivalDate) + " " + text] + answers.map { "\($0.question) \($0.answer)" }).joined(separator: " | ")
+        let origin = sourceIsFile ? source : "\(source)#\(frame)"
+        return (["\(formatter.string(from: arrivalDate)) \(origin): \(text)"] + answers.map { "\($0.question) \($0.answer)" })
+            .joined(separator: " | ")
     }
 }
 
@@ -197,6 +207,7 @@ public final class FrameWatcher: @unchecked Sendable {
         self.model = model
         archive = try options.saveFrames.map { try FrameArchive(folder: $0, limit: options.savedFrameLimit) }
         intake = FrameIntake()
+        intake.waitsForRoom = options.everyFrame
         timeFormatter = ISO8601DateFormatter()
         timeFormatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
     }
@@ -318,7 +329,7 @@ public final class FrameWatcher: @unchecked Sendable {
         let event = try model.withModel { [self] waited -> CaptionEvent? in
             // Work that ran first may have taken long enough for the camera to send a newer frame: that one
             // is captioned instead (only after a wait, or a camera faster than the decoding would starve).
-            if waited, intake.slot.isHolding { return nil }
+            if waited, intake.slot.isHolding, !options.everyFrame { return nil }
             var timings = measured
             if shared { timings.modelWait = milliseconds(from: requested, to: DispatchTime.now().uptimeNanoseconds) }
             return try caption(frame, image: image, timings: timings, start: start)
@@ -361,10 +372,10 @@ public final class FrameWatcher: @unchecked Sendable {
         let end = DispatchTime.now().uptimeNanoseconds
         timings.stages.total = milliseconds(from: start, to: end)
         return CaptionEvent(
-            time: timeFormatter.string(from: frame.arrivalDate), frame: frame.number, framesSeen: counts.framesSeen,
+            time: timeFormatter.string(from: frame.arrivalDate), source: frame.file ?? source.argument, frame: frame.number, framesSeen: counts.framesSeen,
             framesDropped: counts.framesDropped, framesUnchanged: counts.framesUnchanged, framesInvalid: counts.framesInvalid,
-            text: caption.text, answers: answers, latencyMs: milliseconds(from: frame.arrival, to: end), timingsMs: timings,
-            savedFrame: saved, arrivalDate: frame.arrivalDate, frameData: frame.data)
+            text: caption.text, answers: answers, latencyMs: roundedMilliseconds(milliseconds(from: frame.arrival, to: end)), timingsMs: timings,
+            savedFrame: saved, sourceIsFile: frame.file != nil, arrivalDate: frame.arrivalDate, frameData: frame.data)
     }
 }
 
@@ -389,6 +400,8 @@ private func timed<T>(_ milliseconds: inout Double?, _ body: () throws -> T) ret
 final class FrameIntake: FrameSink, @unchecked Sendable {
     let slot = LatestFrameSlot<Frame>()
     var handler: ((WatchEvent) -> Void)?
+    /// `WatchOptions.everyFrame`: a frame waits for the one before it to be taken instead of replacing it.
+    var waitsForRoom = false
 
     private let lock = NSLock()
     private var totals = WatchSummary()
@@ -415,11 +428,15 @@ final class FrameIntake: FrameSink, @unchecked Sendable {
     }
 
     func deliver(_ data: Data, name: String?) {
+        // Outside the lock: the consumer takes it to count what it captioned. There is one producer, so the
+        // slot is still empty when this frame is put.
+        if waitsForRoom { slot.waitUntilEmpty() }
         let arrival = DispatchTime.now().uptimeNanoseconds
         let date = Date()
         lock.lock()
         totals.framesSeen += 1
-        let frame = Frame(number: totals.framesSeen, data: data, name: name ?? "frame \(totals.framesSeen)", arrival: arrival, arrivalDate: date)
+        let frame = Frame(number: totals.framesSeen, data: data, name: name ?? "frame \(totals.framesSeen)", arrival: arrival, arrivalDate: date,
+                          file: name)
         newest = frame
         if slot.put(frame) { totals.framesDropped += 1 }
         lock.unlock()

@@ -20,8 +20,10 @@ struct Blip2Quantize: ParsableCommand {
         Examples:
           blip2-quantize ./blip2-opt-2.7b -o blip2-opt-2.7b-q4.blip2 --weights q4
           blip2 imatrix blip2-opt-2.7b-q8.blip2 calibration/*.jpg -o opt-2.7b.imatrix
-          blip2-quantize ./blip2-opt-2.7b -o blip2-opt-2.7b-q4k.blip2 --weights q4k --imatrix opt-2.7b.imatrix
-          blip2-quantize ./ckpt -o m.blip2 --compress zstd --override 'language_model.*.fc2.weight=q8'
+          blip2-quantize ./blip2-opt-2.7b -o blip2-opt-2.7b-q4k.blip2 --weights q4k \\
+            --imatrix opt-2.7b.imatrix
+          blip2-quantize ./ckpt -o m.blip2 --compress zstd \\
+            --override 'language_model.*.fc2.weight=q8'
         """,
         version: Blip2Version.string
     )

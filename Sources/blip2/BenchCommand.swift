@@ -51,9 +51,9 @@ struct BenchCommand: ParsableCommand {
     func validate() throws {
         guard !models.isEmpty else { throw ValidationError("give at least one model file") }
         if image == "-" { throw ValidationError("--image is decoded on every run; give it as a file, not standard input") }
-        guard runs >= 1 else { throw ValidationError("--runs must be at least 1 (got \(runs))") }
-        guard (1...(1 << 24)).contains(bandwidthBuffer) else { throw ValidationError("--bandwidth-buffer must be between 1 and 16777216 (MB; got \(bandwidthBuffer))") }
-        guard newTokens >= 2 else { throw ValidationError("--new-tokens must be at least 2 (per-token time needs two tokens; got \(newTokens))") }
+        guard runs >= 1 else { throw invalidValue("--runs", runs, mustBe: "at least 1") }
+        guard (1...(1 << 24)).contains(bandwidthBuffer) else { throw invalidValue("--bandwidth-buffer", bandwidthBuffer, mustBe: "between 1 and 16777216 (MB)") }
+        guard newTokens >= 2 else { throw invalidValue("--new-tokens", newTokens, mustBe: "at least 2 (per-token time needs two tokens)") }
     }
 
     func run() throws {

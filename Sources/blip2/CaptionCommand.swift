@@ -46,10 +46,12 @@ struct CaptionCommand: ParsableCommand {
 
     func run() throws {
         let pipeline = try modelOptions.load(threads: generation.threads)
+        let task: Blip2Task = prompt == nil ? .caption : .promptedCaption
+        try checkTokenLimit(pipeline, prompt: prompt, options: generation.options(for: task), given: generation)
         var failed = false
         for image in images {
             do {
-                try runImageTask(pipeline: pipeline, task: prompt == nil ? .caption : .promptedCaption, image: ImageArgument(argument: image),
+                try runImageTask(pipeline: pipeline, task: task, image: ImageArgument(argument: image),
                                  prompt: prompt, generation: generation, json: json, label: images.count > 1 && !json,
                                  echo: echo && prompt != nil, dumpLogits: dumpLogits)
             } catch {

@@ -75,8 +75,11 @@ struct GenerationOptionsGroup: ParsableArguments {
     }
 
     func validate() throws {
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
-        try Self.check(options(for: .caption))
+        if let threads, threads < 1 { throw invalidValue("--threads", threads, mustBe: "at least 1") }
+        var checked = options(for: .caption)
+        // A limit above the library's bound is left to checkTokenLimit, which says how many tokens fit.
+        checked.maxNewTokens = min(checked.maxNewTokens, GenerationOptions.maxNewTokensLimit)
+        try Self.check(checked)
         // Out-of-range sampling values are refused even without --sample: they are mistakes either way.
         // Temperature 0 is not, without --sample: it is how other tools ask for greedy decoding.
         if !sample {
@@ -94,7 +97,7 @@ struct GenerationOptionsGroup: ParsableArguments {
     /// Refuses options a command cannot honour because it prints one answer per input (chat).
     func requireOneSequence(_ reason: String) throws {
         guard numReturnSequences == 1 else {
-            throw ValidationError("--num-return-sequences must be 1 here (got \(numReturnSequences)): \(reason)")
+            throw invalidValue("--num-return-sequences", numReturnSequences, mustBe: "1 here: \(reason)")
         }
     }
 
@@ -121,7 +124,7 @@ struct GenerationOptionsGroup: ParsableArguments {
 
     static func check(_ options: GenerationOptions) throws {
         do { try options.validate(naming: flag) } catch let GenerationError.invalidOption(name, value, requirement) {
-            throw ValidationError("\(name) \(value): it must be \(requirement)")
+            throw invalidValue(name, value, mustBe: requirement)
         }
     }
 

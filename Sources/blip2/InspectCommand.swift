@@ -14,7 +14,8 @@ struct InspectCommand: ParsableCommand {
         Examples:
           blip2 inspect model.blip2
           blip2 inspect model.blip2 --verify --tensors
-          blip2 inspect model.blip2 --json | jq '.tensors[] | select(.type == "q4") | .name'
+          blip2 inspect model.blip2 --json \\
+            | jq '.tensors[] | select(.type == "q4p") | .name'
         """
     )
 

@@ -18,7 +18,7 @@ struct ModelOptions: ParsableArguments {
     var maxPixels: Int = ImageDecodeOptions().maxPixels
 
     func validate() throws {
-        guard maxPixels > 0 else { throw ValidationError("--max-pixels must be positive (got \(maxPixels))") }
+        guard maxPixels > 0 else { throw invalidValue("--max-pixels", maxPixels, mustBe: "at least 1") }
     }
 
     /// The model on a compute context of `threads` threads (nil: one per core; `BLIP2_ISA` may force an
@@ -97,11 +97,40 @@ struct ImageArgument {
 
 // MARK: - Errors in the command line's terms
 
+/// The one form of a refused value: the flag, the value as given, and what it must be
+/// (`error: --min-change 2: it must be between 0 and 1`).
+func invalidValue(_ flag: String, _ value: CustomStringConvertible, mustBe requirement: String) -> ValidationError {
+    var text = value.description
+    // 2, not 2.0: the value as it was most likely typed.
+    if let number = value as? Double, number.isFinite, number == number.rounded(), abs(number) < 1e15 { text = String(Int(number)) }
+    return ValidationError("\(flag) \(text): it must be \(requirement)")
+}
+
 /// Prints `error` on standard error, in flag names where the library speaks of its own settings, and
 /// returns the exit code to throw.
 func failure(_ error: Error) -> ExitCode {
+    // Already reported (a usage error found after loading, such as the token limit).
+    if let code = error as? ExitCode { return code }
     printError("error: \(describe(error))")
     return ExitCode.failure
+}
+
+/// The one token-limit rule of every command: the prompt and --max-new-tokens must fit the context. Checked
+/// once, before an image is encoded; a value that does not fit is a usage error (64) that says how many new
+/// tokens fit after this prompt. (Above `GenerationOptions.maxNewTokensLimit` too: the context refuses it
+/// first, so the message is the same.) A --min-new-tokens above the limit is warned about, as transformers
+/// warns: generation still stops at the limit.
+func checkTokenLimit(_ pipeline: Blip2Pipeline, prompt: String?, options: GenerationOptions, given: GenerationOptionsGroup) throws {
+    do {
+        try pipeline.checkFits(promptIds: pipeline.promptIds(prompt), maxNewTokens: options.maxNewTokens)
+    } catch let error as PipelineError where error.overflow != nil {
+        printError("error: \(describe(error))")
+        throw ExitCode.validationFailure
+    }
+    if options.minNewTokens > options.maxNewTokens {
+        let limit = given.maxNewTokens == nil ? "the default --max-new-tokens here (\(options.maxNewTokens))" : "--max-new-tokens \(options.maxNewTokens)"
+        printError("warning: --min-new-tokens \(options.minNewTokens) is above \(limit): generation still stops after \(options.maxNewTokens) tokens")
+    }
 }
 
 func describe(_ error: Error) -> String {
@@ -110,6 +139,16 @@ func describe(_ error: Error) -> String {
         return "\(name): the image declares \(width)x\(height) = \(width * height) pixels, over the --max-pixels limit of \(limit); shrink the image or raise --max-pixels"
     case ImageError.fileTooLarge(let name, _, let limit):
         return "\(name): more than \(limit) bytes (\(formatBytes(limit))), too large for an image"
+    case let error as PipelineError where error.overflow != nil:
+        let o = error.overflow!
+        let fit = o.contextLimit - o.imageTokens - o.promptTokens
+        guard o.promptFits else {
+            return "the prompt is \(o.promptTokens) tokens; with \(o.imageTokens) image embeddings that is \(o.imageTokens + o.promptTokens), and not one new token fits the \(o.contextLimit)-token context: shorten it"
+        }
+        return invalidValue("--max-new-tokens", o.maxNewTokens, mustBe: "at most \(fit): after the \(o.promptTokens)-token prompt and \(o.imageTokens) image embeddings, \(fit) new tokens fit the \(o.contextLimit)-token context").message
+    case GenerationError.nonFiniteLogit, GenerationError.noFiniteLogit:
+        // Weights that decode to NaN or infinity are almost always a damaged file, which the checksums find.
+        return "\(error): `blip2 inspect MODEL --verify` checks every tensor against its checksum and names the damaged ones"
     case GenerationError.nothingToSample(let step):
         return "no token can be sampled at step \(step): --no-repeat-ngram-size, --min-new-tokens or --repetition-penalty suppressed every token"
     default:
@@ -129,13 +168,28 @@ func writeOut(_ text: String) {
 func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, image: ImageArgument, prompt: String?, question: String? = nil,
                   generation: GenerationOptionsGroup, json: Bool, label: Bool, echo: Bool = false, dumpLogits: String?) throws {
     if let dumpLogits { try checkOutputPath(dumpLogits, flag: "--dump-logits") }
+    let stages = StageIndicator()
+    defer { stages.clear() }
+    stages.show("encoding the image")
     let encoded = try image.encode(with: pipeline)
     let options = generation.options(for: task)
     let streaming = !json && options.streamsTokens
     let prefix = label ? "\(image.argument): " : ""
-    if streaming { writeOut(prefix) }
+    // The label waits for the first text, so the stage line (on the same terminal) never overwrites it.
+    var started = false
+    func emit(_ text: String) {
+        if !started {
+            stages.clear()
+            writeOut(prefix)
+            started = true
+        }
+        writeOut(text)
+    }
+    stages.show(streaming ? "reading the prompt" : "generating")
     let result = try pipeline.generate(image: encoded, prompt: prompt, options: options, echo: echo && !json,
-                                       onText: streaming ? writeOut : nil)
+                                       onText: streaming ? emit : nil)
+    stages.clear()
+    if streaming { emit("") }
     if json {
         try printJSON(GenerationRecord(task: task, image: image.argument, prompt: prompt, question: question, result: result))
     } else if streaming {

@@ -20,7 +20,8 @@ struct ServeCommand: AsyncParsableCommand {
         Examples:
           blip2 serve model.blip2
           blip2 serve model.blip2 --host 0.0.0.0 --port 8080 --api-key "$KEY"
-          rpicam-vid -t 0 -n --codec mjpeg -o - | blip2 serve model.blip2 --camera - --camera-every 10
+          rpicam-vid -t 0 -n --codec mjpeg -o - \\
+            | blip2 serve model.blip2 --camera - --camera-every 10
         """
     )
 
@@ -33,8 +34,8 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: "Port to listen on (0: any free port).")
     var port = 8080
 
-    @Option(name: .long, parsing: .unconditional, help: "Worker threads for the model (default: all cores).")
-    var threads: Int = ProcessInfo.processInfo.activeProcessorCount
+    @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads for the model (default: one per core).")
+    var threads: Int?
 
     @Option(name: .long, parsing: .unconditional, help: "Generation requests that may wait while one runs; past it the answer is 503 with Retry-After.")
     var queue = ServerConfiguration().queue
@@ -45,11 +46,14 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: .customLong("api-key"), help: "Require this key on /v1/* and /metrics (Authorization: Bearer KEY).")
     var apiKey: String?
 
-    @Option(name: .customLong("session-ttl"), parsing: .unconditional, help: "Seconds a chat conversation is kept after its last turn.")
+    @Option(name: .customLong("session-ttl"), parsing: .unconditional, help: ArgumentHelp("Seconds a chat conversation is kept after its last turn.", valueName: "seconds"))
     var sessionTTL = ServerConfiguration().sessionTTL
 
     @Option(name: .customLong("idle-timeout"), parsing: .unconditional, help: ArgumentHelp("Close a connection after this many seconds without a request on it (an answer being prepared or streamed does not count as idle).", valueName: "seconds"))
     var idleTimeout = ServerConfiguration().idleTimeout
+
+    @Flag(name: .long, help: "No request log (one line per request on standard error: time, method, path, status, ms).")
+    var quiet = false
 
     @Option(name: .long, help: ArgumentHelp("Caption this camera feed beside the requests: -, an http:// URL, a folder, or an MJPEG file (as blip2 watch).", valueName: "source"))
     var camera: String?
@@ -64,21 +68,21 @@ struct ServeCommand: AsyncParsableCommand {
     var cameraQuestions: [String] = []
 
     func validate() throws {
-        guard (0...65535).contains(port) else { throw ValidationError("--port must be 0...65535") }
-        guard threads >= 1 else { throw ValidationError("--threads must be at least 1") }
-        guard queue >= 0 else { throw ValidationError("--queue must be 0 or more") }
-        guard (1...4096).contains(maxBodyMB) else { throw ValidationError("--max-body-mb must be 1...4096") }
-        guard sessionTTL > 0, sessionTTL.isFinite else { throw ValidationError("--session-ttl must be a positive number of seconds") }
-        guard idleTimeout > 0, idleTimeout <= 86_400 else { throw ValidationError("--idle-timeout must be more than 0 and at most 86400 seconds") }
-        if let apiKey, apiKey.isEmpty { throw ValidationError("--api-key must not be empty") }
+        guard (0...65535).contains(port) else { throw invalidValue("--port", port, mustBe: "between 0 and 65535") }
+        if let threads, threads < 1 { throw invalidValue("--threads", threads, mustBe: "at least 1") }
+        guard queue >= 0 else { throw invalidValue("--queue", queue, mustBe: "0 or more") }
+        guard (1...4096).contains(maxBodyMB) else { throw invalidValue("--max-body-mb", maxBodyMB, mustBe: "between 1 and 4096") }
+        guard sessionTTL > 0, sessionTTL.isFinite else { throw invalidValue("--session-ttl", sessionTTL, mustBe: "a positive number of seconds") }
+        guard idleTimeout > 0, idleTimeout <= 86_400 else { throw invalidValue("--idle-timeout", idleTimeout, mustBe: "more than 0 and at most 86400 seconds") }
+        if let apiKey, apiKey.isEmpty { throw invalidValue("--api-key", "''", mustBe: "a key of at least one character") }
         if camera == nil {
             for (flag, given) in [("--camera-every", cameraEvery != nil), ("--camera-min-change", cameraMinChange != nil),
                                   ("--camera-ask", !cameraQuestions.isEmpty)] where given {
                 throw ValidationError("\(flag) needs --camera SOURCE")
             }
         }
-        if let cameraEvery, !(cameraEvery >= 0 && cameraEvery.isFinite) { throw ValidationError("--camera-every must be 0 or more seconds") }
-        if let cameraMinChange, !(0...1).contains(cameraMinChange) { throw ValidationError("--camera-min-change must be between 0 and 1") }
+        if let cameraEvery, !(cameraEvery >= 0 && cameraEvery.isFinite) { throw invalidValue("--camera-every", cameraEvery, mustBe: "0 or more seconds") }
+        if let cameraMinChange, !(0...1).contains(cameraMinChange) { throw invalidValue("--camera-min-change", cameraMinChange, mustBe: "between 0 and 1") }
         for question in cameraQuestions where question.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--camera-ask needs a question")
         }
@@ -108,6 +112,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.apiKey = apiKey
         configuration.sessionTTL = sessionTTL
         configuration.idleTimeout = idleTimeout
+        if !quiet { configuration.requestLog = { printError($0) } }
         var cameraConfiguration: CameraConfiguration?
         if let cameraSource {
             var options = WatchOptions()
@@ -131,7 +136,7 @@ struct ServeCommand: AsyncParsableCommand {
                 fflush(stdout)
             }
         } catch {
-            printError("error: cannot serve on \(host):\(port): \(error)")
+            printError("error: cannot serve on \(host):\(port): \(describeStartError(error, host: host))")
             throw ExitCode.failure
         }
         printError("blip2 serve: stopped")

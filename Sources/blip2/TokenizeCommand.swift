@@ -38,13 +38,24 @@ struct DetokenizeCommand: ParsableCommand {
     static let configuration = CommandConfiguration(
         commandName: "detokenize",
         abstract: "Print the text of token ids (special tokens and ids outside the tokenizer are skipped).",
-        discussion: "Example:\n  blip2 detokenize model.blip2 2 102 1345 9"
+        discussion: """
+        Example:
+          blip2 detokenize Models/demo-q8.blip2 2 68 312 362 342
+
+        The example prints "a small red square": the bundled demo model's ids for it (blip2 tokenize gives a text's ids).
+        """
     )
 
     @OptionGroup var modelOptions: TokenizerModelOptions
 
-    @Argument(help: "Token ids.")
+    // All unrecognized arguments, so a negative id reaches validate() as a number, not as an unknown option.
+    @Argument(parsing: .allUnrecognized, help: "Token ids (at least one).")
     var ids: [Int] = []
+
+    func validate() throws {
+        guard !ids.isEmpty else { throw ValidationError("give at least one token id (blip2 tokenize prints a prompt's ids)") }
+        if let negative = ids.first(where: { $0 < 0 }) { throw invalidValue("token id", negative, mustBe: "0 or more") }
+    }
 
     func run() throws {
         print(try modelOptions.loadTokenizer().decodeStripped(ids))

@@ -33,6 +33,9 @@ struct WatchCommand: ParsableCommand {
     @Option(name: .long, parsing: .unconditional, help: ArgumentHelp("Least time between captions, in seconds.", valueName: "seconds"))
     var every: Double = 0
 
+    @Flag(name: .customLong("every-frame"), help: "Caption every frame in order, dropping none (recorded files and folders; with --min-change 0, unchanged frames too).")
+    var everyFrame = false
+
     @Option(name: .customLong("ask"), help: ArgumentHelp("A question to answer about every captioned frame (repeatable).", valueName: "question"))
     var questions: [String] = []
 
@@ -54,9 +57,9 @@ struct WatchCommand: ParsableCommand {
     @OptionGroup var generation: GenerationOptionsGroup
 
     func validate() throws {
-        guard every >= 0, every.isFinite else { throw ValidationError("--every must be 0 or more seconds") }
-        guard (0...1).contains(minChange) else { throw ValidationError("--min-change must be between 0 and 1") }
-        if let maxFrames, maxFrames < 1 { throw ValidationError("--max-frames must be at least 1") }
+        guard every >= 0, every.isFinite else { throw invalidValue("--every", every, mustBe: "0 or more seconds") }
+        guard (0...1).contains(minChange) else { throw invalidValue("--min-change", minChange, mustBe: "between 0 and 1") }
+        if let maxFrames, maxFrames < 1 { throw invalidValue("--max-frames", maxFrames, mustBe: "at least 1") }
         for question in questions where question.trimmingCharacters(in: .whitespaces).isEmpty {
             throw ValidationError("--ask needs a question")
         }
@@ -72,12 +75,17 @@ struct WatchCommand: ParsableCommand {
         let pipeline = try modelOptions.load(threads: generation.threads)
         var options = WatchOptions()
         options.every = every
+        options.everyFrame = everyFrame
         options.questions = questions
         options.minChange = minChange
         options.maxFrames = maxFrames
         options.captionOptions = generation.options(for: .caption)
         options.answerOptions = generation.options(for: .question)
         options.saveFrames = saveFrames
+        try checkTokenLimit(pipeline, prompt: nil, options: options.captionOptions, given: generation)
+        for question in questions {
+            try checkTokenLimit(pipeline, prompt: Prompts.question(question), options: options.answerOptions, given: generation)
+        }
         let watcher: FrameWatcher
         do { watcher = try FrameWatcher(pipeline: pipeline, source: frameSource, options: options) } catch let error as FrameSourceError {
             printError("error: --save-frames \(error)")

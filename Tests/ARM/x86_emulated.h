@@ -21,6 +21,26 @@ static inline __m512 _mm512_cvtph_ps(__m256i h) {
     return _mm512_loadu_ps(floats);
 }
 
+// 16 bytes widened to 16 32-bit lanes (vpmovsxbd / vpmovzxbd).
+#ifndef _mm512_cvtepi8_epi32
+static inline __m512i _mm512_cvtepi8_epi32(__m128i v) {
+    int8_t bytes[16];
+    int32_t lanes[16];
+    _mm_storeu_si128((__m128i *)bytes, v);
+    for (int i = 0; i < 16; i++) lanes[i] = bytes[i];
+    return _mm512_loadu_si512(lanes);
+}
+#endif
+#ifndef _mm512_cvtepu8_epi32
+static inline __m512i _mm512_cvtepu8_epi32(__m128i v) {
+    uint8_t bytes[16];
+    int32_t lanes[16];
+    _mm_storeu_si128((__m128i *)bytes, v);
+    for (int i = 0; i < 16; i++) lanes[i] = bytes[i];
+    return _mm512_loadu_si512(lanes);
+}
+#endif
+
 static inline float _mm512_reduce_add_ps(__m512 v) {
     float f[16];
     _mm512_storeu_ps(f, v);

@@ -89,7 +89,7 @@ final class Scratch {
                      ["x", "--output", scratch.path("o"), "--override", "nothing"], ["x", "--output", scratch.path("o"), "--override", "a=q5"], ["x"]] {
             let result = try quantize.run(args)
             #expect(result.status == 64, "\(args): \(result.stderr)")
-            #expect(result.stderr.contains("Error"), "\(args)")
+            #expect(result.stderr.hasPrefix("error: "), "\(args): \(result.stderr)")
         }
         #expect(scratch.contents.isEmpty)
     }
@@ -229,9 +229,12 @@ final class Scratch {
         let lines = String(decoding: output.fileHandleForReading.readDataToEndOfFile(), as: UTF8.self).split(separator: "\n")
         chat.waitUntilExit()
         #expect(chat.terminationStatus == 0)
-        #expect(lines.count == 2)
+        // One record per input line: the blank one gets an empty answer and is no turn of the conversation.
+        try #require(lines.count == 3)
         let first = try JSONSerialization.jsonObject(with: Data(lines[0].utf8)) as! [String: Any]
-        let second = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as! [String: Any]
+        let blank = try JSONSerialization.jsonObject(with: Data(lines[1].utf8)) as! [String: Any]
+        #expect(blank["question"] as? String == "" && blank["text"] as? String == "" && blank["task"] as? String == "chat", "\(blank)")
+        let second = try JSONSerialization.jsonObject(with: Data(lines[2].utf8)) as! [String: Any]
         let firstIds = first["prompt_ids"] as! [Int], secondIds = second["prompt_ids"] as! [Int]
         #expect(second["question"] as? String == "what color is the background?")
         #expect(Array(secondIds.prefix(firstIds.count)) == firstIds, "the second prompt starts with the first turn")
@@ -273,7 +276,6 @@ final class Scratch {
             (["caption", model, scratch.path("missing.png")], "missing.png"),
             (["caption", model, corrupt], "corrupt.jpg"),
             (["caption", Self.image, Self.image], "not a blip2 model file"),
-            (["ask", model, Self.image, String(repeating: "why ", count: 400)], "context"),
             (["caption", model, Self.image, "--max-pixels", "100"], "pixels"),
         ]
         for (args, needle) in cases {
@@ -283,6 +285,9 @@ final class Scratch {
         }
         let usage = try blip2.run(["caption", model, Self.image, "--beams", "0"])
         #expect(usage.status == 64)
+        // A prompt that leaves no room in the context is the token limit's usage error too.
+        let long = try blip2.run(["ask", model, Self.image, String(repeating: "why ", count: 400)])
+        #expect(long.status == 64 && long.stderr.contains("and not one new token fits the"), "\(long.stderr)")
         let preprocess = try blip2.run(["preprocess", model, corrupt, "--output", scratch.path("p.npy")])
         #expect(preprocess.status == 1)
         #expect(!FileManager.default.fileExists(atPath: scratch.path("p.npy")))

@@ -103,17 +103,8 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         let expected = [try ask(first, "what color is the cross?"), try ask(first, "what color is the cross?"),
                         try ask(second, "what shape is it?")]
 
-        let terminal = try PseudoTerminal()
-        let chat = Process()
-        chat.executableURL = blip2.url
-        chat.arguments = ["chat", model, first]
-        chat.environment = ["TERM": "xterm", "PATH": "/usr/bin:/bin", "HOME": FileManager.default.temporaryDirectory.path]
-        let output = Pipe()
-        chat.standardInput = terminal.terminal
-        chat.standardError = terminal.terminal
-        chat.standardOutput = output
-        let answers = PipeCollector(output)
-        try chat.run()
+        #expect(first == CommandLineConventionTests.demoImage)
+        let (chat, terminal, answers) = try Self.startChat()
         defer { if chat.isRunning { chat.terminate() } }
         func lines() -> [String] { answers.text.split(separator: "\n", omittingEmptySubsequences: false).dropLast().map(String.init) }
 
@@ -142,16 +133,81 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         #expect(!answers.text.contains("["), "no escape sequence reached the model as text")
     }
 
-    @Test func endOfInputLeavesTheTerminalChat() throws {
+    /// A chat process on a new pseudo-terminal (standard input and error), answers collected from a pipe.
+    /// util-linux's setsid makes the terminal the chat's controlling terminal, as a login shell's is, so a
+    /// typed Ctrl-C reaches it as SIGINT.
+    static func startChat(_ extra: [String] = []) throws -> (Process, PseudoTerminal, PipeCollector) {
         let terminal = try PseudoTerminal()
         let chat = Process()
-        chat.executableURL = blip2.url
-        chat.arguments = ["chat", CommandLineConventionTests.demoModel, CommandLineConventionTests.demoImage]
+        chat.executableURL = URL(fileURLWithPath: "/usr/bin/setsid")
+        chat.arguments = ["--wait", "--ctty", blip2.url.path, "chat", CommandLineConventionTests.demoModel, CommandLineConventionTests.demoImage] + extra
         chat.environment = ["TERM": "xterm", "PATH": "/usr/bin:/bin", "HOME": FileManager.default.temporaryDirectory.path]
+        let output = Pipe()
         chat.standardInput = terminal.terminal
         chat.standardError = terminal.terminal
-        chat.standardOutput = Pipe()
+        chat.standardOutput = output
+        let answers = PipeCollector(output)
         try chat.run()
+        return (chat, terminal, answers)
+    }
+
+    /// Ctrl-C drops the line being typed and keeps the session; /help, /image without a file, /save.
+    @Test func controlCDropsTheLineAndCommandsExplainThemselves() throws {
+        let scratch = Scratch()
+        let question = "what color is the cross?"
+        let expected = try blip2.run(["ask", CommandLineConventionTests.demoModel, CommandLineConventionTests.demoImage, question]).stdout
+        let (chat, terminal, answers) = try Self.startChat()
+        defer { if chat.isRunning { chat.terminate() } }
+        func prompts() -> Int { terminal.text.components(separatedBy: "> ").count - 1 }
+        #expect(wait(seconds: 120) { prompts() == 1 }, "\(terminal.text)")
+        terminal.type("how many")
+        #expect(wait(seconds: 10) { terminal.text.hasSuffix("how many") }, "\(terminal.text)")
+        terminal.type("\u{03}")
+        #expect(wait(seconds: 10) { prompts() == 2 }, "a fresh prompt after Ctrl-C: \(terminal.text)")
+        #expect(chat.isRunning, "Ctrl-C at the prompt keeps the conversation")
+        terminal.type("/help\r")
+        #expect(wait(seconds: 10) { terminal.text.contains("/save FILE") && terminal.text.contains("/reset") }, "\(terminal.text)")
+        terminal.type("/image\r")
+        #expect(wait(seconds: 10) { terminal.text.contains("/image needs a picture file: /image FILE") }, "\(terminal.text)")
+        terminal.type(question + "\r")
+        #expect(wait(seconds: 120) { answers.text.hasSuffix("\n") }, "\(answers.text) / \(terminal.text)")
+        #expect(answers.text == expected, "the dropped line never reached the model: \(answers.text)")
+        let saved = scratch.path("chat.json")
+        terminal.type("/save \(saved)\r")
+        #expect(wait(seconds: 10) { terminal.text.contains("saved 1 turn") }, "\(terminal.text)")
+        let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: saved))) as? [String: Any]
+        #expect(object?["model"] as? String == CommandLineConventionTests.demoModel)
+        let turns = object?["turns"] as? [[String: String]]
+        #expect(turns == [["image": CommandLineConventionTests.demoImage, "question": question,
+                           "answer": expected.trimmingCharacters(in: .newlines)]], "\(String(describing: turns))")
+        terminal.type("/save \(scratch.path("no/such/folder/chat.json"))\r")
+        #expect(wait(seconds: 10) { terminal.text.contains("does not exist") }, "\(terminal.text)")
+        #expect(!FileManager.default.fileExists(atPath: scratch.path("no")))
+        terminal.type("/quit\r")
+        #expect(wait(seconds: 30) { !chat.isRunning })
+        if !chat.isRunning { #expect(chat.terminationStatus == 0) }
+    }
+
+    /// Ctrl-C while an answer is being written stops it; the next question is answered as the first turn.
+    @Test func controlCStopsTheAnswerInProgress() throws {
+        // At least 479 tokens per answer: far longer than the time the test needs to press Ctrl-C.
+        let (chat, terminal, answers) = try Self.startChat(["-n", "480", "--min-new-tokens", "479"])
+        defer { if chat.isRunning { chat.terminate() } }
+        #expect(wait(seconds: 120) { terminal.text.contains("> ") }, "\(terminal.text)")
+        terminal.type("what color is the cross?\r")
+        #expect(wait(seconds: 120) { !answers.text.isEmpty }, "\(terminal.text)")
+        terminal.type("\u{03}")
+        #expect(wait(seconds: 30) { terminal.text.contains("(stopped;") }, "\(terminal.text)")
+        #expect(chat.isRunning)
+        let stopped = answers.text
+        #expect(stopped.hasSuffix("\n") && stopped.split(separator: " ").count < 400, "stopped early: \(stopped)")
+        terminal.type("\u{04}")
+        #expect(wait(seconds: 30) { !chat.isRunning })
+        if !chat.isRunning { #expect(chat.terminationStatus == 0, "a stopped answer is not a failure") }
+    }
+
+    @Test func endOfInputLeavesTheTerminalChat() throws {
+        let (chat, terminal, _) = try Self.startChat()
         defer { if chat.isRunning { chat.terminate() } }
         #expect(wait(seconds: 120) { terminal.text.contains("> ") }, "\(terminal.text)")
         terminal.type("\u{04}")   // Ctrl-D

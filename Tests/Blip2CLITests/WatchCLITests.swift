@@ -150,7 +150,7 @@ enum Demo {
     static func example(_ file: String) -> Example { all.first { $0.file == file }! }
 }
 
-let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropped", "frames_unchanged", "frames_invalid", "text",
+let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "frames_dropped", "frames_unchanged", "frames_invalid", "text",
                                    "answers", "latency_ms", "timings_ms"]
 
 // MARK: - Tests
@@ -174,6 +174,7 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
         #expect(!lines.isEmpty)
         for line in lines {
             #expect(contractFields.isSubset(of: Set(line.keys)), "\(line.keys)")
+            #expect(line["source"] as? String == "-", "a stream's records name it as given")
             #expect((line["text"] as? String)?.isEmpty == false)
             let timings = line["timings_ms"] as? [String: Double] ?? [:]
             #expect(Set(["wait", "image_decode", "change", "preprocess", "vision", "qformer_projection", "prefill", "generate", "total"]).isSubset(of: Set(timings.keys)))
@@ -239,8 +240,9 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
         source.waitUntilExit()
         let lines = watch.stdout.split(separator: "\n")
         #expect(lines.count == 1)
-        // Plain output: HH:MM:SS and the caption.
-        #expect(lines.first.map { $0.count > 9 && $0.dropFirst(9) == example.caption && $0.dropFirst(2).first == ":" } == true, "\(lines)")
+        // Plain output: HH:MM:SS, the source and the frame's number in it, and the caption.
+        let line = try #require(lines.first.flatMap { $0.wholeMatch(of: #/\d\d:\d\d:\d\d -#(\d+): (.*)/#) }, "\(lines)")
+        #expect((1...40).contains(Int(line.1) ?? 0) && line.2 == example.caption, "\(lines)")
         let totals = try WatchTotals(watch.stderr)
         #expect(totals.seen == 40 && totals.captioned == 1 && totals.unchanged >= 1 && totals.dropped + totals.unchanged == 39)
     }
@@ -367,6 +369,8 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
 
         #expect(try watch.finish() == 0, "\(watch.stderr)")
         #expect(watch.jsonLines.compactMap { $0["text"] as? String } == Demo.all[0...2].map(\.caption))
+        #expect(watch.jsonLines.compactMap { $0["source"] as? String } == ["a.png", "b.jpg", "c.png"].map { folder.appendingPathComponent($0).path },
+                "a folder's records name the file")
         let totals = try WatchTotals(watch.stderr)
         #expect(totals == WatchTotals(seen: 3, captioned: 3, dropped: 0, unchanged: 0, invalid: 0, ending: "reached --max-frames"))
     }
@@ -393,6 +397,41 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
         #expect(try WatchTotals(watch.stderr).ending == "stopped")
     }
 
+    /// A recorded file with --every-frame: every frame captioned, in order, none dropped, each record naming
+    /// the file and the frame; the demo examples in turn, so each caption is checked against its scene.
+    @Test func everyFrameOfARecording() throws {
+        let scratch = Scratch()
+        let recording = scratch.path("recording.mjpeg")
+        var bytes = Data()
+        for example in Demo.all { bytes += try example.jpeg() + example.jpeg() }
+        try bytes.write(to: URL(fileURLWithPath: recording))
+        let watch = try RunningCommand(blip2.url, ["watch", Demo.model, recording, "--every-frame", "--min-change", "0", "--json"])
+        #expect(try watch.finish() == 0, "\(watch.stderr)")
+        let lines = watch.jsonLines
+        #expect(lines.compactMap { $0["frame"] as? Int } == Array(1...(2 * Demo.all.count)), "\(watch.stdout)")
+        #expect(lines.compactMap { $0["text"] as? String } == Demo.all.flatMap { [$0.caption, $0.caption] })
+        #expect(lines.allSatisfy { $0["source"] as? String == recording })
+        let totals = try WatchTotals(watch.stderr)
+        #expect(totals.seen == 2 * Demo.all.count && totals.captioned == totals.seen && totals.dropped == 0)
+    }
+
+    /// Input with no JPEG frame at all is not a camera: exit 1, what it was, and the command for a still image.
+    @Test func aStreamWithoutOneFrameFails() throws {
+        var noise = Data(count: 100_000)
+        var generator = SystemRandomNumberGenerator()
+        for i in noise.indices { noise[i] = UInt8.random(in: 0...255, using: &generator) & 0xFE }   // never 0xFF: no marker
+        for (data, message) in [(try Data(contentsOf: URL(fileURLWithPath: Demo.all[0].path)), "standard input: a PNG image, not a Motion-JPEG stream"),
+                                (noise, "standard input: no JPEG image in its 100000 bytes, not a Motion-JPEG stream")] {
+            let input = Pipe()
+            let watch = try RunningCommand(blip2.url, ["watch", Demo.model, "-"], input: input)
+            try input.fileHandleForWriting.write(contentsOf: data)
+            try input.fileHandleForWriting.close()
+            #expect(try watch.finish() == 1, "\(watch.stderr)")
+            #expect(watch.stderr.contains("error: \(message); to caption one picture: blip2 caption MODEL"), "\(watch.stderr)")
+            #expect(watch.stdout.isEmpty)
+        }
+    }
+
     @Test func badSourcesAndOptionsAreRefused() throws {
         let scratch = Scratch()
         let notFound = MJPEGTestServer.Connection(head: "HTTP/1.1 404 Not Found\r\nContent-Length: 0")
@@ -409,10 +448,10 @@ let contractFields: Set<String> = ["time", "frame", "frames_seen", "frames_dropp
             ([server.url + "/page"], 1, "the server sent text/html, not an MJPEG stream"),
             (["-", "--output", scratch.path("no/such/folder/out.jsonl")], 1, "--output \(scratch.path("no/such/folder/out.jsonl")): cannot create"),
             (["-", "--save-frames", scratch.path("file")], 1, "--save-frames \(scratch.path("file")): not a folder"),
-            ([Demo.all[0].path], 0, "\(Demo.all[0].path): no JPEG image in its"),  // a PNG is not a Motion-JPEG stream
-            (["-", "--min-change", "2"], 64, "--min-change must be between 0 and 1"),
-            (["-", "--every=-1"], 64, "--every must be 0 or more"),
-            (["-", "--max-frames", "0"], 64, "--max-frames must be at least 1"),
+            ([Demo.all[0].path], 1, "\(Demo.all[0].path): a PNG image, not a Motion-JPEG stream; to caption one picture: blip2 caption MODEL \(Demo.all[0].path)"),
+            (["-", "--min-change", "2"], 64, "error: --min-change 2: it must be between 0 and 1"),
+            (["-", "--every=-1"], 64, "error: --every -1: it must be 0 or more seconds"),
+            (["-", "--max-frames", "0"], 64, "error: --max-frames 0: it must be at least 1"),
             (["-", "--ask", " "], 64, "--ask needs a question"),
         ]
         for (arguments, status, message) in cases {

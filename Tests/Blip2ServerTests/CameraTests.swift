@@ -288,8 +288,8 @@ struct CameraTests {
             (["--camera", "rtsp://camera.local/stream"], 1, "error: --camera rtsp://camera.local/stream: only http:// URLs"),
             (["--camera", "-", "--camera-ask", String(repeating: "why is it so ", count: 200)], 1, "error: --camera-ask:"),
             (["--camera-every", "5"], 64, "--camera-every needs --camera SOURCE"),
-            (["--camera", "-", "--camera-min-change", "2"], 64, "--camera-min-change must be between 0 and 1"),
-            (["--camera", "-", "--camera-every=-1"], 64, "--camera-every must be 0 or more seconds"),
+            (["--camera", "-", "--camera-min-change", "2"], 64, "error: --camera-min-change 2: it must be between 0 and 1"),
+            (["--camera", "-", "--camera-every=-1"], 64, "error: --camera-every -1: it must be 0 or more seconds"),
             (["--camera", "-", "--camera-ask", " "], 64, "--camera-ask needs a question"),
         ]
         for (arguments, status, message) in cases {
