@@ -13,12 +13,23 @@ image and the greedy answer to every question, and reports per variant:
   - the model file's size.
 
 Variants are converter invocations: f32, f16, q8, q4 and mixed with the converter's default
-precision policy, plus any `--variant NAME='blip2-quantize options'` given. Output: a Markdown table on
-standard output and everything (per-prompt records included) in --json.
+precision policy; the super-block formats q4k, q3k, q6k and the mixed q4k-m policy; and q4, q4k,
+q3k, q6k and q4k-m fitted with an importance matrix (`-imatrix` names); plus any
+`--variant NAME='blip2-quantize options'` given. Output: a Markdown table on standard output and
+everything (per-prompt records included) in --json. Beside each file's size, its bits per
+parameter over all tensors and over the linear weights alone (what --weights sets).
+
+Importance matrix: in a variant's options, {imatrix} stands for the file. Unless --imatrix gives
+one, it is gathered once per run: --calibration-count scenes of --calibration-seed (a seed that the
+evaluation never uses; it must differ from --seed) are written as PNG files, the checkpoint is
+converted at --calibration-weights, and `blip2 imatrix` runs that file over the images with a
+caption and questions in the scenes' own forms (--calibration-questions of each type, taken from the
+calibration scenes). Seeds, questions, command and file are in the JSON report.
 
   swift build -c release --product blip2 && swift build -c release --product blip2-quantize
   python3 Benchmarks/quality.py /work/demo-checkpoint --bin .build/release --json quality.json
   python3 Benchmarks/quality.py CKPT --bin BIN --count 50 --variant 'q4-vision-q8=--weights q4 --override vision_model.*=q8'
+  python3 Benchmarks/quality.py CKPT --bin BIN --only q4 q4-imatrix --variant 'q8-imatrix=--weights q8 --imatrix {imatrix}'
 
 The transformers reference is cached in the work folder (keyed by checkpoint, seed and count),
 so trying another variant does not recompute it. Needs python3 with torch, transformers (5.x),
@@ -30,6 +41,7 @@ from __future__ import annotations
 import argparse
 import hashlib
 import json
+import math
 import os
 import shlex
 import subprocess
@@ -46,13 +58,18 @@ PACKAGE_ROOT = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(PACKAGE_ROOT / "Tools"))
 import scenes  # noqa: E402
 
+IMATRIX = "{imatrix}"  # stands for the importance matrix file in a variant's options
 DEFAULT_VARIANTS = {
     "f32": ["--weights", "f32"],
     "f16": ["--weights", "f16"],
     "q8": ["--weights", "q8"],
     "q4": ["--weights", "q4"],
     "mixed": ["--weights", "mixed"],
+    "q4-imatrix": ["--weights", "q4", "--imatrix", IMATRIX],
 }
+for _weights in ("q4k", "q3k", "q6k", "q4k-m"):
+    DEFAULT_VARIANTS[_weights] = ["--weights", _weights]
+    DEFAULT_VARIANTS[f"{_weights}-imatrix"] = ["--weights", _weights, "--imatrix", IMATRIX]
 CAPTION_TOKENS, ANSWER_TOKENS = 20, 10
 
 
@@ -192,6 +209,65 @@ def runtime(blip2: Path, model: Path, jobs: list[dict], chats: list[dict], threa
     return {"jobs": outputs, "chats": chat_outputs, "seconds": round(time.monotonic() - started, 1)}
 
 
+def convert(quantize: Path, checkpoint: Path, model: Path, options: list[str]) -> dict:
+    """Runs the converter; returns its JSON report."""
+    command = [str(quantize), str(checkpoint), "--output", str(model), *options, "--json"]
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"{shlex.join(command)} failed:\n{result.stderr.strip()}")
+    return json.loads(result.stdout)
+
+
+def bits_per_weight(report: dict) -> dict:
+    """Bits per parameter at run time (as the converter counts them) over all tensors, and over the
+    linear weights alone (two-dimensional `.weight` tensors other than embeddings: what --weights sets)."""
+    total = report["totals"]["total"]
+    linear_bytes = linear_parameters = 0
+    for tensor in report["tensors"]:
+        if len(tensor["shape"]) == 2 and tensor["name"].endswith(".weight") and "embed" not in tensor["name"]:
+            linear_bytes += tensor["bytes"]
+            linear_parameters += math.prod(tensor["shape"])
+    return {"bits_per_parameter": 8 * total["bytes"] / total["parameters"],
+            "bits_per_linear_weight": 8 * linear_bytes / linear_parameters if linear_parameters else None}
+
+
+def calibration_questions(items: list[dict], per_kind: int) -> list[str]:
+    """Questions in the scenes' own forms for `blip2 imatrix` to ask of every calibration image: the
+    first `per_kind` distinct ones of each type, walking the calibration scenes in order."""
+    chosen: dict[str, list[str]] = {kind: [] for kind in scenes.QUESTION_TYPES}
+    for item in items:
+        for q in item["scene"].questions:
+            if len(chosen[q.kind]) < per_kind and q.question not in chosen[q.kind]:
+                chosen[q.kind].append(q.question)
+    return [question for kind in scenes.QUESTION_TYPES for question in chosen[kind]]
+
+
+def calibrate(blip2: Path, quantize: Path, checkpoint: Path, work: Path, seed: int, count: int,
+              weights: str, per_kind: int, threads: int) -> dict:
+    """The importance matrix: `blip2 imatrix` over calibration scenes, on a conversion of the checkpoint."""
+    items = write_images(work / f"images-{seed}", seed, count)
+    questions = calibration_questions(items, per_kind)
+    questions_file = work / f"calibration-{seed}-questions.txt"
+    questions_file.write_text("".join(q + "\n" for q in questions))
+    model = work / f"calibration-{weights}.blip2"
+    convert(quantize, checkpoint, model, ["--weights", weights])
+    output = work / f"calibration-{seed}-{count}-{weights}.imatrix"
+    command = [str(blip2), "imatrix", str(model), *[item["path"] for item in items], "--output", str(output),
+               "--questions-file", str(questions_file), "--threads", str(threads)]
+    started = time.monotonic()
+    result = subprocess.run(command, capture_output=True, text=True)
+    if result.returncode != 0:
+        sys.exit(f"blip2 imatrix failed ({result.returncode}):\n{result.stderr.strip()}")
+    seconds = round(time.monotonic() - started, 1)
+    print(f"importance matrix: {count} scenes of seed {seed}, {len(questions)} questions, on the {weights} file, "
+          f"{seconds} s", file=sys.stderr)
+    return {"file": str(output), "file_bytes": output.stat().st_size,
+            "sha256": hashlib.sha256(output.read_bytes()).hexdigest(), "seed": seed, "images": count,
+            "model_weights": weights, "questions": questions, "seconds": seconds,
+            "command": f"blip2 imatrix {model.name} <{count} images> --output {output.name} "
+                       f"--questions-file {questions_file.name} --threads {threads}"}
+
+
 # ---------------------------------------------------------------------------------------------
 # Scores
 # ---------------------------------------------------------------------------------------------
@@ -233,7 +309,8 @@ def score(jobs: list[dict], chats: list[dict], outputs: dict, ref: dict | None) 
 
 def table(rows: list[tuple[str, dict, int | None]]) -> str:
     kinds = scenes.QUESTION_TYPES
-    header = ["variant", "file bytes", "caption EM", *[f"VQA {k}" for k in kinds], "VQA all", "chat 2nd",
+    header = ["variant", "file bytes", "bits/param", "bits/linear weight", "caption EM",
+              *[f"VQA {k}" for k in kinds], "VQA all", "chat 2nd",
               "ids = transformers", "text = transformers", "chat ids = transformers"]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
 
@@ -241,7 +318,9 @@ def table(rows: list[tuple[str, dict, int | None]]) -> str:
         return "" if value is None else f"{100 * value:.1f}"
 
     for name, s, size in rows:
-        cells = [name, "" if size is None else f"{size:,}", pct(s["caption_exact_match"]),
+        bits = [s.get("bits_per_parameter"), s.get("bits_per_linear_weight")]
+        cells = [name, "" if size is None else f"{size:,}", *["" if b is None else f"{b:.2f}" for b in bits],
+                 pct(s["caption_exact_match"]),
                  *[pct(s["vqa_accuracy"].get(k)) for k in kinds], pct(s["vqa_accuracy_all"]),
                  pct(s["chat_second_answer_accuracy"]), pct(s.get("agreement_token_ids")),
                  pct(s.get("agreement_text")), pct(s.get("chat_agreement"))]
@@ -264,6 +343,15 @@ def main() -> None:
                         help="extra blip2-quantize options to measure, e.g. 'q4-head-f16=--weights q4 --override ...'")
     parser.add_argument("--only", nargs="+", metavar="NAME", help="measure only these variants")
     parser.add_argument("--threads", type=int, default=1, help="runtime threads (the results do not depend on it)")
+    parser.add_argument("--imatrix", type=Path, metavar="FILE",
+                        help="the importance matrix for {imatrix} in variants (default: gathered on calibration scenes)")
+    parser.add_argument("--calibration-seed", type=int, default=4099,
+                        help="scene seed of the calibration images (never the evaluation's --seed)")
+    parser.add_argument("--calibration-count", type=int, default=64, help="calibration images")
+    parser.add_argument("--calibration-questions", type=int, default=2, metavar="N",
+                        help="questions of each type (color, shape, count, position) asked of every calibration image")
+    parser.add_argument("--calibration-weights", default="f16",
+                        help="the precision `blip2 imatrix` runs the checkpoint at (f32, f16, q8)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/blip2-quality"),
                         help="images, converted models and the cached reference")
     parser.add_argument("--json", type=Path, help="write every number and per-prompt output here")
@@ -280,6 +368,10 @@ def main() -> None:
         if unknown:
             parser.error(f"unknown variant(s): {', '.join(sorted(unknown))}")
         variants = {k: v for k, v in variants.items() if k in args.only}
+    if args.calibration_seed == args.seed:
+        parser.error(f"--calibration-seed must differ from the evaluation's --seed ({args.seed})")
+    if args.imatrix is not None and not args.imatrix.is_file():
+        parser.error(f"--imatrix {args.imatrix}: no such file")
     blip2, quantize = args.bin / "blip2", args.bin / "blip2-quantize"
     for tool in (blip2, quantize):
         if not tool.exists():
@@ -300,16 +392,25 @@ def main() -> None:
               "checkpoint": str(args.checkpoint), "reference_seconds": ref["seconds"],
               "variants": {"transformers_fp32": rows[0][1]}}
     per_prompt = {"transformers_fp32": ref}
+    imatrix = None
+    if any(IMATRIX in options for options in variants.values()):
+        if args.imatrix is not None:
+            imatrix = {"file": str(args.imatrix), "file_bytes": args.imatrix.stat().st_size,
+                       "sha256": hashlib.sha256(args.imatrix.read_bytes()).hexdigest(), "given": True}
+        else:
+            imatrix = calibrate(blip2, quantize, args.checkpoint, args.work, args.calibration_seed,
+                                args.calibration_count, args.calibration_weights, args.calibration_questions,
+                                args.threads)
+        report["imatrix"] = imatrix
     for name, options in variants.items():
         model = args.work / f"{name}.blip2"
-        convert = [str(quantize), str(args.checkpoint), "--output", str(model), *options, "--json"]
-        result = subprocess.run(convert, capture_output=True, text=True)
-        if result.returncode != 0:
-            sys.exit(f"{shlex.join(convert)} failed:\n{result.stderr.strip()}")
+        converted = convert(quantize, args.checkpoint, model,
+                            [imatrix["file"] if option == IMATRIX else option for option in options])
         outputs = runtime(blip2, model, jobs, chats, args.threads, ref["eos"])
         s = score(jobs, chats, outputs, ref)
         size = model.stat().st_size
-        s |= {"file_bytes": size, "converter_options": options, "runtime_seconds": outputs["seconds"]}
+        s |= {"file_bytes": size, **bits_per_weight(converted), "converter_options": options,
+              "runtime_seconds": outputs["seconds"]}
         rows.append((name, s, size))
         report["variants"][name] = s
         per_prompt[name] = outputs

@@ -20,8 +20,10 @@ numbers are written to OUTPUT.report.json (beside the folder).
 
 Deterministic: seeded scenes, seeded weights, torch.use_deterministic_algorithms, a fixed
 number of steps and single-threaded torch by default (--threads). The same versions of torch
-and transformers give the same weights. --max-minutes is a safety stop only: a run it cuts
-short says so and is no longer reproducible.
+and transformers give the same weights on the same kind of CPU; another instruction set
+(AVX-512 against AVX2) rounds differently from the first steps on, so its weights differ.
+--max-minutes is a safety stop only: a run it cuts short says so and is no longer
+reproducible; on a busy machine pass --max-minutes 0.
 
 Needs: python3 with torch, transformers (5.x), tokenizers, safetensors, numpy, pillow.
 """
