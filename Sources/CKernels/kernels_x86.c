@@ -602,6 +602,28 @@ BLIP2_INLINE __m256i six_bits_avx2(__m256i low, __m256i high, int low_shift, int
     return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
 }
 
+// The 64 sub-scales and 64 minimums of a q4k super-block (entry 8 j + r), unpacked from their planes.
+BLIP2_INLINE void q4k_scales_avx2(const blip2_panel_q4k *p, int8_t *scales, int8_t *mins) {
+    __m256i low = _mm256_loadu_si256((const __m256i *)p->scales_low), mlow = _mm256_loadu_si256((const __m256i *)p->mins_low);
+    __m256i high = _mm256_loadu_si256((const __m256i *)p->high);
+    _mm256_storeu_si256((__m256i *)scales, six_bits_avx2(low, high, 0, 0));
+    _mm256_storeu_si256((__m256i *)(scales + 32), six_bits_avx2(low, high, 4, 2));
+    _mm256_storeu_si256((__m256i *)mins, six_bits_avx2(mlow, high, 0, 4));
+    _mm256_storeu_si256((__m256i *)(mins + 32), six_bits_avx2(mlow, high, 4, 6));
+}
+
+// One token's minimum term per row, sum_j m_j (32-input sum j of the activation): one vpmaddwd per two
+// sub-blocks, [row r: m_j, m_j+1] against the two sums (a 32-input sum is at most 32 x 127: 16 bits).
+BLIP2_INLINE __m256i q4k_minimum_avx2(const int8_t *mins, const int16_t *sums, size_t chunks) {
+    __m256i minimum = _mm256_setzero_si256();
+    for (size_t c = 0; c < chunks; c += 2) {
+        const int16_t *s = sums + 2 * c;
+        int32_t pair = (int32_t)(uint16_t)(s[0] + s[1]) | (int32_t)((uint32_t)(uint16_t)(s[2] + s[3]) << 16);
+        minimum = _mm256_add_epi32(minimum, _mm256_madd_epi16(scale_pairs_avx2(mins + 8 * c, mins + 8 * c + 8, false), _mm256_set1_epi32(pair)));
+    }
+    return minimum;
+}
+
 BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
     const blip2_block_q8k *x[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
@@ -614,16 +636,9 @@ BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, si
         const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
         if (T == 1) blip2_prefetch_panel(p, offsetof(blip2_panel_q4k, qs) + count * 4);
         int8_t scales[64], mins[64];
-        {
-            __m256i low = _mm256_loadu_si256((const __m256i *)p->scales_low), mlow = _mm256_loadu_si256((const __m256i *)p->mins_low);
-            __m256i high = _mm256_loadu_si256((const __m256i *)p->high);
-            _mm256_storeu_si256((__m256i *)scales, six_bits_avx2(low, high, 0, 0));
-            _mm256_storeu_si256((__m256i *)(scales + 32), six_bits_avx2(low, high, 4, 2));
-            _mm256_storeu_si256((__m256i *)mins, six_bits_avx2(mlow, high, 0, 4));
-            _mm256_storeu_si256((__m256i *)(mins + 32), six_bits_avx2(mlow, high, 4, 6));
-        }
+        q4k_scales_avx2(p, scales, mins);
         __m256i dot[4], minimum[4];
-        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm256_setzero_si256(); minimum[t] = _mm256_setzero_si256(); }
+        BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_setzero_si256();
         for (size_t c = 0; c < chunks; c++) {
             const __m256i scale = row_scales_avx2(scales + 8 * c, false);
             const uint8_t *qs = p->qs + 128 * c;
@@ -640,14 +655,7 @@ BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, si
             }
             BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], scale));
         }
-        for (size_t c = 0; c < chunks; c += 2) {
-            const __m256i pairs = scale_pairs_avx2(mins + 8 * c, mins + 8 * c + 8, false);
-            BLIP2_UNROLL for (int t = 0; t < T; t++) {
-                const int16_t *sums = x[t][s].sums + 2 * c;   // 16-input sums: chunk c is sums 2c and 2c + 1
-                int32_t pair = (int32_t)(uint16_t)(sums[0] + sums[1]) | (int32_t)((uint32_t)(uint16_t)(sums[2] + sums[3]) << 16);
-                minimum[t] = _mm256_add_epi32(minimum[t], _mm256_madd_epi16(pairs, _mm256_set1_epi32(pair)));
-            }
-        }
+        BLIP2_UNROLL for (int t = 0; t < T; t++) minimum[t] = q4k_minimum_avx2(mins, x[t][s].sums, chunks);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
@@ -1061,17 +1069,10 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
         const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
         if (T == 1) blip2_prefetch_panel(p, offsetof(blip2_panel_q4k, qs) + count * 4);
         int8_t scales[64], mins[64];
-        {
-            __m256i low = _mm256_loadu_si256((const __m256i *)p->scales_low), mlow = _mm256_loadu_si256((const __m256i *)p->mins_low);
-            __m256i high = _mm256_loadu_si256((const __m256i *)p->high);
-            _mm256_storeu_si256((__m256i *)scales, six_bits_avx2(low, high, 0, 0));
-            _mm256_storeu_si256((__m256i *)(scales + 32), six_bits_avx2(low, high, 4, 2));
-            _mm256_storeu_si256((__m256i *)mins, six_bits_avx2(mlow, high, 0, 4));
-            _mm256_storeu_si256((__m256i *)(mins + 32), six_bits_avx2(mlow, high, 4, 6));
-        }
+        q4k_scales_avx2(p, scales, mins);
         __m512i dot[4];
         __m256i minimum[4];
-        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm512_setzero_si512(); minimum[t] = _mm256_setzero_si256(); }
+        BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_setzero_si512();
         for (size_t c = 0; c < chunks; c++) {
             const __m512i scale = interleaved_scales_vnni(scales + 8 * c, false);
             const uint8_t *qs = p->qs + 128 * c;
@@ -1085,14 +1086,7 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
             }
             BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part[t], scale));
         }
-        for (size_t c = 0; c < chunks; c += 2) {
-            const __m256i pairs = scale_pairs_avx2(mins + 8 * c, mins + 8 * c + 8, false);
-            BLIP2_UNROLL for (int t = 0; t < T; t++) {
-                const int16_t *sums = x[t][s].sums + 2 * c;
-                int32_t pair = (int32_t)(uint16_t)(sums[0] + sums[1]) | (int32_t)((uint32_t)(uint16_t)(sums[2] + sums[3]) << 16);
-                minimum[t] = _mm256_dpwssd_epi32(minimum[t], pairs, _mm256_set1_epi32(pair));
-            }
-        }
+        BLIP2_UNROLL for (int t = 0; t < T; t++) minimum[t] = q4k_minimum_avx2(mins, x[t][s].sums, chunks);
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
