@@ -682,12 +682,33 @@ BLIP2_INLINE const int8_t *q36k_scales_avx2(const char *block, bool six, int8_t 
     return space;
 }
 
+// The unsigned levels of sub-block h (0, 1) of a q3k or q6k chunk: its 4 groups of 8 rows x 4 inputs.
+BLIP2_INLINE void q36k_levels_avx2(const uint8_t *chunk, int h, bool six, __m256i *g) {
+    if (six) {
+        __m256i low0 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h));
+        __m256i low1 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h + 32));
+        __m256i high = _mm256_loadu_si256((const __m256i *)(chunk + 128 + 32 * h));
+        g[0] = six_bits_avx2(low0, high, 0, 0);
+        g[1] = six_bits_avx2(low0, high, 4, 2);
+        g[2] = six_bits_avx2(low1, high, 0, 4);
+        g[3] = six_bits_avx2(low1, high, 4, 6);
+        return;
+    }
+    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
+    __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
+    __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
+    BLIP2_UNROLL for (int k = 0; k < 4; k++) {
+        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, 2 * k), crumb);
+        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(top, 4 * h + k), bit);
+        g[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
+    }
+}
+
 // q3k and q6k: signed sub-scales per 16 inputs, values offset by 4 or 32. Levels are unsigned for vpmaddubsw;
 // the offset comes off as offset * sum_j s_j sum_j(a), from the activation's 16-input sums.
 BLIP2_INLINE void tile_q36k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {
     const blip2_block_q8k *x[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
-    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
     const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;
     __m256 acc[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
@@ -706,23 +727,7 @@ BLIP2_INLINE void tile_q36k_avx2(const void *const *wv, const void *const *xv, s
                 const size_t j = 2 * c + h;
                 const __m256i scale = row_scales_avx2(scales + 8 * j, true);
                 __m256i g[4];
-                if (six) {
-                    __m256i low0 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h));
-                    __m256i low1 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h + 32));
-                    __m256i high = _mm256_loadu_si256((const __m256i *)(chunk + 128 + 32 * h));
-                    g[0] = six_bits_avx2(low0, high, 0, 0);
-                    g[1] = six_bits_avx2(low0, high, 4, 2);
-                    g[2] = six_bits_avx2(low1, high, 0, 4);
-                    g[3] = six_bits_avx2(low1, high, 4, 6);
-                } else {
-                    __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
-                    __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
-                    BLIP2_UNROLL for (int k = 0; k < 4; k++) {
-                        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, 2 * k), crumb);
-                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(top, 4 * h + k), bit);
-                        g[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
-                    }
-                }
+                q36k_levels_avx2(chunk, h, six, g);
                 BLIP2_UNROLL for (int t = 0; t < T; t++) {
                     const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
                     // q6k pair sums reach 2 * 63 * 127 = 16002: two groups fit 16 bits, four do not.
@@ -1103,7 +1108,6 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
 BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {
     const blip2_block_q8k *x[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
-    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
     const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;
     __m256 acc[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
@@ -1122,23 +1126,7 @@ BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, s
             BLIP2_UNROLL for (int h = 0; h < 2; h++) {
                 const __m512i scale = interleaved_scales_vnni(scales + 8 * (2 * c + h), true);
                 __m256i g[4];
-                if (six) {
-                    __m256i low0 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h));
-                    __m256i low1 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h + 32));
-                    __m256i high = _mm256_loadu_si256((const __m256i *)(chunk + 128 + 32 * h));
-                    g[0] = six_bits_avx2(low0, high, 0, 0);
-                    g[1] = six_bits_avx2(low0, high, 4, 2);
-                    g[2] = six_bits_avx2(low1, high, 0, 4);
-                    g[3] = six_bits_avx2(low1, high, 4, 6);
-                } else {
-                    __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
-                    __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
-                    BLIP2_UNROLL for (int k = 0; k < 4; k++) {
-                        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, 2 * k), crumb);
-                        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(top, 4 * h + k), bit);
-                        g[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
-                    }
-                }
+                q36k_levels_avx2(chunk, h, six, g);
                 __m512i u01 = interleave_groups_vnni(g[0], g[1]), u23 = interleave_groups_vnni(g[2], g[3]);
                 BLIP2_UNROLL for (int t = 0; t < T; t++) {
                     const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
