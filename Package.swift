@@ -25,6 +25,9 @@ let package = Package(
         .package(url: "https://github.com/swift-server/swift-service-lifecycle", from: "2.13.0"),
         .package(url: "https://github.com/apple/swift-log", from: "1.16.2"),
         .package(url: "https://github.com/apple/swift-http-types", from: "1.8.0"),
+        // Already in Hummingbird's graph; named for the server's `Expect: 100-continue` channel handler.
+        .package(url: "https://github.com/apple/swift-nio", from: "2.101.2"),
+        .package(url: "https://github.com/apple/swift-nio-extras", from: "1.35.2"),
     ],
     targets: [
         // MARK: System libraries
@@ -69,6 +72,8 @@ let package = Package(
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
                 .product(name: "Logging", package: "swift-log"),
                 .product(name: "HTTPTypes", package: "swift-http-types"),
+                .product(name: "NIOCore", package: "swift-nio"),
+                .product(name: "NIOHTTPTypes", package: "swift-nio-extras"),
             ]
         ),
         // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
@@ -113,8 +118,9 @@ let package = Package(
         .testTarget(name: "Blip2WatchTests", dependencies: ["Blip2Watch", "Blip2Pipeline", "Blip2Image"]),
         // Runs the built executables: exit codes, stderr, --json contracts.
         // Runs `blip2 serve` and talks to it over HTTP; unit tests of the server's parts.
-        .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline", "Blip2Watch"]),
-        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "blip2-kernel-bench", "Blip2ModelFile", "Blip2Core"]),
+        .testTarget(name: "Blip2ServerTests", dependencies: ["blip2", "Blip2Server", "Blip2Pipeline", "Blip2Watch", "Blip2Generation", "Blip2Core"]),
+        .testTarget(name: "Blip2CLITests", dependencies: ["blip2", "blip2-quantize", "blip2-kernel-bench", "Blip2ModelFile", "Blip2Core",
+                                                         "Blip2Generation"]),
         // Replays every fuzz seed and every input that ever crashed a target (Tests/Fuzz).
         .testTarget(name: "Blip2FuzzTests", dependencies: ["Blip2Fuzz"]),
     ],

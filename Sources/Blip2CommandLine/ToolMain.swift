@@ -1,3 +1,4 @@
+import Blip2Core
 import ArgumentParser
 import Foundation
 

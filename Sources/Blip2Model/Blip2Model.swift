@@ -89,10 +89,19 @@ public final class LanguageSession: @unchecked Sendable {
 
     init(model: Blip2Model, capacity: Int) {
         self.model = model
-        let text = model.config.textConfig
-        cache = KVCache(layers: text.numHiddenLayers, heads: text.numAttentionHeads, headDim: text.hiddenSize / text.numAttentionHeads,
-                        capacity: capacity)
+        cache = KVCache(shape: Self.cacheShape(model, capacity: capacity))
         logits = [Float](repeating: 0, count: model.vocabularySize)
+    }
+
+    private static func cacheShape(_ model: Blip2Model, capacity: Int) -> KVCache.Shape {
+        let text = model.config.textConfig
+        return KVCache.Shape(layers: text.numHiddenLayers, heads: text.numAttentionHeads,
+                             headDim: text.hiddenSize / text.numAttentionHeads, capacity: capacity)
+    }
+
+    /// Bytes the KV cache of a session holds for `capacity` positions (what a kept chat session costs).
+    public static func cacheBytes(_ model: Blip2Model, capacity: Int) -> Int {
+        cacheShape(model, capacity: capacity).bytes
     }
 
     private init(copying other: LanguageSession) {

@@ -169,12 +169,22 @@ public final class KVCache {
     public internal(set) var length = 0
     private let storage: UnsafeMutablePointer<Float>
 
-    init(layers: Int, heads: Int, headDim: Int, capacity: Int) {
-        self.layers = layers
-        self.heads = heads
-        self.headDim = headDim
-        self.capacity = capacity
-        storage = .allocate(capacity: max(1, 2 * layers * heads * capacity * headDim))
+    struct Shape {
+        var layers: Int
+        var heads: Int
+        var headDim: Int
+        var capacity: Int
+        /// Keys and values of every layer and head.
+        var floats: Int { 2 * layers * heads * capacity * headDim }
+        var bytes: Int { floats * MemoryLayout<Float>.stride }
+    }
+
+    init(shape: Shape) {
+        layers = shape.layers
+        heads = shape.heads
+        headDim = shape.headDim
+        capacity = shape.capacity
+        storage = .allocate(capacity: max(1, shape.floats))
     }
     deinit { storage.deallocate() }
 
@@ -197,7 +207,7 @@ public final class KVCache {
 
     /// A copy holding the same positions.
     func copy() -> KVCache {
-        let other = KVCache(layers: layers, heads: heads, headDim: headDim, capacity: capacity)
+        let other = KVCache(shape: Shape(layers: layers, heads: heads, headDim: headDim, capacity: capacity))
         for block in 0..<(2 * layers * heads) {
             (other.storage + block * headStride).update(from: storage + block * headStride, count: length * headDim)
         }

@@ -16,6 +16,8 @@ struct APIError: Error {
     var param: String?
     var code: String?
     var retryAfter: Int?
+    /// A 405's `Allow` header: the methods the path takes.
+    var allow: String?
 
     init(status: HTTPResponse.Status, message: String, type: String, param: String? = nil, code: String? = nil, retryAfter: Int? = nil) {
         self.status = status
@@ -137,18 +139,14 @@ struct FieldNames: Sendable {
         FieldNames(prompt: "messages", maxNewTokens: maxTokens, image: "image_url", openAI: true)
     }
 
-    /// A generation setting as the request names it.
+    /// A generation setting as the request names it: the settings table's field, but for the token limit
+    /// as sent and OpenAI's sampling switch.
     func setting(_ setting: GenerationOptions.Setting) -> String {
         switch setting {
         case .maxNewTokens: return maxNewTokens
         // OpenAI turns sampling on with a temperature above 0.
-        case .doSample: return openAI ? "temperature" : "sample"
-        case .numBeams: return "beams"
-        default:
-            // lengthPenalty -> length_penalty, topK -> top_k ...
-            return setting.rawValue.reduce(into: "") { name, c in
-                if c.isUppercase { name += "_" + c.lowercased() } else { name.append(c) }
-            }
+        case .doSample where openAI: return "temperature"
+        default: return GenerationSetting.row(setting)?.field ?? "the model's \(setting == .eosTokenId ? "eos_token_id" : "pad_token_id")"
         }
     }
 }

@@ -7,12 +7,18 @@ import Hummingbird
 // MARK: - Work for the model thread
 
 enum Work: Sendable {
-    case caption(prompt: String?)
-    case ask(question: String)
-    /// `session` nil: a new conversation about the request's image.
-    case chat(question: String, session: String?)
+    case caption(image: Data, prompt: String?)
+    case ask(image: Data, question: String)
+    case chat(question: String, turn: ChatTurn)
     /// OpenAI messages: earlier turns and the last question (nil: a caption).
-    case completion(history: [(question: String, answer: String)], question: String?)
+    case completion(image: Data, history: [(question: String, answer: String)], question: String?)
+
+    enum ChatTurn: Sendable {
+        /// A new conversation about this image.
+        case first(image: Data)
+        /// The next turn of a kept conversation.
+        case next(session: String)
+    }
 }
 
 struct Outcome: Sendable {
@@ -62,10 +68,10 @@ final class IteratorBox<Iterator: AsyncIteratorProtocol>: @unchecked Sendable {
 extension Blip2Server {
     /// Runs on the model thread. An unreadable image or a prompt beyond the context is reported in the
     /// request's own field names.
-    func perform(_ work: Work, image: Data?, options: GenerationOptions, names: FieldNames, ticket: JobTicket,
+    func perform(_ work: Work, options: GenerationOptions, names: FieldNames, ticket: JobTicket,
                  onStart: () -> Void, onText: ((String) -> Void)?) throws -> Outcome {
         do {
-            return try perform(work, image: image, options: options, imageName: names.image, ticket: ticket, onStart: onStart, onText: onText)
+            return try perform(work, options: options, imageName: names.image, ticket: ticket, onStart: onStart, onText: onText)
         } catch let error as ImageError {
             throw APIError(image: error, field: names.image)
         } catch let error as PipelineError {
@@ -74,20 +80,20 @@ extension Blip2Server {
         }
     }
 
-    private func perform(_ work: Work, image: Data?, options: GenerationOptions, imageName: String, ticket: JobTicket,
+    private func perform(_ work: Work, options: GenerationOptions, imageName: String, ticket: JobTicket,
                          onStart: () -> Void, onText: ((String) -> Void)?) throws -> Outcome {
         let stop = { ticket.isCancelled }
         switch work {
-        case .caption(let prompt):
-            let (encoded, cached) = try encode(image!, name: imageName)
+        case .caption(let image, let prompt):
+            let (encoded, cached) = try encode(image, name: imageName)
             return try single(encoded, cached: cached, task: prompt == nil ? .caption : .promptedCaption, prompt: prompt,
                               question: nil, options: options, onStart: onStart, onText: onText, stop: stop)
-        case .ask(let question):
-            let (encoded, cached) = try encode(image!, name: imageName)
+        case .ask(let image, let question):
+            let (encoded, cached) = try encode(image, name: imageName)
             return try single(encoded, cached: cached, task: .question, prompt: Prompts.question(question), question: question,
                               options: options, onStart: onStart, onText: onText, stop: stop)
-        case .completion(let history, let question):
-            let (encoded, cached) = try encode(image!, name: imageName)
+        case .completion(let image, let history, let question):
+            let (encoded, cached) = try encode(image, name: imageName)
             guard let question else {
                 return try single(encoded, cached: cached, task: .caption, prompt: nil, question: nil, options: options,
                                   onStart: onStart, onText: onText, stop: stop)
@@ -98,11 +104,12 @@ extension Blip2Server {
                                      question: question, options: options, onStart: onStart, onText: onText, stop: stop)
             outcome.record.droppedTurns = dropped
             return outcome
-        case .chat(let question, let sessionId):
+        case .chat(let question, let start):
             let session: ChatSession
             var cached: Bool?
             let id: String
-            if let sessionId {
+            switch start {
+            case .next(let sessionId):
                 guard let found = sessions.get(sessionId) else {
                     throw APIError(status: .notFound,
                                    message: "session_id: no conversation \(sessionId) (it ended after \(Int(configuration.sessionTTL)) s idle or made room for newer ones); send the image again to start a new one",
@@ -110,8 +117,8 @@ extension Blip2Server {
                 }
                 session = found
                 id = sessionId
-            } else {
-                let (encoded, hit) = try encode(image!, name: imageName)
+            case .first(let image):
+                let (encoded, hit) = try encode(image, name: imageName)
                 session = ChatSession(pipeline: pipeline, image: encoded)
                 cached = hit
                 id = Self.newSessionId()
@@ -119,7 +126,7 @@ extension Blip2Server {
             _ = try pipeline.chatPrompt(history: session.history, question: question, maxNewTokens: options.maxNewTokens)
             onStart()
             let turn = try session.ask(question, options: options, onText: onText, shouldStop: stop)
-            if sessionId == nil { sessions.put(id, session) }
+            if case .first = start { sessions.put(id, session) }
             metrics.setSessions(sessions.count)
             var record = GenerationRecord(task: .chat, image: nil, prompt: nil, question: question, result: turn.result)
             record.droppedTurns = turn.droppedTurns

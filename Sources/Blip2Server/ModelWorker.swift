@@ -81,6 +81,22 @@ final class ModelWorker: @unchecked Sendable {
 
     var depth: Int { condition.withLock { waiting.count } }
 
+    /// Why a job submitted now would be refused, if it would: checked before a request's body is read, so
+    /// that a full server does not buffer an upload only to refuse it.
+    func checkRoom() throws {
+        if let refusal = condition.withLock({ lockedRefusal() }) { throw refusal }
+    }
+
+    private func lockedRefusal() -> WorkerError? {
+        guard accepting else { return .shuttingDown }
+        // A job may always start when the model is idle, even with `--queue 0`.
+        guard waiting.count < capacity || (!busy && waiting.isEmpty) else {
+            let retry = max(1, Int((Double(waiting.count + 1) * meanJobSeconds).rounded(.up)))
+            return .queueFull(waiting: waiting.count, retryAfter: retry)
+        }
+        return nil
+    }
+
     /// Queues `run` for the model thread. Throws `WorkerError.queueFull` at once when the queue is full and
     /// `WorkerError.shuttingDown` once draining began; otherwise exactly one of `run` (on the model thread)
     /// and `refuse` (the job was cancelled before it started, or the server is shutting down) is called.
@@ -88,12 +104,7 @@ final class ModelWorker: @unchecked Sendable {
                 refuse: @escaping @Sendable (any Error) -> Void) throws {
         condition.lock()
         defer { condition.unlock() }
-        guard accepting else { throw WorkerError.shuttingDown }
-        // A job may always start when the model is idle, even with `--queue 0`.
-        guard waiting.count < capacity || (!busy && waiting.isEmpty) else {
-            let retry = max(1, Int((Double(waiting.count + 1) * meanJobSeconds).rounded(.up)))
-            throw WorkerError.queueFull(waiting: waiting.count, retryAfter: retry)
-        }
+        if let refusal = lockedRefusal() { throw refusal }
         waiting.append(Entry(ticket: ticket, run: { _ in run() }, refuse: refuse, mark: 0))
         onDepthChange?(waiting.count)
         condition.signal()

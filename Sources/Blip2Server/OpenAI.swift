@@ -1,4 +1,5 @@
 import Blip2Core
+import Blip2Generation
 import Foundation
 
 // MARK: - /v1/chat/completions: OpenAI's request mapped onto BLIP-2's prompts
@@ -51,7 +52,11 @@ struct ChatCompletionRequest {
         if let topP, !(0...1).contains(topP) {
             throw APIError.badRequest("top_p = \(topP): it must be from 0 to 1", param: "top_p", code: "invalid_generation_option")
         }
-        seed = try fields.seed("seed")
+        var seeded = GenerationOptions()
+        if object["seed"] != nil {
+            try fields.read(.seed, into: &seeded)
+            seed = seeded.seed
+        }
         if let n = try fields.int("n"), n != 1 { throw APIError.badRequest("n: only 1 is supported", param: "n") }
 
         guard case .array(let messages)? = object["messages"], !messages.isEmpty else {

@@ -58,7 +58,13 @@ struct RequestFields {
 
     static func decodeJSON(_ body: Data) throws -> JSONValue {
         do { return try JSONDecoder().decode(JSONValue.self, from: body) } catch {
-            throw APIError.badRequest("the request body is not valid JSON (\(error.localizedDescription))")
+            if let problem = JSONSyntax.firstProblem(in: [UInt8](body)) {
+                throw APIError.badRequest("the request body is not valid JSON: \(problem.description)")
+            }
+            if String(validating: body, as: UTF8.self) == nil {
+                throw APIError.badRequest("the request body is not valid JSON: it is not UTF-8 text")
+            }
+            throw APIError.badRequest("the request body is not valid JSON")
         }
     }
 
@@ -126,59 +132,63 @@ struct RequestFields {
         }
     }
 
-    /// The generation options as the CLI's flags set them; `task` gives the default for max_new_tokens.
+    /// The generation options as the CLI's flags set them (one settings table for both); `task` gives the
+    /// default for max_new_tokens.
     func generationOptions(for task: Blip2Task, names: FieldNames) throws -> GenerationOptions {
         var o = GenerationOptions()
-        o.maxNewTokens = try int("max_new_tokens") ?? task.defaultMaxNewTokens
-        o.minNewTokens = try int("min_new_tokens") ?? 0
-        o.numBeams = try int("beams") ?? 1
-        o.lengthPenalty = try double("length_penalty") ?? 1.0
-        switch values["early_stopping"] {
-        case nil, .null: break
-        case .bool(let b): o.earlyStopping = b ? .always : .heuristic
-        case .string(let s) where ["true", "false", "never"].contains(s):
-            o.earlyStopping = s == "true" ? .always : s == "never" ? .never : .heuristic
-        default: throw APIError.badRequest("early_stopping: expected true, false or \"never\"", param: "early_stopping")
-        }
-        o.noRepeatNgramSize = try int("no_repeat_ngram_size") ?? 0
-        o.numReturnSequences = try int("num_return_sequences") ?? 1
-        o.doSample = try bool("sample") ?? false
-        o.temperature = try double("temperature") ?? 1.0
-        o.topK = try int("top_k") ?? 50
-        o.topP = try double("top_p") ?? 1.0
-        o.seed = try seed("seed") ?? 0
-        o.repetitionPenalty = try double("repetition_penalty") ?? 1.0
+        o.maxNewTokens = task.defaultMaxNewTokens
+        for row in GenerationSetting.all { try read(row, into: &o) }
         try Self.validate(o, names: names)
         // One request must not hold the model for long or multiply its KV cache (each beam holds a copy).
         if o.numBeams > Self.maxBeams {
-            throw APIError.badRequest("beams: at most \(Self.maxBeams) on this server", param: "beams", code: "invalid_generation_option")
+            throw APIError.badRequest("beams: at most \(Self.maxBeams) on this server (got \(o.numBeams))", param: "beams",
+                                      code: "invalid_generation_option")
         }
         if o.numReturnSequences > Self.maxBeams {
-            throw APIError.badRequest("num_return_sequences: at most \(Self.maxBeams) on this server", param: "num_return_sequences",
-                                      code: "invalid_generation_option")
+            throw APIError.badRequest("num_return_sequences: at most \(Self.maxBeams) on this server (got \(o.numReturnSequences))",
+                                      param: "num_return_sequences", code: "invalid_generation_option")
         }
         return o
     }
 
-    /// Any seed the sampler takes, 0 to 2^64 - 1. JSON numbers arrive as doubles, exact only to 2^53, so a
-    /// larger one is read again from the body as written.
-    func seed(_ name: String) throws -> UInt64? {
-        let refusal = APIError.badRequest("\(name): expected an integer from 0 to \(UInt64.max)", param: name)
-        switch values[name] {
-        case nil, .null:
-            return nil
-        case .string(let s):
-            guard let seed = UInt64(s.trimmingCharacters(in: .whitespaces)) else { throw refusal }
-            return seed
-        case .number(let n):
-            guard n >= 0, n == n.rounded(), n <= 0x1p64 else { throw refusal }
-            if n < 0x1p53 { return UInt64(n) }
-            struct Seed: Decodable { let seed: UInt64 }
-            guard name == "seed", let json, let exact = try? JSONDecoder().decode(Seed.self, from: json) else { throw refusal }
-            return exact.seed
-        default:
-            throw refusal
+    /// Reads a setting's field, if the request has it, into `options`.
+    func read(_ row: GenerationSetting, into options: inout GenerationOptions) throws {
+        guard let input = try settingInput(row) else { return }
+        do { try row.apply(input, to: &options) } catch {
+            throw APIError.badRequest("\(row.field): expected \(error.expected), got \(error.given)", param: row.field,
+                                      code: "invalid_generation_option")
         }
+    }
+
+    /// A setting's value as the table reads it. JSON numbers arrive as doubles, exact only to 2^53, so a
+    /// larger seed is read again from the body as written.
+    private func settingInput(_ row: GenerationSetting) throws -> SettingInput? {
+        switch values[row.field] {
+        case nil, .null: return nil
+        case .string(let s): return .text(s)
+        case .bool(let b): return .boolean(b)
+        case .number(let n):
+            if row.kind == .seed, n >= 0x1p53, n <= 0x1p64, let exact = try? exactSeed() { return .text(String(exact)) }
+            return .number(n)
+        case .array: return .unsupported(kind: "array")
+        case .object: return .unsupported(kind: "object")
+        }
+    }
+
+    private func exactSeed() throws -> UInt64 {
+        struct Seed: Decodable { let seed: UInt64 }
+        guard let json else { throw APIError.badRequest("seed: not exact") }
+        return try JSONDecoder().decode(Seed.self, from: json).seed
+    }
+
+    /// Refuses fields the route does not take, naming them (a misspelt `max_tokens` would otherwise be
+    /// silently ignored and the answer cut at the default).
+    func refuseUnknownFields(allowed: [String], route: String) throws {
+        let unknown = values.keys.filter { !allowed.contains($0) }.sorted()
+        guard let first = unknown.first else { return }
+        let hint = unknown.count == 1 ? closestName(to: first, among: allowed).map { " (did you mean \($0)?)" } ?? "" : ""
+        throw APIError.badRequest("\(unknown.joined(separator: ", ")): \(unknown.count == 1 ? "not a field" : "not fields") of \(route)\(hint); it takes \(allowed.joined(separator: ", "))",
+                                  param: first, code: "unknown_field")
     }
 
     /// The options' own limits, each named as the request spells the setting.

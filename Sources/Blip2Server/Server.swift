@@ -51,8 +51,7 @@ public final class Blip2Server: Sendable {
         let file = try? ModelFile(path: modelPath, options: .init(decompressAtOpen: false))
         precision = (try? file?.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization))?.weights ?? "unknown"
         worker = ModelWorker(capacity: configuration.queue)
-        let text = pipeline.model.config.textConfig
-        let sessionBytes = 2 * text.numHiddenLayers * text.hiddenSize * pipeline.contextLimit * MemoryLayout<Float>.size
+        let sessionBytes = LanguageSession.cacheBytes(pipeline.model, capacity: pipeline.contextLimit)
         sessions = BoundedCache(capacity: max(1, min(configuration.maxSessions, configuration.sessionMemoryBytes / max(1, sessionBytes))),
                                 timeToLive: configuration.sessionTTL)
         images = BoundedCache(capacity: configuration.imageCacheEntries)
@@ -82,9 +81,11 @@ public final class Blip2Server: Sendable {
         var logger = Logger(label: "blip2-serve")
         logger.logLevel = .warning
         let host = configuration.host
+        let continues = ExpectContinueHandler.admits(worker: worker, maxBodyBytes: configuration.maxBodyBytes)
         let app = Application(
             router: makeRouter(),
-            server: .http1(configuration: .init(idleTimeout: .milliseconds(Int64((configuration.idleTimeout * 1000).rounded())))),
+            server: .http1(configuration: .init(additionalChannelHandlers: [ExpectContinueHandler(admits: continues)],
+                                                idleTimeout: .milliseconds(Int64((configuration.idleTimeout * 1000).rounded())))),
             configuration: .init(address: .hostname(host, port: configuration.port), serverName: "blip2"),
             onServerRunning: { channel in
                 let port = channel.localAddress?.port ?? 0
@@ -103,40 +104,51 @@ public final class Blip2Server: Sendable {
 
     // MARK: Routes
 
-    static let routes = ["/", "/index.html", "/health", "/metrics", "/v1/models", "/v1/caption", "/v1/ask", "/v1/chat",
-                         "/v1/chat/completions", "/v1/latest", "/v1/camera/latest", "/v1/camera/latest.jpg", "/v1/camera/frame.jpg",
-                         "/v1/camera/events"]
+    typealias Handler = @Sendable (Request) async throws -> Response
 
-    func makeRouter() -> Router<BasicRequestContext> {
-        let router = Router(context: BasicRequestContext.self)
-        router.middlewares.add(APIMiddleware(server: self))
-        router.get("/") { _, _ in Page.response() }
-        router.get("/index.html") { _, _ in Page.response() }
-        router.get("/health") { _, _ in try self.health() }
-        // The key guards the routes themselves: the router matches `//v1//models` or `/metrics/` to them too.
-        let keyed = router.group().add(middleware: KeyCheck(key: configuration.apiKey))
-        keyed.get("/metrics") { _, _ in
-            self.camera?.updateMetrics()
-            return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
-                     body: .init(byteBuffer: ByteBuffer(string: self.metrics.text())))
-        }
-        keyed.get("/v1/models") { _, _ in try self.models() }
-        keyed.post("/v1/caption") { request, _ in try await self.generation(request, route: .caption) }
-        keyed.post("/v1/ask") { request, _ in try await self.generation(request, route: .ask) }
-        keyed.post("/v1/chat") { request, _ in try await self.generation(request, route: .chat) }
-        keyed.post("/v1/chat/completions") { request, _ in try await self.completion(request) }
+    /// Every route, in one list: the router is built from it, and so are the metrics' route labels and the
+    /// `Allow` header of a 405.
+    func routeTable() -> [(method: HTTPRequest.Method, path: String, handler: Handler)] {
+        var table: [(method: HTTPRequest.Method, path: String, handler: Handler)] = [
+            (.get, "/", { _ in Page.response() }),
+            (.get, "/index.html", { _ in Page.response() }),
+            (.get, "/health", { _ in try self.health() }),
+            (.get, "/metrics", { _ in
+                self.camera?.updateMetrics()
+                return Response(status: .ok, headers: [.contentType: "text/plain; version=0.0.4; charset=utf-8"],
+                                body: .init(byteBuffer: ByteBuffer(string: self.metrics.text())))
+            }),
+            (.get, "/v1/models", { _ in try self.models() }),
+            (.post, "/v1/caption", { request in try await self.generation(request, route: .caption) }),
+            (.post, "/v1/ask", { request in try await self.generation(request, route: .ask) }),
+            (.post, "/v1/chat", { request in try await self.generation(request, route: .chat) }),
+            (.post, "/v1/chat/completions", { request in try await self.completion(request) }),
+            (.get, "/v1/camera/latest", { _ in try self.withCamera().latest() }),
+            (.get, "/v1/camera/latest.jpg", { _ in try self.withCamera().image(captioned: true) }),
+            (.get, "/v1/camera/frame.jpg", { _ in try self.withCamera().image(captioned: false) }),
+            (.get, "/v1/camera/events", { _ in try self.withCamera().events() }),
+        ]
         if let latest {
-            keyed.get("/v1/latest") { _, _ in
+            table.append((.get, "/v1/latest", { _ in
                 guard let record = await latest.latestCaption() else { return Response(status: .noContent) }
                 return try json(record)
-            }
+            }))
         } else if camera != nil {
-            keyed.get("/v1/latest") { _, _ in try self.withCamera().latest() }
+            table.append((.get, "/v1/latest", { _ in try self.withCamera().latest() }))
         }
-        keyed.get("/v1/camera/latest") { _, _ in try self.withCamera().latest() }
-        keyed.get("/v1/camera/latest.jpg") { _, _ in try self.withCamera().image(captioned: true) }
-        keyed.get("/v1/camera/frame.jpg") { _, _ in try self.withCamera().image(captioned: false) }
-        keyed.get("/v1/camera/events") { _, _ in try self.withCamera().events() }
+        return table
+    }
+
+    func makeRouter() -> Router<BasicRequestContext> {
+        let table = routeTable()
+        let router = Router(context: BasicRequestContext.self)
+        var methods: [String: [HTTPRequest.Method]] = [:]
+        for route in table { methods[route.path, default: []].append(route.method) }
+        router.middlewares.add(APIMiddleware(server: self, methods: methods))
+        for route in table {
+            let handler = route.handler
+            router.on(RouterPath(route.path), method: route.method) { request, _ in try await handler(request) }
+        }
         return router
     }
 
@@ -192,54 +204,97 @@ public final class Blip2Server: Sendable {
         case caption, ask, chat
     }
 
+    /// The fields each native route takes; anything else is refused by name.
+    static func fields(of route: Route) -> [String] {
+        let own: [String]
+        switch route {
+        case .caption: own = ["image", "prompt"]
+        case .ask: own = ["image", "question"]
+        case .chat: own = ["image", "question", "session_id"]
+        }
+        return own + ["stream"] + GenerationSetting.all.map(\.field)
+    }
+
     func generation(_ request: Request, route: Route) async throws -> Response {
-        let ticket = JobTicket()
-        // A client that goes away while its request waits or runs cancels it (between tokens).
-        return try await request.body.consumeWithInboundCloseHandler({ body in
-            let fields = try RequestFields(body: try await collect(body, headers: request.headers),
-                                           contentType: request.headers[.contentType])
-            let stream = try fields.bool("stream") ?? false
+        let contentType = request.headers[.contentType]
+        return try await serve(request) { body in
+            let fields = try RequestFields(body: body, contentType: contentType)
+            try fields.refuseUnknownFields(allowed: Self.fields(of: route), route: "/v1/\(route.rawValue)")
+            func required(_ name: String) throws -> String {
+                guard let value = try fields.string(name), !value.isEmpty else { throw APIError.badRequest("\(name): required", param: name) }
+                return value
+            }
+            func image() throws -> Data {
+                guard let image = fields.image else {
+                    throw APIError.badRequest("image: required (a multipart file part named image, or base64 / a data: URL in JSON)", param: "image")
+                }
+                return image
+            }
             let work: Work
             let task: Blip2Task
             switch route {
             case .caption:
                 let prompt = try fields.string("prompt")
-                work = .caption(prompt: prompt)
+                work = .caption(image: try image(), prompt: prompt)
                 task = prompt == nil ? .caption : .promptedCaption
             case .ask:
-                guard let question = try fields.string("question"), !question.isEmpty else {
-                    throw APIError.badRequest("question: required", param: "question")
-                }
-                work = .ask(question: question)
+                let question = try required("question")
+                work = .ask(image: try image(), question: question)
                 task = .question
             case .chat:
-                guard let question = try fields.string("question"), !question.isEmpty else {
-                    throw APIError.badRequest("question: required", param: "question")
+                let question = try required("question")
+                if let session = try fields.string("session_id") {
+                    if fields.image != nil {
+                        throw APIError.badRequest("session_id: give either image (a new conversation) or session_id (the next turn), not both",
+                                                  param: "session_id")
+                    }
+                    work = .chat(question: question, turn: .next(session: session))
+                } else {
+                    work = .chat(question: question, turn: .first(image: try image()))
                 }
-                let session = try fields.string("session_id")
-                if session != nil && fields.image != nil {
-                    throw APIError.badRequest("give either image (a new conversation) or session_id (the next turn), not both", param: "session_id")
-                }
-                work = .chat(question: question, session: session)
                 task = .chat
             }
-            let needsImage: Bool
-            if case .chat(_, let session) = work { needsImage = session == nil } else { needsImage = true }
-            if needsImage && fields.image == nil {
-                throw APIError.badRequest("image: required (a multipart file part named image, or base64 / a data: URL in JSON)", param: "image")
-            }
             let names = FieldNames.native(prompt: route == .caption ? "prompt" : "question")
-            let options = try fields.generationOptions(for: task, names: names)
-            let image = fields.image
+            let model = self.modelName
+            return Prepared(work: work, options: try fields.generationOptions(for: task, names: names), names: names,
+                            stream: try fields.bool("stream") ?? false,
+                            frames: { event in self.nativeFrames(event) },
+                            answer: { outcome in try json(GenerationResponse(outcome: outcome, model: model)) })
+        }
+    }
+
+    /// What a generation route made of its request: the work, its options, the names its errors use, and
+    /// how its answer is written, whole or as a stream.
+    struct Prepared: Sendable {
+        var work: Work
+        var options: GenerationOptions
+        var names: FieldNames
+        var stream: Bool
+        /// Stream events sent before the first token (OpenAI's role chunk).
+        var opening: [String] = []
+        var frames: @Sendable (StreamEvent) -> [String]
+        var answer: @Sendable (Outcome) throws -> Response
+    }
+
+    /// What every generation route does with a request: read its body, prepare the work, queue it and
+    /// answer whole or streamed. A client that goes away while its request waits or runs cancels it
+    /// (between tokens).
+    func serve(_ request: Request, prepare: @escaping @Sendable (Data) throws -> Prepared) async throws -> Response {
+        let ticket = JobTicket()
+        // A full queue refuses before the body is read: a 20 MB upload is not buffered to be refused.
+        try worker.checkRoom()
+        return try await request.body.consumeWithInboundCloseHandler({ body in
+            let prepared = try prepare(try await self.collect(body, headers: request.headers))
             let job: Job = { onStart, onText, ticket in
-                try self.perform(work, image: image, options: options, names: names, ticket: ticket, onStart: onStart, onText: onText)
+                try self.perform(prepared.work, options: prepared.options, names: prepared.names, ticket: ticket,
+                                 onStart: onStart, onText: onText)
             }
-            if stream {
-                return try await self.stream(ticket: ticket, job: job) { event in self.nativeFrames(event) }
+            if prepared.stream {
+                return try await self.stream(ticket: ticket, job: job, opening: prepared.opening, frames: prepared.frames)
             }
             let enqueued = ContinuousClock.now
             let outcome = try await self.worker.run(ticket) { try self.timed(job, ticket: ticket, enqueued: enqueued, onStart: {}, onText: nil) }
-            return try json(GenerationResponse(outcome: outcome, model: self.modelName))
+            return try prepared.answer(outcome)
         }, onInboundClosed: { [worker] in if !ticket.isStreaming { worker.cancel(ticket) } })
     }
 
@@ -267,11 +322,10 @@ public final class Blip2Server: Sendable {
     // MARK: /v1/chat/completions
 
     func completion(_ request: Request) async throws -> Response {
-        let ticket = JobTicket()
-        return try await request.body.consumeWithInboundCloseHandler({ body in
-            let parsed = try ChatCompletionRequest(body: try await collect(body, headers: request.headers))
-            if let model = parsed.model, !model.isEmpty, model != modelName {
-                throw APIError(status: .notFound, message: "model \(model) is not served here; GET /v1/models lists \(modelName)",
+        try await serve(request) { body in
+            let parsed = try ChatCompletionRequest(body: body)
+            if let model = parsed.model, !model.isEmpty, model != self.modelName {
+                throw APIError(status: .notFound, message: "model: \(model) is not served here; GET /v1/models lists \(self.modelName)",
                                type: "invalid_request_error", param: "model", code: "model_not_found")
             }
             let task: Blip2Task = parsed.question == nil ? .caption : parsed.history.isEmpty ? .question : .chat
@@ -286,26 +340,20 @@ public final class Blip2Server: Sendable {
             }
             let names = FieldNames.openAI(maxTokens: parsed.maxTokensField)
             try RequestFields.validate(options, names: names)
-            let settled = options
-            let work: Work = .completion(history: parsed.history, question: parsed.question)
-            let image = parsed.image
-            let job: Job = { onStart, onText, ticket in
-                try self.perform(work, image: image, options: settled, names: names, ticket: ticket, onStart: onStart, onText: onText)
-            }
             let id = "chatcmpl-" + UUID().uuidString.replacingOccurrences(of: "-", with: "").lowercased()
             let created = Int(Date().timeIntervalSince1970)
-            if parsed.stream {
-                let opening = chunk(id: id, created: created, delta: .init(role: "assistant", content: ""), finish: nil)
-                return try await self.stream(ticket: ticket, job: job, opening: [opening]) { event in
-                    self.completionFrames(event, id: id, created: created, includeUsage: parsed.includeUsage)
-                }
-            }
-            let enqueued = ContinuousClock.now
-            let outcome = try await self.worker.run(ticket) { try self.timed(job, ticket: ticket, enqueued: enqueued, onStart: {}, onText: nil) }
-            return try json(ChatCompletion(id: id, created: created, model: modelName, choices: [
-                .init(message: .init(content: outcome.result.text), finishReason: outcome.finishReason),
-            ], usage: outcome.usage))
-        }, onInboundClosed: { [worker] in if !ticket.isStreaming { worker.cancel(ticket) } })
+            let model = self.modelName
+            return Prepared(
+                work: .completion(image: parsed.image, history: parsed.history, question: parsed.question), options: options, names: names,
+                stream: parsed.stream,
+                opening: [self.chunk(id: id, created: created, delta: .init(role: "assistant", content: ""), finish: nil)],
+                frames: { event in self.completionFrames(event, id: id, created: created, includeUsage: parsed.includeUsage) },
+                answer: { outcome in
+                    try json(ChatCompletion(id: id, created: created, model: model, choices: [
+                        .init(message: .init(content: outcome.result.text), finishReason: outcome.finishReason),
+                    ], usage: outcome.usage))
+                })
+        }
     }
 
     private func chunk(id: String, created: Int, delta: ChatCompletionChunk.Choice.Delta, finish: String?) -> String {
@@ -350,11 +398,13 @@ struct QueueDrain: Service {
 /// request for a path under /v1 without the key with 401 rather than 404, whether or not a route is there.
 struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
     let server: Blip2Server
+    /// The methods of every route by path (from the route table).
+    let methods: [String: [HTTPRequest.Method]]
 
     func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
         let started = ContinuousClock.now
         let path = Self.routerPath(request.uri.path)
-        let route = Blip2Server.routes.contains(path) ? path : "other"
+        let route = methods[path] != nil ? path : "other"
         var response: Response
         if let key = server.configuration.apiKey, path.hasPrefix("/v1/") || path == "/metrics", !Self.authorized(request, key: key) {
             response = server.errorResponse(.keyRequired)
@@ -362,7 +412,7 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
             do {
                 response = try await next(request, context)
             } catch {
-                response = server.errorResponse(server.apiError(error, request: request))
+                response = server.errorResponse(server.apiError(error, request: request, allowed: methods[path] ?? []))
             }
         }
         // Generation routes watch their connection for the client leaving, and the framework closes a
@@ -402,24 +452,21 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-/// `--api-key` on the routes that need it (nil: open).
-struct KeyCheck<Context: RequestContext>: RouterMiddleware {
-    let key: String?
-
-    func handle(_ request: Request, context: Context, next: (Request, Context) async throws -> Response) async throws -> Response {
-        if let key, !APIMiddleware<Context>.authorized(request, key: key) { throw APIError.keyRequired }
-        return try await next(request, context)
-    }
-}
-
 extension Blip2Server {
-    func apiError(_ error: any Error, request: Request) -> APIError {
+    /// `allowed`: the methods the path takes, for a 405's `Allow`.
+    func apiError(_ error: any Error, request: Request, allowed: [HTTPRequest.Method]) -> APIError {
         if let error = error as? any HTTPResponseError {
             switch error.status {
+            // The router answers 404 for a known path asked with another method.
+            case .notFound where !allowed.isEmpty, .methodNotAllowed:
+                let names = allowed.map(\.rawValue)
+                var refusal = APIError(status: .methodNotAllowed,
+                                       message: "\(request.method) is not allowed on \(request.uri.path); it takes \(names.joined(separator: ", "))",
+                                       type: "invalid_request_error", code: "method_not_allowed")
+                refusal.allow = names.joined(separator: ", ")
+                return refusal
             case .notFound:
                 return APIError(status: .notFound, message: "no such route: \(request.method) \(request.uri.path)", type: "invalid_request_error", code: "not_found")
-            case .methodNotAllowed:
-                return APIError(status: .methodNotAllowed, message: "\(request.method) is not allowed on \(request.uri.path)", type: "invalid_request_error")
             case .contentTooLarge:
                 return APIError(status: .contentTooLarge, message: "the request body is over the \(configuration.maxBodyBytes >> 20) MB limit (--max-body-mb)",
                                 type: "invalid_request_error", code: "body_too_large")
@@ -433,7 +480,10 @@ extension Blip2Server {
     func errorResponse(_ error: APIError) -> Response {
         var headers: HTTPFields = [.contentType: "application/json"]
         if let retry = error.retryAfter { headers[.retryAfter] = String(retry) }
-        let body = (try? JSONEncoder().encode(error.body)) ?? Data(#"{"error":{"message":"error"}}"#.utf8)
+        if let allow = error.allow { headers[.allow] = allow }
+        let encoder = JSONEncoder()
+        encoder.outputFormatting = [.withoutEscapingSlashes]
+        let body = (try? encoder.encode(error.body)) ?? Data(#"{"error":{"message":"error"}}"#.utf8)
         return Response(status: error.status, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: body)))
     }
 }

@@ -36,7 +36,7 @@ struct AskCommand: ParsableCommand {
 
     func run() throws {
         let pipeline = try modelOptions.load(threads: generation.threads)
-        try checkTokenLimit(pipeline, prompt: Prompts.question(question), options: generation.options(for: .question), given: generation)
+        try checkTokenLimit(pipeline, prompt: Prompts.question(question), options: try generation.options(for: .question), given: generation)
         do {
             try runImageTask(pipeline: pipeline, task: .question, image: ImageArgument(argument: image), prompt: Prompts.question(question),
                              question: question, generation: generation, json: json, label: false, dumpLogits: dumpLogits)

@@ -47,7 +47,7 @@ struct CaptionCommand: ParsableCommand {
     func run() throws {
         let pipeline = try modelOptions.load(threads: generation.threads)
         let task: Blip2Task = prompt == nil ? .caption : .promptedCaption
-        try checkTokenLimit(pipeline, prompt: prompt, options: generation.options(for: task), given: generation)
+        try checkTokenLimit(pipeline, prompt: prompt, options: try generation.options(for: task), given: generation)
         var failed = false
         for image in images {
             do {

@@ -46,8 +46,8 @@ struct ChatCommand: ParsableCommand {
     func run() throws {
         let pipeline = try modelOptions.load(threads: generation.threads)
         // The shortest turn (an empty question, no history) must leave room for the answer.
-        try checkTokenLimit(pipeline, prompt: Prompts.chat(history: [], question: ""), options: generation.options(for: .chat), given: generation)
-        var conversation = try Conversation(pipeline: pipeline, model: modelOptions.model, image: image, options: generation.options(for: .chat), json: json)
+        try checkTokenLimit(pipeline, prompt: Prompts.chat(history: [], question: ""), options: try generation.options(for: .chat), given: generation)
+        var conversation = try Conversation(pipeline: pipeline, model: modelOptions.model, image: image, options: try generation.options(for: .chat), json: json)
         if isatty(STDIN_FILENO) == 1 {
             runInteractive(&conversation)
         } else {

@@ -6,99 +6,96 @@ import Foundation
 
 /// Decoding options shared by caption, ask and chat (and any command that generates text).
 ///
-/// Values out of range are usage errors that name the flag. Options that would change nothing are
-/// warned about on standard error, as transformers warns: the sampling options without `--sample` (they
-/// never imply it; decoding stays greedy), the beam options without `--beams` above 1.
+/// Flags, help and how values are read come from the generation library's settings table, which the
+/// server reads too. Values out of range are usage errors that name the flag. Options that would change
+/// nothing are warned about on standard error, as transformers warns: the sampling options without
+/// `--sample` (they never imply it; decoding stays greedy), the beam options without `--beams` above 1.
 struct GenerationOptionsGroup: ParsableArguments {
-    @Option(name: [.customShort("n"), .customLong("max-new-tokens")], parsing: .unconditional,
-            help: "Tokens to generate at most (default: 20 for captions, 10 for answers).")
-    var maxNewTokens: Int?
+    @Option(name: GenerationSetting.maxNewTokens.names, parsing: .unconditional,
+            help: GenerationSetting.maxNewTokens.argumentHelp(default: "\(Blip2Task.caption.defaultMaxNewTokens) for captions, \(Blip2Task.question.defaultMaxNewTokens) for answers"))
+    var maxNewTokens: String?
 
-    @Option(name: .customLong("min-new-tokens"), parsing: .unconditional, help: "Tokens to generate before EOS is allowed.")
-    var minNewTokens: Int = 0
+    @Option(name: GenerationSetting.minNewTokens.names, parsing: .unconditional, help: GenerationSetting.minNewTokens.argumentHelp())
+    var minNewTokens: String?
 
-    @Option(name: .long, parsing: .unconditional, help: "Beam search with this many beams (1: greedy search or sampling).")
-    var beams: Int = 1
+    @Option(name: GenerationSetting.numBeams.names, parsing: .unconditional, help: GenerationSetting.numBeams.argumentHelp())
+    var beams: String?
 
-    @Option(name: .customLong("length-penalty"), parsing: .unconditional, help: "Beam search: score = log-probability / length^penalty (default: 1.0).")
-    var lengthPenalty: Double?
+    @Option(name: GenerationSetting.lengthPenalty.names, parsing: .unconditional, help: GenerationSetting.lengthPenalty.argumentHelp())
+    var lengthPenalty: String?
 
-    @Option(name: .customLong("early-stopping"), help: "Beam search stop rule, as in transformers (default: false).")
-    var earlyStopping: EarlyStoppingArgument?
+    @Option(name: GenerationSetting.earlyStopping.names, help: GenerationSetting.earlyStopping.argumentHelp())
+    var earlyStopping: String?
 
-    @Option(name: .customLong("no-repeat-ngram-size"), parsing: .unconditional, help: "Never repeat an n-gram of this size (0: off).")
-    var noRepeatNgramSize: Int = 0
+    @Option(name: GenerationSetting.noRepeatNgramSize.names, parsing: .unconditional, help: GenerationSetting.noRepeatNgramSize.argumentHelp())
+    var noRepeatNgramSize: String?
 
-    @Option(name: .customLong("num-return-sequences"), parsing: .unconditional, help: "Sequences to return (at most --beams; several need --beams or --sample).")
-    var numReturnSequences: Int = 1
+    @Option(name: GenerationSetting.numReturnSequences.names, parsing: .unconditional, help: GenerationSetting.numReturnSequences.argumentHelp())
+    var numReturnSequences: String?
 
-    @Flag(name: .long, help: "Sample instead of taking the most likely token.")
+    @Flag(name: GenerationSetting.doSample.names, help: GenerationSetting.doSample.argumentHelp())
     var sample = false
 
-    @Option(name: .long, parsing: .unconditional, help: "Sampling temperature, above 0 (default: 1.0; needs --sample).")
-    var temperature: Double?
+    @Option(name: GenerationSetting.temperature.names, parsing: .unconditional, help: GenerationSetting.temperature.argumentHelp())
+    var temperature: String?
 
-    @Option(name: .customLong("top-k"), parsing: .unconditional, help: "Sample from the k most likely tokens; 0: all (default: 50; needs --sample).")
-    var topK: Int?
+    @Option(name: GenerationSetting.topK.names, parsing: .unconditional, help: GenerationSetting.topK.argumentHelp())
+    var topK: String?
 
-    @Option(name: .customLong("top-p"), parsing: .unconditional, help: "Sample from the smallest set of tokens with this much probability, in (0, 1] (default: 1.0; needs --sample).")
-    var topP: Double?
+    @Option(name: GenerationSetting.topP.names, parsing: .unconditional, help: GenerationSetting.topP.argumentHelp())
+    var topP: String?
 
-    @Option(name: .long, parsing: .unconditional, help: "Random seed for sampling: same seed, same output (default: 0; needs --sample).")
-    var seed: UInt64?
+    @Option(name: GenerationSetting.seed.names, parsing: .unconditional, help: GenerationSetting.seed.argumentHelp())
+    var seed: String?
 
-    @Option(name: .customLong("repetition-penalty"), parsing: .unconditional, help: "Penalise tokens already in the context (1: off).")
-    var repetitionPenalty: Double = 1.0
+    @Option(name: GenerationSetting.repetitionPenalty.names, parsing: .unconditional, help: GenerationSetting.repetitionPenalty.argumentHelp())
+    var repetitionPenalty: String?
 
     @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads (default: one per core).")
     var threads: Int?
 
+    /// Each setting given on the command line, with its row.
+    var given: [(GenerationSetting, SettingInput)] {
+        let typed: [(GenerationSetting, String?)] = [
+            (.maxNewTokens, maxNewTokens), (.minNewTokens, minNewTokens), (.numBeams, beams), (.lengthPenalty, lengthPenalty),
+            (.earlyStopping, earlyStopping), (.noRepeatNgramSize, noRepeatNgramSize), (.numReturnSequences, numReturnSequences),
+            (.temperature, temperature), (.topK, topK), (.topP, topP), (.seed, seed), (.repetitionPenalty, repetitionPenalty),
+        ]
+        return typed.compactMap { row, text in text.map { (row, .text($0)) } } + (sample ? [(.doSample, .boolean(true))] : [])
+    }
+
     /// The flag behind each generation setting, for messages.
     static func flag(_ setting: GenerationOptions.Setting) -> String {
-        switch setting {
-        case .maxNewTokens: return "--max-new-tokens"
-        case .minNewTokens: return "--min-new-tokens"
-        case .numBeams: return "--beams"
-        case .lengthPenalty: return "--length-penalty"
-        case .earlyStopping: return "--early-stopping"
-        case .noRepeatNgramSize: return "--no-repeat-ngram-size"
-        case .numReturnSequences: return "--num-return-sequences"
-        case .doSample: return "--sample"
-        case .temperature: return "--temperature"
-        case .topK: return "--top-k"
-        case .topP: return "--top-p"
-        case .seed: return "--seed"
-        case .repetitionPenalty: return "--repetition-penalty"
-        case .eosTokenId: return "the model's eos_token_id"
-        case .padTokenId: return "the model's pad_token_id"
-        }
+        GenerationSetting.row(setting)?.flag ?? "the model's \(setting == .eosTokenId ? "eos_token_id" : "pad_token_id")"
     }
 
     func validate() throws {
         if let threads, threads < 1 { throw invalidValue("--threads", threads, mustBe: "at least 1") }
-        var checked = options(for: .caption)
+        var checked = try options(for: .caption)
         // A limit above the library's bound is left to checkTokenLimit, which says how many tokens fit.
         checked.maxNewTokens = min(checked.maxNewTokens, GenerationOptions.maxNewTokensLimit)
         try Self.check(checked)
         // Out-of-range sampling values are refused even without --sample: they are mistakes either way.
         // Temperature 0 is not, without --sample: it is how other tools ask for greedy decoding.
         if !sample {
-            var probe = GenerationOptions()
+            var probe = checked
             probe.doSample = true
-            if let temperature, temperature != 0 { probe.temperature = temperature }
-            if let topK { probe.topK = topK }
-            if let topP { probe.topP = topP }
+            if isGreedyTemperature { probe.temperature = 1 }
             try Self.check(probe)
         }
         for warning in warnings { printError("warning: \(warning)") }
     }
 
 
+    /// `--temperature 0` without `--sample`: how other tools ask for greedy decoding, which is what happens.
+    private var isGreedyTemperature: Bool {
+        !sample && temperature.flatMap { Double($0.trimmingCharacters(in: .whitespaces)) } == 0
+    }
+
     /// Refuses options a command cannot honour because it prints one answer per input (chat).
     func requireOneSequence(_ reason: String) throws {
-        guard numReturnSequences == 1 else {
-            throw invalidValue("--num-return-sequences", numReturnSequences, mustBe: "1 here: \(reason)")
-        }
+        let count = try options(for: .chat).numReturnSequences
+        guard count == 1 else { throw invalidValue("--num-return-sequences", count, mustBe: "1 here: \(reason)") }
     }
 
     /// Options given that change nothing with the others given.
@@ -106,14 +103,14 @@ struct GenerationOptionsGroup: ParsableArguments {
         var warnings: [String] = []
         if !sample {
             // --temperature 0 asks for greedy decoding, which is what happens.
-            let given = [("--temperature", temperature.map { $0 != 0 } ?? false), ("--top-k", topK != nil), ("--top-p", topP != nil),
+            let given = [("--temperature", temperature != nil && !isGreedyTemperature), ("--top-k", topK != nil), ("--top-p", topP != nil),
                          ("--seed", seed != nil)]
                 .filter(\.1).map(\.0)
             if !given.isEmpty {
                 warnings.append("\(given.joined(separator: ", ")) \(given.count == 1 ? "has" : "have") no effect without --sample (decoding is greedy)")
             }
         }
-        if beams == 1 {
+        if (try? options(for: .caption).numBeams) == 1 {
             let given = [("--length-penalty", lengthPenalty != nil), ("--early-stopping", earlyStopping != nil)].filter(\.1).map(\.0)
             if !given.isEmpty {
                 warnings.append("\(given.joined(separator: ", ")) \(given.count == 1 ? "has" : "have") no effect without --beams above 1")
@@ -128,34 +125,40 @@ struct GenerationOptionsGroup: ParsableArguments {
         }
     }
 
-    func options(for task: Blip2Task) -> GenerationOptions {
+    /// The options given, over the library's defaults and the task's token limit.
+    func options(for task: Blip2Task) throws -> GenerationOptions {
         var o = GenerationOptions()
-        o.maxNewTokens = maxNewTokens ?? task.defaultMaxNewTokens
-        o.minNewTokens = minNewTokens
-        o.numBeams = beams
-        o.lengthPenalty = lengthPenalty ?? o.lengthPenalty
-        o.earlyStopping = earlyStopping?.value ?? o.earlyStopping
-        o.noRepeatNgramSize = noRepeatNgramSize
-        o.numReturnSequences = numReturnSequences
-        o.doSample = sample
-        o.temperature = temperature ?? o.temperature
-        o.topK = topK ?? o.topK
-        o.topP = topP ?? o.topP
-        o.seed = seed ?? o.seed
-        o.repetitionPenalty = repetitionPenalty
+        o.maxNewTokens = task.defaultMaxNewTokens
+        for (row, input) in given {
+            do { try row.apply(input, to: &o) } catch {
+                throw invalidValue(row.flag, input.typed, mustBe: error.expected)
+            }
+        }
         return o
     }
 }
 
-/// transformers' `early_stopping` values as typed on the command line.
-enum EarlyStoppingArgument: String, ExpressibleByArgument, CaseIterable {
-    case `true`, `false`, never
+extension GenerationSetting {
+    /// The row's flags for the argument parser.
+    var names: NameSpecification {
+        var names: NameSpecification = [.customLong(String(flag.dropFirst(2)))]
+        if let shortFlag { names = [.customShort(shortFlag), .customLong(String(flag.dropFirst(2)))] }
+        return names
+    }
 
-    var value: EarlyStopping {
+    func argumentHelp(default given: String? = nil) -> ArgumentHelp {
+        ArgumentHelp(help(default: given))
+    }
+}
+
+extension SettingInput {
+    /// The value as typed, for messages.
+    var typed: String {
         switch self {
-        case .true: return .always
-        case .false: return .heuristic
-        case .never: return .never
+        case .text(let s): return s
+        case .number(let n): return String(n)
+        case .boolean(let b): return String(b)
+        case .unsupported(let kind): return kind
         }
     }
 }

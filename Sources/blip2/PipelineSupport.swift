@@ -172,7 +172,7 @@ func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, image: ImageArgument
     defer { stages.clear() }
     stages.show("encoding the image")
     let encoded = try image.encode(with: pipeline)
-    let options = generation.options(for: task)
+    let options = try generation.options(for: task)
     let streaming = !json && options.streamsTokens
     let prefix = label ? "\(image.argument): " : ""
     // The label waits for the first text, so the stage line (on the same terminal) never overwrites it.

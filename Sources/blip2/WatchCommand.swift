@@ -79,8 +79,8 @@ struct WatchCommand: ParsableCommand {
         options.questions = questions
         options.minChange = minChange
         options.maxFrames = maxFrames
-        options.captionOptions = generation.options(for: .caption)
-        options.answerOptions = generation.options(for: .question)
+        options.captionOptions = try generation.options(for: .caption)
+        options.answerOptions = try generation.options(for: .question)
         options.saveFrames = saveFrames
         try checkTokenLimit(pipeline, prompt: nil, options: options.captionOptions, given: generation)
         for question in questions {

@@ -144,4 +144,4 @@ def test_seeds_outside_the_range_are_refused(server, seed):
                        ("/v1/ask", {"image": IMAGE, "question": QUESTION, "sample": True, "seed": seed})):
         error = refused(server, path, body)
         assert error["param"] == "seed"
-        assert error["message"] == f"seed: expected an integer from 0 to {2**64 - 1}"
+        assert error["message"] == f"seed: expected an integer from 0 to {2**64 - 1}, got {json.dumps(seed)}"
