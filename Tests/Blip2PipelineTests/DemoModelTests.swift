@@ -1,5 +1,6 @@
 import Blip2Compute
 import Blip2Generation
+import Blip2ModelFile
 import Foundation
 import Testing
 @testable import Blip2Pipeline
@@ -38,6 +39,17 @@ struct DemoExamples: Decodable {
         let pipeline = try Blip2Pipeline(modelPath: Self.models.appendingPathComponent("demo-q8.blip2").path)
         let examples = try JSONDecoder().decode(DemoExamples.self, from: Data(contentsOf: Self.models.appendingPathComponent("examples/examples.json")))
         return (pipeline, examples)
+    }
+
+    /// The bundled file is what `blip2-quantize --weights q8` writes today (Tools/dequantize_model.py
+    /// brought it over from the first converter, value for value): every linear weight whose rows come in
+    /// eights is a q8 panel, so the demo runs the products users get.
+    @Test func isWhatTheConverterWritesToday() throws {
+        let file = try ModelFile(path: Self.models.appendingPathComponent("demo-q8.blip2").path)
+        #expect(file.formatVersion >= 2)
+        let linear = file.tensors.filter { $0.name.hasSuffix(".weight") && !$0.name.contains("embed") && $0.shape.count == 2 && $0.shape[0] % 8 == 0 }
+        #expect(linear.count > 50)
+        for tensor in linear { #expect(tensor.type == .q8p, "\(tensor.name) is \(tensor.type.name)") }
     }
 
     @Test func captionsEveryExampleCorrectly() throws {
