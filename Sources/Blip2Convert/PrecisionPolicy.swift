@@ -69,14 +69,14 @@ public struct PrecisionOverride: Sendable, Equatable, CustomStringConvertible {
     /// Parses `GLOB=TYPE`, e.g. `*.fc2.weight=q8`.
     public init(parsing text: String) throws {
         guard let equals = text.lastIndex(of: "=") else {
-            throw ConversionError("--override '\(text)': expected GLOB=TYPE, e.g. 'language_model.*.fc2.weight=q8'")
+            throw ConversionError("--override \(text): it must be GLOB=TYPE, e.g. 'language_model.*.fc2.weight=q8'")
         }
         pattern = String(text[..<equals])
         let typeName = String(text[text.index(after: equals)...])
         guard !pattern.isEmpty else { throw ConversionError("--override '\(text)': empty pattern") }
         guard let type = ElementType(name: typeName), type.isWritable else {
             let names = ElementType.allCases.filter(\.isWritable).map(\.name).joined(separator: ", ")
-            throw ConversionError("--override '\(text)': unknown type '\(typeName)' (use \(names))")
+            throw ConversionError("--override \(text): it must end in a type: \(names)")
         }
         self.type = type
     }

@@ -65,12 +65,12 @@ struct Blip2Quantize: ParsableCommand {
     var json = false
 
     func validate() throws {
-        guard WeightPrecision(rawValue: weights) != nil else { throw ValidationError("--weights must be \(WeightPrecision.names) (got '\(weights)')") }
-        guard TensorCompression(name: compress) != nil else { throw ValidationError("--compress must be none or zstd (got '\(compress)')") }
-        guard (1...22).contains(zstdLevel) else { throw ValidationError("--zstd-level must be between 1 and 22 (got \(zstdLevel))") }
-        if let threads, threads < 1 { throw ValidationError("--threads must be at least 1 (got \(threads))") }
+        guard WeightPrecision(rawValue: weights) != nil else { throw invalidValue("--weights", weights, mustBe: WeightPrecision.names) }
+        guard TensorCompression(name: compress) != nil else { throw invalidValue("--compress", compress, mustBe: "none or zstd") }
+        guard (1...22).contains(zstdLevel) else { throw invalidValue("--zstd-level", zstdLevel, mustBe: "from 1 to 22") }
+        if let threads, threads < 1 { throw invalidValue("--threads", threads, mustBe: "at least 1") }
         for text in overrides {
-            do { _ = try PrecisionOverride(parsing: text) } catch { throw ValidationError("--override: \(error)") }
+            do { _ = try PrecisionOverride(parsing: text) } catch { throw ValidationError("\(error)") }
         }
         if zstdLevel != 3, compress != "zstd" { printError("warning: --zstd-level has no effect without --compress zstd") }
         if tensors, json { printError("warning: --tensors has no effect with --json (the report lists every tensor)") }

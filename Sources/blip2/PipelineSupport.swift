@@ -97,15 +97,6 @@ struct ImageArgument {
 
 // MARK: - Errors in the command line's terms
 
-/// The one form of a refused value: the flag, the value as given, and what it must be
-/// (`error: --min-change 2: it must be between 0 and 1`).
-func invalidValue(_ flag: String, _ value: CustomStringConvertible, mustBe requirement: String) -> ValidationError {
-    var text = value.description
-    // 2, not 2.0: the value as it was most likely typed.
-    if let number = value as? Double, number.isFinite, number == number.rounded(), abs(number) < 1e15 { text = String(Int(number)) }
-    return ValidationError("\(flag) \(text): it must be \(requirement)")
-}
-
 /// Prints `error` on standard error, in flag names where the library speaks of its own settings, and
 /// returns the exit code to throw.
 func failure(_ error: Error) -> ExitCode {

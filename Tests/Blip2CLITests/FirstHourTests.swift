@@ -54,6 +54,20 @@ import Glibc
             #expect(result.stderr.hasPrefix("error: \(message)\n"), "\(args): \(result.stderr)")
             #expect(result.stdout.isEmpty)
         }
+        // The converter's own values, in the same form (checked before the checkpoint is read).
+        let converter: [([String], String)] = [
+            (["--zstd-level", "99"], "--zstd-level 99: it must be from 1 to 22"),
+            (["--threads", "0"], "--threads 0: it must be at least 1"),
+            (["--weights", "q5"], "--weights q5: it must be f32, f16, q8, q4, mixed, q4k, q3k, q6k or q4k-m"),
+            (["--compress", "gzip"], "--compress gzip: it must be none or zstd"),
+            (["--override", "foo"], "--override foo: it must be GLOB=TYPE, e.g. 'language_model.*.fc2.weight=q8'"),
+            (["--override", "a=zz"], "--override a=zz: it must end in a type: f32, f16, q8, q4, q8p, q4p, q4k, q3k, q6k"),
+        ]
+        for (args, message) in converter {
+            let result = try quantize.run(["checkpoint", "-o", "out.blip2"] + args)
+            #expect(result.status == 64, "\(args): \(result.stderr)")
+            #expect(result.stderr.hasPrefix("error: \(message)\n"), "\(args): \(result.stderr)")
+        }
         for result in [try blip2.run(["caption", model]), try blip2.run(["caption", model, image, "--bogus"]),
                        try quantize.run(["checkpoint", "-o", "out.blip2", "--zstd-level", "0"])] {
             #expect(result.status == 64)
