@@ -49,8 +49,8 @@ let package = Package(
         .target(name: "Blip2Compute", dependencies: ["Blip2Core", "CKernels"]),
         .target(name: "Blip2Config"),
         // The format, its reader and writer, and what `inspect` reports about a file.
-        .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Config", "Blip2Tokenizer"]),
-        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2Image"]),
+        .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Config"]),
+        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2Image", "CKernels"]),
         .target(name: "Blip2Tokenizer", dependencies: ["Blip2Core"]),
         .target(name: "Blip2Image", dependencies: ["Blip2Core", "CJPEG", "CPNG"]),
         // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
@@ -58,7 +58,8 @@ let package = Package(
         // Decoding strategies over any language model state: greedy, beam search, sampling.
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
-        .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config"]),
+        .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config",
+                                                      "Blip2Core"]),
         // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
         .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation", "Blip2Core"]),
         // `blip2 serve`: HTTP routes, the page, the request queue feeding one model worker, sessions, metrics,
@@ -79,7 +80,7 @@ let package = Package(
         // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
         .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Watch", "Blip2Convert", "Blip2Model", "Blip2ModelFile", "Blip2Config", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
         // Terminal helpers shared by the executables: progress bars, tables, sizes, error reporting.
-        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile",
+        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile", "Blip2Config", "Blip2Tokenizer",
                                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // MARK: Executables (thin)
@@ -106,13 +107,14 @@ let package = Package(
         // MARK: Tests
         .testTarget(name: "Blip2CoreTests", dependencies: ["Blip2Core", "CKernels"]),
         .testTarget(name: "Blip2ModelFileTests", dependencies: ["Blip2ModelFile", "Blip2Core"]),
-        .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Config"]),
+        .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
         .testTarget(name: "Blip2TokenizerTests", dependencies: ["Blip2Tokenizer"]),
         .testTarget(name: "Blip2ImageTests", dependencies: ["Blip2Image"]),
-        .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Compute", "Blip2Convert", "Blip2ModelFile"]),
-        .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Compute", "Blip2Convert", "Blip2Generation", "Blip2Core"]),
+        .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Compute", "Blip2Convert", "Blip2ModelFile", "Blip2Core"]),
+        .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Compute", "Blip2Convert", "Blip2Generation", "Blip2Core",
+                                                               "Blip2ModelFile", "CKernels"]),
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),
-        .testTarget(name: "Blip2CommandLineTests", dependencies: ["Blip2CommandLine", "Blip2ModelFile"]),
+        .testTarget(name: "Blip2CommandLineTests", dependencies: ["Blip2CommandLine", "Blip2ModelFile", "Blip2Core"]),
         // Every kernel of every instruction set the CPU runs, against the scalar reference; the worker pool.
         .testTarget(name: "Blip2KernelTests", dependencies: ["Blip2Compute", "Blip2Core", "CKernels"]),
         .testTarget(name: "Blip2WatchTests", dependencies: ["Blip2Watch", "Blip2Pipeline", "Blip2Image"]),
