@@ -42,6 +42,8 @@ let package = Package(
         // build it. Debug kernels at -O0 cost the model, pipeline and kernel tests about 13 s more CPU
         // (16 -> 29 s); speed is measured on release builds only.
         .target(name: "CKernels"),
+        // The kiosk page's HTML, CSS and JavaScript (page/), embedded at compile time with C23 #embed.
+        .target(name: "CPage", exclude: ["page"]),
 
         // MARK: Libraries
         .target(name: "Blip2Core", dependencies: ["CKernels"]),
@@ -67,7 +69,7 @@ let package = Package(
         .target(
             name: "Blip2Server",
             dependencies: [
-                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Model", "Blip2Watch",
+                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Model", "Blip2Watch", "CPage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
