@@ -58,6 +58,7 @@ public protocol ProductObserver: AnyObject {
     func observe(input x: UnsafePointer<Float>, tokens: Int, weight: WeightMatrix)
 }
 
+// @unchecked Sendable: one product at a time, behind its mutex; the observer is set before the context is shared.
 public final class ComputeContext: @unchecked Sendable {
     /// The instruction set of `kernels`.
     public let isa: KernelISA

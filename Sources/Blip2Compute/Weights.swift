@@ -5,6 +5,7 @@ import CKernels
 
 /// A [rows, cols] matrix stored as any element type: rows in groups of `type.blockRows` (panels for the
 /// panel types), quantized types blocking along `cols`.
+// @unchecked Sendable: points into a read-only mapping (or a buffer filled once at load).
 public struct WeightMatrix: @unchecked Sendable {
     public let name: String
     public let type: ElementType
@@ -33,6 +34,7 @@ public struct WeightMatrix: @unchecked Sendable {
 }
 
 /// y = x W^T + b, W: [out, in].
+// @unchecked Sendable: WeightMatrix views, read-only.
 public struct Linear: @unchecked Sendable {
     public let weight: WeightMatrix
     public let bias: UnsafePointer<Float>?
@@ -43,6 +45,7 @@ public struct Linear: @unchecked Sendable {
     }
 }
 
+// @unchecked Sendable: WeightMatrix views, read-only.
 public struct LayerNormWeights: @unchecked Sendable {
     public let weight: UnsafePointer<Float>?
     public let bias: UnsafePointer<Float>?

@@ -347,7 +347,9 @@ public enum Converter {
             var unusable = [(index: Int, value: Float)?](repeating: nil, count: parts)
             partial.withUnsafeMutableBufferPointer { partialSums in
                 unusable.withUnsafeMutableBufferPointer { unusable in
-                    DispatchQueue.concurrentPerform(iterations: parts) { part in
+                    // A part reads and encodes its own groups of rows into its own ranges of the buffers and
+                    // writes its own slot of partialSums and unusable.
+                    forEachDisjointPart(parts) { part in
                         let firstGroup = groups * part / parts, lastGroup = groups * (part + 1) / parts
                         let first = firstGroup * group, last = min(chunkRows, lastGroup * group)
                         let offset = first * width

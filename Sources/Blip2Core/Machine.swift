@@ -92,7 +92,8 @@ public enum ReadBandwidth {
         defer { partial.deallocate() }
         for _ in 0..<runs {
             let start = DispatchTime.now().uptimeNanoseconds
-            DispatchQueue.concurrentPerform(iterations: parts) { part in
+            // Each part reads its own range of `buffer` and writes its own slot of `partial`.
+            forEachDisjointPart(parts) { part in
                 var a = SIMD16<Float>(), b = SIMD16<Float>(), c = SIMD16<Float>(), d = SIMD16<Float>()
                 var i = count * part / parts
                 let end = count * (part + 1) / parts

@@ -23,6 +23,7 @@ public struct FileError: Error, CustomStringConvertible {
 
 /// A read-only memory mapping of a whole file. Pages are shared with every other process mapping the
 /// same file and are only read from disk when touched.
+// @unchecked Sendable: a read-only mapping, never written after init.
 public final class MappedFile: @unchecked Sendable {
     public let path: String
     public let size: Int

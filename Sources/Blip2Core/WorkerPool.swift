@@ -12,6 +12,7 @@ import Darwin
 /// it allocates nothing. Jobs from different threads are serialized, so a part owns its worker's scratch
 /// memory; a job started from inside a part (a nested call) runs on that thread alone, with that part's
 /// worker index (and scratch), so nesting cannot deadlock.
+// @unchecked Sendable: its job and counters are published under pthread mutexes and C atomics.
 public final class WorkerPool: @unchecked Sendable {
     /// Threads that work on a job, the caller's included.
     public let threads: Int
@@ -62,6 +63,7 @@ public final class WorkerPool: @unchecked Sendable {
 }
 
 /// The state workers share with the pool; workers keep it alive, the pool's deinit stops them.
+// @unchecked Sendable: as WorkerPool: pthread mutexes, condition variables and C atomics.
 private final class PoolShared: @unchecked Sendable {
     // Counters, each on its own cache line: [generation, next claim, parts left, job tag].
     private let counters: UnsafeMutablePointer<Int64>

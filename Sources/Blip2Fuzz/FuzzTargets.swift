@@ -97,7 +97,8 @@ public enum FuzzInput {
 /// One folder per process for the files the readers open by path (in /dev/shm where it exists, so
 /// fuzzing does not wear a disk), removed at exit.
 enum FuzzScratch {
-    nonisolated(unsafe) static var folder: URL = {
+    // A fuzz target runs on libFuzzer's one thread: the folder is made once and only read after.
+    nonisolated(unsafe) static let folder: URL = {
         let base = FileManager.default.fileExists(atPath: "/dev/shm") ? URL(fileURLWithPath: "/dev/shm") : FileManager.default.temporaryDirectory
         let url = base.appendingPathComponent("blip2-fuzz-\(getpid())")
         try? FileManager.default.createDirectory(at: url, withIntermediateDirectories: true)
@@ -107,6 +108,7 @@ enum FuzzScratch {
         createdPath = url.path
         return url
     }()
+    // Set once with the folder, read by the exit handler.
     nonisolated(unsafe) static var createdPath: String?
 
     /// Writes `files` (name, bytes) into a clean subfolder and returns it.

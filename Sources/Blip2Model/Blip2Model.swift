@@ -7,6 +7,7 @@ import Foundation
 //
 // Image -> vision -> Q-Former -> language_projection -> OPT. Weights are views into the model file.
 
+// @unchecked Sendable: weights are read-only views into the mapping; the activation buffers serve one forward at a time, which every caller keeps (the server's one model thread, one caller in the CLI).
 public final class Blip2Model: @unchecked Sendable {
     public let file: ModelFile
     public let config: Blip2Config
@@ -80,6 +81,7 @@ public final class Blip2Model: @unchecked Sendable {
 }
 
 /// One running sequence: a KV cache and the logits for the next token.
+// @unchecked Sendable: one sequence's cache: used by one generation at a time, handed between threads only with it.
 public final class LanguageSession: @unchecked Sendable {
     let model: Blip2Model
     let cache: KVCache

@@ -8,6 +8,7 @@ import Foundation
 // tensor bytes straight from the mapping. zstd tensors are decompressed into owned, 64-byte aligned
 // buffers: once at open (the default, for running) or on first use (for inspecting).
 
+// @unchecked Sendable: the mapping is read-only; tensors decompressed on first use are made behind its lock.
 public final class ModelFile: @unchecked Sendable {
     public struct Options: Sendable {
         /// Decompress every zstd tensor while opening (what the runtime wants: no surprises later).

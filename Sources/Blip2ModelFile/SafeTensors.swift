@@ -55,6 +55,7 @@ public struct SafeTensorsEntry: Sendable {
 /// A safetensors file that cannot be read: the path and what is wrong with it.
 public typealias SafeTensorsError = FileError
 
+// @unchecked Sendable: a read-only mapping and its header, never written after init.
 public final class SafeTensorsFile: @unchecked Sendable {
     /// Cap on the JSON header. The format allows 100 MB, but a BLIP-2 shard's header is under 1 MB
     /// (blip2-opt-2.7b: about 1,200 tensors in 0.15 MB); 16 MB leaves room for 100,000 tensors.

@@ -78,6 +78,7 @@ public struct EncodedImage: Sendable {
     public var timings: StageTimings
 }
 
+// @unchecked Sendable: as Blip2Model: immutable after loading but for the model's buffers, one forward at a time.
 public final class Blip2Pipeline: @unchecked Sendable {
     public let model: Blip2Model
     public let tokenizer: OPTTokenizer

@@ -5,6 +5,7 @@ import Foundation
 // Chat sessions (each holding a KV cache) and encoded images are kept in memory between requests; both are
 // bounded by count so that no sequence of requests grows the process, and sessions also expire.
 
+// @unchecked Sendable: entries are behind its lock.
 final class BoundedCache<Value>: @unchecked Sendable {
     private struct Entry {
         var value: Value

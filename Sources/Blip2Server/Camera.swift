@@ -39,6 +39,7 @@ struct SharedModelAccess: ModelAccess {
     }
 
     /// One result handed from the model thread to the waiting one.
+    // @unchecked Sendable: the result is written before the semaphore is signalled and read after the wait.
     private final class Handoff<T>: @unchecked Sendable {
         private let done = DispatchSemaphore(value: 0)
         private var result: Result<T, any Error>?
@@ -55,6 +56,7 @@ struct SharedModelAccess: ModelAccess {
 
 /// Event-stream listeners, each with a bounded buffer of its own: a client that reads slowly (or is gone
 /// without the connection saying so yet) loses its oldest events instead of holding memory.
+// @unchecked Sendable: the listener list is behind its lock.
 final class CameraListeners: @unchecked Sendable {
     /// Events kept per listener that has not read them yet.
     static let buffered = 16
@@ -100,6 +102,7 @@ final class CameraListeners: @unchecked Sendable {
     }
 }
 
+// @unchecked Sendable: its status and latest results are behind its lock; the watcher is Sendable on its own terms.
 final class CameraFeed: @unchecked Sendable {
     enum State: String, Encodable {
         /// Reading the source (or reconnecting to it).
@@ -294,15 +297,12 @@ final class CameraFeed: @unchecked Sendable {
         guard let found else { return Response(status: .noContent) }
         var headers: HTTPFields = [.contentType: Self.mediaType(found.data), .cacheControl: "no-store"]
         if let number = HTTPField.Name("X-Frame-Number") { headers[number] = String(found.number) }
-        if let time = HTTPField.Name("X-Frame-Time") { headers[time] = Self.timeFormatter.string(from: found.date) }
+        if let time = HTTPField.Name("X-Frame-Time") { headers[time] = Self.timeFormat.format(found.date) }
         return Response(status: .ok, headers: headers, body: .init(byteBuffer: ByteBuffer(bytes: found.data)))
     }
 
-    private static let timeFormatter: ISO8601DateFormatter = {
-        let formatter = ISO8601DateFormatter()
-        formatter.formatOptions = [.withInternetDateTime, .withFractionalSeconds]
-        return formatter
-    }()
+    /// A value, so requests on several threads share it safely (a formatter object is not Sendable).
+    private static let timeFormat = Date.ISO8601FormatStyle(includingFractionalSeconds: true)
 
     /// A stream's frames are JPEGs; a folder may hold PNGs.
     static func mediaType(_ data: Data) -> String {
@@ -335,6 +335,7 @@ final class CameraFeed: @unchecked Sendable {
 }
 
 /// The camera's Prometheus series: frames by what became of them, caption latency, listeners.
+// @unchecked Sendable: Prometheus series are thread-safe; its own totals are behind its lock.
 final class CameraMetrics: @unchecked Sendable {
     private let lock = NSLock()
     /// The totals at the last report (nil before the first).

@@ -59,6 +59,7 @@ enum StreamEvent: Sendable {
 typealias Job = @Sendable (_ onStart: () -> Void, _ onText: ((String) -> Void)?, _ ticket: JobTicket) throws -> Outcome
 
 /// Hands an iterator to the response body's writer; only one task uses it at a time.
+// @unchecked Sendable: only the one task writing the response body uses it.
 final class IteratorBox<Iterator: AsyncIteratorProtocol>: @unchecked Sendable {
     var iterator: Iterator
     init(_ iterator: Iterator) { self.iterator = iterator }

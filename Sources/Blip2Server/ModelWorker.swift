@@ -9,6 +9,7 @@ import Foundation
 // the one camera caption in progress.
 
 /// Whether the request that owns a job still wants its result; read by the model between tokens.
+// @unchecked Sendable: its flags are behind its lock.
 public final class JobTicket: @unchecked Sendable {
     private let lock = NSLock()
     private var cancelled = false
@@ -38,6 +39,7 @@ enum WorkerError: Error {
     case backgroundBusy
 }
 
+// @unchecked Sendable: its queue and state are behind its NSCondition.
 final class ModelWorker: @unchecked Sendable {
     private struct Entry {
         let ticket: JobTicket

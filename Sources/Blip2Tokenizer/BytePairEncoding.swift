@@ -181,6 +181,7 @@ enum BytePairMerger {
 /// Keys are raw bytes, never `String`: Swift compares strings by canonical equivalence, so `é` and
 /// `e\u{301}` would share an entry although they tokenize differently. Entries live in two flat
 /// arenas; when the cache is full it is simply emptied, which keeps it allocation-free afterwards.
+// @unchecked Sendable: its arenas are behind its lock.
 final class WordCache: @unchecked Sendable {
     private struct Slot {
         var hash: UInt64 = 0  // 0 marks an empty slot

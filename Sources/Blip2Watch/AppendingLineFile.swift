@@ -9,6 +9,7 @@ import Darwin
 /// log shipper) sees whole lines and a crash loses at most the line being written. A line that cannot be
 /// written whole is cut back off the file. The file is created with the first line, so a run that fails
 /// before it leaves nothing behind.
+// @unchecked Sendable: writes are behind its lock.
 public final class AppendingLineFile: @unchecked Sendable {
     public let path: String
     private var fd: Int32 = -1

@@ -5,6 +5,7 @@ import Foundation
 /// the oldest are removed: first those an earlier run left (by name), then this run's in the order saved,
 /// never by the time in the name, which can run behind the names already there (a board without a
 /// clock, before its first network time sync): the frame just saved is always kept.
+// @unchecked Sendable: used only by the watch loop's thread (the watcher that holds it is shared, the archive is not touched elsewhere).
 public final class FrameArchive: @unchecked Sendable {
     public let folder: String
     public let limit: Int

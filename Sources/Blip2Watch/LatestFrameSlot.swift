@@ -2,6 +2,7 @@ import Foundation
 
 /// A one-place mailbox between a camera and a slower consumer: putting a value replaces the one held, so
 /// the consumer always takes the newest and memory never holds more than one waiting value.
+// @unchecked Sendable: the held value is behind its condition lock.
 public final class LatestFrameSlot<Value>: @unchecked Sendable {
     private let condition = NSCondition()
     private var held: Value?

@@ -176,6 +176,7 @@ public struct DirectModelAccess: ModelAccess {
 /// the loop takes the newest, skips it if it hardly changed, and otherwise captions it and answers the
 /// questions from one encoding of the image. Everything it produces arrives as `WatchEvent`s, through
 /// `run`'s callback or the `events()` sequence, so a command line and a server can share it.
+// @unchecked Sendable: its mutable state is behind its lock; the model work runs on the one thread that calls run.
 public final class FrameWatcher: @unchecked Sendable {
     public let pipeline: Blip2Pipeline
     public let source: FrameSource
@@ -379,6 +380,7 @@ public final class FrameWatcher: @unchecked Sendable {
     }
 }
 
+// @unchecked Sendable: written by the source thread before it signals `finished`, read after the wait.
 private final class ErrorBox: @unchecked Sendable {
     var error: Error?
 }
@@ -397,6 +399,7 @@ private func timed<T>(_ milliseconds: inout Double?, _ body: () throws -> T) ret
 
 /// The sink sources deliver to: numbers frames, keeps the counts, holds the newest frame, and passes
 /// events on one at a time.
+// @unchecked Sendable: counts, the newest frame and the handler are behind its lock.
 final class FrameIntake: FrameSink, @unchecked Sendable {
     let slot = LatestFrameSlot<Frame>()
     var handler: ((WatchEvent) -> Void)?

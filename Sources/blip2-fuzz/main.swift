@@ -24,6 +24,7 @@ func LLVMFuzzerRunDriver(_ argc: UnsafeMutablePointer<CInt>,
                          _ argv: UnsafeMutablePointer<UnsafeMutablePointer<UnsafeMutablePointer<CChar>?>?>,
                          _ callback: @convention(c) (UnsafePointer<UInt8>?, Int) -> CInt) -> CInt
 
+// Set before libFuzzer starts, read by its callback on the same one thread.
 nonisolated(unsafe) var selected = target
 // libFuzzer sees the program name and everything after TARGET.
 var driverArguments = [arguments[0]] + arguments.dropFirst(2)

@@ -17,10 +17,9 @@ final class LineEditor {
     }
 
     init() {
-        rl_outstream = stderr
-        // libedit retries a read that a signal interrupted, so Ctrl-C alone would not end the line; this
-        // reader ends it instead (readLine then drops it).
-        rl_getc_function = { file in readCharacter(file.map(fileno) ?? STDIN_FILENO) }
+        // Prompts go to standard error. libedit retries a read that a signal interrupted, so Ctrl-C alone
+        // would not end the line; this reader ends it instead (readLine then drops it).
+        blip2_edit_configure { file in readCharacter(file.map(fileno) ?? STDIN_FILENO) }
         using_history()
     }
 
@@ -68,7 +67,8 @@ private func readCharacter(_ fd: Int32) -> Int32 {
 /// a read blocked in the line editor returns and the editor gives up the line.
 enum Interrupt {
     // A plain word the handler can store to: allocated before the handler is installed.
-    private static let flag: UnsafeMutablePointer<sig_atomic_t> = {
+    // Written only by the signal handler and the reading thread, as sig_atomic_t allows.
+    nonisolated(unsafe) private static let flag: UnsafeMutablePointer<sig_atomic_t> = {
         let flag = UnsafeMutablePointer<sig_atomic_t>.allocate(capacity: 1)
         flag.pointee = 0
         return flag
@@ -76,7 +76,8 @@ enum Interrupt {
 
     /// The thread that reads the terminal. The kernel hands a process's signal to any thread that does not
     /// block it (the worker pool's, Dispatch's); only on this one does it interrupt the blocked read.
-    private static let reader: UnsafeMutablePointer<pthread_t> = .allocate(capacity: 1)
+    // Set once by install(), before the handler that reads it is installed.
+    nonisolated(unsafe) private static let reader: UnsafeMutablePointer<pthread_t> = .allocate(capacity: 1)
 
     static func install() {
         _ = flag

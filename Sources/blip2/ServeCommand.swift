@@ -133,7 +133,8 @@ struct ServeCommand: AsyncParsableCommand {
         do {
             try await server.run { url in
                 print("blip2 serve: \(name) at \(url)")
-                fflush(stdout)
+                // Every stream: stdout is a C global Swift 6 will not let a closure on another thread name.
+                fflush(nil)
             }
         } catch {
             printError("error: cannot serve on \(host):\(port): \(describeStartError(error, host: host))")

@@ -154,7 +154,7 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
     /// Cases 1-5 and 11 (text model_type): a config value edited, checksums fixed; every command that
     /// reads the file refuses it by name, quickly.
     @Test(arguments: [
-        (["vision_config", "num_hidden_layers"], -1 as Any, "vision_config.num_hidden_layers"),
+        (["vision_config", "num_hidden_layers"], -1 as any Sendable, "vision_config.num_hidden_layers"),
         (["qformer_config", "num_hidden_layers"], -1, "qformer_config.num_hidden_layers"),
         (["text_config", "num_hidden_layers"], -1, "text_config.num_hidden_layers"),
         (["vision_config", "patch_size"], 0, "vision_config.patch_size"),
@@ -169,8 +169,8 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
         (["text_config", "eos_token_id"], 1 << 40, "text_config.eos_token_id"),
         (["vision_config", "layer_norm_eps"], -1.0, "vision_config.layer_norm_eps"),
         (["qformer_config", "layer_norm_eps"], 1e-300, "qformer_config.layer_norm_eps"),
-    ] as [([String], Any, String)])
-    func editedConfigValue(_ path: [String], _ value: Any, _ field: String) throws {
+    ] as [([String], any Sendable, String)])
+    func editedConfigValue(_ path: [String], _ value: any Sendable, _ field: String) throws {
         let scratch = Scratch()
         var model = try ModelFileBytes(contentsOf: demoModel)
         try model.edit("config", path, value)
@@ -186,16 +186,16 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
 
     /// Case 6 (and friends): a preprocessor config that cannot feed the model is refused at load.
     @Test(arguments: [
-        (["do_resize"], false as Any, "do_resize"),
-        (["size"], ["shortest_edge": 112] as Any, "size"),
-        (["size"], ["height": 0, "width": 0] as Any, "size"),
-        (["image_std"], [0, 0, 0] as Any, "image_std"),
+        (["do_resize"], false as any Sendable, "do_resize"),
+        (["size"], ["shortest_edge": 112] as any Sendable, "size"),
+        (["size"], ["height": 0, "width": 0] as any Sendable, "size"),
+        (["image_std"], [0, 0, 0] as any Sendable, "image_std"),
         // Sizes whose products overflow an Int: refused by field, not computed with.
-        (["size"], ["shortest_edge": Int.max] as Any, "size.shortest_edge"),
-        (["size"], ["shortest_edge": 1 << 62, "longest_edge": (1 << 62) + 1] as Any, "size.shortest_edge"),
-        (["size"], ["max_height": Int.max, "max_width": Int.max - 1] as Any, "size.max_height"),
-    ] as [([String], Any, String)])
-    func editedPreprocessorConfig(_ path: [String], _ value: Any, _ field: String) throws {
+        (["size"], ["shortest_edge": Int.max] as any Sendable, "size.shortest_edge"),
+        (["size"], ["shortest_edge": 1 << 62, "longest_edge": (1 << 62) + 1] as any Sendable, "size.shortest_edge"),
+        (["size"], ["max_height": Int.max, "max_width": Int.max - 1] as any Sendable, "size.max_height"),
+    ] as [([String], any Sendable, String)])
+    func editedPreprocessorConfig(_ path: [String], _ value: any Sendable, _ field: String) throws {
         let scratch = Scratch()
         var model = try ModelFileBytes(contentsOf: demoModel)
         try model.edit("preprocessor_config", path, value)
@@ -298,21 +298,21 @@ func expectRefusal(_ result: Executable.Result, _ needles: [String], _ context: 
     /// Case 8 (end) and 9: configs the runtime would refuse for every image, and unreadable values,
     /// are refused at conversion with the file and the field.
     @Test(arguments: [
-        ("preprocessor_config.json", ["size"], ["height": 0, "width": 0] as Any, "size"),
-        ("preprocessor_config.json", ["image_std"], [0, 0, 0] as Any, "image_std"),
-        ("preprocessor_config.json", ["image_std"], [1e-300, 1e-300, 1e-300] as Any, "image_std"),
-        ("preprocessor_config.json", ["do_resize"], false as Any, "do_resize"),
-        ("preprocessor_config.json", ["size"], ["height": 14, "width": 14] as Any, "28x28"),
-        ("preprocessor_config.json", ["size"], ["shortest_edge": Int.max] as Any, "size.shortest_edge"),
-        ("preprocessor_config.json", ["size"], ["shortest_edge": 1 << 62, "longest_edge": (1 << 62) + 1] as Any, "size.shortest_edge"),
-        ("preprocessor_config.json", ["size"], ["max_height": Int.max, "max_width": Int.max - 1] as Any, "size.max_height"),
-        ("config.json", ["vision_config", "num_hidden_layers"], 1_000_000_000_000 as Any, "vision_config.num_hidden_layers"),
-        ("config.json", ["text_config", "num_hidden_layers"], 1.5 as Any, "text_config.num_hidden_layers must be an integer"),
-        ("config.json", ["text_config", "hidden_size"], 65536 as Any, "operations"),
-        ("config.json", ["text_config", "model_type"], "llama" as Any, "text_config.model_type"),
-        ("config.json", ["qformer_config", "encoder_hidden_size"], 48 as Any, "qformer_config.encoder_hidden_size"),
-    ] as [(String, [String], Any, String)])
-    func unusableConfig(_ file: String, _ path: [String], _ value: Any, _ field: String) throws {
+        ("preprocessor_config.json", ["size"], ["height": 0, "width": 0] as any Sendable, "size"),
+        ("preprocessor_config.json", ["image_std"], [0, 0, 0] as any Sendable, "image_std"),
+        ("preprocessor_config.json", ["image_std"], [1e-300, 1e-300, 1e-300] as any Sendable, "image_std"),
+        ("preprocessor_config.json", ["do_resize"], false as any Sendable, "do_resize"),
+        ("preprocessor_config.json", ["size"], ["height": 14, "width": 14] as any Sendable, "28x28"),
+        ("preprocessor_config.json", ["size"], ["shortest_edge": Int.max] as any Sendable, "size.shortest_edge"),
+        ("preprocessor_config.json", ["size"], ["shortest_edge": 1 << 62, "longest_edge": (1 << 62) + 1] as any Sendable, "size.shortest_edge"),
+        ("preprocessor_config.json", ["size"], ["max_height": Int.max, "max_width": Int.max - 1] as any Sendable, "size.max_height"),
+        ("config.json", ["vision_config", "num_hidden_layers"], 1_000_000_000_000 as any Sendable, "vision_config.num_hidden_layers"),
+        ("config.json", ["text_config", "num_hidden_layers"], 1.5 as any Sendable, "text_config.num_hidden_layers must be an integer"),
+        ("config.json", ["text_config", "hidden_size"], 65536 as any Sendable, "operations"),
+        ("config.json", ["text_config", "model_type"], "llama" as any Sendable, "text_config.model_type"),
+        ("config.json", ["qformer_config", "encoder_hidden_size"], 48 as any Sendable, "qformer_config.encoder_hidden_size"),
+    ] as [(String, [String], any Sendable, String)])
+    func unusableConfig(_ file: String, _ path: [String], _ value: any Sendable, _ field: String) throws {
         let scratch = Scratch()
         let checkpoint = try CheckpointCopy(scratch)
         try checkpoint.editJSON(file, path, value)

@@ -14,7 +14,7 @@ struct ValidationTests {
         try o.validate()
     }
 
-    static let invalid: [(String, (inout GenerationOptions) -> Void)] = [
+    static let invalid: [(String, @Sendable (inout GenerationOptions) -> Void)] = [
         ("maxNewTokens", { $0.maxNewTokens = 0 }),
         ("maxNewTokens", { $0.maxNewTokens = .max }),
         ("minNewTokens", { $0.minNewTokens = -1 }),

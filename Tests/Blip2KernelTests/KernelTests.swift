@@ -8,7 +8,8 @@ import Testing
 // stored values) and against the scalar reference table. The ARM paths run the same checks under qemu
 // through Tests/ARM/kernel_harness.c (Tools/test.sh).
 
-private let ref = blip2_kernels_for(BLIP2_ISA_REF)!.pointee
+// A table of function pointers, never written after the library built it.
+nonisolated(unsafe) private let ref = blip2_kernels_for(BLIP2_ISA_REF)!.pointee
 private let productTypes: [ElementType] = [.f32, .f16, .q8, .q4, .q8p, .q4p]
 
 @Suite struct ActivationQuantizationTests {
@@ -451,7 +452,8 @@ private let productTypes: [ElementType] = [.f32, .f16, .q8, .q4, .q8p, .q4p]
         let first = try ComputeContext(threads: 2, isa: isa), second = try ComputeContext(threads: 2, isa: isa)
         for contexts in [[first, second], [first, first]] {
             let results = Mutex([[Float]](repeating: [], count: 2 * 50))
-            DispatchQueue.concurrentPerform(iterations: 2) { side in
+            // Both sides read the same layer and input; each writes its own result slots, behind the lock.
+            forEachDisjointPart(2) { side in
                 for round in 0..<50 {
                     let y = product(contexts[side])
                     results.withLock { $0[side * 50 + round] = y }
