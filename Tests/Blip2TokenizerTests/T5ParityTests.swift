@@ -144,6 +144,21 @@ struct T5ParityTests {
         #expect(try T5Tokenizer(decoded).encode(text) == (try T5Tokenizer(data).encode(text)))
     }
 
+    /// Timings (printed): loading the T5 folder with its 240 KB charsmap, and encoding the long paragraph.
+    @Test func timings() throws {
+        let cases = try #require(T5Cases.shared?.variants["nmt_nfkc"])
+        let paragraph = try #require(cases.encode.first { $0.name == "long paragraph" })
+        var tokenizer: T5Tokenizer?
+        let load = try PerformanceTests.seconds { tokenizer = try T5Fixtures.tokenizer("nmt_nfkc") }
+        let loaded = try #require(tokenizer)
+        var best = Double.infinity
+        for _ in 0..<20 {
+            best = min(best, PerformanceTests.seconds { #expect(loaded.encode(paragraph.text) == paragraph.ids) })
+        }
+        let decode = PerformanceTests.seconds { for _ in 0..<20 { _ = loaded.decode(paragraph.ids) } } / 20
+        print("T5 tokenizer: load + build \(Int(load * 1000)) ms; encode \(paragraph.text.utf8.count) bytes -> \(paragraph.ids.count) ids in \(Int(best * 1e6)) µs; decode \(Int(decode * 1e6)) µs")
+    }
+
     /// Both families behind one protocol: the pipeline's view.
     @Test func textTokenizerProtocol() throws {
         let tokenizer: any TextTokenizer = try T5Fixtures.tokenizer("nmt_nfkc")
