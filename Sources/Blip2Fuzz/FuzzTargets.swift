@@ -286,6 +286,7 @@ enum FuzzT5Tokenizer {
             let ids = tokenizer.encode(text)
             _ = tokenizer.decode(ids, skipSpecialTokens: false)
             _ = tokenizer.decode(ids, skipSpecialTokens: true)
+            _ = try? tokenizer.encode(text, imageTokenCount: 2)
         }
         _ = tokenizer.decode(Array(0..<min(tokenizer.vocabularySize, 64)) + [tokenizer.vocabularySize, -1])
         return true

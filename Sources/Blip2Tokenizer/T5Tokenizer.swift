@@ -23,7 +23,9 @@ public final class T5Tokenizer: TextTokenizer {
     public let eosTokenId: Int
     public let padTokenId: Int?
     public let unkTokenId: Int?
-    /// The added tokens, sorted by id.
+    /// Id of the token `Blip2Processor` repeats for the query embeddings, when the data names one.
+    public let imageTokenId: Int?
+    /// The added tokens, sorted by id (the image token included).
     public let addedTokens: [AddedToken]
 
     private let model: UnigramModel
@@ -49,9 +51,34 @@ public final class T5Tokenizer: TextTokenizer {
         template = spec.template
         decoder = spec.decoder
 
+        var declared = spec.addedTokens
+        var imageId: Int?
+        if let image = data.imageToken {
+            let existing = declared.first { $0.content == image }?.id ?? spec.model.id(of: image)
+            if let existing {
+                imageId = existing
+            } else {
+                let next = max(spec.model.pieces.count, (declared.map(\.id).max() ?? -1) + 1)
+                let id = data.imageTokenId ?? next
+                guard id >= 0, id < TokenizerLimits.maximumTokenId else {
+                    throw TokenizerError.invalidTokenId(token: image, id: id)
+                }
+                if let other = declared.first(where: { $0.id == id })?.content ?? (id < spec.model.pieces.count ? spec.model.pieces[id] : nil) {
+                    throw TokenizerError.imageTokenConflict("id \(id) already belongs to \(other.debugDescription)")
+                }
+                declared.append(AddedToken(id: id, content: image, special: true, normalized: false))
+                imageId = id
+            }
+            if let wanted = data.imageTokenId, imageId != wanted {
+                throw TokenizerError.imageTokenConflict(
+                    "the tokenizer files put \(image.debugDescription) at id \(imageId ?? -1) but the model expects \(wanted); use the tokenizer that came with the model")
+            }
+        }
+        imageTokenId = imageId
+
         var seenIds: [Int: String] = [:]
         var added: [String: Int] = [:]
-        for token in spec.addedTokens {
+        for token in declared {
             if let other = seenIds[token.id], other != token.content {
                 throw TokenizerError.duplicateTokenId(id: token.id, first: other, second: token.content)
             }
@@ -59,23 +86,23 @@ public final class T5Tokenizer: TextTokenizer {
             if !token.content.isEmpty { added[token.content] = token.id }
         }
         addedIds = added
-        addedTokens = spec.addedTokens.sorted { $0.id < $1.id }
+        addedTokens = declared.sorted { $0.id < $1.id }
 
-        let highest = max(model.pieces.count - 1, spec.addedTokens.map(\.id).max() ?? -1)
+        let highest = max(model.pieces.count - 1, declared.map(\.id).max() ?? -1)
         var tokens = [String?](repeating: nil, count: highest + 1)
         for (id, piece) in model.pieces.enumerated() { tokens[id] = piece }
-        for token in spec.addedTokens where !token.content.isEmpty { tokens[token.id] = token.content }
+        for token in declared where !token.content.isEmpty { tokens[token.id] = token.content }
         tokenForId = tokens
         vocabularySize = tokens.lazy.filter { $0 != nil }.count
 
         var special = [Bool](repeating: false, count: tokens.count)
-        let specialContents = Set(spec.addedTokens.filter { $0.special && !$0.content.isEmpty }.map(\.content))
+        let specialContents = Set(declared.filter { $0.special && !$0.content.isEmpty }.map(\.content))
         for (id, token) in tokens.enumerated() where token.map(specialContents.contains) == true { special[id] = true }
         specialIds = special
 
         // Tokens matched after normalization are looked for in their normalized spelling, as the reference does.
         let normalizer = spec.normalizer
-        splitter = AddedTokenSplitter(tokens: spec.addedTokens.map { token in
+        splitter = AddedTokenSplitter(tokens: declared.map { token in
             guard token.normalized, let normalizer else { return token }
             var copy = token
             copy.content = normalizer.apply(token.content)
@@ -131,6 +158,13 @@ public final class T5Tokenizer: TextTokenizer {
             }
         }
         return addSpecialTokens ? template.apply(output) : output
+    }
+
+    /// What `Blip2Processor(images=..., text=text)` puts in `input_ids` for BLIP-2 Flan-T5: the image token
+    /// `imageTokenCount` times (the number of query tokens), then the text's ids and `</s>`.
+    public func encode(_ text: String, imageTokenCount: Int) throws -> [Int] {
+        guard let imageTokenId else { throw TokenizerError.noImageToken }
+        return [Int](repeating: imageTokenId, count: max(0, imageTokenCount)) + encode(text, addSpecialTokens: true)
     }
 
     private func encodeWords(_ text: String, _ output: inout [Int]) {

@@ -11,20 +11,30 @@ import Foundation
 // reference's behaviour without rebuilding that pipeline from T5Tokenizer's Python source, and the hub's
 // BLIP-2 Flan-T5 folders all ship it. A folder with only `spiece.model` is refused with a message saying so.
 
-/// What a model file stores to rebuild a `T5Tokenizer`: `tokenizer.json` verbatim and the special-token names
-/// from `tokenizer_config.json`.
+/// What a model file stores to rebuild a `T5Tokenizer`: `tokenizer.json` verbatim, the special-token names
+/// from `tokenizer_config.json`, and the image token `Blip2Processor` adds.
 public struct T5TokenizerData: Codable, Sendable, Equatable {
     /// The `tokenizer.json` text, exactly as the checkpoint has it.
     public var tokenizerJSON: String
     public var eosToken: String
     public var padToken: String?
     public var unkToken: String?
+    /// The token the processor repeats for the query embeddings (`<image>`), when it is not in tokenizer.json.
+    public var imageToken: String?
+    /// Where the image token goes (the model's `image_token_index`); nil: the next id after everything else,
+    /// which is where `Blip2Processor` puts it.
+    public var imageTokenId: Int?
 
-    public init(tokenizerJSON: String, eosToken: String = "</s>", padToken: String? = "<pad>", unkToken: String? = "<unk>") {
+    public init(
+        tokenizerJSON: String, eosToken: String = "</s>", padToken: String? = "<pad>", unkToken: String? = "<unk>",
+        imageToken: String? = nil, imageTokenId: Int? = nil
+    ) {
         self.tokenizerJSON = tokenizerJSON
         self.eosToken = eosToken
         self.padToken = padToken
         self.unkToken = unkToken
+        self.imageToken = imageToken
+        self.imageTokenId = imageTokenId
     }
 
     enum CodingKeys: String, CodingKey {
@@ -32,13 +42,16 @@ public struct T5TokenizerData: Codable, Sendable, Equatable {
         case eosToken = "eos_token"
         case padToken = "pad_token"
         case unkToken = "unk_token"
+        case imageToken = "image_token"
+        case imageTokenId = "image_token_id"
     }
 
     /// Reads `tokenizer.json` and, when present, `tokenizer_config.json` (for the eos, pad and unk names;
-    /// T5Tokenizer's defaults `</s>`, `<pad>`, `<unk>` otherwise).
+    /// T5Tokenizer's defaults `</s>`, `<pad>`, `<unk>` otherwise), and names `<image>` as the image token the way
+    /// `Blip2Processor` adds it: special, matched before normalization, at `imageTokenIndex` or the next free id.
     ///
     /// - Throws: `TokenizerError` naming the file and the problem. The JSON itself is checked by `T5Tokenizer.init`.
-    public static func load(huggingFaceFolder folder: URL) throws -> T5TokenizerData {
+    public static func load(huggingFaceFolder folder: URL, imageTokenIndex: Int? = nil) throws -> T5TokenizerData {
         guard let data = try TokenizerData.readOptionalFile("tokenizer.json", in: folder) else {
             if FileManager.default.fileExists(atPath: folder.appendingPathComponent("spiece.model").path) {
                 throw TokenizerError.missingFile(
@@ -50,7 +63,7 @@ public struct T5TokenizerData: Codable, Sendable, Equatable {
         guard let text = String(validatingUTF8Bytes: [UInt8](data)) else {
             throw TokenizerError.unreadableFile(name: "tokenizer.json", reason: "not valid UTF-8")
         }
-        var result = T5TokenizerData(tokenizerJSON: text)
+        var result = T5TokenizerData(tokenizerJSON: text, imageToken: "<image>", imageTokenId: imageTokenIndex)
         if let configData = try TokenizerData.readOptionalFile("tokenizer_config.json", in: folder) {
             let config = try TokenizerData.jsonObject(configData, fileName: "tokenizer_config.json")
             func name(_ key: String) -> String? {
