@@ -217,6 +217,26 @@ def cases_for(folder, check_transformers, seed, full=True):
     }
 
 
+def legacy_metaspace_json(data):
+    """The same tokenizer in the serialization older hub files use (tokenizers < 0.14): Metaspace with
+    `add_prefix_space` (and `str_rep`) instead of `prepend_scheme`/`split`, no `byte_fallback` key.
+    T5ParityTests makes the same rewrite."""
+    data = json.loads(json.dumps(data))
+    legacy = {"type": "Metaspace", "replacement": "▁", "add_prefix_space": True}
+    data["pre_tokenizer"]["pretokenizers"][1] = dict(legacy, str_rep="▁")
+    data["decoder"] = dict(legacy)
+    del data["model"]["byte_fallback"]
+    return data
+
+
+def check_legacy_serialization(folder, cases):
+    with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as handle:
+        legacy = Tokenizer.from_str(json.dumps(legacy_metaspace_json(json.load(handle))))
+    for case in cases["encode"]:
+        ids = legacy.encode(case["text"]).ids
+        assert ids == case["ids"] and legacy.decode(ids) == case["decoded"], ("legacy serialization", case["name"])
+
+
 def normalizer_cases(folder):
     """How the Precompiled normalizer alone maps strings (every scalar class the charsmap touches)."""
     with open(os.path.join(folder, "tokenizer.json"), encoding="utf-8") as handle:
@@ -276,6 +296,7 @@ def main():
         },
         "precompiled": normalizer_cases(nfkc),
     }
+    check_legacy_serialization(nfkc, payload["variants"]["nmt_nfkc"])
     write_json(os.path.join(OUT_DIR, "t5_cases.json"), payload)
 
 

@@ -123,6 +123,31 @@ struct T5ParityTests {
         }
     }
 
+    /// Older hub files spell Metaspace with `add_prefix_space` (and `str_rep`) and have no `byte_fallback` key;
+    /// the reference reads them as prepend_scheme "always", split true, no byte fallback (the script checks
+    /// that it encodes every string the same).
+    @Test func legacyMetaspaceSerializationEncodesTheSame() throws {
+        let cases = try #require(T5Cases.shared?.variants["nmt_nfkc"])
+        let url = T5Fixtures.folder("nmt_nfkc").appendingPathComponent("tokenizer.json")
+        var root = try #require(try JSONSerialization.jsonObject(with: Data(contentsOf: url)) as? [String: Any])
+        let legacy: [String: Any] = ["type": "Metaspace", "replacement": "▁", "add_prefix_space": true]
+        var preTokenizer = try #require(root["pre_tokenizer"] as? [String: Any])
+        var steps = try #require(preTokenizer["pretokenizers"] as? [Any])
+        steps[1] = legacy.merging(["str_rep": "▁"]) { first, _ in first }
+        preTokenizer["pretokenizers"] = steps
+        root["pre_tokenizer"] = preTokenizer
+        root["decoder"] = legacy
+        var model = try #require(root["model"] as? [String: Any])
+        model["byte_fallback"] = nil
+        root["model"] = model
+        let json = String(decoding: try JSONSerialization.data(withJSONObject: root), as: UTF8.self)
+        let tokenizer = try T5Tokenizer(T5TokenizerData(tokenizerJSON: json))
+        for item in cases.encode {
+            #expect(tokenizer.encode(item.text) == item.ids, "\(item.name)")
+            #expect(tokenizer.decode(item.ids) == item.decoded, "\(item.name)")
+        }
+    }
+
     /// The Precompiled charsmap alone, on every scalar of the blocks NFKC and SentencePiece's rules rewrite.
     @Test func precompiledNormalizerMatchesReference() throws {
         let cases = try #require(T5Cases.shared)
