@@ -34,6 +34,7 @@ max_len() {
     case $1 in
         model-file|checkpoint) echo 65536 ;;
         jpeg|tokenizer|mjpeg) echo 32768 ;;
+        t5-tokenizer) echo 49152 ;;
         png|imatrix) echo 16384 ;;
         *) echo 8192 ;;
     esac

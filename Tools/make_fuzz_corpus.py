@@ -180,6 +180,10 @@ def main():
     write("tokenizer", "tiny", SEPARATOR.join(tokenizer_files()))
     fixture_tokenizer = ROOT / "Tests/Fixtures/models/tokenizer"
     write("tokenizer", "fixture", SEPARATOR.join((fixture_tokenizer / f).read_bytes() for f in ("vocab.json", "merges.txt", "tokenizer_config.json")))
+    # The 500-piece T5 tokenizer with a hand-written charsmap (Tools/make_t5_tokenizer_cases.py); the full nmt_nfkc
+    # one is too large for the fuzzer's input length.
+    t5_tokenizer = ROOT / "Tests/Fixtures/tokenizer/t5/tiny"
+    write("t5-tokenizer", "tiny", SEPARATOR.join((t5_tokenizer / f).read_bytes() for f in ("tokenizer.json", "tokenizer_config.json")))
 
     with tempfile.TemporaryDirectory() as scratch:
         folder = Path(scratch) / "checkpoint"

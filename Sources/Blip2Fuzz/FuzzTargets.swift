@@ -31,6 +31,8 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     case png
     /// A tokenizer folder, framed: vocab.json, merges.txt, tokenizer_config.json; then encode and decode.
     case tokenizer
+    /// A T5 tokenizer folder, framed: tokenizer.json, tokenizer_config.json; then encode and decode.
+    case t5Tokenizer = "t5-tokenizer"
     /// A camera stream as `blip2 watch` reads it: an HTTP response head (chunked or not) when the bytes
     /// start with one, then Motion-JPEG cut into uneven pieces for the frame splitter, each frame decoded.
     case mjpeg
@@ -48,6 +50,7 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
         case .jpeg: FuzzImage.run(data, format: .jpeg)
         case .png: FuzzImage.run(data, format: .png)
         case .tokenizer: FuzzTokenizer.run(data)
+        case .t5Tokenizer: FuzzT5Tokenizer.run(data)
         case .mjpeg: FuzzMJPEG.run(data)
         case .importanceMatrix: FuzzImportanceMatrix.run(data)
         }
@@ -269,6 +272,25 @@ enum FuzzTokenizer {
         }
         _ = tokenizer.decode(Array(0..<min(tokenizer.vocabularySize, 64)))
         _ = tokenizer.decodeStripped([tokenizer.vocabularySize, -1, 0])
+        return true
+    }
+}
+
+enum FuzzT5Tokenizer {
+    static let texts = ["", " ", "a photo of", "Question: what is this? Answer:", "ﬁ Å １２ é😀\r\n\t  x", "<extra_id_0></s><pad>▁"]
+
+    static func run(_ data: Data) -> Bool {
+        let parts = FuzzInput.split(data, parts: 2)
+        let folder = FuzzScratch.folder("t5-tokenizer", files: Array(zip(["tokenizer.json", "tokenizer_config.json"], parts)))
+        guard let tokenizerData = try? T5TokenizerData.load(huggingFaceFolder: folder),
+              let tokenizer = try? T5Tokenizer(tokenizerData) else { return false }
+        for text in texts + [String(decoding: parts[1].prefix(256), as: UTF8.self)] {
+            let ids = tokenizer.encode(text)
+            _ = tokenizer.decode(ids, skipSpecialTokens: false)
+            _ = tokenizer.decode(ids, skipSpecialTokens: true)
+            _ = try? tokenizer.encode(text, imageTokenCount: 2)
+        }
+        _ = tokenizer.decode(Array(0..<min(tokenizer.vocabularySize, 64)) + [tokenizer.vocabularySize, -1])
         return true
     }
 }

@@ -67,6 +67,20 @@ struct AddedTokenSplitter: Sendable {
         }
     }
 
+    /// The two passes one at a time, for tokenizers that normalize the text between them (T5): `.raw` finds the
+    /// tokens with `normalized == false` in the original text, `.normalized` the others in normalized text.
+    /// Empty text pieces are dropped.
+    enum Pass {
+        case raw
+        case normalized
+    }
+
+    func split(_ bytes: UnsafeBufferPointer<UInt8>, pass: Pass, into pieces: inout [Piece]) {
+        pieces.removeAll(keepingCapacity: true)
+        guard bytes.count > 0 else { return }
+        findMatches(bytes, 0..<bytes.count, patterns: pass == .raw ? rawPatterns : normalizedPatterns, into: &pieces)
+    }
+
     private func findMatches(
         _ bytes: UnsafeBufferPointer<UInt8>, _ range: Range<Int>, patterns: [[Pattern]], into pieces: inout [Piece]
     ) {

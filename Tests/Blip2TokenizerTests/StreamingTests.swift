@@ -75,3 +75,42 @@ struct StreamingParityTests {
         }
     }
 }
+
+@Suite("Streaming decode for any tokenizer")
+struct TextStreamingTests {
+    static func streamed(_ tokenizer: any TextTokenizer, _ ids: [Int], strip: Bool = false) -> [String] {
+        var stream = TextStreamDecoder(tokenizer: tokenizer, stripWhitespace: strip)
+        return ids.map { stream.append($0) } + [stream.finish()]
+    }
+
+    @Test func bytePiecesAreHeldUntilTheCharacterIsWhole() throws {
+        let tokenizer = try T5Fixtures.tokenizer("byte_fallback")
+        let bytes = "😀".utf8.map { tokenizer.id(for: String(format: "<0x%02X>", $0))! }
+        let word = try #require(tokenizer.id(for: "▁the"))
+        // A run of byte pieces is decoded as one (a later invalid byte would turn all of it into U+FFFD), so its
+        // text comes out with the first id after the run.
+        #expect(Self.streamed(tokenizer, [word] + bytes + [word]) == ["the", "", "", "", "", "😀 the", ""])
+        // Cut short: the incomplete character comes out at the end, as a full decode gives it.
+        #expect(Self.streamed(tokenizer, [word] + bytes.dropLast()).joined() == tokenizer.decode([word] + bytes.dropLast()))
+    }
+
+    @Test(arguments: ["nmt_nfkc", "byte_fallback"])
+    func streamsEqualFullDecodes(variant: String) throws {
+        let tokenizer = try T5Fixtures.tokenizer(variant)
+        let cases = try #require(T5Cases.shared?.variants[variant])
+        for ids in cases.encode.map(\.ids) + cases.decode.map(\.ids) {
+            #expect(Self.streamed(tokenizer, ids).joined() == tokenizer.decode(ids), "\(ids)")
+            #expect(Self.streamed(tokenizer, ids, strip: true).joined()
+                == OPTTokenizer.stripPythonWhitespace(tokenizer.decode(ids)), "\(ids)")
+        }
+    }
+
+    @Test func optThroughTheProtocolStreamsLikeItsOwnDecoder() throws {
+        let tokenizer = try OPTTokenizer(HandMade.data())
+        let ids = "  é😀 a \n".utf8.map { 10 + Int($0) }
+        var own = TokenStreamDecoder(tokenizer: tokenizer, stripWhitespace: true)
+        let expected = ids.map { own.append($0) }.joined() + own.finish()
+        #expect(Self.streamed(tokenizer, ids, strip: true).joined() == expected)
+        #expect(expected == "é😀 a")
+    }
+}
