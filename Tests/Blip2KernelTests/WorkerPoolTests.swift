@@ -66,6 +66,33 @@ import Testing
         #expect((0..<4).allSatisfy { sums[$0] == 6 })
     }
 
+    /// A part of one pool calling into another is an ordinary caller there: it gets that pool's worker
+    /// indices, not its own. When the thread-local index was process-wide, a part running as worker 3 of
+    /// a 4-thread pool ran the 2-thread pool's job as "worker 3", and that pool's `scratch(worker: 3)` trapped.
+    @Test func aPartCallingAnotherPoolGetsThatPoolsWorkers() {
+        let outer = WorkerPool(threads: 4)
+        let inner = WorkerPool(threads: 2)
+        let parts = 64
+        let innerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: parts * 8)
+        let outerAfter = UnsafeMutablePointer<Int>.allocate(capacity: parts)
+        let outerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: parts)
+        defer { innerWorkers.deallocate(); outerAfter.deallocate(); outerWorkers.deallocate() }
+        innerWorkers.initialize(repeating: -1, count: parts * 8)
+        outer.run(parts: parts) { part, worker in
+            outerWorkers[part] = worker
+            inner.run(parts: 8) { innerPart, innerWorker in
+                innerWorkers[part * 8 + innerPart] = innerWorker
+                guard innerWorker >= 0 && innerWorker < inner.threads else { return }   // would trap below
+                inner.scratch(worker: innerWorker, bytes: 64).storeBytes(of: innerPart, as: Int.self)
+            }
+            // Back in the outer pool's part: a nested outer job still runs inline, as this worker.
+            outer.run(parts: 1) { _, again in outerAfter[part] = again }
+        }
+        #expect((0..<parts * 8).allSatisfy { innerWorkers[$0] >= 0 && innerWorkers[$0] < inner.threads },
+                "inner worker indices: \(Set((0..<parts * 8).map { innerWorkers[$0] }).sorted())")
+        #expect((0..<parts).allSatisfy { outerAfter[$0] == outerWorkers[$0] })
+    }
+
     @Test func callersOnSeveralThreadsTakeTurns() async {
         let pool = WorkerPool(threads: 2)
         await withTaskGroup(of: Bool.self) { group in
