@@ -1,4 +1,5 @@
 import Blip2Core
+import CKernels
 import Foundation
 import Testing
 
@@ -72,13 +73,18 @@ import Testing
     @Test func aPartCallingAnotherPoolGetsThatPoolsWorkers() {
         let outer = WorkerPool(threads: 4)
         let inner = WorkerPool(threads: 2)
-        let parts = 64
-        let innerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: parts * 8)
-        let outerAfter = UnsafeMutablePointer<Int>.allocate(capacity: parts)
-        let outerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: parts)
-        defer { innerWorkers.deallocate(); outerAfter.deallocate(); outerWorkers.deallocate() }
-        innerWorkers.initialize(repeating: -1, count: parts * 8)
-        outer.run(parts: parts) { part, worker in
+        let counters = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        let innerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: 4 * 8)
+        let outerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: 4)
+        let outerAfter = UnsafeMutablePointer<Int>.allocate(capacity: 4)
+        defer { counters.deallocate(); innerWorkers.deallocate(); outerWorkers.deallocate(); outerAfter.deallocate() }
+        counters.initialize(to: 0)
+        innerWorkers.initialize(repeating: -1, count: 4 * 8)
+        outer.run(parts: 4) { part, worker in
+            // Each part waits for the other three, so all four threads (workers 0 to 3) hold one.
+            blip2_atomic_fetch_add(counters, 1)
+            let deadline = Date().addingTimeInterval(60)
+            while blip2_atomic_load(counters) < 4 && Date() < deadline { usleep(100) }
             outerWorkers[part] = worker
             inner.run(parts: 8) { innerPart, innerWorker in
                 innerWorkers[part * 8 + innerPart] = innerWorker
@@ -88,9 +94,10 @@ import Testing
             // Back in the outer pool's part: a nested outer job still runs inline, as this worker.
             outer.run(parts: 1) { _, again in outerAfter[part] = again }
         }
-        #expect((0..<parts * 8).allSatisfy { innerWorkers[$0] >= 0 && innerWorkers[$0] < inner.threads },
-                "inner worker indices: \(Set((0..<parts * 8).map { innerWorkers[$0] }).sorted())")
-        #expect((0..<parts).allSatisfy { outerAfter[$0] == outerWorkers[$0] })
+        #expect(Set((0..<4).map { outerWorkers[$0] }) == [0, 1, 2, 3])
+        #expect((0..<4 * 8).allSatisfy { innerWorkers[$0] >= 0 && innerWorkers[$0] < inner.threads },
+                "inner worker indices: \(Set((0..<4 * 8).map { innerWorkers[$0] }).sorted())")
+        #expect((0..<4).allSatisfy { outerAfter[$0] == outerWorkers[$0] })
     }
 
     @Test func callersOnSeveralThreadsTakeTurns() async {
