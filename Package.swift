@@ -44,6 +44,9 @@ let package = Package(
         .target(name: "CKernels"),
         // The kiosk page's HTML, CSS and JavaScript (page/), embedded at compile time with C23 #embed.
         .target(name: "CPage", exclude: ["page"]),
+        // libjpeg and libpng driven from C: their fatal errors longjmp, which must never cross a Swift frame,
+        // so each decode is one C call that turns every failure into an outcome code.
+        .target(name: "CImageDecode", dependencies: ["CJPEG", "CPNG"]),
 
         // MARK: Libraries
         .target(name: "Blip2Core", dependencies: ["CKernels"]),
@@ -54,7 +57,7 @@ let package = Package(
         .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Config"]),
         .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2Image", "CKernels"]),
         .target(name: "Blip2Tokenizer", dependencies: ["Blip2Core"]),
-        .target(name: "Blip2Image", dependencies: ["Blip2Core", "CJPEG", "CPNG"]),
+        .target(name: "Blip2Image", dependencies: ["Blip2Core", "CImageDecode"]),
         // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
         .target(name: "Blip2Model", dependencies: ["Blip2Compute", "Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
         // Decoding strategies over any language model state: greedy, beam search, sampling.

@@ -10,8 +10,9 @@ import Darwin
 ///
 /// `run(parts:_:)` hands out part indices to the caller's thread and the workers until all are done;
 /// it allocates nothing. Jobs from different threads are serialized, so a part owns its worker's scratch
-/// memory; a job started from inside a part (a nested call) runs on that thread alone, with that part's
-/// worker index (and scratch), so nesting cannot deadlock.
+/// memory; a job started from inside a part of the same pool (a nested call) runs on that thread alone,
+/// with that part's worker index (and scratch), so nesting cannot deadlock. A part calling into another
+/// pool is an ordinary caller of that pool: worker indices belong to one pool.
 // @unchecked Sendable: its job and counters are published under pthread mutexes and C atomics.
 public final class WorkerPool: @unchecked Sendable {
     /// Threads that work on a job, the caller's included.
@@ -36,7 +37,7 @@ public final class WorkerPool: @unchecked Sendable {
     /// `worker` (0..<threads) names the thread running the part, for per-thread scratch memory.
     public func run(parts: Int, _ body: (_ part: Int, _ worker: Int) -> Void) {
         guard parts > 0 else { return }
-        if let worker = PoolShared.currentWorker {
+        if let worker = shared.currentWorker {
             for part in 0..<parts { body(part, worker) }
         } else if parts == 1 || threads == 1 {
             runOnCaller(parts: parts, body)
@@ -48,7 +49,7 @@ public final class WorkerPool: @unchecked Sendable {
     /// Like `run`, but every part runs on the calling thread (as worker 0): for work too small to share.
     public func runOnCaller(parts: Int, _ body: (_ part: Int, _ worker: Int) -> Void) {
         guard parts > 0 else { return }
-        if let worker = PoolShared.currentWorker {
+        if let worker = shared.currentWorker {
             for part in 0..<parts { body(part, worker) }
             return
         }
@@ -126,8 +127,8 @@ private final class PoolShared: @unchecked Sendable {
     func runAlone(parts: Int, _ body: (Int, Int) -> Void) {
         pthread_mutex_lock(jobLock)
         defer { pthread_mutex_unlock(jobLock) }
-        Self.currentWorker = 0
-        defer { Self.currentWorker = nil }
+        let outer = Self.enter(self, as: 0)
+        defer { Self.leave(restoring: outer) }
         for part in 0..<parts { body(part, 0) }
     }
 
@@ -146,9 +147,9 @@ private final class PoolShared: @unchecked Sendable {
             pthread_cond_broadcast(wake)
             pthread_mutex_unlock(mutex)
 
-            Self.currentWorker = 0
+            let outer = Self.enter(self, as: 0)
             work(as: 0)
-            Self.currentWorker = nil
+            Self.leave(restoring: outer)
 
             var spins = 0
             while blip2_atomic_load(remaining) > 0 && spins < Self.spinLimit {
@@ -199,7 +200,7 @@ private final class PoolShared: @unchecked Sendable {
     }
 
     func workerMain(_ worker: Int) {
-        Self.currentWorker = worker
+        _ = Self.enter(self, as: worker)
         var seen: Int64 = 0
         while true {
             var spins = 0
@@ -222,20 +223,41 @@ private final class PoolShared: @unchecked Sendable {
         }
     }
 
-    // MARK: Thread-local worker index
+    // MARK: Thread-local worker identity
 
-    private static let workerKey: pthread_key_t = {
+    // Which pool's part this thread is running, and as which worker. Both are recorded because a part may
+    // call into another pool: there it is an ordinary caller, and its index (which may exceed that pool's
+    // thread count) must not be taken for one of the other pool's workers.
+    private static let poolKey = makeKey()
+    private static let workerKey = makeKey()
+
+    private static func makeKey() -> pthread_key_t {
         var key = pthread_key_t()
         pthread_key_create(&key, nil)
         return key
-    }()
+    }
 
-    /// The worker index of the part running on this thread (worker threads always have one), or nil.
-    static var currentWorker: Int? {
-        get {
-            guard let value = pthread_getspecific(workerKey) else { return nil }
-            return Int(bitPattern: value) - 1
-        }
-        set { pthread_setspecific(workerKey, newValue.flatMap { UnsafeRawPointer(bitPattern: $0 + 1) }) }
+    /// The pool and worker this thread was running as before `enter`, for `leave` to restore.
+    typealias Membership = (pool: UnsafeMutableRawPointer?, worker: UnsafeMutableRawPointer?)
+
+    /// Marks this thread as `worker` of `pool` and returns what it was before (a part of another pool, or nothing).
+    static func enter(_ pool: PoolShared, as worker: Int) -> Membership {
+        let outer = (pthread_getspecific(poolKey), pthread_getspecific(workerKey))
+        // Unretained: a pool's workers and callers leave it before the pool can be freed.
+        pthread_setspecific(poolKey, Unmanaged.passUnretained(pool).toOpaque())
+        pthread_setspecific(workerKey, UnsafeRawPointer(bitPattern: worker + 1))
+        return outer
+    }
+
+    static func leave(restoring outer: Membership) {
+        pthread_setspecific(poolKey, outer.pool)
+        pthread_setspecific(workerKey, outer.worker)
+    }
+
+    /// The worker index of this pool's part running on this thread (its worker threads always have one), or nil.
+    var currentWorker: Int? {
+        guard pthread_getspecific(Self.poolKey) == Unmanaged.passUnretained(self).toOpaque(),
+              let value = pthread_getspecific(Self.workerKey) else { return nil }
+        return Int(bitPattern: value) - 1
     }
 }

@@ -25,9 +25,9 @@ public enum FuzzTarget: String, CaseIterable, Sendable {
     /// A checkpoint folder, framed (see `FuzzInput`): config.json, preprocessor_config.json,
     /// model.safetensors, vocab.json, merges.txt, tokenizer_config.json; converted to a model file.
     case checkpoint
-    /// JPEG decoding (through libjpeg on its guarded thread) and preprocessing.
+    /// JPEG decoding (libjpeg, through the CImageDecode shim) and preprocessing.
     case jpeg
-    /// PNG decoding (through libpng on its guarded thread) and preprocessing.
+    /// PNG decoding (libpng, through the CImageDecode shim) and preprocessing.
     case png
     /// A tokenizer folder, framed: vocab.json, merges.txt, tokenizer_config.json; then encode and decode.
     case tokenizer

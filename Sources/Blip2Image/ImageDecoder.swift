@@ -1,4 +1,5 @@
 import Blip2Core
+import CImageDecode
 import Foundation
 
 /// Limits applied while decoding untrusted images.
@@ -7,7 +8,7 @@ public struct ImageDecodeOptions: Sendable, Equatable {
     /// The default, 64 megapixels, admits any camera photo while bounding memory. At the limit the RGB
     /// result is 192 MB, and the decoder's samples are held beside it until converted: up to 512 MB more
     /// for a 16-bit RGBA PNG, 256 MB for a CMYK JPEG, so about 0.7 GB at the peak; a progressive JPEG adds
-    /// libjpeg's coefficient buffers, capped separately (see `max_memory_to_use` in JPEGDecoding.swift).
+    /// libjpeg's coefficient buffers, capped separately (see `max_memory_to_use` in Sources/CImageDecode/jpeg_decode.c).
     public var maxPixels: Int = 64_000_000
     /// Files larger than this are refused before they are read.
     public var maxFileBytes: Int = 256 << 20
@@ -103,4 +104,9 @@ func checkPixelLimit(width: Int, height: Int, name: String, options: ImageDecode
     if overflow || pixels > options.maxPixels {
         throw ImageError.tooManyPixels(name: name, width: width, height: height, limit: options.maxPixels)
     }
+}
+
+/// The library's own words for a failed decode (`blip2_decode_result.message`, NUL-terminated by the shim).
+func decodeMessage(_ result: blip2_decode_result) -> String {
+    withUnsafeBytes(of: result.message) { String(decoding: $0.prefix { $0 != 0 }, as: UTF8.self) }
 }

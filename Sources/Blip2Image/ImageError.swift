@@ -22,7 +22,7 @@ public enum ImageError: Error, CustomStringConvertible, Equatable, Sendable {
     case truncated(name: String)
     /// The data is not a valid image of its format.
     case corrupt(name: String, reason: String)
-    /// The decoder could not be started (the system refused a thread or memory).
+    /// The decoder could not get the memory it needs.
     case decoderUnavailable(name: String, reason: String)
     /// A preprocessing configuration that cannot be used.
     case invalidConfig(name: String, reason: String)

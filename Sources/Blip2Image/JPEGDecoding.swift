@@ -1,4 +1,4 @@
-import CJPEG
+import CImageDecode
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -75,193 +75,7 @@ func scanJPEGHeader(_ bytes: UnsafeRawBufferPointer) -> JPEGHeaderScan {
     }
 }
 
-// MARK: - libjpeg driver (runs on a guarded thread)
-
-/// The least memory libjpeg may use for one image, whatever its size in bytes.
-private let jpegMinimumMemory = 256 << 20
-
-/// Everything the decoding thread reads and writes. Plain values and raw pointers only: see GuardedThread.
-private struct JPEGDecodeJob {
-    enum Outcome {
-        case notFinished, decoded, unsupportedColorComponents, unsupportedPrecision, unexpectedOutputSize
-        case tooManyPixels, tooManyScans, outOfMemory, truncated
-    }
-
-    var input: UnsafePointer<UInt8>
-    var inputCount: Int
-    var maxPixels: Int
-    var maxScans: Int
-    var decompressor: UnsafeMutablePointer<jpeg_decompress_struct>
-    var errorManager: UnsafeMutablePointer<jpeg_error_mgr>
-    var source: UnsafeMutablePointer<jpeg_source_mgr>
-    var progress: UnsafeMutablePointer<jpeg_progress_mgr>
-    /// An end-of-image marker handed to libjpeg when the real data runs out.
-    var endOfImageMarker: UnsafeMutablePointer<UInt8>
-    var message: UnsafeMutablePointer<CChar>
-
-    var outcome = Outcome.notFinished
-    var libraryFailed = false
-    var ranOutOfData = false
-    var allRowsRead = false
-    var ranOutOfDataBeforeLastRow = false
-    var width = 0
-    var height = 0
-    var components = 0
-    var pixels: UnsafeMutablePointer<UInt8>? = nil
-    var rows: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>? = nil
-}
-
-private func decodeJob(of common: j_common_ptr?) -> UnsafeMutablePointer<JPEGDecodeJob>? {
-    common?.pointee.client_data?.assumingMemoryBound(to: JPEGDecodeJob.self)
-}
-
-private func decodeJob(of decompressor: j_decompress_ptr?) -> UnsafeMutablePointer<JPEGDecodeJob>? {
-    decompressor?.pointee.client_data?.assumingMemoryBound(to: JPEGDecodeJob.self)
-}
-
-/// Hands libjpeg a fake end-of-image marker once the data is used up, and remembers that it happened:
-/// the reference reader calls an image that ends before its last row truncated.
-private func presentEndOfData(_ decompressor: j_decompress_ptr?) {
-    guard let job = decodeJob(of: decompressor), let source = decompressor?.pointee.src else { return }
-    job.pointee.ranOutOfData = true
-    if !job.pointee.allRowsRead { job.pointee.ranOutOfDataBeforeLastRow = true }
-    source.pointee.next_input_byte = UnsafePointer(job.pointee.endOfImageMarker)
-    source.pointee.bytes_in_buffer = 2
-}
-
-private func installHandlers(_ job: UnsafeMutablePointer<JPEGDecodeJob>) {
-    let errorManager = job.pointee.errorManager
-    _ = jpeg_std_error(errorManager)
-    errorManager.pointee.error_exit = { common in
-        if let job = decodeJob(of: common), let common {
-            common.pointee.err.pointee.format_message(common, job.pointee.message)
-            job.pointee.libraryFailed = true
-        }
-        GuardedThread.abandon()
-    }
-    // Warnings (corrupt entropy data, extraneous bytes) are ignored, as the reference reader does;
-    // nothing is printed.
-    errorManager.pointee.emit_message = { common, level in
-        if level < 0, let manager = common?.pointee.err { manager.pointee.num_warnings += 1 }
-    }
-    errorManager.pointee.output_message = { _ in }
-
-    let source = job.pointee.source
-    source.pointee.next_input_byte = job.pointee.input
-    source.pointee.bytes_in_buffer = job.pointee.inputCount
-    source.pointee.init_source = { _ in }
-    source.pointee.fill_input_buffer = { decompressor in
-        presentEndOfData(decompressor)
-        return 1
-    }
-    source.pointee.skip_input_data = { decompressor, count in
-        guard count > 0, let source = decompressor?.pointee.src else { return }
-        if count > source.pointee.bytes_in_buffer {
-            presentEndOfData(decompressor)
-        } else {
-            source.pointee.next_input_byte = source.pointee.next_input_byte.advanced(by: count)
-            source.pointee.bytes_in_buffer -= count
-        }
-    }
-    source.pointee.resync_to_restart = jpeg_resync_to_restart
-    source.pointee.term_source = { _ in }
-
-    // A progressive file can hold thousands of tiny scans that each cost a pass over the whole image;
-    // libjpeg reports progress once per unit of input, which is where such a file is stopped.
-    job.pointee.progress.pointee.progress_monitor = { common in
-        guard let job = decodeJob(of: common) else { return }
-        if Int(job.pointee.decompressor.pointee.input_scan_number) > job.pointee.maxScans {
-            job.pointee.outcome = .tooManyScans
-            GuardedThread.abandon()
-        }
-    }
-}
-
-private func decodeJPEGOnCurrentThread(_ job: UnsafeMutablePointer<JPEGDecodeJob>) {
-    let decompressor = job.pointee.decompressor
-    installHandlers(job)
-    decompressor.pointee.err = job.pointee.errorManager
-    decompressor.pointee.client_data = UnsafeMutableRawPointer(job)
-    jpeg_CreateDecompress(decompressor, JPEG_LIB_VERSION, MemoryLayout<jpeg_decompress_struct>.size)
-    decompressor.pointee.src = job.pointee.source
-    decompressor.pointee.progress = job.pointee.progress
-    _ = jpeg_read_header(decompressor, 1)
-
-    let width = Int(decompressor.pointee.image_width)
-    let height = Int(decompressor.pointee.image_height)
-    let components = Int(decompressor.pointee.num_components)
-    guard decompressor.pointee.data_precision == 8 else {
-        job.pointee.outcome = .unsupportedPrecision
-        return
-    }
-    switch components {
-    case 1: decompressor.pointee.out_color_space = JCS_GRAYSCALE
-    case 3: decompressor.pointee.out_color_space = JCS_RGB
-    case 4: decompressor.pointee.out_color_space = JCS_CMYK
-    default:
-        job.pointee.outcome = .unsupportedColorComponents
-        return
-    }
-    job.pointee.width = width
-    job.pointee.height = height
-    job.pointee.components = components
-    guard width.multipliedReportingOverflow(by: height).partialValue <= job.pointee.maxPixels else {
-        job.pointee.outcome = .tooManyPixels
-        return
-    }
-
-    // Progressive and multi-scan files buffer every coefficient of the image, zeroed up front: a header
-    // claiming 8000x8000 over a few kilobytes of data would cost hundreds of megabytes before the data
-    // runs out. Real images carry at least a byte per ~1000 pixels, so libjpeg may use 1 KiB per input
-    // byte (never less than 256 MiB); beyond that it stops with JERR_NO_BACKING_STORE.
-    decompressor.pointee.mem.pointee.max_memory_to_use = max(jpegMinimumMemory, min(job.pointee.inputCount, Int.max >> 10) << 10)
-    _ = jpeg_start_decompress(decompressor)
-    // A progressive file was read whole by now; one that ran out is truncated, and no row is worth decoding.
-    if job.pointee.ranOutOfDataBeforeLastRow {
-        job.pointee.outcome = .truncated
-        return
-    }
-    guard Int(decompressor.pointee.output_width) == width, Int(decompressor.pointee.output_height) == height,
-          Int(decompressor.pointee.output_components) == components
-    else {
-        job.pointee.outcome = .unexpectedOutputSize
-        return
-    }
-    let rowBytes = width * components
-    guard let pixels = malloc(rowBytes * height)?.assumingMemoryBound(to: UInt8.self) else {
-        job.pointee.outcome = .outOfMemory
-        return
-    }
-    job.pointee.pixels = pixels
-    guard let rows = malloc(height * MemoryLayout<UnsafeMutablePointer<UInt8>?>.stride)?
-        .assumingMemoryBound(to: UnsafeMutablePointer<UInt8>?.self)
-    else {
-        job.pointee.outcome = .outOfMemory
-        return
-    }
-    job.pointee.rows = rows
-    for row in 0..<height { rows[row] = pixels + row * rowBytes }
-
-    while decompressor.pointee.output_scanline < decompressor.pointee.output_height {
-        let next = Int(decompressor.pointee.output_scanline)
-        let read = jpeg_read_scanlines(decompressor, rows + next, JDIMENSION(height - next))
-        if read == 0 { break }
-        // The rest would be filler the reference refuses anyway (truncated): stop before touching those rows.
-        if job.pointee.ranOutOfDataBeforeLastRow {
-            job.pointee.outcome = .truncated
-            return
-        }
-    }
-    job.pointee.allRowsRead = decompressor.pointee.output_scanline == decompressor.pointee.output_height
-    _ = jpeg_finish_decompress(decompressor)
-    job.pointee.outcome = .decoded
-}
-
-private let jpegThreadBody: GuardedThreadBody = { argument in
-    decodeJPEGOnCurrentThread(argument.assumingMemoryBound(to: JPEGDecodeJob.self))
-}
-
-// MARK: - Public entry (calling thread)
+// MARK: - Public entry
 
 /// Decodes a JPEG and converts it to RGB as the reference processor does: grayscale is replicated, and
 /// 4-component (CMYK or YCCK) images are read as Adobe-inverted CMYK, the convention the reference reader
@@ -279,75 +93,42 @@ func decodeJPEG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDec
     }
     guard let input = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { throw ImageError.emptyFile(name: name) }
 
-    let decompressor = UnsafeMutablePointer<jpeg_decompress_struct>.allocate(capacity: 1)
-    decompressor.initialize(to: jpeg_decompress_struct())
-    let errorManager = UnsafeMutablePointer<jpeg_error_mgr>.allocate(capacity: 1)
-    errorManager.initialize(to: jpeg_error_mgr())
-    let source = UnsafeMutablePointer<jpeg_source_mgr>.allocate(capacity: 1)
-    source.initialize(to: jpeg_source_mgr())
-    let progress = UnsafeMutablePointer<jpeg_progress_mgr>.allocate(capacity: 1)
-    progress.initialize(to: jpeg_progress_mgr())
-    let endOfImageMarker = UnsafeMutablePointer<UInt8>.allocate(capacity: 2)
-    endOfImageMarker[0] = 0xFF
-    endOfImageMarker[1] = 0xD9
-    let message = UnsafeMutablePointer<CChar>.allocate(capacity: Int(JMSG_LENGTH_MAX) + 1)
-    message.initialize(repeating: 0, count: Int(JMSG_LENGTH_MAX) + 1)
-    let job = UnsafeMutablePointer<JPEGDecodeJob>.allocate(capacity: 1)
-    job.initialize(to: JPEGDecodeJob(
-        input: input, inputCount: bytes.count, maxPixels: options.maxPixels, maxScans: options.maxJPEGScans,
-        decompressor: decompressor, errorManager: errorManager, source: source, progress: progress,
-        endOfImageMarker: endOfImageMarker, message: message))
-    defer {
-        // Safe whether the thread finished, gave up, or never started: libjpeg owns its memory.
-        jpeg_destroy_decompress(decompressor)
-        free(job.pointee.pixels)
-        free(job.pointee.rows)
-        job.deinitialize(count: 1); job.deallocate()
-        decompressor.deallocate()
-        errorManager.deallocate()
-        source.deallocate()
-        progress.deallocate()
-        endOfImageMarker.deallocate()
-        message.deallocate()
-    }
-
-    if let failure = GuardedThread.run(jpegThreadBody, argument: UnsafeMutableRawPointer(job)) {
-        throw ImageError.decoderUnavailable(name: name, reason: failure)
-    }
-    let result = job.pointee
-    if result.libraryFailed {
-        if errorManager.pointee.msg_code == Int32(JERR_NO_BACKING_STORE.rawValue) {
-            throw ImageError.corrupt(name: name, reason: "the header declares \(result.width)x\(result.height) pixels, more than \(bytes.count) bytes of progressive JPEG data can describe")
-        }
-        if result.ranOutOfData { throw ImageError.truncated(name: name) }
-        throw ImageError.corrupt(name: name, reason: "libjpeg: " + String(cString: message))
-    }
+    // libjpeg runs inside the C shim (CImageDecode): its fatal errors end there, as an outcome.
+    var result = blip2_decode_result()
+    blip2_decode_jpeg(input, bytes.count, options.maxPixels, Int32(clamping: options.maxJPEGScans), &result)
+    defer { free(result.pixels) }
+    let width = result.width, height = result.height, components = result.components
     switch result.outcome {
-    case .notFinished:
-        throw ImageError.corrupt(name: name, reason: "libjpeg stopped without saying why")
-    case .truncated:
-        throw ImageError.truncated(name: name)
-    case .unsupportedPrecision:
-        throw ImageError.unsupportedImage(name: name, reason: "JPEG samples are not 8-bit")
-    case .unsupportedColorComponents:
-        throw ImageError.unsupportedImage(name: name, reason: "JPEG with \(result.components) color components")
-    case .unexpectedOutputSize:
-        throw ImageError.corrupt(name: name, reason: "libjpeg would output a different size than the frame header declares")
-    case .tooManyScans:
-        throw ImageError.unsupportedImage(name: name, reason: "a progressive JPEG with more than \(options.maxJPEGScans) scans")
-    case .tooManyPixels:
-        throw ImageError.tooManyPixels(name: name, width: result.width, height: result.height, limit: options.maxPixels)
-    case .outOfMemory:
-        throw ImageError.decoderUnavailable(name: name, reason: "out of memory for \(result.width)x\(result.height) pixels")
-    case .decoded:
+    case BLIP2_DECODE_DECODED:
         break
+    case BLIP2_DECODE_LIBRARY_ERROR:
+        if result.out_of_backing_store != 0 {
+            throw ImageError.corrupt(name: name, reason: "the header declares \(width)x\(height) pixels, more than \(bytes.count) bytes of progressive JPEG data can describe")
+        }
+        if result.ran_out_of_data != 0 { throw ImageError.truncated(name: name) }
+        throw ImageError.corrupt(name: name, reason: "libjpeg: " + decodeMessage(result))
+    case BLIP2_DECODE_TRUNCATED:
+        throw ImageError.truncated(name: name)
+    case BLIP2_DECODE_UNSUPPORTED_PRECISION:
+        throw ImageError.unsupportedImage(name: name, reason: "JPEG samples are not 8-bit")
+    case BLIP2_DECODE_UNSUPPORTED_COMPONENTS:
+        throw ImageError.unsupportedImage(name: name, reason: "JPEG with \(components) color components")
+    case BLIP2_DECODE_UNEXPECTED_OUTPUT_SIZE:
+        throw ImageError.corrupt(name: name, reason: "libjpeg would output a different size than the frame header declares")
+    case BLIP2_DECODE_TOO_MANY_SCANS:
+        throw ImageError.unsupportedImage(name: name, reason: "a progressive JPEG with more than \(options.maxJPEGScans) scans")
+    case BLIP2_DECODE_TOO_MANY_PIXELS:
+        throw ImageError.tooManyPixels(name: name, width: width, height: height, limit: options.maxPixels)
+    case BLIP2_DECODE_OUT_OF_MEMORY:
+        throw ImageError.decoderUnavailable(name: name, reason: "out of memory for \(width)x\(height) pixels")
+    default:
+        throw ImageError.corrupt(name: name, reason: "libjpeg stopped without saying why")
     }
-    if result.ranOutOfDataBeforeLastRow { throw ImageError.truncated(name: name) }
-    guard let pixels = result.pixels, result.width > 0, result.height > 0 else {
+    guard let pixels = result.pixels, width > 0, height > 0 else {
         throw ImageError.corrupt(name: name, reason: "no pixels decoded")
     }
-    let samples = UnsafeBufferPointer(start: pixels, count: result.width * result.height * result.components)
-    return jpegSamplesToRGB(samples, width: result.width, height: result.height, components: result.components)
+    let samples = UnsafeBufferPointer(start: pixels, count: width * height * components)
+    return jpegSamplesToRGB(samples, width: width, height: height, components: components)
 }
 
 private func checkFrame(_ frame: JPEGFrameHeader, dataBytes: Int, name: String, options: ImageDecodeOptions) throws {

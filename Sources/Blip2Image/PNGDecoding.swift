@@ -1,4 +1,4 @@
-import CPNG
+import CImageDecode
 #if canImport(Glibc)
 import Glibc
 #elseif canImport(Darwin)
@@ -104,121 +104,7 @@ enum CRC32 {
     }
 }
 
-// MARK: - libpng driver (runs on a guarded thread)
-
-/// Everything the decoding thread reads and writes. Plain values and raw pointers only: see GuardedThread.
-private struct PNGDecodeJob {
-    enum Outcome { case notFinished, decoded, headerMismatch, tooManyPixels, outOfMemory }
-
-    var input: UnsafePointer<UInt8>
-    var inputCount: Int
-    var position = 0
-    var expected: (width: Int, height: Int, bitDepth: Int, colorType: Int)
-    var maxPixels: Int
-    var message: UnsafeMutablePointer<CChar>
-    static let messageCapacity = 256
-
-    var reader: png_structp? = nil
-    var info: png_infop? = nil
-    var outcome = Outcome.notFinished
-    var libraryFailed = false
-    var ranOutOfData = false
-    var rowBytes = 0
-    var pixels: UnsafeMutablePointer<UInt8>? = nil
-    var rows: UnsafeMutablePointer<UnsafeMutablePointer<UInt8>?>? = nil
-}
-
-private let pngFatalError: png_error_ptr = { reader, message in
-    if let job = png_get_error_ptr(reader)?.assumingMemoryBound(to: PNGDecodeJob.self) {
-        if let message {
-            strncpy(job.pointee.message, message, PNGDecodeJob.messageCapacity - 1)
-        }
-        job.pointee.libraryFailed = true
-    }
-    GuardedThread.abandon()
-}
-
-private let pngWarning: png_error_ptr = { _, _ in }
-
-private let pngRead: png_rw_ptr = { reader, destination, count in
-    guard let job = png_get_io_ptr(reader)?.assumingMemoryBound(to: PNGDecodeJob.self), let destination else {
-        png_error(reader, "no input")
-    }
-    let available = job.pointee.inputCount - job.pointee.position
-    guard count <= available else {
-        job.pointee.ranOutOfData = true
-        png_error(reader, "the data ends early")
-    }
-    memcpy(destination, job.pointee.input + job.pointee.position, count)
-    job.pointee.position += count
-}
-
-private func decodePNGOnCurrentThread(_ job: UnsafeMutablePointer<PNGDecodeJob>) {
-    guard let reader = png_create_read_struct(PNG_LIBPNG_VER_STRING, job, pngFatalError, pngWarning) else {
-        job.pointee.outcome = .outOfMemory
-        return
-    }
-    job.pointee.reader = reader
-    guard let info = png_create_info_struct(reader) else {
-        job.pointee.outcome = .outOfMemory
-        return
-    }
-    job.pointee.info = info
-    png_set_read_fn(reader, job, pngRead)
-    // The reference reader ignores the CRCs of image data chunks; those before the image data were
-    // already checked by scanPNGChunks.
-    png_set_crc_action(reader, PNG_CRC_QUIET_USE, PNG_CRC_QUIET_USE)
-    png_read_info(reader, info)
-
-    var width: png_uint_32 = 0, height: png_uint_32 = 0
-    var bitDepth: Int32 = 0, colorType: Int32 = 0, interlace: Int32 = 0
-    png_get_IHDR(reader, info, &width, &height, &bitDepth, &colorType, &interlace, nil, nil)
-    let expected = job.pointee.expected
-    guard Int(width) == expected.width, Int(height) == expected.height,
-          Int(bitDepth) == expected.bitDepth, Int(colorType) == expected.colorType
-    else {
-        job.pointee.outcome = .headerMismatch
-        return
-    }
-    guard expected.width.multipliedReportingOverflow(by: expected.height).partialValue <= job.pointee.maxPixels else {
-        job.pointee.outcome = .tooManyPixels
-        return
-    }
-    // Samples are kept as stored: sub-byte ones spread to a byte each (not rescaled), 16-bit ones big-endian.
-    if bitDepth < 8 { png_set_packing(reader) }
-    if interlace != PNG_INTERLACE_NONE { _ = png_set_interlace_handling(reader) }
-    png_read_update_info(reader, info)
-
-    let rowBytes = Int(png_get_rowbytes(reader, info))
-    let channels = Int(png_get_channels(reader, info))
-    guard rowBytes == expected.width * channels * (bitDepth == 16 ? 2 : 1) else {
-        job.pointee.outcome = .headerMismatch
-        return
-    }
-    job.pointee.rowBytes = rowBytes
-    let rowCount = expected.height
-    guard let pixels = malloc(rowBytes * rowCount)?.assumingMemoryBound(to: UInt8.self) else {
-        job.pointee.outcome = .outOfMemory
-        return
-    }
-    job.pointee.pixels = pixels
-    guard let rows = malloc(rowCount * MemoryLayout<UnsafeMutablePointer<UInt8>?>.stride)?
-        .assumingMemoryBound(to: UnsafeMutablePointer<UInt8>?.self)
-    else {
-        job.pointee.outcome = .outOfMemory
-        return
-    }
-    job.pointee.rows = rows
-    for row in 0..<rowCount { rows[row] = pixels + row * rowBytes }
-    png_read_image(reader, rows)
-    job.pointee.outcome = .decoded
-}
-
-private let pngThreadBody: GuardedThreadBody = { argument in
-    decodePNGOnCurrentThread(argument.assumingMemoryBound(to: PNGDecodeJob.self))
-}
-
-// MARK: - Public entry (calling thread)
+// MARK: - Public entry
 
 /// Decodes a PNG and converts it to RGB exactly as the reference reader and processor do.
 func decodePNG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDecodeOptions) throws -> RGBImage {
@@ -227,43 +113,28 @@ func decodePNG(_ bytes: UnsafeRawBufferPointer, name: String, options: ImageDeco
     let rule = try PNGConversion(preamble, name: name)
     guard let input = bytes.baseAddress?.assumingMemoryBound(to: UInt8.self) else { throw ImageError.emptyFile(name: name) }
 
-    let message = UnsafeMutablePointer<CChar>.allocate(capacity: PNGDecodeJob.messageCapacity)
-    message.initialize(repeating: 0, count: PNGDecodeJob.messageCapacity)
-    let job = UnsafeMutablePointer<PNGDecodeJob>.allocate(capacity: 1)
-    job.initialize(to: PNGDecodeJob(
-        input: input, inputCount: bytes.count,
-        expected: (preamble.width, preamble.height, preamble.bitDepth, preamble.colorType),
-        maxPixels: options.maxPixels, message: message))
-    defer {
-        // Safe whether the thread finished, gave up, or never started: libpng owns its memory.
-        if job.pointee.reader != nil { png_destroy_read_struct(&job.pointee.reader, &job.pointee.info, nil) }
-        free(job.pointee.pixels)
-        free(job.pointee.rows)
-        job.deinitialize(count: 1); job.deallocate()
-        message.deallocate()
-    }
-
-    if let failure = GuardedThread.run(pngThreadBody, argument: UnsafeMutableRawPointer(job)) {
-        throw ImageError.decoderUnavailable(name: name, reason: failure)
-    }
-    let result = job.pointee
-    if result.libraryFailed {
-        if result.ranOutOfData { throw ImageError.truncated(name: name) }
-        throw ImageError.corrupt(name: name, reason: "libpng: " + String(cString: message))
-    }
+    // libpng runs inside the C shim (CImageDecode): its fatal errors end there, as an outcome.
+    var result = blip2_decode_result()
+    let expected = blip2_png_header(width: UInt32(preamble.width), height: UInt32(preamble.height),
+                                    bit_depth: Int32(preamble.bitDepth), color_type: Int32(preamble.colorType))
+    blip2_decode_png(input, bytes.count, options.maxPixels, expected, &result)
+    defer { free(result.pixels) }
     switch result.outcome {
-    case .notFinished, .headerMismatch:
-        throw ImageError.corrupt(name: name, reason: "libpng read a different header than the IHDR chunk declares")
-    case .tooManyPixels:
-        throw ImageError.tooManyPixels(name: name, width: preamble.width, height: preamble.height, limit: options.maxPixels)
-    case .outOfMemory:
-        throw ImageError.decoderUnavailable(name: name, reason: "out of memory for \(preamble.width)x\(preamble.height) pixels")
-    case .decoded:
+    case BLIP2_DECODE_DECODED:
         break
+    case BLIP2_DECODE_LIBRARY_ERROR:
+        if result.ran_out_of_data != 0 { throw ImageError.truncated(name: name) }
+        throw ImageError.corrupt(name: name, reason: "libpng: " + decodeMessage(result))
+    case BLIP2_DECODE_TOO_MANY_PIXELS:
+        throw ImageError.tooManyPixels(name: name, width: preamble.width, height: preamble.height, limit: options.maxPixels)
+    case BLIP2_DECODE_OUT_OF_MEMORY:
+        throw ImageError.decoderUnavailable(name: name, reason: "out of memory for \(preamble.width)x\(preamble.height) pixels")
+    default:
+        throw ImageError.corrupt(name: name, reason: "libpng read a different header than the IHDR chunk declares")
     }
     guard let pixels = result.pixels else { throw ImageError.corrupt(name: name, reason: "no pixels decoded") }
-    let samples = UnsafeBufferPointer(start: pixels, count: result.rowBytes * preamble.height)
-    return rule.convert(samples, rowBytes: result.rowBytes)
+    let samples = UnsafeBufferPointer(start: pixels, count: result.row_bytes * preamble.height)
+    return rule.convert(samples, rowBytes: result.row_bytes)
 }
 
 // MARK: - PNG samples -> RGB, following the reference reader's modes

@@ -34,14 +34,26 @@ public final class Blip2Server: Sendable {
 
     public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
                             latest: (any LatestCaptionProvider)? = nil) {
-        // Without a camera nothing can throw.
-        try! self.init(pipeline: pipeline, modelPath: modelPath, configuration: configuration, latest: latest, camera: nil)
+        self.init(pipeline: pipeline, modelPath: modelPath, configuration: configuration, latest: latest,
+                  worker: ModelWorker(capacity: configuration.queue), camera: nil)
     }
 
     /// With a camera: its options are checked against the model here (a question that cannot fit the
     /// context throws); nothing is read from its source before `run`.
-    public init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
-                latest: (any LatestCaptionProvider)? = nil, camera: CameraConfiguration?) throws {
+    public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
+                            latest: (any LatestCaptionProvider)? = nil, camera: CameraConfiguration?) throws {
+        let worker = ModelWorker(capacity: configuration.queue)
+        let feed = try camera.map { camera in
+            (configuration: camera, watcher: try FrameWatcher(pipeline: pipeline, source: camera.source, options: camera.options,
+                                                              model: SharedModelAccess(worker: worker)))
+        }
+        self.init(pipeline: pipeline, modelPath: modelPath, configuration: configuration, latest: latest,
+                  worker: worker, camera: feed)
+    }
+
+    private init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
+                 latest: (any LatestCaptionProvider)?, worker: ModelWorker,
+                 camera: (configuration: CameraConfiguration, watcher: FrameWatcher)?) {
         self.pipeline = pipeline
         self.configuration = configuration
         self.latest = latest
@@ -50,7 +62,7 @@ public final class Blip2Server: Sendable {
         created = Int((modified ?? Date()).timeIntervalSince1970)
         let file = try? ModelFile(path: modelPath, options: .init(decompressAtOpen: false))
         precision = (try? file?.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization))?.weights ?? "unknown"
-        worker = ModelWorker(capacity: configuration.queue)
+        self.worker = worker
         let sessionBytes = LanguageSession.cacheBytes(pipeline.model, capacity: pipeline.contextLimit)
         sessions = BoundedCache(capacity: max(1, min(configuration.maxSessions, configuration.sessionMemoryBytes / max(1, sessionBytes))),
                                 timeToLive: configuration.sessionTTL)
@@ -58,10 +70,8 @@ public final class Blip2Server: Sendable {
         let metrics = self.metrics
         worker.onDepthChange = { metrics.setQueueDepth($0) }
         if let camera {
-            let watcher = try FrameWatcher(pipeline: pipeline, source: camera.source, options: camera.options,
-                                           model: SharedModelAccess(worker: worker))
-            self.camera = CameraFeed(watcher: watcher, log: camera.log, model: modelName, registry: metrics.registry,
-                                     maxListeners: configuration.maxCameraListeners)
+            self.camera = CameraFeed(watcher: camera.watcher, log: camera.configuration.log, model: modelName,
+                                     registry: metrics.registry, maxListeners: configuration.maxCameraListeners)
         } else {
             self.camera = nil
         }

@@ -1,6 +1,7 @@
 // CRC-32C over stored tensor bytes. `blip2 inspect --verify` runs it over whole model files, so the
 // hardware instruction matters: ~10x the table version.
 #include "blip2_kernels.h"
+#include <pthread.h>
 #include <string.h>
 
 #if defined(__x86_64__)
@@ -9,8 +10,9 @@
 #include <arm_acle.h>
 #endif
 
+// Built once, by whichever thread first needs it; pthread_once makes the others wait for it and see it whole.
 static uint32_t table[8][256];
-static int table_ready = 0;
+static pthread_once_t table_once = PTHREAD_ONCE_INIT;
 
 static void build_table(void) {
     for (uint32_t i = 0; i < 256; i++) {
@@ -20,11 +22,10 @@ static void build_table(void) {
     }
     for (uint32_t i = 0; i < 256; i++)
         for (int t = 1; t < 8; t++) table[t][i] = (table[t - 1][i] >> 8) ^ table[0][table[t - 1][i] & 0xff];
-    __atomic_store_n(&table_ready, 1, __ATOMIC_RELEASE);
 }
 
 uint32_t blip2_crc32c_ref(uint32_t crc, const void *data, size_t length) {
-    if (!__atomic_load_n(&table_ready, __ATOMIC_ACQUIRE)) build_table();
+    pthread_once(&table_once, build_table);
     const uint8_t *p = (const uint8_t *)data;
     crc = ~crc;
     while (length >= 8) {   // slice-by-8

@@ -115,7 +115,7 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         #expect(wait(seconds: 120) { lines().count == 1 }, "\(answers.text) / \(terminal.text)")
         // Forget the conversation, then recall the question from history (two lines up, past /reset).
         terminal.type("/reset\r")
-        #expect(wait(seconds: 30) { terminal.text.contains("forgotten") }, "\(terminal.text)")
+        #expect(wait(seconds: 120) { terminal.text.contains("forgotten") }, "\(terminal.text)")
         terminal.type("\u{1b}[A\u{1b}[A\r")
         #expect(wait(seconds: 120) { lines().count == 2 }, "\(answers.text) / \(terminal.text)")
         terminal.type("/image \(second)\r")
@@ -123,10 +123,10 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         terminal.type("what shape is it?\r")
         #expect(wait(seconds: 120) { lines().count == 3 }, "\(answers.text) / \(terminal.text)")
         terminal.type("/image missing.png\r/nonsense\r")
-        #expect(wait(seconds: 30) { terminal.text.contains("missing.png: no such file") && terminal.text.contains("unknown command /nonsense") },
+        #expect(wait(seconds: 120) { terminal.text.contains("missing.png: no such file") && terminal.text.contains("unknown command /nonsense") },
                 "\(terminal.text)")
         terminal.type("/quit\r")
-        #expect(wait(seconds: 30) { !chat.isRunning }, "chat left on /quit")
+        #expect(wait(seconds: 120) { !chat.isRunning }, "chat left on /quit")
         if !chat.isRunning { #expect(chat.terminationStatus == 0) }
 
         #expect(lines().map { $0 + "\n" } == expected, "\(answers.text)")
@@ -161,30 +161,30 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         func prompts() -> Int { terminal.text.components(separatedBy: "> ").count - 1 }
         #expect(wait(seconds: 120) { prompts() == 1 }, "\(terminal.text)")
         terminal.type("how many")
-        #expect(wait(seconds: 10) { terminal.text.hasSuffix("how many") }, "\(terminal.text)")
+        #expect(wait(seconds: 120) { terminal.text.hasSuffix("how many") }, "\(terminal.text)")
         terminal.type("\u{03}")
-        #expect(wait(seconds: 10) { prompts() == 2 }, "a fresh prompt after Ctrl-C: \(terminal.text)")
+        #expect(wait(seconds: 120) { prompts() == 2 }, "a fresh prompt after Ctrl-C: \(terminal.text)")
         #expect(chat.isRunning, "Ctrl-C at the prompt keeps the conversation")
         terminal.type("/help\r")
-        #expect(wait(seconds: 10) { terminal.text.contains("/save FILE") && terminal.text.contains("/reset") }, "\(terminal.text)")
+        #expect(wait(seconds: 120) { terminal.text.contains("/save FILE") && terminal.text.contains("/reset") }, "\(terminal.text)")
         terminal.type("/image\r")
-        #expect(wait(seconds: 10) { terminal.text.contains("/image needs a picture file: /image FILE") }, "\(terminal.text)")
+        #expect(wait(seconds: 120) { terminal.text.contains("/image needs a picture file: /image FILE") }, "\(terminal.text)")
         terminal.type(question + "\r")
         #expect(wait(seconds: 120) { answers.text.hasSuffix("\n") }, "\(answers.text) / \(terminal.text)")
         #expect(answers.text == expected, "the dropped line never reached the model: \(answers.text)")
         let saved = scratch.path("chat.json")
         terminal.type("/save \(saved)\r")
-        #expect(wait(seconds: 10) { terminal.text.contains("saved 1 turn") }, "\(terminal.text)")
+        #expect(wait(seconds: 120) { terminal.text.contains("saved 1 turn") }, "\(terminal.text)")
         let object = try JSONSerialization.jsonObject(with: Data(contentsOf: URL(fileURLWithPath: saved))) as? [String: Any]
         #expect(object?["model"] as? String == CommandLineConventionTests.demoModel)
         let turns = object?["turns"] as? [[String: String]]
         #expect(turns == [["image": CommandLineConventionTests.demoImage, "question": question,
                            "answer": expected.trimmingCharacters(in: .newlines)]], "\(String(describing: turns))")
         terminal.type("/save \(scratch.path("no/such/folder/chat.json"))\r")
-        #expect(wait(seconds: 10) { terminal.text.contains("does not exist") }, "\(terminal.text)")
+        #expect(wait(seconds: 120) { terminal.text.contains("does not exist") }, "\(terminal.text)")
         #expect(!FileManager.default.fileExists(atPath: scratch.path("no")))
         terminal.type("/quit\r")
-        #expect(wait(seconds: 30) { !chat.isRunning })
+        #expect(wait(seconds: 120) { !chat.isRunning })
         if !chat.isRunning { #expect(chat.terminationStatus == 0) }
     }
 
@@ -197,12 +197,12 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         terminal.type("what color is the cross?\r")
         #expect(wait(seconds: 120) { !answers.text.isEmpty }, "\(terminal.text)")
         terminal.type("\u{03}")
-        #expect(wait(seconds: 30) { terminal.text.contains("(stopped;") }, "\(terminal.text)")
+        #expect(wait(seconds: 120) { terminal.text.contains("(stopped;") }, "\(terminal.text)")
         #expect(chat.isRunning)
         let stopped = answers.text
         #expect(stopped.hasSuffix("\n") && stopped.split(separator: " ").count < 400, "stopped early: \(stopped)")
         terminal.type("\u{04}")
-        #expect(wait(seconds: 30) { !chat.isRunning })
+        #expect(wait(seconds: 120) { !chat.isRunning })
         if !chat.isRunning { #expect(chat.terminationStatus == 0, "a stopped answer is not a failure") }
     }
 
@@ -211,7 +211,7 @@ func wait(seconds: Double, until condition: () -> Bool) -> Bool {
         defer { if chat.isRunning { chat.terminate() } }
         #expect(wait(seconds: 120) { terminal.text.contains("> ") }, "\(terminal.text)")
         terminal.type("\u{04}")   // Ctrl-D
-        #expect(wait(seconds: 30) { !chat.isRunning })
+        #expect(wait(seconds: 120) { !chat.isRunning })
         if !chat.isRunning { #expect(chat.terminationStatus == 0) }
     }
 }

@@ -258,10 +258,10 @@ import Testing
 
     @Test func kernelBenchPrintsHelp() throws {
         let tool = Executable(name: "blip2-kernel-bench")
-        let help = try tool.run(["--help"], timeout: 30)
+        let help = try tool.run(["--help"], timeout: hangGuard)
         #expect(help.status == 0)
         #expect(help.stdout.contains("USAGE: blip2-kernel-bench"))
-        let typo = try tool.run(["--thread", "2"], timeout: 30)
+        let typo = try tool.run(["--thread", "2"], timeout: hangGuard)
         #expect(typo.status == 64 && typo.stderr.contains("'--thread'"))
     }
 }

@@ -170,7 +170,7 @@ import Glibc
                 #expect(!continued, "\(args): the last example ends in a backslash")
             }
         }
-        let kernelBench = try Executable(name: "blip2-kernel-bench").run(["--help"], timeout: 30).stdout
+        let kernelBench = try Executable(name: "blip2-kernel-bench").run(["--help"], timeout: hangGuard).stdout
         let usage = kernelBench.components(separatedBy: "\n\n")[0]
         let listed = Set(kernelBench.matches(of: #/\n  (--[a-z-]+)/#).map { String($0.1) })
         #expect(listed.count >= 8)
@@ -209,7 +209,7 @@ import Glibc
              "error: cannot serve on nonsense.invalid:0: cannot resolve the host name 'nonsense.invalid' (check --host; 0.0.0.0 listens on every interface)\n"),
         ]
         for (args, message) in cases {
-            let result = try blip2.run(["serve", Self.model] + args, timeout: 120)
+            let result = try blip2.run(["serve", Self.model] + args, timeout: hangGuard)
             #expect(result.status == 1, "\(args): \(result.stderr)")
             #expect(result.stderr.hasSuffix(message), "\(args): \(result.stderr)")
             #expect(!result.stdout.contains("http://"))
@@ -243,12 +243,12 @@ import Glibc
         try caption.run()
         caption.waitUntilExit()
         #expect(caption.terminationStatus == 0)
-        #expect(wait(seconds: 10) { terminal.text.hasSuffix("\r\u{1B}[K") }, "the line is erased: \(terminal.text.debugDescription)")
+        #expect(wait(seconds: 120) { terminal.text.hasSuffix("\r\u{1B}[K") }, "the line is erased: \(terminal.text.debugDescription)")
         let shown = terminal.text
         #expect(shown.contains("(encoding the image...)") && shown.contains("(reading the prompt...)"), "\(shown.debugDescription)")
         #expect(shown.range(of: "encoding")!.lowerBound < shown.range(of: "reading")!.lowerBound)
         let plain = try blip2.run(["caption", Self.model, Self.image])
         #expect(plain.stderr.isEmpty, "no stage line off a terminal")
-        #expect(wait(seconds: 10) { text.text == plain.stdout }, "\(text.text)")
+        #expect(wait(seconds: 120) { text.text == plain.stdout }, "\(text.text)")
     }
 }

@@ -72,7 +72,7 @@ final class RunningCommand: @unchecked Sendable {
     }
 
     /// Waits for the process to end (at most `seconds`, then kills it and throws); returns its status.
-    func finish(seconds: Double = 30) throws -> Int32 {
+    func finish(seconds: Double = 120) throws -> Int32 {
         let deadline = Date().addingTimeInterval(seconds)
         while process.isRunning {
             guard Date() < deadline else {
@@ -194,10 +194,9 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
     }
 
     /// A 30 fps feed of the demo examples (40 frames each) and a model slower than 33 ms a frame (beam search
-    /// and a question): each caption is of the newest frame and right for it, and every frame is accounted for.
-    /// A scene lasts 1.33 s, several captions of the debug build even on a busy 2-core machine, so that some
-    /// frames are taken within the scene last captioned (unchanged); at 10 frames a scene, a caption slower
-    /// than 0.33 s left none.
+    /// and a question, far slower than that on any machine): each caption is of the newest frame and right
+    /// for it, and every frame is accounted for. Frames left of a scene after its caption are unchanged; how
+    /// many depends on the machine's speed, so that is checked only where the records show it must happen.
     @Test func latestFrameWinsOnA30fpsFeed() throws {
         let scratch = Scratch()
         let stream = scratch.path("examples.mjpeg")
@@ -215,9 +214,13 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
         let lines = watch.jsonLines
         #expect(lines.count >= 2)
         var previousSeen = 0
+        // A caption that ended before the last frame of its scene arrived: the next frame taken is of the same
+        // scene (frames arrive in order), so it is found unchanged.
+        var sceneOutlastedACaption = false
         for line in lines {
             let frame = try #require(line["frame"] as? Int)
             let example = Demo.all[(frame - 1) / 40]
+            if let seen = line["frames_seen"] as? Int, seen < 40 * ((frame - 1) / 40 + 1) { sceneOutlastedACaption = true }
             #expect(line["text"] as? String == example.caption, "frame \(frame)")
             #expect((line["answers"] as? [[String: String]])?.first?["answer"] == example.objectCount, "frame \(frame)")
             // Latest frame wins: the frame taken after a line is at least the newest one seen by then.
@@ -228,7 +231,7 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
         #expect(totals.seen == 40 * Demo.all.count && totals.invalid == 0)
         #expect(totals.dropped == totals.seen - totals.captioned - totals.unchanged)
         #expect(totals.dropped > 0, "the model kept up with 30 fps, so nothing was shown")
-        #expect(totals.unchanged > 0)
+        if sceneOutlastedACaption { #expect(totals.unchanged > 0) }
     }
 
     @Test func aStillSceneIsCaptionedOnce() throws {
@@ -242,9 +245,13 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
         #expect(lines.count == 1)
         // Plain output: HH:MM:SS, the source and the frame's number in it, and the caption.
         let line = try #require(lines.first.flatMap { $0.wholeMatch(of: #/\d\d:\d\d:\d\d -#(\d+): (.*)/#) }, "\(lines)")
-        #expect((1...40).contains(Int(line.1) ?? 0) && line.2 == example.caption, "\(lines)")
+        let captioned = Int(line.1) ?? 0
+        #expect((1...40).contains(captioned) && line.2 == example.caption, "\(lines)")
         let totals = try WatchTotals(watch.stderr)
-        #expect(totals.seen == 40 && totals.captioned == 1 && totals.unchanged >= 1 && totals.dropped + totals.unchanged == 39)
+        #expect(totals.seen == 40 && totals.captioned == 1 && totals.dropped + totals.unchanged == 39)
+        // A frame after the captioned one is taken and found unchanged (the newest is never dropped), unless a
+        // busy machine let the last frame arrive before the watcher took its first.
+        if captioned < 40 { #expect(totals.unchanged >= 1) }
     }
 
     @Test func brokenAndTruncatedFramesAreSkipped() throws {
@@ -267,9 +274,10 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
             (first.prefix(first.count / 2), "", { _ in true }),
         ]
         for (data, what, done) in writes {
+            // The rate limit's second, measured from when frame 2's warning was seen (so from after it was sent).
             if data == zeroHeight { usleep(1_200_000) }
             try input.fileHandleForWriting.write(contentsOf: data)
-            try watch.wait(what, seconds: 60, until: done)
+            try watch.wait(what, seconds: 120, until: done)
         }
         try input.fileHandleForWriting.close()
         #expect(try watch.finish() == 0, "\(watch.stderr)")
@@ -308,9 +316,9 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
         defer { server.stop() }
         let url = "http://cam:secret@127.0.0.1:\(server.port)/stream"
         let watch = try RunningCommand(blip2.url, ["watch", Demo.model, url, "--json"])
-        try watch.wait("a caption from the second connection", seconds: 20) { $0.jsonLines.contains { $0["text"] as? String == second.caption } }
+        try watch.wait("a caption from the second connection", seconds: 120) { $0.jsonLines.contains { $0["text"] as? String == second.caption } }
         kill(watch.process.processIdentifier, SIGTERM)
-        #expect(try watch.finish(seconds: 10) == 0, "\(watch.stderr)")
+        #expect(try watch.finish() == 0, "\(watch.stderr)")
         let texts = watch.jsonLines.compactMap { $0["text"] as? String }
         #expect(texts.first == first.caption && texts.last == second.caption)
         let masked = "http://cam:***@127.0.0.1:\(server.port)/stream"
@@ -333,7 +341,7 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
         let probe = try MJPEGTestServer([])
         let port = probe.port
         probe.stop()
-        let server = try startFFmpeg(["-re", "-loop", "1", "-i", example.path, "-t", "20", "-q:v", "3", "-f", "mpjpeg",
+        let server = try startFFmpeg(["-re", "-loop", "1", "-i", example.path, "-t", "120", "-q:v", "3", "-f", "mpjpeg",
                                       "-listen", "1", "http://127.0.0.1:\(port)/cam"])
         defer { if server.isRunning { kill(server.processIdentifier, SIGKILL) } }
         let watch = try RunningCommand(blip2.url, ["watch", Demo.model, "http://127.0.0.1:\(port)/cam", "--json", "--max-frames", "1"])
@@ -349,12 +357,12 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
         // There before watching starts: not captioned.
         try FileManager.default.copyItem(atPath: Demo.all[5].path, toPath: folder.appendingPathComponent("old.png").path)
         let watch = try RunningCommand(blip2.url, ["watch", Demo.model, folder.path, "--json", "--max-frames", "3"])
-        try watch.wait("the folder watch to start", seconds: 20) { $0.stderr.contains("watch: watching \(folder.path)") }
+        try watch.wait("the folder watch to start", seconds: 120) { $0.stderr.contains("watch: watching \(folder.path)") }
         try Data("not an image".utf8).write(to: folder.appendingPathComponent("notes.txt"))
 
         // A PNG copied in; a JPEG written in two parts with a pause; a PNG written under a hidden name, then renamed.
         try FileManager.default.copyItem(atPath: Demo.all[0].path, toPath: folder.appendingPathComponent("a.png").path)
-        try watch.wait("the first caption", seconds: 20) { $0.jsonLines.count == 1 }
+        try watch.wait("the first caption", seconds: 120) { $0.jsonLines.count == 1 }
         let jpeg = try Demo.all[1].jpeg()
         let partial = folder.appendingPathComponent("b.jpg")
         _ = FileManager.default.createFile(atPath: partial.path, contents: nil)
@@ -363,7 +371,7 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
         usleep(100_000)
         try handle.write(contentsOf: jpeg.dropFirst(jpeg.count / 2))
         try handle.close()
-        try watch.wait("the second caption", seconds: 20) { $0.jsonLines.count == 2 }
+        try watch.wait("the second caption", seconds: 120) { $0.jsonLines.count == 2 }
         try FileManager.default.copyItem(atPath: Demo.all[2].path, toPath: folder.appendingPathComponent(".c.png").path)
         try FileManager.default.moveItem(atPath: folder.appendingPathComponent(".c.png").path, toPath: folder.appendingPathComponent("c.png").path)
 
@@ -388,9 +396,9 @@ let contractFields: Set<String> = ["time", "source", "frame", "frames_seen", "fr
             }
         }
         feeder.start()
-        try watch.wait("two captions", seconds: 20) { $0.jsonLines.count >= 2 }
+        try watch.wait("two captions", seconds: 120) { $0.jsonLines.count >= 2 }
         kill(watch.process.processIdentifier, signalNumber)
-        #expect(try watch.finish(seconds: 10) == 0, "\(watch.stderr)")
+        #expect(try watch.finish() == 0, "\(watch.stderr)")
         try? input.fileHandleForWriting.close()
         #expect(watch.stdout.hasSuffix("\n"))
         #expect(watch.jsonLines.count == watch.stdout.split(separator: "\n").count)  // every line whole

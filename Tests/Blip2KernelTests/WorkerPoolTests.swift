@@ -1,4 +1,5 @@
 import Blip2Core
+import CKernels
 import Foundation
 import Testing
 
@@ -64,6 +65,39 @@ import Testing
             pool.run(parts: 3) { inner, _ in sums[part] += inner + 1 }
         }
         #expect((0..<4).allSatisfy { sums[$0] == 6 })
+    }
+
+    /// A part of one pool calling into another is an ordinary caller there: it gets that pool's worker
+    /// indices, not its own. When the thread-local index was process-wide, a part running as worker 3 of
+    /// a 4-thread pool ran the 2-thread pool's job as "worker 3", and that pool's `scratch(worker: 3)` trapped.
+    @Test func aPartCallingAnotherPoolGetsThatPoolsWorkers() {
+        let outer = WorkerPool(threads: 4)
+        let inner = WorkerPool(threads: 2)
+        let counters = UnsafeMutablePointer<Int64>.allocate(capacity: 1)
+        let innerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: 4 * 8)
+        let outerWorkers = UnsafeMutablePointer<Int>.allocate(capacity: 4)
+        let outerAfter = UnsafeMutablePointer<Int>.allocate(capacity: 4)
+        defer { counters.deallocate(); innerWorkers.deallocate(); outerWorkers.deallocate(); outerAfter.deallocate() }
+        counters.initialize(to: 0)
+        innerWorkers.initialize(repeating: -1, count: 4 * 8)
+        outer.run(parts: 4) { part, worker in
+            // Each part waits for the other three, so all four threads (workers 0 to 3) hold one.
+            blip2_atomic_fetch_add(counters, 1)
+            let deadline = Date().addingTimeInterval(60)
+            while blip2_atomic_load(counters) < 4 && Date() < deadline { usleep(100) }
+            outerWorkers[part] = worker
+            inner.run(parts: 8) { innerPart, innerWorker in
+                innerWorkers[part * 8 + innerPart] = innerWorker
+                guard innerWorker >= 0 && innerWorker < inner.threads else { return }   // would trap below
+                inner.scratch(worker: innerWorker, bytes: 64).storeBytes(of: innerPart, as: Int.self)
+            }
+            // Back in the outer pool's part: a nested outer job still runs inline, as this worker.
+            outer.run(parts: 1) { _, again in outerAfter[part] = again }
+        }
+        #expect(Set((0..<4).map { outerWorkers[$0] }) == [0, 1, 2, 3])
+        #expect((0..<4 * 8).allSatisfy { innerWorkers[$0] >= 0 && innerWorkers[$0] < inner.threads },
+                "inner worker indices: \(Set((0..<4 * 8).map { innerWorkers[$0] }).sorted())")
+        #expect((0..<4).allSatisfy { outerAfter[$0] == outerWorkers[$0] })
     }
 
     @Test func callersOnSeveralThreadsTakeTurns() async {

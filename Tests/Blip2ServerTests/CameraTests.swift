@@ -97,7 +97,7 @@ final class EventStream {
     }
 
     /// Events until one named `name` whose data satisfies `match`, at most `seconds`; nil if none came.
-    func next(_ name: String, within seconds: Double = 30, where match: ([String: Any]) -> Bool = { _ in true }) -> [String: Any]? {
+    func next(_ name: String, within seconds: Double = 60, where match: ([String: Any]) -> Bool = { _ in true }) -> [String: Any]? {
         if !headRead { _ = head() }
         let deadline = Date().addingTimeInterval(seconds)
         repeat {

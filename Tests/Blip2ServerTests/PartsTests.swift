@@ -42,13 +42,12 @@ struct PartsTests {
         #expect(throws: APIError.self) { try RequestFields(body: Data("--XyZ\r\nno header end".utf8), contentType: "multipart/form-data; boundary=XyZ") }
         #expect(throws: APIError.self) { try RequestFields(body: body, contentType: "multipart/form-data") }
         #expect(throws: APIError.self) { try RequestFields(body: body, contentType: "text/plain") }
-        // A body built to make a naive boundary search quadratic still parses (and fails) at once.
+        // A body built to make a naive boundary search quadratic is refused (how fast is measured by
+        // Benchmarks/hostile_multipart.py, not here: a loaded machine would make any limit a guess).
         let hostile = Data([UInt8](repeating: UInt8(ascii: "-"), count: 4 << 20))
-        let start = Date()
         #expect(throws: APIError.self) {
             try RequestFields(body: hostile, contentType: "multipart/form-data; boundary=" + String(repeating: "-", count: 67) + "x")
         }
-        #expect(Date().timeIntervalSince(start) < 2)
     }
 
     @Test("OpenAI messages map onto BLIP-2's question-answer turns")

@@ -309,7 +309,8 @@ struct ServerAPITests {
     func busy() async throws {
         try await withServer(["--queue", "0"]) { server in
             let long = Task { try await http("POST", server.base + "/v1/caption", body: longRequest(), headers: ["Content-Type": "application/json"]) }
-            try await Task.sleep(nanoseconds: 150_000_000)
+            // The model has taken the long job (its 430 tokens take seconds even on a fast machine).
+            #expect(try await eventually { try await jobsStarted(server) == 1 })
             var refused: HTTPResult?
             for _ in 0..<40 where refused == nil {
                 let (body, headers) = upload()
@@ -341,7 +342,7 @@ struct ServerAPITests {
             // Waiting for a whole answer: hang up while it is generated.
             let waiting = try RawConnection(port: server.port)
             waiting.send(rawRequest("POST", "/v1/caption", port: server.port, body: longRequest()))
-            try await Task.sleep(nanoseconds: 100_000_000)
+            #expect(try await eventually { try await jobsStarted(server) == 2 })
             waiting.close()
             #expect(try await eventually { try await cancelled() == 2 })
             // Neither ran to its 430 tokens.
@@ -354,7 +355,8 @@ struct ServerAPITests {
     func gracefulShutdown() async throws {
         let server = try ServerProcess()
         let long = Task { try await http("POST", server.base + "/v1/caption", body: longRequest(), headers: ["Content-Type": "application/json"]) }
-        try await Task.sleep(nanoseconds: 150_000_000)
+        // SIGTERM once the model is running the request, not before it has arrived.
+        #expect(try await eventually { try await jobsStarted(server) == 1 })
         kill(server.process.processIdentifier, SIGTERM)
         let finished = try await long.value
         #expect(finished.status == 200)

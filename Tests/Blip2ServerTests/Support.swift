@@ -234,14 +234,21 @@ func pngHeader(width: UInt32, height: UInt32) -> Data {
     return Data([0x89, 0x50, 0x4E, 0x47, 0x0D, 0x0A, 0x1A, 0x0A] + chunk("IHDR", ihdr) + chunk("IDAT", idat) + chunk("IEND", []))
 }
 
-/// Polls until `condition` holds (bounded).
-func eventually(timeout: TimeInterval = 15, _ condition: () async throws -> Bool) async rethrows -> Bool {
+/// Polls until `condition` holds. The bound only catches a condition that never comes: it is far beyond
+/// what a slow, loaded machine needs, and a passing test never waits for it.
+func eventually(timeout: TimeInterval = 60, _ condition: () async throws -> Bool) async rethrows -> Bool {
     let deadline = Date().addingTimeInterval(timeout)
     while Date() < deadline {
         if try await condition() { return true }
         try? await Task.sleep(nanoseconds: 50_000_000)
     }
     return false
+}
+
+/// Generation jobs the model has taken from the queue so far: the count of the `queue_wait` stage, which a
+/// job records as it starts on the model thread (before its image is encoded or a token generated).
+func jobsStarted(_ server: ServerProcess) async throws -> Double {
+    metric(try await http("GET", server.base + "/metrics").text, #"blip2_stage_duration_seconds_count{stage="queue_wait"}"#) ?? 0
 }
 
 func metric(_ text: String, _ name: String) -> Double? {

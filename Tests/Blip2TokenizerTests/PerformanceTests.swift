@@ -2,22 +2,15 @@ import Foundation
 import Testing
 @testable import Blip2Tokenizer
 
-/// Timings on the real files. Printed always; bounds are only enforced in optimized builds
-/// (`swift test -c release`), where they mean something.
+/// Timings on the real files, printed for whoever runs the suite. No bound is enforced: how fast a shared or
+/// slow machine runs a test is no property of the tokenizer (none of these times is a stated goal), and the
+/// encoding is still checked against the reference ids on every run.
 @Suite("Tokenizer speed", .enabled(if: TestPaths.optFilesPresent, TestPaths.optMissingReason))
 struct PerformanceTests {
     static func seconds(_ body: () throws -> Void) rethrows -> Double {
         let start = DispatchTime.now().uptimeNanoseconds
         try body()
         return Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
-    }
-
-    static var optimized: Bool {
-        #if DEBUG
-        return false
-        #else
-        return true
-        #endif
     }
 
     @Test func loadingTheRealFiles() throws {
@@ -34,9 +27,6 @@ struct PerformanceTests {
         let json = try JSONEncoder().encode(try #require(data))
         let fromJSON = try Self.seconds { _ = try JSONDecoder().decode(TokenizerData.self, from: json) }
         print("tokenizer load: read+validate folder \(Int(best * 1000)) ms, build tables \(Int(bestBuild * 1000)) ms, TokenizerData from model-file JSON (\(json.count) bytes) \(Int(fromJSON * 1000)) ms")
-        if Self.optimized {
-            #expect(best + bestBuild < 0.5)
-        }
     }
 
     @Test func encodingAFewHundredWords() throws {
@@ -54,8 +44,5 @@ struct PerformanceTests {
         cold = Self.seconds { _ = tokenizer.encode(other) }
         let decodeTime = Self.seconds { for _ in 0..<100 { _ = tokenizer.decode(paragraph.ids) } } / 100
         print("tokenizer encode: \(words) words / \(paragraph.ids.count) tokens in \(Int(best * 1e6)) µs warm; \(other.utf8.count) bytes of mostly unseen text in \(Int(cold * 1e6)) µs; decode \(Int(decodeTime * 1e6)) µs")
-        if Self.optimized {
-            #expect(best < 0.0005)
-        }
     }
 }

@@ -32,6 +32,11 @@ def connect(server):
     return connection
 
 
+# The closes below must come within this long: far past any scheduling delay of a loaded machine, far short
+# of read_until_closed's limit, which is what a connection held for ever gets.
+CLOSED_WITHIN = 20
+
+
 def read_until_closed(connection, limit=30):
     """Everything the server sends until it closes the connection; (bytes, seconds taken)."""
     started = time.monotonic()
@@ -52,7 +57,7 @@ def test_silent_connection_is_closed(quick):
     received, seconds = read_until_closed(connection)
     connection.close()
     assert received == b""
-    assert IDLE_TIMEOUT * 0.9 <= seconds < 5, seconds
+    assert IDLE_TIMEOUT * 0.9 <= seconds < CLOSED_WITHIN, seconds
 
 
 def test_keep_alive_connection_is_closed_after_its_answer(quick):
@@ -62,7 +67,7 @@ def test_keep_alive_connection_is_closed_after_its_answer(quick):
     connection.close()
     assert received.startswith(b"HTTP/1.1 200")
     assert b'"status":"ok"' in received
-    assert seconds < 5, seconds
+    assert seconds < CLOSED_WITHIN, seconds
 
 
 def test_stalled_request_head_is_closed(quick):
@@ -71,7 +76,7 @@ def test_stalled_request_head_is_closed(quick):
     received, seconds = read_until_closed(connection)
     connection.close()
     assert b"200" not in received
-    assert seconds < 5, seconds
+    assert seconds < CLOSED_WITHIN, seconds
 
 
 def test_an_answer_that_takes_longer_than_the_timeout_is_not_cut(quick):

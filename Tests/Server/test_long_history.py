@@ -69,7 +69,7 @@ def messages(turns, question):
     return out
 
 
-def post(server, body, timeout=60):
+def post(server, body, timeout=300):
     request = urllib.request.Request(server.url + "/v1/chat/completions", data=json.dumps(body).encode(),
                                      headers={"Content-Type": "application/json"})
     try:
@@ -136,19 +136,20 @@ def test_long_history_is_answered_quickly_with_the_turns_that_fit(server, refere
     turns = [(f"and what is next to item {i}?", f"a red circle number {i}") for i in range(5000)]
     question = "what colour is the cross?"
     started = time.monotonic()
-    # Squared in the history, 5000 turns ran for minutes; read once, they add well under a second (debug build),
-    # so the bounds leave room for a busy machine.
-    status, body = post(server, {"messages": messages(turns, question), "temperature": 0, "max_tokens": 1}, timeout=45)
+    # Squared in the history, 5000 turns ran for minutes; read once, they add well under a second (debug build).
+    # The timeout only bounds a hang.
+    status, body = post(server, {"messages": messages(turns, question), "temperature": 0, "max_tokens": 1}, timeout=300)
     elapsed = time.monotonic() - started
     assert status == 200, body
     keep = kept_turns(turns, question, fits, reference)
     assert 0 < keep < len(turns)
     assert body["usage"]["prompt_tokens"] == image_tokens + reference(prompt(turns[-keep:], question))
     # The kept turns alone get the same answer, and cost the same but for reading the longer request: the
-    # prefill of a full context dominates both (seconds in a debug build).
+    # prefill of a full context dominates both (seconds in a debug build). The bound grows with the machine's
+    # slowness (it is relative to the short request), so only the minutes of the squared reading break it.
     started = time.monotonic()
     status, short = post(server, {"messages": messages(turns[-keep:], question), "temperature": 0, "max_tokens": 1})
     short_elapsed = time.monotonic() - started
     assert status == 200
     assert short["choices"][0]["message"]["content"] == body["choices"][0]["message"]["content"]
-    assert elapsed < short_elapsed + 20, f"5000 turns took {elapsed:.1f} s, the {keep} that fit {short_elapsed:.1f} s"
+    assert elapsed < 2 * short_elapsed + 20, f"5000 turns took {elapsed:.1f} s, the {keep} that fit {short_elapsed:.1f} s"
