@@ -594,12 +594,17 @@ BLIP2_INLINE __m256i sum_pair_avx2(const int16_t *sums) {
     return _mm256_set1_epi32(pair);
 }
 
+// Bits from..from+w-1 of every byte (w: the bits of `mask`, which sits at bit `to`) moved to bit `to`: one
+// 16-bit shift (none where from == to) and the mask, which drops what the shift carried across a byte.
+BLIP2_INLINE __m256i bits_at_avx2(__m256i v, int from, int to, __m256i mask) {
+    if (to > from) v = _mm256_slli_epi16(v, to - from);
+    if (to < from) v = _mm256_srli_epi16(v, from - to);
+    return _mm256_and_si256(v, mask);
+}
+
 // 6-bit fields stored as a nibble plane and a crumb plane: (low & 15) | ((high >> shift) & 3) << 4, per byte.
 BLIP2_INLINE __m256i six_bits_avx2(__m256i low, __m256i high, int low_shift, int high_shift) {
-    const __m256i nibble = _mm256_set1_epi8(0x0f), crumb = _mm256_set1_epi8(0x03);
-    __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, low_shift), nibble);
-    __m256i hi = _mm256_and_si256(_mm256_srli_epi16(high, high_shift), crumb);
-    return _mm256_or_si256(lo, _mm256_slli_epi16(hi, 4));
+    return _mm256_or_si256(bits_at_avx2(low, low_shift, 0, _mm256_set1_epi8(0x0f)), bits_at_avx2(high, high_shift, 4, _mm256_set1_epi8(0x30)));
 }
 
 // The 64 sub-scales and 64 minimums of a q4k super-block (entry 8 j + r), unpacked from their planes.
@@ -696,14 +701,10 @@ BLIP2_INLINE void q36k_levels_avx2(const uint8_t *chunk, int h, bool six, __m256
         g[3] = six_bits_avx2(low1, high, 4, 6);
         return;
     }
-    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x01);
+    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x04);
     __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
     __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
-    BLIP2_UNROLL for (int k = 0; k < 4; k++) {
-        __m256i lo = _mm256_and_si256(_mm256_srli_epi16(low, 2 * k), crumb);
-        __m256i hi = _mm256_and_si256(_mm256_srli_epi16(top, 4 * h + k), bit);
-        g[k] = _mm256_or_si256(lo, _mm256_slli_epi16(hi, 2));
-    }
+    BLIP2_UNROLL for (int k = 0; k < 4; k++) g[k] = _mm256_or_si256(bits_at_avx2(low, 2 * k, 0, crumb), bits_at_avx2(top, 4 * h + k, 2, bit));
 }
 
 // q3k and q6k: signed sub-scales per 16 inputs, values offset by 4 or 32. Levels are unsigned for vpmaddubsw;
@@ -1267,13 +1268,6 @@ BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, s
 // shifted into place and masked).
 BLIP2_INLINE __m256i join_bits_vnni(__m256i a, __m256i b, __m256i mask) { return _mm256_ternarylogic_epi32(a, b, mask, 0xEC); }
 
-// Field (v >> from) & mask moved to bit `to`, with 16-bit shifts (the mask drops what crosses a byte).
-BLIP2_INLINE __m256i bits_at_vnni(__m256i v, int from, int to, __m256i mask) {
-    if (to > from) v = _mm256_slli_epi16(v, to - from);
-    if (to < from) v = _mm256_srli_epi16(v, from - to);
-    return _mm256_and_si256(v, mask);
-}
-
 // The unsigned levels of sub-block h (0, 1) of a q3k or q6k chunk, as q36k_levels_avx2, with the two planes
 // joined by vpternlogd: 3 to 4 instructions per group where the AVX2 sequence takes 6.
 BLIP2_INLINE void q36k_levels_vnni(const uint8_t *chunk, int h, bool six, __m256i *g) {
@@ -1282,17 +1276,17 @@ BLIP2_INLINE void q36k_levels_vnni(const uint8_t *chunk, int h, bool six, __m256
         __m256i low0 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h));
         __m256i low1 = _mm256_loadu_si256((const __m256i *)(chunk + 64 * h + 32));
         __m256i high = _mm256_loadu_si256((const __m256i *)(chunk + 128 + 32 * h));
-        g[0] = join_bits_vnni(low0, bits_at_vnni(high, 0, 4, top), nibble);
-        g[1] = join_bits_vnni(_mm256_srli_epi16(low0, 4), bits_at_vnni(high, 2, 4, top), nibble);
-        g[2] = join_bits_vnni(low1, bits_at_vnni(high, 4, 4, top), nibble);
-        g[3] = join_bits_vnni(_mm256_srli_epi16(low1, 4), bits_at_vnni(high, 6, 4, top), nibble);
+        g[0] = join_bits_vnni(low0, bits_at_avx2(high, 0, 4, top), nibble);
+        g[1] = join_bits_vnni(_mm256_srli_epi16(low0, 4), bits_at_avx2(high, 2, 4, top), nibble);
+        g[2] = join_bits_vnni(low1, bits_at_avx2(high, 4, 4, top), nibble);
+        g[3] = join_bits_vnni(_mm256_srli_epi16(low1, 4), bits_at_avx2(high, 6, 4, top), nibble);
         return;
     }
     const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x04);
     __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
     __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
     BLIP2_UNROLL for (int k = 0; k < 4; k++)
-        g[k] = join_bits_vnni(k ? _mm256_srli_epi16(low, 2 * k) : low, bits_at_vnni(top, 4 * h + k, 2, bit), crumb);
+        g[k] = join_bits_vnni(k ? _mm256_srli_epi16(low, 2 * k) : low, bits_at_avx2(top, 4 * h + k, 2, bit), crumb);
 }
 
 // q4k chunk: the high nibble is used where it lies (raw & 0xf0 is 16 x its value: one AND per group instead
