@@ -764,7 +764,7 @@ BLIP2_INLINE void tile_q36k_avx2(const void *const *wv, const void *const *xv, s
 // accumulated (the minimums and offsets against the activation's sums).
 // The prefetches cover a whole super-block whatever its length (a constant count, so they unroll: as a
 // loop they cost a tenth of the tile).
-// Panels per pass: on the Xeon (docs/KERNELS.md) every format ran fastest at 4 of 1, 2 and 4.
+// Panels per pass: on the Xeon (docs/KERNELS.md) 4 of 1, 2 and 4 ran fastest for every format (AVX2 q6k: a tie).
 #define BLIP2_MV_PANELS 4
 #define BLIP2_KQ_MV(q4k_name, q36k_name, chunk, sub, pair_dot, unit)                                              \
 BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int P) {      \
@@ -1269,7 +1269,7 @@ BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, s
 BLIP2_INLINE __m256i join_bits_vnni(__m256i a, __m256i b, __m256i mask) { return _mm256_ternarylogic_epi32(a, b, mask, 0xEC); }
 
 // The unsigned levels of sub-block h (0, 1) of a q3k or q6k chunk, as q36k_levels_avx2, with the two planes
-// joined by vpternlogd: 3 to 4 instructions per group where the AVX2 sequence takes 6.
+// joined by vpternlogd: 3 to 4 instructions per group where the AVX2 sequence takes 4 to 5.
 BLIP2_INLINE void q36k_levels_vnni(const uint8_t *chunk, int h, bool six, __m256i *g) {
     if (six) {
         const __m256i nibble = _mm256_set1_epi8(0x0f), top = _mm256_set1_epi8(0x30);
