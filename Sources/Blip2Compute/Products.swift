@@ -86,9 +86,10 @@ extension ComputeContext {
                 input = UnsafeRawPointer(buffer)
             }
 
-            // Rows go out in groups of 8 (every tile's height divides it, and a panel is 8 rows), counted from
-            // each layer's first row, so a row's tile, and so its value, does not depend on the split. There
-            // are more parts than threads so a thread slowed by another process does not hold up the rest.
+            // Rows go out in groups of 8 (a panel is 8 rows; every tile's height divides it or is a whole number
+            // of panels, each computed alone), counted from each layer's first row, so a row's value does not
+            // depend on the split. There are more parts than threads so a thread slowed by another process does
+            // not hold up the rest.
             let groupRows = 8
             var groups = 0, rows = 0
             for layer in layers {

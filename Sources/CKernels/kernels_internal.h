@@ -13,7 +13,8 @@
 #endif
 #define BLIP2_INLINE static inline __attribute__((always_inline))
 
-// The largest tile any table uses (the driver's padding buffers are this size).
+// The most row groups (rows, or panels of 8) and tokens any tile takes (the driver's padding buffers are
+// this size; the one-token super-block tiles take up to 4 panels).
 #define BLIP2_TILE_MAX 8
 
 /// Declares `name` as a table entry running `body` with fixed `rows` x `tokens`.
