@@ -53,14 +53,16 @@ let package = Package(
         // The compute context (kernel table, worker pool, scratch), the matrix products and the parallel ops.
         .target(name: "Blip2Compute", dependencies: ["Blip2Core", "CKernels"]),
         .target(name: "Blip2Config"),
-        // The format, its reader and writer, and what `inspect` reports about a file.
+        // The format, its reader and writer, the importance matrix file, and the per-tensor rows that the
+        // converter's summary and `inspect` share. The library product: it stands on Blip2Core and Blip2Config.
         .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Config"]),
         .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2Image", "CKernels"]),
         .target(name: "Blip2Tokenizer", dependencies: ["Blip2Core"]),
         .target(name: "Blip2Image", dependencies: ["Blip2Core", "CImageDecode"]),
         // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
         .target(name: "Blip2Model", dependencies: ["Blip2Compute", "Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
-        // Decoding strategies over any language model state: greedy, beam search, sampling.
+        // Decoding strategies over any language model state (greedy, beam search, sampling) and the table of
+        // generation settings that the CLI's flags and the server's fields both read.
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
         .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config",
@@ -84,7 +86,8 @@ let package = Package(
         ),
         // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
         .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Watch", "Blip2Convert", "Blip2Model", "Blip2ModelFile", "Blip2Config", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
-        // Terminal helpers shared by the executables: progress bars, tables, sizes, error reporting.
+        // Shared by the executables: progress bars, tables, sizes, error reporting, and the `inspect` report
+        // (which reads the tokenizer carried in a file).
         .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile", "Blip2Config", "Blip2Tokenizer",
                                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
