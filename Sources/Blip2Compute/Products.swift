@@ -13,10 +13,7 @@ extension ComputeContext {
     public func linear(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
         guard tokens > 0, layer.weight.rows > 0 else { return }
         if let productObserver { productObserver.observe(input: x, tokens: tokens, weight: layer.weight) }
-        guard hasTiles(layer.weight.type) else {
-            referenceRows(x, tokens: tokens, layer, into: y)
-            return
-        }
+        requireTiles(layer.weight)
         withUnsafePointer(to: layer) { one in
             product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y, stride: layer.weight.rows)
         }
@@ -32,26 +29,25 @@ extension ComputeContext {
             for layer in layers { productObserver.observe(input: x, tokens: tokens, weight: layer.weight) }
         }
         let stride = layers.reduce(0) { $0 + $1.weight.rows }
-        let shared = hasTiles(first.weight.type)
-            && layers.allSatisfy { $0.weight.type == first.weight.type && $0.weight.cols == first.weight.cols }
+        for layer in layers { requireTiles(layer.weight) }
+        let shared = layers.allSatisfy { $0.weight.type == first.weight.type && $0.weight.cols == first.weight.cols }
         if shared {
             layers.withUnsafeBufferPointer { product(x, tokens: tokens, $0, into: y, stride: stride) }
             return
         }
         var offset = 0
         for layer in layers {
-            if hasTiles(layer.weight.type) {
-                withUnsafePointer(to: layer) { one in
-                    product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y + offset, stride: stride)
-                }
-            } else {
-                let out = UnsafeMutablePointer<Float>.allocate(capacity: tokens * layer.weight.rows)
-                defer { out.deallocate() }
-                referenceRows(x, tokens: tokens, layer, into: out)
-                for t in 0..<tokens { (y + t * stride + offset).update(from: out + t * layer.weight.rows, count: layer.weight.rows) }
+            withUnsafePointer(to: layer) { one in
+                product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y + offset, stride: stride)
             }
             offset += layer.weight.rows
         }
+    }
+
+    /// Every type the model loader accepts (the writable ones) has tiles in every table; a test checks it
+    /// (`everyWritableTypeHasTiles`), so a weight without them is a missing kernel, not bad input.
+    private func requireTiles(_ weight: WeightMatrix) {
+        precondition(hasTiles(weight.type), "\(isa) has no tiles for \(weight.type.name) (\(weight.name))")
     }
 
     /// Whether the kernel table multiplies this weight type (every type a model file can hold for a linear
@@ -115,18 +111,6 @@ extension ComputeContext {
                     offset += w.rows
                 }
             }
-        }
-    }
-
-    /// Types without kernels: dequantize a row, dot it.
-    private func referenceRows(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
-        let w = layer.weight
-        let row = UnsafeMutablePointer<Float>.allocate(capacity: w.cols)
-        defer { row.deallocate() }
-        for o in 0..<w.rows {
-            w.dequantizeRow(o, into: row)
-            let b = layer.bias?[o] ?? 0
-            for t in 0..<tokens { y[t * w.rows + o] = Ops.dot(x + t * w.cols, row, w.cols) + b }
         }
     }
 }

@@ -12,6 +12,16 @@ import Testing
 nonisolated(unsafe) private let ref = blip2_kernels_for(BLIP2_ISA_REF)!.pointee
 private let productTypes: [ElementType] = [.f32, .f16, .q8, .q4, .q8p, .q4p]
 
+/// The model loader accepts exactly the writable types for weights, and the products have no fallback:
+/// every instruction set this CPU runs must multiply every one of them (one token and many).
+@Test(arguments: KernelISA.supported)
+func everyWritableTypeHasTiles(isa: KernelISA) throws {
+    let context = try ComputeContext(threads: 1, isa: isa)
+    for type in ElementType.allCases where type.isWritable {
+        #expect(context.hasTiles(type), "\(isa) has no \(type.name) tiles")
+    }
+}
+
 @Suite struct ActivationQuantizationTests {
     @Test(arguments: KernelISA.supported)
     func roundTripWithinHalfAStep(isa: KernelISA) throws {
