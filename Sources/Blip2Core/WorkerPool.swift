@@ -90,14 +90,21 @@ private final class PoolShared: @unchecked Sendable {
     private let wake = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let finished = UnsafeMutablePointer<pthread_cond_t>.allocate(capacity: 1)
     private let jobLock = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
-    private var scratchBuffers: [UnsafeMutableRawPointer?]
-    private var scratchBytes: [Int]
+    /// One slot per worker, each written only by its own worker: raw storage, not Swift arrays, because
+    /// writing an element of an array property is an access to the whole property, and workers writing
+    /// their own elements at once would race on it (ThreadSanitizer reported it).
+    private let scratchBuffers: UnsafeMutablePointer<UnsafeMutableRawPointer?>
+    private let scratchBytes: UnsafeMutablePointer<Int>
+    private let workerCount: Int
 
     init(threads: Int) {
         counters = .allocate(capacity: 4 * Self.line)
         counters.initialize(repeating: 0, count: 4 * Self.line)   // job 0 has no parts
-        scratchBuffers = Array(repeating: nil, count: threads)
-        scratchBytes = Array(repeating: 0, count: threads)
+        workerCount = threads
+        scratchBuffers = .allocate(capacity: threads)
+        scratchBuffers.initialize(repeating: nil, count: threads)
+        scratchBytes = .allocate(capacity: threads)
+        scratchBytes.initialize(repeating: 0, count: threads)
         pthread_mutex_init(mutex, nil)
         pthread_mutex_init(jobLock, nil)
         pthread_cond_init(wake, nil)
@@ -110,7 +117,9 @@ private final class PoolShared: @unchecked Sendable {
         pthread_cond_destroy(wake)
         pthread_cond_destroy(finished)
         mutex.deallocate(); jobLock.deallocate(); wake.deallocate(); finished.deallocate()
-        for buffer in scratchBuffers { buffer?.deallocate() }
+        for worker in 0..<workerCount { scratchBuffers[worker]?.deallocate() }
+        scratchBuffers.deallocate()
+        scratchBytes.deallocate()
         counters.deallocate()
     }
 
@@ -166,7 +175,7 @@ private final class PoolShared: @unchecked Sendable {
     }
 
     func scratch(worker: Int, bytes: Int) -> UnsafeMutableRawPointer {
-        precondition(worker >= 0 && worker < scratchBuffers.count, "the worker index comes from run(parts:_:)")
+        precondition(worker >= 0 && worker < workerCount, "the worker index comes from run(parts:_:)")
         if let buffer = scratchBuffers[worker], scratchBytes[worker] >= bytes { return buffer }
         scratchBuffers[worker]?.deallocate()
         let size = max(bytes, 64)
