@@ -138,6 +138,11 @@ def test_ci_runs_the_test_command_then_fuzzes(tree):
     assert result.returncode == 0, result.stderr
     assert "venv-python -m pytest -q Tests/Server Tests/Benchmarks Tests/Setup" in calls
     assert calls.index("apt-get install -y -qq g++") < calls.index("fuzz all 30")
+    # Then both sanitizer builds, each in its own folder, before the fuzzers.
+    tsan = calls.index("swift build --build-tests --build-path .build-tsan --sanitize=thread")
+    asan = next(i for i, c in enumerate(calls) if c.startswith("swift build --build-tests --build-path .build-asan --sanitize=address"))
+    pytest_call = calls.index("venv-python -m pytest -q Tests/Server Tests/Benchmarks Tests/Setup")
+    assert pytest_call < tsan < asan < calls.index("fuzz all 30")
 
 
 def test_install_help_prints_usage_and_builds_nothing(tree):
