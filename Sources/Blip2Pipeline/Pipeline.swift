@@ -288,6 +288,26 @@ final class SessionState: DecoderState {
 
     func fork() throws -> SessionState { SessionState(session: session.fork(), ids: ids) }
 
+    func fork(into spare: SessionState?) throws -> SessionState {
+        guard let spare, spare.session.capacity == session.capacity, spare !== self else { return try fork() }
+        spare.session.copy(from: session)
+        spare.ids = ids
+        return spare
+    }
+
+    /// One decode step of the model for all the states, in groups of at most `maxStepBatch`.
+    static func append(_ tokens: [Int], to states: [SessionState]) throws {
+        precondition(tokens.count == states.count, "one token per state")
+        let most = LanguageSession.maxStepBatch
+        var start = 0
+        while start < states.count {
+            let end = min(states.count, start + most)
+            try LanguageSession.step(states[start..<end].map(\.session), tokens: Array(tokens[start..<end]))
+            for i in start..<end { states[i].ids.append(tokens[i]) }
+            start = end
+        }
+    }
+
     /// Keeps the image embeddings and the first `count` ids.
     func truncate(keepingIds count: Int, imageTokens: Int) {
         session.truncate(to: imageTokens + count)
