@@ -144,7 +144,7 @@ public enum Benchmark {
             let qformerMs = milliseconds(since: t)
 
             t = DispatchTime.now().uptimeNanoseconds
-            let session = try SessionState(model: pipeline.model, capacity: pipeline.numQueryTokens + promptIds.count + settings.newTokens)
+            let session = try pipeline.makeState(capacity: pipeline.numQueryTokens + promptIds.count + settings.newTokens)
             try session.feed(embeddings: embeddings)
             try session.feed(promptIds)
             let prefillMs = milliseconds(since: t)
@@ -152,9 +152,11 @@ public enum Benchmark {
             let clock = StepClock(capacity: settings.newTokens)
             let generateStart = DispatchTime.now().uptimeNanoseconds
             var firstChosen: UInt64?
-            _ = try Generator.generate(from: StepTimedState(session, clock: clock), contextIds: pipeline.contextIds(promptIds: promptIds),
+            _ = try pipeline.scheduler.decoding {
+                try Generator.generate(from: StepTimedState(session, clock: clock), contextIds: pipeline.contextIds(promptIds: promptIds),
                                        options: options(settings, pipeline)) { _ in
-                if firstChosen == nil { firstChosen = DispatchTime.now().uptimeNanoseconds }
+                    if firstChosen == nil { firstChosen = DispatchTime.now().uptimeNanoseconds }
+                }
             }
             let stamps = clock.stamps
             let total = milliseconds(since: started)

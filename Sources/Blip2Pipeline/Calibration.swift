@@ -112,7 +112,7 @@ extension Blip2Pipeline {
         for (prompt, maxNewTokens) in prompts.prompts {
             let ids = promptIds(prompt)
             try checkFits(promptIds: ids, maxNewTokens: maxNewTokens)
-            let state = try SessionState(model: model, capacity: numQueryTokens + ids.count + maxNewTokens)
+            let state = try makeState(capacity: numQueryTokens + ids.count + maxNewTokens)
             // One prefill: feeding the image and the prompt apart would run the head on the image's last
             // position too, a row nothing reads.
             try state.feed(embeddings: image.embeddings + model.tokenEmbeddings(ids), ids: ids)

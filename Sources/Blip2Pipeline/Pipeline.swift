@@ -86,6 +86,8 @@ public final class Blip2Pipeline: @unchecked Sendable {
     public let imageOptions: ImageDecodeOptions
     /// Context limit for prompts: the BLIP-2 walkthrough's 512, or less if the model has fewer positions.
     public let contextLimit: Int
+    /// Every use of the model goes through it, so generations on several threads share decode steps.
+    public let scheduler = StepScheduler()
 
     public static let defaultContextLimit = 512
 
@@ -109,6 +111,11 @@ public final class Blip2Pipeline: @unchecked Sendable {
     }
 
     public var numQueryTokens: Int { model.numQueryTokens }
+
+    /// A fresh language-model state for `capacity` positions, its model work scheduled with every other.
+    func makeState(capacity: Int) throws -> SessionState {
+        try SessionState(model: model, scheduler: scheduler, capacity: capacity)
+    }
     public var eosTokenId: Int? { model.config.textConfig.eosTokenId }
     public var padTokenId: Int? { model.config.textConfig.padTokenId }
     public var imageTokenId: Int { model.config.imageTokenIndex ?? tokenizer.imageTokenId ?? tokenizer.vocabularySize }
@@ -130,8 +137,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
 
     public func encode(pixels: [Float], timings: StageTimings = StageTimings()) -> EncodedImage {
         var timings = timings
-        let states = measure(&timings.vision) { model.visionForward(pixels: pixels) }
-        let embeddings = measure(&timings.qformer) { model.project(queryStates: model.qformerForward(imageStates: states)) }
+        let embeddings = scheduler.exclusive {
+            let states = measure(&timings.vision) { model.visionForward(pixels: pixels) }
+            return measure(&timings.qformer) { model.project(queryStates: model.qformerForward(imageStates: states)) }
+        }
         return EncodedImage(embeddings: embeddings, timings: timings)
     }
 
@@ -193,7 +202,7 @@ public final class Blip2Pipeline: @unchecked Sendable {
         try checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
         var timings = image.timings
         // Decoding never feeds the last generated token, so this is exactly enough.
-        let state = try SessionState(model: model, capacity: numQueryTokens + ids.count + options.maxNewTokens)
+        let state = try makeState(capacity: numQueryTokens + ids.count + options.maxNewTokens)
         try measure(&timings.prefill) {
             try state.feed(embeddings: image.embeddings)
             try state.feed(ids)
@@ -224,11 +233,12 @@ public final class Blip2Pipeline: @unchecked Sendable {
             let head = stream.append(contentsOf: echoIds)
             if !head.isEmpty { onText?(head) }
         }
+        // Joined only now, with the prompt in the cache: a joined generation must keep stepping.
         let sequences = try measure(&timings.generate) {
-            try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
+            try scheduler.decoding { try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
                 let piece = stream.append(id)
                 if !piece.isEmpty { onText?(piece) }
-            } : nil, shouldStop: shouldStop)
+            } : nil, shouldStop: shouldStop) }
         }
         if streaming {
             let rest = stream.finish()
@@ -239,54 +249,63 @@ public final class Blip2Pipeline: @unchecked Sendable {
 
     /// The raw logits the model gives at each step of `tokens` after the prompt ([tokens.count, vocab]).
     public func stepLogits(image: EncodedImage, promptIds: [Int], tokens: [Int]) throws -> [Float] {
-        let state = try SessionState(model: model, capacity: numQueryTokens + promptIds.count + tokens.count)
+        let state = try makeState(capacity: numQueryTokens + promptIds.count + tokens.count)
         try state.feed(embeddings: image.embeddings)
         try state.feed(promptIds)
         var all: [Float] = []
         all.reserveCapacity(tokens.count * model.vocabularySize)
-        for (i, token) in tokens.enumerated() {
-            all += state.logits
-            if i + 1 < tokens.count { try state.append(token) }
+        try scheduler.decoding {
+            for (i, token) in tokens.enumerated() {
+                all += state.logits
+                if i + 1 < tokens.count { try state.append(token) }
+            }
         }
         return all
     }
 }
 
-/// The language model's state as the generation strategies see it; remembers the ids it consumed.
+/// The language model's state as the generation strategies see it; remembers the ids it consumed. Its
+/// model work goes through the pipeline's scheduler: feeds run alone, appends as part of shared steps.
 final class SessionState: DecoderState {
     let session: LanguageSession
+    let scheduler: StepScheduler
+    private let vocabularySize: Int
     private(set) var ids: [Int] = []
 
-    init(model: Blip2Model, capacity: Int) throws {
+    init(model: Blip2Model, scheduler: StepScheduler, capacity: Int) throws {
         guard capacity <= model.maxPositions else {
             throw PipelineError("the sequence needs \(capacity) positions; the language model has \(model.maxPositions)")
         }
         session = model.makeSession(capacity: capacity)
+        self.scheduler = scheduler
+        vocabularySize = model.vocabularySize
     }
 
-    private init(session: LanguageSession, ids: [Int]) {
-        self.session = session
-        self.ids = ids
+    private init(copying other: SessionState) {
+        session = other.session.fork()
+        scheduler = other.scheduler
+        vocabularySize = other.vocabularySize
+        ids = other.ids
     }
 
     var logits: [Float] { session.logits }
 
-    func feed(embeddings: [Float]) throws { try session.feed(embeddings: embeddings) }
+    func feed(embeddings: [Float]) throws { try scheduler.exclusive { try session.feed(embeddings: embeddings) } }
 
     /// Embeddings whose last rows are those of `ids`, in one forward pass.
     func feed(embeddings: [Float], ids tokens: [Int]) throws {
-        try session.feed(embeddings: embeddings)
+        try scheduler.exclusive { try session.feed(embeddings: embeddings) }
         ids += tokens
     }
 
     func feed(_ tokens: [Int]) throws {
-        try session.feed(tokens: tokens)
+        try scheduler.exclusive { try session.feed(tokens: tokens) }
         ids += tokens
     }
 
-    func append(_ token: Int) throws { try feed([token]) }
+    func append(_ token: Int) throws { try Self.append([token], to: [self]) }
 
-    func fork() throws -> SessionState { SessionState(session: session.fork(), ids: ids) }
+    func fork() throws -> SessionState { SessionState(copying: self) }
 
     func fork(into spare: SessionState?) throws -> SessionState {
         guard let spare, spare.session.capacity == session.capacity, spare !== self else { return try fork() }
@@ -295,9 +314,26 @@ final class SessionState: DecoderState {
         return spare
     }
 
-    /// One decode step of the model for all the states, in groups of at most `maxStepBatch`.
+    /// Every state's next token in the scheduler's next shared step. The states belong to one generation,
+    /// which has joined the scheduler.
     static func append(_ tokens: [Int], to states: [SessionState]) throws {
         precondition(tokens.count == states.count, "one token per state")
+        guard let scheduler = states.first?.scheduler else { return }
+        try scheduler.step(states, tokens: tokens)
+    }
+
+    /// What `LanguageSession.step` would refuse for this state and token.
+    func checkAppendable(_ token: Int) throws {
+        guard token >= 0 && token < vocabularySize else {
+            throw PipelineError("token id \(token) is outside the vocabulary (\(vocabularySize))")
+        }
+        guard session.length < session.capacity else {
+            throw PipelineError("the sequence would be \(session.length + 1) tokens; the language model holds \(session.capacity)")
+        }
+    }
+
+    /// One decode step of the model for all the states (distinct), in groups of at most `maxStepBatch`.
+    static func stepTogether(_ tokens: [Int], _ states: [SessionState]) throws {
         let most = LanguageSession.maxStepBatch
         var start = 0
         while start < states.count {
