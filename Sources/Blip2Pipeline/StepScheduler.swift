@@ -30,7 +30,11 @@ public final class StepScheduler: @unchecked Sendable {
     private var exclusiveSinceStep = 0
 
     /// Called after each step with the number of sequences it advanced (a server's metrics).
-    public var onStep: (@Sendable (_ sequences: Int) -> Void)?
+    public var onStep: (@Sendable (_ sequences: Int) -> Void)? {
+        get { condition.withLock { stepObserver } }
+        set { condition.withLock { stepObserver = newValue } }
+    }
+    private var stepObserver: (@Sendable (_ sequences: Int) -> Void)?
 
     public init() {}
 
@@ -135,7 +139,8 @@ public final class StepScheduler: @unchecked Sendable {
             submission.error = failure
             submission.done = true
         }
+        let observer = stepObserver
         condition.unlock()
-        onStep?(states.count)
+        observer?(states.count)
     }
 }

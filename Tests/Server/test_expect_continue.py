@@ -51,7 +51,7 @@ def test_no_continue_past_the_body_limit(tmp_path):
 
 
 def test_a_full_queue_refuses_before_the_body(body):
-    s = Server("--queue", "0")
+    s = Server("--parallel", "1", "--queue", "0")
     try:
         host, port = s.url.removeprefix("http://").split(":")
         # A long streamed caption holds the model; its first event means it is running.
