@@ -2,14 +2,13 @@
 the model's decode steps, and each stream still carries its own tokens, in order, equal to the CLI's."""
 import base64
 import json
-import socket
 import threading
 import time
 import urllib.request
 
 import openai
 
-from conftest import EXAMPLES, MODEL, Server, cli
+from conftest import EXAMPLES, MODEL, Server, cli, long_stream
 
 IMAGES = sorted(EXAMPLES.glob("*.png"))
 QUESTIONS = ["what color is the circle?", "how many shapes are there?", "what shape is on the left?"]
@@ -32,23 +31,6 @@ def metric(server, name):
     return None
 
 
-def long_stream(server, tokens=400):
-    """A streamed caption whose EOS is held back: a slot busy for a while. Returns the socket once the
-    first event arrived (the generation is running)."""
-    host, port = server.url.removeprefix("http://").split(":")
-    body = json.dumps({"image": base64.b64encode(IMAGES[0].read_bytes()).decode(), "stream": True,
-                       "min_new_tokens": tokens, "max_new_tokens": tokens}).encode()
-    connection = socket.create_connection((host, int(port)), timeout=60)
-    connection.sendall(b"POST /v1/caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                       + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
-    seen = b""
-    while b"data:" not in seen:
-        chunk = connection.recv(4096)
-        assert chunk, "the long caption ended before its first event"
-        seen += chunk
-    return connection
-
-
 def wait_for(condition, timeout=60):
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
@@ -67,7 +49,7 @@ def test_concurrent_streams_get_their_own_tokens_in_order():
     server = Server("--parallel", "4", "--queue", str(len(jobs)))
     try:
         # A long generation keeps a slot decoding, so every other request's steps are shared with it.
-        background = long_stream(server)
+        background = long_stream(server, IMAGES[0])
         client = openai.OpenAI(base_url=server.url + "/v1", api_key="unused", max_retries=0, timeout=120)
         start = threading.Barrier(len(jobs))
         results = [None] * len(jobs)
@@ -103,8 +85,8 @@ def test_concurrent_streams_get_their_own_tokens_in_order():
 def test_a_client_leaving_mid_stream_frees_its_slot():
     server = Server("--parallel", "2", "--queue", "0")
     try:
-        first = long_stream(server)
-        second = long_stream(server)
+        first = long_stream(server, IMAGES[0])
+        second = long_stream(server, IMAGES[0])
         assert health(server)["active_slots"] == 2
         first.close()
         assert wait_for(lambda: health(server)["active_slots"] == 1), "the slot of the client that left stayed taken"
