@@ -3,7 +3,6 @@ answer): the server says continue when it will read the body, and stays silent w
 (a full queue, a body over --max-body-mb), answering the refusal at once. curl is the client."""
 import base64
 import json
-import socket
 import subprocess
 
 import pytest
