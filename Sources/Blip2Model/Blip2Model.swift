@@ -174,10 +174,11 @@ public final class LanguageSession: @unchecked Sendable {
 
     public func fork() -> LanguageSession { LanguageSession(copying: self) }
 
-    /// Becomes a copy of `other` (same model and capacity), reusing this session's memory: beam search
-    /// moves a beam's state into a dropped one's instead of allocating a new cache each step.
+    /// Becomes a copy of `other` (same model, at most this session's capacity in use), reusing this session's
+    /// memory: beam search moves a beam's state into a dropped one's instead of allocating a new cache each
+    /// step, and a prompt starts from an image's positions computed once.
     public func copy(from other: LanguageSession) {
-        precondition(other.model === model && other.capacity == capacity, "a copy between sessions of one shape")
+        precondition(other.model === model && other.length <= capacity, "a copy into a session that holds it")
         cache.copy(from: other.cache)
         logits.withUnsafeMutableBufferPointer { out in
             other.logits.withUnsafeBufferPointer { out.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }

@@ -282,11 +282,12 @@ public final class KVCache {
         return other
     }
 
-    /// Takes `other`'s positions (a cache of the same shape), reusing this one's memory.
+    /// Takes `other`'s positions (a cache of the same layers and heads, holding at most this one's
+    /// capacity), reusing this one's memory.
     func copy(from other: KVCache) {
-        precondition(other.layers == layers && other.heads == heads && other.headDim == headDim && other.capacity == capacity)
+        precondition(other.layers == layers && other.heads == heads && other.headDim == headDim && other.length <= capacity)
         for block in 0..<(2 * layers * heads) {
-            (storage + block * headStride).update(from: other.storage + block * headStride, count: other.length * headDim)
+            (storage + block * headStride).update(from: other.storage + block * other.headStride, count: other.length * headDim)
         }
         length = other.length
     }

@@ -43,7 +43,7 @@ public final class ChatSession: @unchecked Sendable {
             base = state
         } else {
             base = try pipeline.makeState(capacity: capacity)
-            try measure(&timings.prefill) { try base.feed(embeddings: image.embeddings) }
+            try measure(&timings.prefill) { try pipeline.start(base, from: image) }
         }
         var shared = 0
         while shared < min(base.ids.count, ids.count), base.ids[shared] == ids[shared] { shared += 1 }

@@ -76,6 +76,49 @@ func measure<T>(_ milliseconds: inout Double?, _ body: () throws -> T) rethrows 
 public struct EncodedImage: Sendable {
     public let embeddings: [Float]
     public var timings: StageTimings
+    /// The language model's positions for `embeddings`, once a prompt has computed them.
+    let prefix = ImagePrefix()
+
+    init(embeddings: [Float], timings: StageTimings) {
+        self.embeddings = embeddings
+        self.timings = timings
+    }
+}
+
+/// An image's positions in the language model (its query embeddings run through every layer), kept so the
+/// next prompt about the same image copies them instead of computing them again: a kiosk's visitors asking
+/// about one frame, chat turns, a server's cached uploads. Prompts fed after the image in a separate pass
+/// (as always) get exactly the values a fresh prefill gives.
+// @unchecked Sendable: the kept session is behind its lock, and only read once kept.
+final class ImagePrefix: @unchecked Sendable {
+    private let lock = NSLock()
+    private var session: LanguageSession?
+
+    var kept: LanguageSession? { lock.withLock { session } }
+
+    func keep(_ computed: LanguageSession) { lock.withLock { if session == nil { session = computed } } }
+
+    func drop() { lock.withLock { session = nil } }
+}
+
+/// Which images have their prefix kept: the most recent few (OPT-2.7B: 21 MB each), the rest dropped.
+// @unchecked Sendable: its list is behind its lock.
+final class ImagePrefixes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var recent: [ImagePrefix] = []
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Marks `prefix` the most recently used; the least recently used beyond `capacity` drops its positions.
+    func used(_ prefix: ImagePrefix) {
+        let evicted: ImagePrefix? = lock.withLock {
+            recent.removeAll { $0 === prefix }
+            recent.append(prefix)
+            return recent.count > capacity ? recent.removeFirst() : nil
+        }
+        evicted?.drop()
+    }
 }
 
 // @unchecked Sendable: as Blip2Model: immutable after loading but for the model's buffers, one forward at a time.
@@ -88,6 +131,8 @@ public final class Blip2Pipeline: @unchecked Sendable {
     public let contextLimit: Int
     /// Every use of the model goes through it, so generations on several threads share decode steps.
     public let scheduler = StepScheduler()
+    /// Images whose language-model positions are kept for their next prompt.
+    let prefixes = ImagePrefixes(capacity: 4)
 
     public static let defaultContextLimit = 512
 
@@ -111,6 +156,22 @@ public final class Blip2Pipeline: @unchecked Sendable {
     }
 
     public var numQueryTokens: Int { model.numQueryTokens }
+
+    /// Puts `image`'s positions into the fresh `state`: copied when kept from an earlier prompt, computed
+    /// (and kept) otherwise.
+    func start(_ state: SessionState, from image: EncodedImage) throws {
+        precondition(state.session.length == 0, "an image starts a sequence")
+        if let kept = image.prefix.kept {
+            state.session.copy(from: kept)
+            prefixes.used(image.prefix)
+            return
+        }
+        try state.feed(embeddings: image.embeddings)
+        let copy = model.makeSession(capacity: numQueryTokens)
+        copy.copy(from: state.session)
+        image.prefix.keep(copy)
+        prefixes.used(image.prefix)
+    }
 
     /// A fresh language-model state for `capacity` positions, its model work scheduled with every other.
     func makeState(capacity: Int) throws -> SessionState {
@@ -204,7 +265,7 @@ public final class Blip2Pipeline: @unchecked Sendable {
         // Decoding never feeds the last generated token, so this is exactly enough.
         let state = try makeState(capacity: numQueryTokens + ids.count + options.maxNewTokens)
         try measure(&timings.prefill) {
-            try state.feed(embeddings: image.embeddings)
+            try start(state, from: image)
             try state.feed(ids)
         }
         let sequences = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options,
@@ -250,7 +311,7 @@ public final class Blip2Pipeline: @unchecked Sendable {
     /// The raw logits the model gives at each step of `tokens` after the prompt ([tokens.count, vocab]).
     public func stepLogits(image: EncodedImage, promptIds: [Int], tokens: [Int]) throws -> [Float] {
         let state = try makeState(capacity: numQueryTokens + promptIds.count + tokens.count)
-        try state.feed(embeddings: image.embeddings)
+        try start(state, from: image)
         try state.feed(promptIds)
         var all: [Float] = []
         all.reserveCapacity(tokens.count * model.vocabularySize)
