@@ -66,12 +66,30 @@ def convert(bin_dir, checkpoint, out, args, compress):
     return json.loads(report.stdout), time.time() - start
 
 
-def bench(bin_dir, model, opts, threads=None):
+def bench(bin_dir, model, opts, threads=None, extra=()):
+    """One `blip2 bench --json` report, or a list of them when `extra` asks for several rows (--beams 1,3)."""
     cmd = [bin_dir / "blip2", "bench", model, "--json", "--runs", str(opts.runs), "--new-tokens", str(opts.new_tokens),
-           "--threads", str(threads or opts.threads)]
+           "--threads", str(threads or opts.threads), *extra]
     if opts.image:
         cmd += ["--image", opts.image]
-    return json.loads(run(cmd, stdout=subprocess.PIPE).stdout)
+    reports = [json.loads(line) for line in run(cmd, stdout=subprocess.PIPE).stdout.splitlines() if line.strip()]
+    return reports if extra else reports[0]
+
+
+# Decoding several sequences at once (docs/KERNELS.md, "Batched decode"): ms per step against greedy's.
+DECODE_GOALS = {("beams", 3): 1.3, ("beams", 5): 1.6, ("batch", 4): 1.4}
+
+
+def decode_rows(bin_dir, model, opts):
+    reports = bench(bin_dir, model, opts, extra=["--beams", "1,3,5", "--batch", "4"])
+    greedy = next(r for r in reports if r["beams"] == 1 and r["batch"] == 1)["stages_ms"]["ms_per_token"]["median"]
+    rows = []
+    for r in reports:
+        kind, count = ("beams", r["beams"]) if r["beams"] > 1 else ("batch", r["batch"]) if r["batch"] > 1 else ("greedy", 1)
+        step = r["stages_ms"]["ms_per_token"]["median"]
+        rows.append({"decode": kind, "sequences": count, "ms_per_step": step, "ratio": step / greedy,
+                     "goal": DECODE_GOALS.get((kind, count))})
+    return rows
 
 
 def process_caption_ms(bin_dir, model, image, opts):
@@ -299,6 +317,8 @@ def main():
     parser.add_argument("--no-zstd", action="store_true", help="skip the zstd variants")
     parser.add_argument("--scaling-variant", default="q4",
                         help="variant also benched with one thread, for the thread-scaling table ('' to skip)")
+    parser.add_argument("--decode-variants", default="q4,q8",
+                        help="variants also benched with --beams 1,3,5 --batch 4 ('' to skip)")
     opts = parser.parse_args()
 
     work = pathlib.Path(opts.work)
@@ -319,6 +339,7 @@ def main():
     kernels = kernel_shares(bin_dir, opts.threads)
     rows = []
     scaling = None
+    decodes = {}
     for name in opts.variants.split(","):
         for compress in (["none"] if opts.no_zstd else ["none", "zstd"]):
             label = name if compress == "none" else f"{name}+zstd"
@@ -339,6 +360,8 @@ def main():
                 scaling = {"variant": label, "threads": opts.threads,
                            "one_thread_ms": {k: (v or {}).get("median") for k, v in single["stages_ms"].items()},
                            "threads_ms": stages}
+            if label in opts.decode_variants.split(","):
+                decodes[label] = decode_rows(bin_dir, model, opts)
             model.unlink()   # keep the disk usage to one variant at a time
     if not opts.no_torch:
         for row in torch_rows(checkpoint, opts):
@@ -381,6 +404,13 @@ def main():
             one, many = scaling["one_thread_ms"].get(stage), scaling["threads_ms"].get(stage)
             if one and many:
                 lines.append(f"| {stage} | {one:.1f} | {many:.1f} | {one / many:.2f}x |")
+    for label, decode in decodes.items():
+        lines += ["", f"Several sequences per decode step ({label}): one step gives every beam or sequence its token.", "",
+                  "| decode | ms per step | against greedy | goal |", "|---|---:|---:|---|"]
+        for d in decode:
+            goal = f"<= {d['goal']}x: {'met' if d['ratio'] <= d['goal'] else 'not met'}" if d["goal"] else ""
+            name = "greedy" if d["decode"] == "greedy" else f"{d['sequences']} {d['decode']}"
+            lines.append(f"| {name} | {d['ms_per_step']:.1f} | {d['ratio']:.2f}x | {goal} |")
     lines += ["", "Kernels (`blip2-kernel-bench`, 1408 -> 6144 x 257 tokens, the ViT-g MLP): " + "; ".join(
         f"{n} thread(s): int8 peak {k['peak']:.1f} GOP/s, q8p {k['q8p']:.1f} ({k['q8p'] / k['peak'] * 100:.0f}%), "
         f"q4p {k['q4p']:.1f} ({k['q4p'] / k['peak'] * 100:.0f}%)" for n, k in sorted(kernels.items())) + "."]
@@ -391,7 +421,7 @@ def main():
     lines += ["", "![size against caption latency](size_latency.svg)", "", "![per-stage breakdown](stages.svg)", "",
               f"Report made in {time.time() - started:.0f} s."]
     (out_dir / "report.md").write_text("\n".join(lines) + "\n")
-    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "thread_scaling": scaling, "threads": opts.threads, "runs": opts.runs,
+    (out_dir / "report.json").write_text(json.dumps({"rows": rows, "thread_scaling": scaling, "decode": decodes, "threads": opts.threads, "runs": opts.runs,
                                                      "new_tokens": opts.new_tokens,
                                                      "kernels": {str(n): k for n, k in kernels.items()},
                                                      "goals": [{"goal": g, "measured": m, "met": ok} for g, m, ok in met]},

@@ -71,6 +71,10 @@ public final class ComputeContext: @unchecked Sendable {
     /// Shown the input of every product before it runs (`blip2 imatrix` gathers activation statistics so).
     /// Set it while no product runs; nil (the default) costs the products one test of a pointer.
     public var productObserver: ProductObserver?
+    /// Accumulates the time spent in products (and quantizing their activations) and their operations, so a
+    /// stage's profile can tell products from everything else. Set it while no product runs; nil (the
+    /// default) costs the products one test of a pointer.
+    public var productClock: ProductClock?
 
     // One product at a time owns the activation scratch.
     private let mutex = UnsafeMutablePointer<pthread_mutex_t>.allocate(capacity: 1)
@@ -121,5 +125,28 @@ public final class ComputeContext: @unchecked Sendable {
         }
         let parts = min(threads * 2, count / minimum)
         pool.run(parts: parts) { part, _ in body((count * part / parts)..<(count * (part + 1) / parts)) }
+    }
+}
+
+/// Time in the products of one or more stages: the whole product calls (`productNanoseconds`, activation
+/// quantization included), the quantization alone, and the multiply-adds done (2 x rows x cols x tokens).
+// @unchecked Sendable: written only by the thread running the products (one at a time), read after.
+public final class ProductClock: @unchecked Sendable {
+    public private(set) var productNanoseconds: UInt64 = 0
+    public private(set) var quantizeNanoseconds: UInt64 = 0
+    public private(set) var operations: Double = 0
+
+    public init() {}
+
+    public func reset() {
+        productNanoseconds = 0
+        quantizeNanoseconds = 0
+        operations = 0
+    }
+
+    func add(product nanoseconds: UInt64, quantize: UInt64, operations: Double) {
+        productNanoseconds += nanoseconds
+        quantizeNanoseconds += quantize
+        self.operations += operations
     }
 }

@@ -64,6 +64,14 @@ extension ComputeContext {
         let quantize = type.takesQuantizedActivations, superBlocks = type.activation == BLIP2_ACTIVATION_Q8K
         let rowBytes = blip2_activation_row_bytes(type.activation, cols)
         let kernels = self.kernels, pool = self.pool
+        let clock = productClock, started = clock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        var quantized: UInt64 = 0
+        defer {
+            if let clock {
+                let operations = layers.reduce(0.0) { $0 + 2 * Double($1.weight.rows) * Double(cols) * Double(tokens) }
+                clock.add(product: DispatchTime.now().uptimeNanoseconds - started, quantize: quantized, operations: operations)
+            }
+        }
         withActivationScratch(bytes: quantize ? tokens * rowBytes : 0) { buffer in
             var input = UnsafeRawPointer(x)
             if quantize {
@@ -80,6 +88,7 @@ extension ComputeContext {
                     }
                 }
                 input = UnsafeRawPointer(buffer)
+                if clock != nil { quantized = DispatchTime.now().uptimeNanoseconds - started }
             }
 
             // Rows go out in groups of 8 (a panel is 8 rows; every tile's height divides it or is a whole number

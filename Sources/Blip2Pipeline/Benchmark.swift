@@ -71,6 +71,27 @@ public struct BenchmarkReport: Codable, Sendable {
     public let threads: Int
     public let kernel: String
     public let model: Model
+    /// Where the many-token stages spend their time: products or the rest (medians over the runs).
+    public struct StageProfile: Codable, Sendable {
+        /// In the products, activation quantization included.
+        public let productsMs: Double
+        /// Quantizing the products' activations (part of `productsMs`).
+        public let quantizeMs: Double
+        /// Everything else: attention, norms, GELU, residual adds, copies.
+        public let otherMs: Double
+        /// The stage's multiply-adds (2 x rows x cols x tokens over its products) per second of the stage, in G.
+        public let gigaOperationsPerSecond: Double
+        enum CodingKeys: String, CodingKey {
+            case productsMs = "products_ms", quantizeMs = "quantize_ms", otherMs = "other_ms"
+            case gigaOperationsPerSecond = "gops"
+        }
+    }
+    public struct Profile: Codable, Sendable {
+        public let vision: StageProfile
+        public let qformerProjection: StageProfile
+        public let prefill: StageProfile
+        enum CodingKeys: String, CodingKey { case vision, qformerProjection = "qformer_projection", prefill }
+    }
     public let runs: Int
     public let newTokens: Int
     /// Beams of the beam search (1: greedy).
@@ -81,6 +102,7 @@ public struct BenchmarkReport: Codable, Sendable {
     public let loadMs: Double
     public let peakRSSBytes: Int
     public let stagesMs: Stages
+    public let profile: Profile
     /// Tokens generated per second over all sequences of a batch (a beam search yields one sequence).
     public let tokensPerSecond: Double
     public let readBandwidthBytesPerSecond: Double
@@ -89,7 +111,7 @@ public struct BenchmarkReport: Codable, Sendable {
 
     enum CodingKeys: String, CodingKey {
         case version, machine, threads, kernel, model, runs, newTokens = "new_tokens", beams, batch, promptTokens = "prompt_tokens"
-        case loadMs = "load_ms", peakRSSBytes = "peak_rss_bytes", stagesMs = "stages_ms", tokensPerSecond = "tokens_per_second"
+        case loadMs = "load_ms", peakRSSBytes = "peak_rss_bytes", stagesMs = "stages_ms", profile, tokensPerSecond = "tokens_per_second"
         case readBandwidthBytesPerSecond = "read_bandwidth_bytes_per_second", bandwidthFraction = "bandwidth_fraction"
     }
 }
@@ -121,6 +143,23 @@ public enum Benchmark {
         var decode: [Double] = [], preprocess: [Double] = [], vision: [Double] = [], qformer: [Double] = []
         var prefill: [Double] = [], firstToken: [Double] = [], perToken: [Double] = [], caption: [Double] = []
         let promptIds = pipeline.promptIds(nil)
+        let productClock = ProductClock()
+        compute.productClock = productClock
+        defer { compute.productClock = nil }
+        var profiles: [String: [(products: Double, quantize: Double, other: Double, gops: Double)]] = [:]
+        /// Runs a stage with the product clock, recording its profile after the warm-up.
+        func profiled<T>(_ stage: String, record: Bool, _ body: () throws -> T) rethrows -> (T, Double) {
+            productClock.reset()
+            let t = DispatchTime.now().uptimeNanoseconds
+            let value = try body()
+            let ms = milliseconds(since: t)
+            if record {
+                let products = Double(productClock.productNanoseconds) / 1e6
+                profiles[stage, default: []].append((products, Double(productClock.quantizeNanoseconds) / 1e6, max(0, ms - products),
+                                                     ms > 0 ? productClock.operations / (ms / 1000) / 1e9 : 0))
+            }
+            return (value, ms)
+        }
         for run in 0...settings.runs {   // run 0 warms caches and pages in the weights
             progress?(run == 0 ? "warm-up" : "run \(run)/\(settings.runs)")
             let started = DispatchTime.now().uptimeNanoseconds
@@ -133,21 +172,19 @@ public enum Benchmark {
             } else {
                 image = rawImage!
             }
-            var t = DispatchTime.now().uptimeNanoseconds
+            let t = DispatchTime.now().uptimeNanoseconds
             let pixels = pipeline.preprocessor.pixelValues(for: image)
             let preprocessMs = milliseconds(since: t)
-            t = DispatchTime.now().uptimeNanoseconds
-            let states = pipeline.model.visionForward(pixels: pixels)
-            let visionMs = milliseconds(since: t)
-            t = DispatchTime.now().uptimeNanoseconds
-            let embeddings = pipeline.model.project(queryStates: pipeline.model.qformerForward(imageStates: states))
-            let qformerMs = milliseconds(since: t)
-
-            t = DispatchTime.now().uptimeNanoseconds
-            let session = try pipeline.makeState(capacity: pipeline.numQueryTokens + promptIds.count + settings.newTokens)
-            try session.feed(embeddings: embeddings)
-            try session.feed(promptIds)
-            let prefillMs = milliseconds(since: t)
+            let (states, visionMs) = profiled("vision", record: run > 0) { pipeline.model.visionForward(pixels: pixels) }
+            let (embeddings, qformerMs) = profiled("qformer_projection", record: run > 0) {
+                pipeline.model.project(queryStates: pipeline.model.qformerForward(imageStates: states))
+            }
+            let (session, prefillMs) = try profiled("prefill", record: run > 0) {
+                let session = try pipeline.makeState(capacity: pipeline.numQueryTokens + promptIds.count + settings.newTokens)
+                try session.feed(embeddings: embeddings)
+                try session.feed(promptIds)
+                return session
+            }
 
             let clock = StepClock(capacity: settings.newTokens)
             let generateStart = DispatchTime.now().uptimeNanoseconds
@@ -188,6 +225,8 @@ public enum Benchmark {
             stagesMs: .init(imageDecode: decode.isEmpty ? nil : Spread(decode), preprocess: Spread(preprocess), vision: Spread(vision),
                             qformerProjection: Spread(qformer), prefill: Spread(prefill), timeToFirstToken: Spread(firstToken),
                             msPerToken: msPerToken, caption: Spread(caption)),
+            profile: .init(vision: stageProfile(profiles["vision"]), qformerProjection: stageProfile(profiles["qformer_projection"]),
+                           prefill: stageProfile(profiles["prefill"])),
             tokensPerSecond: msPerToken.median > 0 ? Double(settings.batch) * 1000 / msPerToken.median : 0,
             readBandwidthBytesPerSecond: bandwidth,
             bandwidthFraction: msPerToken.median > 0 ? floorMs / msPerToken.median : 0)
@@ -208,6 +247,12 @@ public enum Benchmark {
             options.numReturnSequences = settings.batch
         }
         return options
+    }
+
+    static func stageProfile(_ runs: [(products: Double, quantize: Double, other: Double, gops: Double)]?) -> BenchmarkReport.StageProfile {
+        let runs = runs ?? []
+        return .init(productsMs: Spread(runs.map(\.products)).median, quantizeMs: Spread(runs.map(\.quantize)).median,
+                     otherMs: Spread(runs.map(\.other)).median, gigaOperationsPerSecond: Spread(runs.map(\.gops)).median)
     }
 
     static func milliseconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 }

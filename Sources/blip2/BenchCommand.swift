@@ -147,6 +147,16 @@ struct BenchCommand: ParsableCommand {
         var lines = table.markdown()
         lines.append("")
         lines.append("Milliseconds, medians of \(first.runs) runs after a warm-up; \(first.newTokens) new tokens per caption\(decodesNamed ? " (ms / token: one decode step, a token for every beam or sequence)" : ""). Machine: \(m.cpu), \(m.architecture) (\(m.features.joined(separator: " "))), \(m.cores) cores, \(formatBytes(Int(m.memoryBytes))) memory; blip2 \(first.version).")
+        for r in reports {
+            let p = r.profile
+            func share(_ s: BenchmarkReport.StageProfile) -> String {
+                let total = s.productsMs + s.otherMs
+                guard total > 0 else { return "-" }
+                return String(format: "%.0f%% products (%.0f%% quantizing their activations), %.0f%% other, %.1f GOP/s",
+                              s.productsMs / total * 100, s.quantizeMs / total * 100, s.otherMs / total * 100, s.gigaOperationsPerSecond)
+            }
+            lines.append("\(r.model.path), \(r.threads) thread\(r.threads == 1 ? "" : "s")\(decodeName(r.beams, r.batch).map { ", " + $0 } ?? ""): vision \(share(p.vision)); Q-Former + projection \(share(p.qformerProjection)); prefill \(share(p.prefill)).")
+        }
         var seen = Set<String>()
         for r in reports where seen.insert(r.model.path).inserted {
             let floor = Double(r.model.decodeBytesPerToken) / r.readBandwidthBytesPerSecond * 1000

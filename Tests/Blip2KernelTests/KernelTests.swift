@@ -485,3 +485,30 @@ final class Mutex<Value>: @unchecked Sendable {
         return body(&value)
     }
 }
+
+@Suite struct ProductClockTests {
+    /// The clock counts each product's multiply-adds (2 x rows x cols x tokens, concatenated layers each)
+    /// and its time, activation quantization within it, and nothing without a clock.
+    @Test func countsOperationsAndTime() throws {
+        var rng = SplitMix(seed: 7)
+        let compute = try ComputeContext(threads: 2, isa: try KernelISA.fromEnvironment())
+        let clock = ProductClock()
+        compute.productClock = clock
+        defer { compute.productClock = nil }
+        let cols = 256, tokens = 9
+        let x = (0..<(tokens * cols)).map { _ in rng.activation() }
+        for (type, rows) in [(ElementType.q8p, 64), (.f32, 40)] {
+            let w = RandomWeights(type: type, rows: rows, cols: cols, rng: &rng)
+            var y = [Float](repeating: 0, count: tokens * 3 * rows)
+            clock.reset()
+            w.bytes.withUnsafeBytes { raw in
+                let layer = Linear(WeightMatrix(name: "t", type: type, rows: rows, cols: cols, data: raw.baseAddress!), bias: nil)
+                compute.linear(x, tokens: tokens, layer, into: &y)
+                compute.linear(x, tokens: tokens, concatenated: [layer, layer], into: &y)
+            }
+            #expect(clock.operations == Double(3 * 2 * rows * cols * tokens), "\(type.name)")
+            #expect(clock.productNanoseconds > 0 && clock.quantizeNanoseconds <= clock.productNanoseconds)
+            #expect((clock.quantizeNanoseconds > 0) == type.takesQuantizedActivations, "\(type.name): quantization timed only where it runs")
+        }
+    }
+}
