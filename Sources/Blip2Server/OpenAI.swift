@@ -23,6 +23,8 @@ struct ChatCompletionRequest {
     var temperature: Double?
     var topP: Double?
     var seed: UInt64?
+    /// Choices to return: independent samples, decoded together in the same steps.
+    var n = 1
 
     init(body: Data) throws {
         guard case .object(let object) = try RequestFields.decodeJSON(body) else {
@@ -57,7 +59,16 @@ struct ChatCompletionRequest {
             try fields.read(.seed, into: &seeded)
             seed = seeded.seed
         }
-        if let n = try fields.int("n"), n != 1 { throw APIError.badRequest("n: only 1 is supported", param: "n") }
+        if let n = try fields.int("n") {
+            guard (1...16).contains(n) else { throw APIError.badRequest("n = \(n): it must be from 1 to 16", param: "n") }
+            if n > 1 && !(temperature.map { $0 > 0 } ?? false) {
+                throw APIError.badRequest("n = \(n): several choices need sampling (temperature above 0); at temperature 0 every choice would be the same answer", param: "n")
+            }
+            if n > 1 && stream {
+                throw APIError.badRequest("n = \(n): several choices are answered whole; leave out stream or ask for n = 1", param: "n")
+            }
+            self.n = n
+        }
 
         guard case .array(let messages)? = object["messages"], !messages.isEmpty else {
             throw APIError.badRequest("messages: expected a non-empty array", param: "messages")

@@ -352,6 +352,7 @@ public final class Blip2Server: Sendable {
                 options.temperature = temperature
                 options.topP = parsed.topP ?? 1
                 options.seed = parsed.seed ?? 0
+                options.numReturnSequences = parsed.n
             }
             let names = FieldNames.openAI(maxTokens: parsed.maxTokensField)
             try RequestFields.validate(options, names: names)
@@ -364,9 +365,14 @@ public final class Blip2Server: Sendable {
                 opening: [self.chunk(id: id, created: created, delta: .init(role: "assistant", content: ""), finish: nil)],
                 frames: { event in self.completionFrames(event, id: id, created: created, includeUsage: parsed.includeUsage) },
                 answer: { outcome in
-                    try json(ChatCompletion(id: id, created: created, model: model, choices: [
-                        .init(message: .init(content: outcome.result.text), finishReason: outcome.finishReason),
-                    ], usage: outcome.usage))
+                    let sequences = outcome.result.sequences
+                    let choices = zip(outcome.result.texts, sequences).enumerated().map { index, choice in
+                        ChatCompletion.Choice(index: index, message: .init(content: choice.0),
+                                              finishReason: choice.1.finishedByEOS ? "stop" : "length")
+                    }
+                    let usage = Usage(promptTokens: outcome.usage.promptTokens,
+                                      completionTokens: sequences.reduce(0) { $0 + $1.tokens.count })
+                    return try json(ChatCompletion(id: id, created: created, model: model, choices: choices, usage: usage))
                 })
         }
     }

@@ -66,3 +66,25 @@ def test_remote_image_refused(client):
         client.chat.completions.create(model="demo-q8", messages=[
             {"role": "user", "content": [{"type": "image_url", "image_url": {"url": "https://example.com/a.png"}}]}])
     assert "offline" in str(error.value)
+
+
+def test_n_choices_are_the_command_lines_samples(client):
+    """n > 1: independent samples decoded together; choice i is the CLI's sequence i for the same seed."""
+    expected = cli("ask", str(MODEL), str(IMAGE), QUESTIONS[0], "--sample", "--temperature", "1.5", "--top-p", "1",
+                   "--seed", "5", "--num-return-sequences", "3")
+    assert len(expected) == 3
+    response = client.chat.completions.create(
+        model="demo-q8", n=3, temperature=1.5, seed=5,
+        messages=[{"role": "user", "content": [image_part(), {"type": "text", "text": QUESTIONS[0]}]}])
+    assert [c.index for c in response.choices] == [0, 1, 2]
+    assert [c.message.content for c in response.choices] == expected
+    assert all(c.finish_reason in ("stop", "length") for c in response.choices)
+
+
+@pytest.mark.parametrize("settings, says", [({"n": 2, "temperature": 0}, "need sampling"),
+                                             ({"n": 2, "temperature": 1, "stream": True}, "answered whole"),
+                                             ({"n": 17, "temperature": 1}, "from 1 to 16")])
+def test_n_refused_where_it_cannot_be_served(client, settings, says):
+    with pytest.raises(openai.BadRequestError) as refused:
+        client.chat.completions.create(model="demo-q8", messages=[{"role": "user", "content": [image_part()]}], **settings)
+    assert refused.value.body["param"] == "n" and says in refused.value.body["message"]
