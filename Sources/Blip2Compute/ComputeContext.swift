@@ -129,12 +129,17 @@ public final class ComputeContext: @unchecked Sendable {
 }
 
 /// Time in the products of one or more stages: the whole product calls (`productNanoseconds`, activation
-/// quantization included), the quantization alone, and the multiply-adds done (2 x rows x cols x tokens).
-// @unchecked Sendable: written only by the thread running the products (one at a time), read after.
+/// quantization included), the quantization alone, and the multiply-adds done (2 x rows x cols x tokens);
+/// and the time of the context's other operations, by kind.
+// @unchecked Sendable: written only by the thread running the stage (one operation at a time), read after.
 public final class ProductClock: @unchecked Sendable {
     public private(set) var productNanoseconds: UInt64 = 0
     public private(set) var quantizeNanoseconds: UInt64 = 0
     public private(set) var operations: Double = 0
+
+    /// The context's operations other than products.
+    public enum Operation: Int, CaseIterable, Sendable { case attention, norms, gelu }
+    private var operationNanoseconds = [UInt64](repeating: 0, count: Operation.allCases.count)
 
     public init() {}
 
@@ -142,6 +147,13 @@ public final class ProductClock: @unchecked Sendable {
         productNanoseconds = 0
         quantizeNanoseconds = 0
         operations = 0
+        for i in operationNanoseconds.indices { operationNanoseconds[i] = 0 }
+    }
+
+    public func nanoseconds(_ operation: Operation) -> UInt64 { operationNanoseconds[operation.rawValue] }
+
+    func add(_ operation: Operation, since started: UInt64) {
+        operationNanoseconds[operation.rawValue] += DispatchTime.now().uptimeNanoseconds - started
     }
 
     func add(product nanoseconds: UInt64, quantize: UInt64, operations: Double) {

@@ -37,6 +37,8 @@ extension ComputeContext {
     /// In place over `tokens` rows of `dim`. Statistics in Double: the reference computes them in f32 with
     /// a pairwise reduction; Double keeps us at least as close to the exact value.
     public func layerNorm(_ x: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
+        let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        defer { productClock?.add(.norms, since: started) }
         let n = norm.dim
         forChunks(count: tokens, minimum: max(1, (1 << 14) / max(n, 1))) { range in
             Ops.layerNormRows(x, range, norm)
@@ -47,6 +49,8 @@ extension ComputeContext {
     /// erfc within 8 ulp otherwise). Large tensors (ViT-g: 257 x 6144 per layer) are split over the worker
     /// pool; every element is computed alone, so the values do not depend on the split.
     public func gelu(_ x: UnsafeMutablePointer<Float>, count: Int) {
+        let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        defer { productClock?.add(.gelu, since: started) }
         let gelu = kernels.pointee.gelu!
         forChunks(count: count, minimum: 1 << 15) { range in
             gelu(x + range.lowerBound, range.count)
@@ -65,6 +69,8 @@ extension ComputeContext {
     public func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           out: UnsafeMutablePointer<Float>, _ shape: AttentionShape) {
         guard shape.queries > 0, shape.heads > 0 else { return }
+        let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        defer { productClock?.add(.attention, since: started) }
         let kernels = self.kernels, pool = self.pool
         // Non-causal heads hold all scores [queries, keys] and V^T [headDim, keys]; causal ones one row.
         let floats = shape.causalOffset == nil ? (shape.queries + shape.headDim) * shape.keys : shape.keys

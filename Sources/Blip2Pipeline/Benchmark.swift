@@ -79,10 +79,15 @@ public struct BenchmarkReport: Codable, Sendable {
         public let quantizeMs: Double
         /// Everything else: attention, norms, GELU, residual adds, copies.
         public let otherMs: Double
+        /// Parts of `otherMs`: attention (its products over keys and values included), layer norms, GELU.
+        public let attentionMs: Double
+        public let normsMs: Double
+        public let geluMs: Double
         /// The stage's multiply-adds (2 x rows x cols x tokens over its products) per second of the stage, in G.
         public let gigaOperationsPerSecond: Double
         enum CodingKeys: String, CodingKey {
             case productsMs = "products_ms", quantizeMs = "quantize_ms", otherMs = "other_ms"
+            case attentionMs = "attention_ms", normsMs = "norms_ms", geluMs = "gelu_ms"
             case gigaOperationsPerSecond = "gops"
         }
     }
@@ -146,7 +151,7 @@ public enum Benchmark {
         let productClock = ProductClock()
         compute.productClock = productClock
         defer { compute.productClock = nil }
-        var profiles: [String: [(products: Double, quantize: Double, other: Double, gops: Double)]] = [:]
+        var profiles: [String: [StageRun]] = [:]
         /// Runs a stage with the product clock, recording its profile after the warm-up.
         func profiled<T>(_ stage: String, record: Bool, _ body: () throws -> T) rethrows -> (T, Double) {
             productClock.reset()
@@ -155,8 +160,10 @@ public enum Benchmark {
             let ms = milliseconds(since: t)
             if record {
                 let products = Double(productClock.productNanoseconds) / 1e6
-                profiles[stage, default: []].append((products, Double(productClock.quantizeNanoseconds) / 1e6, max(0, ms - products),
-                                                     ms > 0 ? productClock.operations / (ms / 1000) / 1e9 : 0))
+                profiles[stage, default: []].append(StageRun(
+                    products: products, quantize: Double(productClock.quantizeNanoseconds) / 1e6, other: max(0, ms - products),
+                    attention: Double(productClock.nanoseconds(.attention)) / 1e6, norms: Double(productClock.nanoseconds(.norms)) / 1e6,
+                    gelu: Double(productClock.nanoseconds(.gelu)) / 1e6, gops: ms > 0 ? productClock.operations / (ms / 1000) / 1e9 : 0))
             }
             return (value, ms)
         }
@@ -249,10 +256,17 @@ public enum Benchmark {
         return options
     }
 
-    static func stageProfile(_ runs: [(products: Double, quantize: Double, other: Double, gops: Double)]?) -> BenchmarkReport.StageProfile {
+    /// One run of a many-token stage, in milliseconds.
+    struct StageRun {
+        var products, quantize, other, attention, norms, gelu, gops: Double
+    }
+
+    static func stageProfile(_ runs: [StageRun]?) -> BenchmarkReport.StageProfile {
         let runs = runs ?? []
-        return .init(productsMs: Spread(runs.map(\.products)).median, quantizeMs: Spread(runs.map(\.quantize)).median,
-                     otherMs: Spread(runs.map(\.other)).median, gigaOperationsPerSecond: Spread(runs.map(\.gops)).median)
+        func median(_ value: (StageRun) -> Double) -> Double { Spread(runs.map(value)).median }
+        return .init(productsMs: median(\.products), quantizeMs: median(\.quantize), otherMs: median(\.other),
+                     attentionMs: median(\.attention), normsMs: median(\.norms), geluMs: median(\.gelu),
+                     gigaOperationsPerSecond: median(\.gops))
     }
 
     static func milliseconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 }

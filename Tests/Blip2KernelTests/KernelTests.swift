@@ -509,6 +509,13 @@ final class Mutex<Value>: @unchecked Sendable {
             #expect(clock.operations == Double(3 * 2 * rows * cols * tokens), "\(type.name)")
             #expect(clock.productNanoseconds > 0 && clock.quantizeNanoseconds <= clock.productNanoseconds)
             #expect((clock.quantizeNanoseconds > 0) == type.takesQuantizedActivations, "\(type.name): quantization timed only where it runs")
+            #expect(ProductClock.Operation.allCases.allSatisfy { clock.nanoseconds($0) == 0 }, "no other operation ran")
         }
+        // The other operations, each under its own name.
+        var values = (0..<(tokens * cols)).map { _ in rng.activation() }
+        clock.reset()
+        compute.gelu(&values, count: values.count)
+        #expect(clock.nanoseconds(.gelu) > 0 && clock.nanoseconds(.norms) == 0 && clock.nanoseconds(.attention) == 0)
+        #expect(clock.productNanoseconds == 0 && clock.operations == 0)
     }
 }
