@@ -110,7 +110,8 @@ public final class LanguageSession: @unchecked Sendable {
 
     /// Bytes the KV cache of a session holds for `capacity` positions (what a kept chat session costs).
     public static func cacheBytes(_ model: Blip2Model, capacity: Int) -> Int {
-        cacheShape(model, capacity: capacity).bytes
+        if let t5 = model.t5 { return T5Session.cacheBytes(t5, capacity: capacity) }
+        return cacheShape(model, capacity: capacity).bytes
     }
 
     private init(copying other: LanguageSession) {

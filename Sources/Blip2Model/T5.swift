@@ -387,11 +387,20 @@ public final class T5Session: @unchecked Sendable {
         logits = other.logits
     }
 
+    /// The id the decoder started from (decoder_start_token_id).
+    public var startTokenId: Int { t5.config.decoderStartTokenId }
+
     /// Decoder positions used so far (the start token included), and how many fit.
     public var length: Int { cache.length }
     public var capacity: Int { cache.capacity }
     /// Encoder positions of the prompt.
     public var encoderTokens: Int { cross.tokens }
+
+    /// Bytes of a session whose encoder input and decoder both hold `capacity` positions: the cross K/V and
+    /// the decoder's own cache (what a kept chat session costs).
+    static func cacheBytes(_ t5: T5Model, capacity: Int) -> Int {
+        2 * t5.decoder.count * capacity * 2 * t5.inner * MemoryLayout<Float>.stride
+    }
 
     /// Feeds one token to the decoder; `logits` becomes the next token's.
     public func append(_ token: Int) throws {

@@ -105,6 +105,9 @@ public enum Benchmark {
             record.name.hasPrefix("language_model.model.decoder.layers.") || record.name.hasPrefix("language_model.model.decoder.final_layer_norm")
                 || record.name == WeightManifest.outputHeadKey
                 || (record.name == WeightManifest.tokenEmbeddingKey && pipeline.model.config.textConfig.tieWordEmbeddings)
+                // T5: a token runs the decoder stack and the head (shared when tied); the encoder runs once per prompt.
+                || record.name.hasPrefix("language_model.decoder.")
+                || (record.name == WeightManifest.t5SharedKey && pipeline.model.config.t5Config?.tieWordEmbeddings == true)
         }.reduce(0) { $0 + $1.size }
 
         // The image: a file, or a deterministic synthetic photo-sized frame.
@@ -135,9 +138,7 @@ public enum Benchmark {
             let qformerMs = milliseconds(since: t)
 
             t = DispatchTime.now().uptimeNanoseconds
-            let state = try SessionState(model: pipeline.model, capacity: pipeline.numQueryTokens + promptIds.count + settings.newTokens)
-            try state.feed(embeddings: embeddings)
-            try state.feed(promptIds)
+            let (state, context) = try pipeline.startState(imageEmbeddings: embeddings, promptIds: promptIds, newTokens: settings.newTokens)
             let prefillMs = milliseconds(since: t)
 
             // Forced length: EOS is suppressed until the last token, so every run decodes the same steps.
@@ -149,7 +150,7 @@ public enum Benchmark {
             var stamps: [UInt64] = []
             stamps.reserveCapacity(settings.newTokens)
             let generateStart = DispatchTime.now().uptimeNanoseconds
-            _ = try Generator.generate(from: state, contextIds: pipeline.contextIds(promptIds: promptIds), options: options) { _ in
+            _ = try Generator.generate(from: state, contextIds: context, options: options) { _ in
                 stamps.append(DispatchTime.now().uptimeNanoseconds)
             }
             let total = milliseconds(since: started)

@@ -1,0 +1,75 @@
+import Blip2Generation
+import Blip2Model
+import Blip2Tokenizer
+
+// MARK: - Starting a generation, for OPT or T5
+//
+// OPT continues the image embeddings and the prompt in one causal sequence; the generation strategies see
+// the ids transformers passes as input_ids (the `<image>` placeholders, BOS, the prompt). T5 reads them with
+// its encoder and generates in its decoder, which starts from decoder_start_token_id: for it transformers'
+// strategies see only the decoder's ids, so the logits processors (repetition penalty, n-gram blocking) count
+// the start token and the generated ones, and beam lengths count from after the start token.
+
+extension Blip2Pipeline {
+    /// A decoder state that has consumed the image embeddings and `promptIds`, with room for `newTokens`, and
+    /// the ids the generation strategies must treat as its context.
+    func startState(imageEmbeddings: [Float], promptIds: [Int], newTokens: Int) throws -> (state: any DecoderState, contextIds: [Int]) {
+        if model.isEncoderDecoder {
+            let state = try T5State(model: model, encoderInput: imageEmbeddings + model.tokenEmbeddings(promptIds), newTokens: newTokens)
+            return (state, [state.session.startTokenId])
+        }
+        // Decoding never feeds the last generated token, so this is exactly enough.
+        let state = try SessionState(model: model, capacity: numQueryTokens + promptIds.count + newTokens)
+        try state.feed(embeddings: imageEmbeddings)
+        try state.feed(promptIds)
+        return (state, contextIds(promptIds: promptIds))
+    }
+
+    /// T5: the image embeddings and the prompt must fit the encoder's context; the decoder holds the new tokens.
+    func checkEncoderFits(promptIds: [Int], maxNewTokens: Int) throws {
+        let needed = numQueryTokens + promptIds.count
+        guard needed <= contextLimit else {
+            throw PipelineError("the prompt is \(promptIds.count) tokens; with \(numQueryTokens) image embeddings that is \(needed), over the \(contextLimit)-token encoder context: shorten it",
+                                overflow: ContextOverflow(promptTokens: promptIds.count, imageTokens: numQueryTokens,
+                                                          maxNewTokens: maxNewTokens, contextLimit: contextLimit))
+        }
+    }
+}
+
+/// T5's decoder as the generation strategies see it.
+final class T5State: DecoderState {
+    let session: T5Session
+
+    init(model: Blip2Model, encoderInput: [Float], newTokens: Int) throws {
+        // The start token, then every generated token but the last, which is never fed.
+        session = try model.makeT5Session(encoderInput: encoderInput, decoderCapacity: 1 + max(newTokens, 1))
+    }
+
+    private init(session: T5Session) { self.session = session }
+
+    var logits: [Float] { session.logits }
+    func append(_ token: Int) throws { try session.append(token) }
+    func fork() throws -> T5State { T5State(session: session.fork()) }
+}
+
+/// Streamed text for either tokenizer: OPT's byte-level decoder holds back partial characters byte by byte;
+/// any other tokenizer goes through `TextStreamDecoder`. Both strip as `decodeStripped` does.
+struct StreamingText {
+    private var opt: TokenStreamDecoder?
+    private var text: TextStreamDecoder?
+
+    init(tokenizer: any TextTokenizer) {
+        if let tokenizer = tokenizer as? OPTTokenizer {
+            opt = TokenStreamDecoder(tokenizer: tokenizer, stripWhitespace: true)
+        } else {
+            text = TextStreamDecoder(tokenizer: tokenizer, stripWhitespace: true)
+        }
+    }
+
+    mutating func append(_ ids: [Int]) -> String {
+        if opt != nil { return opt!.append(contentsOf: ids) }
+        return ids.map { text!.append($0) }.joined()
+    }
+
+    mutating func finish() -> String { opt?.finish() ?? text!.finish() }
+}
