@@ -92,4 +92,59 @@ import Testing
         #expect(text["tie_word_embeddings"] as? Bool == !headStored)
         #expect(text["scale_decoder_outputs"] as? Bool == checkpoint.config.t5Config?.scaleDecoderOutputs)
     }
+
+    /// A writable copy of a T5 fixture checkpoint whose safetensors file `edit` changes.
+    func edited(_ model: String, scratch: Scratch, _ edit: (inout SafeTensorsBuilder) -> Void) throws -> URL {
+        let folder = scratch.url.appendingPathComponent("\(model)-copy")
+        try FileManager.default.copyItem(at: t5Checkpoint(model), to: folder)
+        let url = folder.appendingPathComponent("model.safetensors")
+        var builder = try SafeTensorsBuilder.reading(url)
+        edit(&builder)
+        try builder.write(to: url)
+        return folder
+    }
+
+    func t5Checkpoint(_ model: String) -> URL {
+        URL(fileURLWithPath: #filePath).deletingLastPathComponent().deletingLastPathComponent()
+            .appendingPathComponent("Fixtures/models-t5/\(model)/checkpoint")
+    }
+
+    /// Hub checkpoints keep copies of `shared` in both stacks (and old T5 ones a cross-attention bias that
+    /// transformers ignores): they convert, each ignored key named with its reason.
+    @Test func hubCopiesOfSharedAreIgnoredWithReasons() throws {
+        let scratch = Scratch()
+        let folder = try edited("relu-untied", scratch: scratch) { builder in
+            let shared = builder.items.first { $0.name == "language_model.shared.weight" }!
+            for stack in ["encoder", "decoder"] {
+                builder.add("language_model.\(stack).embed_tokens.weight", dtype: shared.dtype, shape: shared.shape, bytes: shared.bytes)
+            }
+            let bias = builder.items.first { $0.name.hasSuffix("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight") }!
+            builder.add("language_model.decoder.block.0.layer.1.EncDecAttention.relative_attention_bias.weight", dtype: bias.dtype,
+                        shape: bias.shape, bytes: bias.bytes)
+        }
+        let report = try Converter.convert(checkpoint: folder, output: scratch.path("hub.blip2"), options: ConversionOptions())
+        #expect(report.ignored.count == 3)
+        #expect(report.ignored.filter { $0.contains("copy of language_model.shared.weight") }.count == 2)
+        #expect(report.ignored.contains { $0.contains("EncDecAttention.relative_attention_bias") && $0.contains("no position bias") })
+    }
+
+    /// A bias table where T5 has none, or a missing one, is a checkpoint that does not match its config.
+    @Test func misplacedOrMissingRelativeBiasIsRefused() throws {
+        let scratch = Scratch()
+        let extra = try edited("gated-tied", scratch: scratch) { builder in
+            let bias = builder.items.first { $0.name.hasSuffix("encoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight") }!
+            builder.add("language_model.encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight", dtype: bias.dtype,
+                        shape: bias.shape, bytes: bias.bytes)
+        }
+        #expect { _ = try Converter.convert(checkpoint: extra, output: scratch.path("a.blip2"), options: ConversionOptions()) } throws: {
+            "\($0)".contains("unexpected tensor 'language_model.encoder.block.1.layer.0.SelfAttention.relative_attention_bias.weight'")
+        }
+        let copy = try edited("relu-untied", scratch: scratch) { builder in
+            builder.items.removeAll { $0.name.hasSuffix("decoder.block.0.layer.0.SelfAttention.relative_attention_bias.weight") }
+        }
+        #expect { _ = try Converter.convert(checkpoint: copy, output: scratch.path("b.blip2"), options: ConversionOptions()) } throws: {
+            "\($0)".contains("missing") && "\($0)".contains("relative_attention_bias")
+        }
+        #expect(!scratch.contents.contains { $0.hasSuffix(".blip2") || $0.contains(".tmp-") })
+    }
 }
