@@ -25,13 +25,19 @@ extension Blip2Pipeline {
         return (state, contextIds(promptIds: promptIds))
     }
 
-    /// T5: the image embeddings and the prompt must fit the encoder's context; the decoder holds the new tokens.
+    /// T5: the image embeddings and the prompt must fit the encoder's context; the decoder holds the start token
+    /// and the new tokens, within as many positions (its cache is sized by them: 0.4 MB a position for Flan-T5-XL).
     func checkEncoderFits(promptIds: [Int], maxNewTokens: Int) throws {
         let needed = numQueryTokens + promptIds.count
         guard needed <= contextLimit else {
             throw PipelineError("the prompt is \(promptIds.count) tokens; with \(numQueryTokens) image embeddings that is \(needed), over the \(contextLimit)-token encoder context: shorten it",
                                 overflow: ContextOverflow(promptTokens: promptIds.count, imageTokens: numQueryTokens,
                                                           maxNewTokens: maxNewTokens, contextLimit: contextLimit))
+        }
+        guard 1 + maxNewTokens <= contextLimit else {
+            // In the decoder's terms: its one-token prompt (the start token), no image embeddings.
+            throw PipelineError("\(maxNewTokens) new tokens do not fit the decoder's \(contextLimit) positions after its start token: at most \(contextLimit - 1)",
+                                overflow: ContextOverflow(promptTokens: 1, imageTokens: 0, maxNewTokens: maxNewTokens, contextLimit: contextLimit))
         }
     }
 }

@@ -94,6 +94,11 @@ extension Pipelines {
         }
         #expect(dropped > 0)
         #expect(throws: PipelineError.self) { try chat.ask(String(repeating: "why ", count: 600), options: options) }
+        // The decoder's cache is sized by the new tokens, so they are bounded too.
+        options.maxNewTokens = pipeline.contextLimit
+        #expect { try chat.ask("what is it?", options: options) } throws: { "\($0)".contains("decoder") }
+        options.maxNewTokens = pipeline.contextLimit - 1
+        #expect(try chat.ask("what is it?", options: options).result.sequences[0].tokens.count == pipeline.contextLimit - 1)
     }
 
     /// Quantized files run the same model. q8 stays within a quarter of the f32 logits' spread (the bound the
