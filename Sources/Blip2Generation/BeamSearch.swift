@@ -32,6 +32,10 @@ struct BeamSearch<State: DecoderState> {
     /// The model states; `stateSlot[beam]` indexes it (all beams share the root before the first token).
     private var states: [State]
     private var nextStates: [State] = []
+    /// States no running beam continues this step: their memory takes the copies of beams that continue twice.
+    private var spares: [State] = []
+    /// The running beams' new tokens, fed to `states` in one step.
+    private var stepTokens: [Int] = []
     private let stateSlot: Scratch<Int>
     private let childCount: Scratch<Int>
 
@@ -80,6 +84,8 @@ struct BeamSearch<State: DecoderState> {
         lengthPenalty = options.lengthPenalty
         states = [state]
         nextStates.reserveCapacity(numBeams)
+        spares.reserveCapacity(numBeams)
+        stepTokens.reserveCapacity(numBeams)
         stateSlot = Scratch(count: numBeams, initialValue: 0)
         childCount = Scratch(count: numBeams, initialValue: 0)
 
@@ -297,24 +303,29 @@ struct BeamSearch<State: DecoderState> {
         return false
     }
 
-    /// Gives every new running beam its parent's state (forked when the parent has several children) and
-    /// feeds it the beam's new token.
+    /// Gives every new running beam its parent's state (copied, into the memory of a state no beam continues,
+    /// when the parent has several children) and feeds all the beams their new tokens in one step.
     private mutating func advanceStates() throws {
         for slot in 0..<states.count { childCount[slot] = 0 }
         for j in 0..<numBeams { childCount[stateSlot[parentBeam[j]]] += 1 }
+        spares.removeAll(keepingCapacity: true)
+        for slot in 0..<states.count where childCount[slot] == 0 { spares.append(states[slot]) }
         nextStates.removeAll(keepingCapacity: true)
         for j in 0..<numBeams {
             let slot = stateSlot[parentBeam[j]]
             childCount[slot] -= 1
             // The last child takes the parent itself; the others copy it first, before anything is fed to it.
-            nextStates.append(childCount[slot] > 0 ? try states[slot].fork() : states[slot])
+            nextStates.append(childCount[slot] > 0 ? try states[slot].fork(into: spares.popLast()) : states[slot])
         }
         swap(&states, &nextStates)
         nextStates.removeAll(keepingCapacity: true)
+        spares.removeAll(keepingCapacity: true)
+        stepTokens.removeAll(keepingCapacity: true)
         for j in 0..<numBeams {
             stateSlot[j] = j
-            try states[j].append(newToken[j])
+            stepTokens.append(newToken[j])
         }
+        try State.append(stepTokens, to: states)
     }
 
     private func copyRow(from source: Scratch<Int>, _ sourceRow: Int, to destination: Scratch<Int>, _ destinationRow: Int,

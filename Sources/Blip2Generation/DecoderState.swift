@@ -11,4 +11,18 @@ public protocol DecoderState: AnyObject {
     func append(_ token: Int) throws
     /// An independent copy (own KV cache) for beam search.
     func fork() throws -> Self
+    /// Feeds `tokens[i]` to `states[i]` (distinct states), leaving each exactly as `append` would. A model
+    /// that can runs them as one step, reading its weights once for all the sequences.
+    static func append(_ tokens: [Int], to states: [Self]) throws
+    /// A copy of this state, made in `spare`'s memory when given (a state the caller no longer needs).
+    func fork(into spare: Self?) throws -> Self
+}
+
+extension DecoderState {
+    public static func append(_ tokens: [Int], to states: [Self]) throws {
+        precondition(tokens.count == states.count, "one token per state")
+        for (state, token) in zip(states, tokens) { try state.append(token) }
+    }
+
+    public func fork(into spare: Self?) throws -> Self { try fork() }
 }

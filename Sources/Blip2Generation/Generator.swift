@@ -45,7 +45,7 @@ public enum Generator {
     ///
     /// `shouldStop` is asked before each step (a server's client may have gone away); when it answers true,
     /// generation ends with `GenerationError.cancelled` without running the model again.
-    public static func generate(from state: some DecoderState, contextIds: [Int], options: GenerationOptions,
+    public static func generate<State: DecoderState>(from state: State, contextIds: [Int], options: GenerationOptions,
                                 onToken: ((Int) -> Void)? = nil, shouldStop: (() -> Bool)? = nil) throws -> [GeneratedSequence] {
         try options.validate()
         for (index, id) in contextIds.enumerated() where id < 0 {
@@ -57,16 +57,37 @@ public enum Generator {
             if let onToken, let first = sequences.first { first.tokens.forEach(onToken) }
             return sequences
         }
-        var sequences: [GeneratedSequence] = []
-        sequences.reserveCapacity(options.numReturnSequences)
-        for index in 0..<options.numReturnSequences {
-            // Each extra sample continues a copy, so the state given to us stays at the context until the last.
-            let isLast = index == options.numReturnSequences - 1
-            var decoder = try SingleSequenceDecoder(contextIds: contextIds, options: options, stream: index)
-            sequences.append(try decoder.run(isLast ? state : try state.fork(), onToken: index == 0 ? onToken : nil,
-                                             shouldStop: shouldStop))
+        if options.numReturnSequences == 1 {
+            var decoder = try SingleSequenceDecoder(contextIds: contextIds, options: options, stream: 0)
+            return [try decoder.run(state, onToken: onToken, shouldStop: shouldStop)]
         }
-        return sequences
+        // Several samples: independent sequences (sequence i draws from stream i) stepping together, so each
+        // step reads the weights once for all of them. The state given to us continues the last one.
+        let count = options.numReturnSequences
+        var states: [State] = []
+        for _ in 0..<(count - 1) { states.append(try state.fork()) }
+        states.append(state)
+        var decoders: [SingleSequenceDecoder] = []
+        for index in 0..<count {
+            decoders.append(try SingleSequenceDecoder(contextIds: contextIds, options: options, stream: index))
+        }
+        var running: [State] = [], tokens: [Int] = []
+        for step in 0..<options.maxNewTokens {
+            running.removeAll(keepingCapacity: true)
+            tokens.removeAll(keepingCapacity: true)
+            for index in 0..<count where !decoders[index].isDone {
+                let token = try decoders[index].choose(from: states[index].logits, step: step)
+                if index == 0 { onToken?(token) }
+                if !decoders[index].isDone {
+                    running.append(states[index])
+                    tokens.append(token)
+                }
+            }
+            if running.isEmpty { break }
+            if let shouldStop, shouldStop() { throw GenerationError.cancelled(step: step + 1) }
+            try State.append(tokens, to: running)
+        }
+        return decoders.map { $0.result }
     }
 }
 
@@ -94,28 +115,39 @@ struct SingleSequenceDecoder {
         random = SamplingRandom(seed: options.seed, stream: stream)
     }
 
+    /// Whether the sequence has ended (EOS, or `maxNewTokens` chosen).
+    private(set) var isDone = false
+    private var finishedByEOS = false
+
     mutating func run<State: DecoderState>(_ state: State, onToken: ((Int) -> Void)?,
                                            shouldStop: (() -> Bool)? = nil) throws -> GeneratedSequence {
-        var finishedByEOS = false
         for step in 0..<options.maxNewTokens {
-            let scores = try loadScores(state.logits, step: step)
-            processor!.process(scores, sequence: UnsafeBufferPointer(sequence.prefix(length)))
-            let token = options.doSample ? try sample(UnsafeBufferPointer(scores), step: step)
-                                         : Self.argmax(UnsafeBufferPointer(scores))
-            sequence[length] = token
-            length += 1
+            let token = try choose(from: state.logits, step: step)
             onToken?(token)
-            if token == options.eosTokenId {
-                finishedByEOS = true
-                break
-            }
-            if step + 1 < options.maxNewTokens {
-                if let shouldStop, shouldStop() { throw GenerationError.cancelled(step: step + 1) }
-                try state.append(token)
-            }
+            if isDone { break }
+            if let shouldStop, shouldStop() { throw GenerationError.cancelled(step: step + 1) }
+            try state.append(token)
         }
-        let tokens = Array(sequence.buffer[contextLength..<length])
-        return GeneratedSequence(tokens: tokens, score: nil, finishedByEOS: finishedByEOS)
+        return result
+    }
+
+    /// Processes the logits of step `step`, chooses the next token and records it; the caller feeds it to
+    /// the model unless the sequence `isDone`.
+    mutating func choose(from logits: [Float], step: Int) throws -> Int {
+        precondition(!isDone && step == length - contextLength, "one choice per step")
+        let scores = try loadScores(logits, step: step)
+        processor!.process(scores, sequence: UnsafeBufferPointer(sequence.prefix(length)))
+        let token = options.doSample ? try sample(UnsafeBufferPointer(scores), step: step)
+                                     : Self.argmax(UnsafeBufferPointer(scores))
+        sequence[length] = token
+        length += 1
+        finishedByEOS = token == options.eosTokenId
+        isDone = finishedByEOS || length - contextLength == options.maxNewTokens
+        return token
+    }
+
+    var result: GeneratedSequence {
+        GeneratedSequence(tokens: Array(sequence.buffer[contextLength..<length]), score: nil, finishedByEOS: finishedByEOS)
     }
 
     /// Copies the model's logits (torch copies them to float32 too), checking them on the way.

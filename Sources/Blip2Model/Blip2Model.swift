@@ -155,7 +155,43 @@ public final class LanguageSession: @unchecked Sendable {
         }
     }
 
+    /// Most sessions `step` takes at once.
+    public static var maxStepBatch: Int { LanguageModel.maxBatch }
+
+    /// Feeds `tokens[b]` to `sessions[b]` in one decode step of the model for all of them (the weights read
+    /// once): each session ends as `feed(tokens: [tokens[b]])` would leave it, its logits within float
+    /// rounding (many-token tiles). The sessions must be distinct and of one model; at most `maxStepBatch`.
+    public static func step(_ sessions: [LanguageSession], tokens: [Int]) throws {
+        guard let model = sessions.first?.model else { return }
+        precondition(sessions.count == tokens.count && sessions.count <= maxStepBatch, "one token per session, at most maxStepBatch")
+        for (b, session) in sessions.enumerated() {
+            precondition(session.model === model, "sessions of one model")
+            precondition(!sessions[..<b].contains { $0 === session }, "each session at most once per step")
+            let id = tokens[b]
+            guard id >= 0 && id < model.vocabularySize else {
+                throw ModelLoadError(message: "token id \(id) is outside the vocabulary (\(model.vocabularySize))")
+            }
+            guard session.length < session.capacity else {
+                throw ModelLoadError(message: "the sequence would be \(session.length + 1) tokens; the language model holds \(session.capacity)")
+            }
+        }
+        model.language!.step(tokens: tokens, sessions: sessions, compute: model.compute) { b, row in
+            sessions[b].logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: row, count: $0.count) }
+        }
+    }
+
     public func fork() -> LanguageSession { LanguageSession(copying: self) }
+
+    /// Becomes a copy of `other` (same model, at most this session's capacity in use), reusing this session's
+    /// memory: beam search moves a beam's state into a dropped one's instead of allocating a new cache each
+    /// step, and a prompt starts from an image's positions computed once.
+    public func copy(from other: LanguageSession) {
+        precondition(other.model === model && other.length <= capacity, "a copy into a session that holds it")
+        cache.copy(from: other.cache)
+        logits.withUnsafeMutableBufferPointer { out in
+            other.logits.withUnsafeBufferPointer { out.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
+        }
+    }
 
     /// Drops positions from `length` on; the next feed continues there.
     public func truncate(to length: Int) { cache.truncate(to: length) }

@@ -40,9 +40,11 @@ final class LanguageModel {
         let qkv: FloatBuffer                      // [chunk, 3 * hidden]: [q | k | v] rows
         let context: FloatBuffer                  // [chunk, hidden]: attention output
         let ffn: FloatBuffer                      // [chunk, ffn]
-        let headInput: FloatBuffer                // [embed_dim]: project_out of the last position
+        let headInput: FloatBuffer                // [chunk, embed_dim]: project_out of the rows that need logits
     }
     private let state: RunState
+    /// [batch, vocab]: the logits of a decode step of several sequences, grown to the largest batch seen.
+    private var batchLogits = FloatBuffer(0)
     private let lock = NSLock()
 
     var hidden: Int { config.hiddenSize }
@@ -80,7 +82,7 @@ final class LanguageModel {
         lmHead = Linear(head, bias: nil)
         let chunk = Self.chunkTokens
         state = RunState(x: FloatBuffer(chunk * h), normed: FloatBuffer(chunk * h), qkv: FloatBuffer(chunk * 3 * h),
-                         context: FloatBuffer(chunk * h), ffn: FloatBuffer(chunk * config.ffnDim), headInput: FloatBuffer(e))
+                         context: FloatBuffer(chunk * h), ffn: FloatBuffer(chunk * config.ffnDim), headInput: FloatBuffer(chunk * e))
     }
 
     /// Token embedding rows (before project_in) for `ids` into `out` [ids.count, embed_dim].
@@ -97,38 +99,86 @@ final class LanguageModel {
         var done = 0, last = 0
         while done < tokens {
             let count = min(Self.chunkTokens, tokens - done)
-            runLayers(embeddings + done * config.embeddingDim, tokens: count, cache: cache, compute: compute)
+            let input = embeddings + done * config.embeddingDim
+            if let projectIn {
+                compute.linear(input, tokens: count, projectIn, into: state.x.pointer)
+            } else {
+                state.x.pointer.update(from: input, count: count * hidden)
+            }
+            runLayers(tokens: count, .sequence(cache), compute: compute)
             done += count
             last = count - 1
         }
-        let h = hidden, x = state.x.pointer + last * h
-        if let finalLayerNorm { compute.layerNorm(x, tokens: 1, finalLayerNorm) }
-        if let projectOut {
-            compute.linear(x, tokens: 1, projectOut, into: state.headInput.pointer)
-            compute.linear(state.headInput.pointer, tokens: 1, lmHead, into: logits)
+        head(state.x.pointer + last * hidden, tokens: 1, into: logits, compute: compute)
+    }
+
+    /// Most sequences one decode step can take together (the activations are sized for a prompt chunk).
+    static var maxBatch: Int { chunkTokens }
+
+    /// One decode step for several sequences: `tokens[b]` at the next position of `sessions[b]`'s own cache;
+    /// `logits(b, row)` receives the logits of sequence b (valid during the call). Every product takes all
+    /// the sequences' rows as one many-token product (each weight read from memory once, its unpacking
+    /// shared by the tile's tokens), and attention runs per sequence over its own cache. Each sequence ends
+    /// as a `forward` of its token alone would leave it, within float rounding: the many-token tiles sum in
+    /// another order than the one-token ones.
+    func step(tokens: [Int], sessions: [LanguageSession], compute: ComputeContext, logits: (Int, UnsafePointer<Float>) -> Void) {
+        let batch = tokens.count
+        precondition(batch > 0 && batch <= Self.maxBatch && sessions.count == batch, "batch shape is checked by the caller")
+        for session in sessions { precondition(session.length < session.capacity, "KV cache overflow is checked by the caller") }
+        lock.lock()
+        defer { lock.unlock() }
+        if let projectIn {
+            // embed_dim-wide rows before project_in: the FFN buffer is wider than both.
+            embed(tokens, into: state.ffn.pointer)
+            compute.linear(state.ffn.pointer, tokens: batch, projectIn, into: state.x.pointer)
         } else {
-            compute.linear(x, tokens: 1, lmHead, into: logits)
+            embed(tokens, into: state.x.pointer)
+        }
+        runLayers(tokens: batch, .batch(sessions), compute: compute)
+        let vocab = vocabSize
+        if batchLogits.count < batch * vocab { batchLogits = FloatBuffer(batch * vocab) }
+        head(state.x.pointer, tokens: batch, into: batchLogits.pointer, compute: compute)
+        for b in 0..<batch { logits(b, batchLogits.pointer + b * vocab) }
+    }
+
+    /// final_layer_norm, project_out and lm_head for `tokens` rows of hidden states (changed in place).
+    private func head(_ x: UnsafeMutablePointer<Float>, tokens: Int, into logits: UnsafeMutablePointer<Float>,
+                      compute: ComputeContext) {
+        if let finalLayerNorm { compute.layerNorm(x, tokens: tokens, finalLayerNorm) }
+        if let projectOut {
+            compute.linear(x, tokens: tokens, projectOut, into: state.headInput.pointer)
+            compute.linear(state.headInput.pointer, tokens: tokens, lmHead, into: logits)
+        } else {
+            compute.linear(x, tokens: tokens, lmHead, into: logits)
         }
     }
 
-    /// One chunk (at most `chunkTokens`) through every layer; leaves its hidden states in `state.x`.
-    private func runLayers(_ embeddings: UnsafePointer<Float>, tokens: Int, cache: KVCache, compute: ComputeContext) {
-        let h = hidden, start = cache.length
+    /// Where the rows of one pass sit.
+    private enum Placement {
+        /// One sequence's consecutive positions from `cache.length` on (a prompt, or one token).
+        case sequence(KVCache)
+        /// Row b is the next position of session b (a decode step of several sequences).
+        case batch([LanguageSession])
+    }
+
+    /// Rows already in `state.x` (embedded, before positions) through every layer; leaves their hidden
+    /// states in `state.x` and the caches one row (batch) or `tokens` rows (sequence) longer.
+    private func runLayers(tokens: Int, _ placement: Placement, compute: ComputeContext) {
+        let h = hidden
         let x = state.x.pointer, normed = state.normed.pointer, qkv = state.qkv.pointer
         let context = state.context.pointer, ffn = state.ffn.pointer
-        if let projectIn {
-            compute.linear(embeddings, tokens: tokens, projectIn, into: x)
-        } else {
-            x.update(from: embeddings, count: tokens * h)
-        }
-        for t in 0..<tokens {
-            Ops.add(x + t * h, embedPositions + (start + t + OPTConfig.positionOffset) * h, count: h)
+        switch placement {
+        case .sequence(let cache):
+            for t in 0..<tokens {
+                Ops.add(x + t * h, embedPositions + (cache.length + t + OPTConfig.positionOffset) * h, count: h)
+            }
+        case .batch(let sessions):
+            for (b, session) in sessions.enumerated() {
+                Ops.add(x + b * h, embedPositions + (session.length + OPTConfig.positionOffset) * h, count: h)
+            }
         }
         let heads = config.numAttentionHeads, headDim = h / heads
         let scaling = 1 / Float(headDim).squareRoot()
-        // q is scaled before the product (as OPT does), so the scores take no further scale.
-        let attention = AttentionShape(heads: heads, headDim: headDim, queries: tokens, keys: start + tokens, qStride: 3 * h,
-                                       kvStride: headDim, kvHeadStride: cache.headStride, scale: 1, causalOffset: start)
         for (i, layer) in layers.enumerated() {
             normed.update(from: x, count: tokens * h)
             compute.layerNorm(normed, tokens: tokens, layer.selfAttentionNorm)
@@ -138,10 +188,27 @@ final class LanguageModel {
                 let row = qkv + t * 3 * h
                 for j in 0..<h { row[j] *= scaling }
             }
-            let keys = cache.keys(layer: i), values = cache.values(layer: i)
-            cache.store(qkv + h, rowStride: 3 * h, tokens: tokens, at: start, into: keys)
-            cache.store(qkv + 2 * h, rowStride: 3 * h, tokens: tokens, at: start, into: values)
-            compute.attention(q: qkv, k: keys, v: values, out: context, attention)
+            // q is scaled before the product (as OPT does), so the scores take no further scale.
+            switch placement {
+            case .sequence(let cache):
+                let start = cache.length, keys = cache.keys(layer: i), values = cache.values(layer: i)
+                cache.store(qkv + h, rowStride: 3 * h, tokens: tokens, at: start, into: keys)
+                cache.store(qkv + 2 * h, rowStride: 3 * h, tokens: tokens, at: start, into: values)
+                compute.attention(q: qkv, k: keys, v: values, out: context,
+                                  AttentionShape(heads: heads, headDim: headDim, queries: tokens, keys: start + tokens,
+                                                 qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
+                                                 scale: 1, causalOffset: start))
+            case .batch(let sessions):
+                for (b, session) in sessions.enumerated() {
+                    let cache = session.cache, start = cache.length, keys = cache.keys(layer: i), values = cache.values(layer: i), row = qkv + b * 3 * h
+                    cache.store(row + h, rowStride: 3 * h, tokens: 1, at: start, into: keys)
+                    cache.store(row + 2 * h, rowStride: 3 * h, tokens: 1, at: start, into: values)
+                    compute.attention(q: row, k: keys, v: values, out: context + b * h,
+                                      AttentionShape(heads: heads, headDim: headDim, queries: 1, keys: start + 1,
+                                                     qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
+                                                     scale: 1, causalOffset: start))
+                }
+            }
             compute.linear(context, tokens: tokens, layer.outProj, into: normed)
             Ops.add(x, normed, count: tokens * h)
 
@@ -152,7 +219,10 @@ final class LanguageModel {
             compute.linear(ffn, tokens: tokens, layer.fc2, into: normed)
             Ops.add(x, normed, count: tokens * h)
         }
-        cache.length = start + tokens
+        switch placement {
+        case .sequence(let cache): cache.length += tokens
+        case .batch(let sessions): for session in sessions { session.cache.length += 1 }
+        }
     }
 }
 
@@ -208,11 +278,18 @@ public final class KVCache {
     /// A copy holding the same positions.
     func copy() -> KVCache {
         let other = KVCache(shape: Shape(layers: layers, heads: heads, headDim: headDim, capacity: capacity))
-        for block in 0..<(2 * layers * heads) {
-            (other.storage + block * headStride).update(from: storage + block * headStride, count: length * headDim)
-        }
-        other.length = length
+        other.copy(from: self)
         return other
+    }
+
+    /// Takes `other`'s positions (a cache of the same layers and heads, holding at most this one's
+    /// capacity), reusing this one's memory.
+    func copy(from other: KVCache) {
+        precondition(other.layers == layers && other.heads == heads && other.headDim == headDim && other.length <= capacity)
+        for block in 0..<(2 * layers * heads) {
+            (storage + block * headStride).update(from: other.storage + block * other.headStride, count: other.length * headDim)
+        }
+        length = other.length
     }
 
     /// Forgets positions from `newLength` on (chat turns reuse the shared prefix).

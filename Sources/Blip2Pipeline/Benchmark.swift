@@ -17,6 +17,10 @@ public struct BenchmarkSettings: Sendable {
     public var runs = 3
     public var newTokens = 20
     public var bandwidthBytes = 1 << 30
+    /// Beam search over this many beams (1: greedy search).
+    public var beams = 1
+    /// Independent sampled sequences decoded together, one step for all (1: greedy search).
+    public var batch = 1
     public init() {}
 }
 
@@ -69,17 +73,22 @@ public struct BenchmarkReport: Codable, Sendable {
     public let model: Model
     public let runs: Int
     public let newTokens: Int
+    /// Beams of the beam search (1: greedy).
+    public let beams: Int
+    /// Sampled sequences stepped together (1: one sequence).
+    public let batch: Int
     public let promptTokens: Int
     public let loadMs: Double
     public let peakRSSBytes: Int
     public let stagesMs: Stages
+    /// Tokens generated per second over all sequences of a batch (a beam search yields one sequence).
     public let tokensPerSecond: Double
     public let readBandwidthBytesPerSecond: Double
     /// Floor (decode bytes per token / read bandwidth) over the median measured ms per token: 1 is the limit.
     public let bandwidthFraction: Double
 
     enum CodingKeys: String, CodingKey {
-        case version, machine, threads, kernel, model, runs, newTokens = "new_tokens", promptTokens = "prompt_tokens"
+        case version, machine, threads, kernel, model, runs, newTokens = "new_tokens", beams, batch, promptTokens = "prompt_tokens"
         case loadMs = "load_ms", peakRSSBytes = "peak_rss_bytes", stagesMs = "stages_ms", tokensPerSecond = "tokens_per_second"
         case readBandwidthBytesPerSecond = "read_bandwidth_bytes_per_second", bandwidthFraction = "bandwidth_fraction"
     }
@@ -138,21 +147,20 @@ public enum Benchmark {
             let qformerMs = milliseconds(since: t)
 
             t = DispatchTime.now().uptimeNanoseconds
-            let (state, context) = try pipeline.startState(imageEmbeddings: embeddings, promptIds: promptIds, newTokens: settings.newTokens)
+            // A fresh image each run, so the prefill is measured rather than copied from a kept prefix.
+            let (state, context) = try pipeline.startState(image: EncodedImage(embeddings: embeddings, timings: StageTimings()),
+                                                           promptIds: promptIds, newTokens: settings.newTokens)
             let prefillMs = milliseconds(since: t)
 
-            // Forced length: EOS is suppressed until the last token, so every run decodes the same steps.
-            var options = GenerationOptions()
-            options.maxNewTokens = settings.newTokens
-            options.minNewTokens = settings.newTokens
-            options.eosTokenId = pipeline.eosTokenId
-            options.padTokenId = pipeline.padTokenId
-            var stamps: [UInt64] = []
-            stamps.reserveCapacity(settings.newTokens)
+            let clock = StepClock(capacity: settings.newTokens)
             let generateStart = DispatchTime.now().uptimeNanoseconds
-            _ = try Generator.generate(from: state, contextIds: context, options: options) { _ in
-                stamps.append(DispatchTime.now().uptimeNanoseconds)
+            var firstChosen: UInt64?
+            _ = try pipeline.decodingSteps {
+                try timedGenerate(state, clock: clock, contextIds: context, options: options(settings, pipeline)) { _ in
+                    if firstChosen == nil { firstChosen = DispatchTime.now().uptimeNanoseconds }
+                }
             }
+            let stamps = clock.stamps
             let total = milliseconds(since: started)
             guard run > 0 else { continue }
             decodeMs.map { decode.append($0) }
@@ -160,7 +168,8 @@ public enum Benchmark {
             vision.append(visionMs)
             qformer.append(qformerMs)
             prefill.append(prefillMs)
-            let firstMs = stamps.first.map { Double($0 - generateStart) / 1e6 } ?? 0
+            // Beam search names its tokens only at the end: its first step is over when the second begins.
+            let firstMs = (settings.beams > 1 ? stamps.first : firstChosen).map { Double($0 - generateStart) / 1e6 } ?? 0
             firstToken.append((decodeMs ?? 0) + preprocessMs + visionMs + qformerMs + prefillMs + firstMs)
             if stamps.count > 1 { perToken.append(Double(stamps.last! - stamps.first!) / 1e6 / Double(stamps.count - 1)) }
             caption.append(total)
@@ -175,17 +184,72 @@ public enum Benchmark {
             version: Blip2Version.string, machine: MachineInfo.current(), threads: compute.threads, kernel: kernel,
             model: .init(path: modelPath, fileBytes: file.fileSize, componentBytes: componentBytes, weights: provenance?.weights,
                          compression: provenance?.compression, decodeBytesPerToken: decodeBytes),
-            runs: settings.runs, newTokens: settings.newTokens, promptTokens: promptIds.count, loadMs: loadMs,
+            runs: settings.runs, newTokens: settings.newTokens, beams: settings.beams, batch: settings.batch,
+            promptTokens: promptIds.count, loadMs: loadMs,
             peakRSSBytes: peakResident,
             stagesMs: .init(imageDecode: decode.isEmpty ? nil : Spread(decode), preprocess: Spread(preprocess), vision: Spread(vision),
                             qformerProjection: Spread(qformer), prefill: Spread(prefill), timeToFirstToken: Spread(firstToken),
                             msPerToken: msPerToken, caption: Spread(caption)),
-            tokensPerSecond: msPerToken.median > 0 ? 1000 / msPerToken.median : 0,
+            tokensPerSecond: msPerToken.median > 0 ? Double(settings.batch) * 1000 / msPerToken.median : 0,
             readBandwidthBytesPerSecond: bandwidth,
             bandwidthFraction: msPerToken.median > 0 ? floorMs / msPerToken.median : 0)
     }
 
+    /// Forced length: EOS is suppressed until the last token, so every run decodes the same steps. Greedy
+    /// search, beam search over `beams`, or `batch` sampled sequences (a fixed seed) stepping together.
+    static func options(_ settings: BenchmarkSettings, _ pipeline: Blip2Pipeline) -> GenerationOptions {
+        var options = GenerationOptions()
+        options.maxNewTokens = settings.newTokens
+        options.minNewTokens = settings.newTokens
+        options.eosTokenId = pipeline.eosTokenId
+        options.padTokenId = pipeline.padTokenId
+        if settings.beams > 1 {
+            options.numBeams = settings.beams
+        } else if settings.batch > 1 {
+            options.doSample = true
+            options.numReturnSequences = settings.batch
+        }
+        return options
+    }
+
     static func milliseconds(since start: UInt64) -> Double { Double(DispatchTime.now().uptimeNanoseconds - start) / 1e6 }
+
+    /// When each decode step of the model began (one step feeds every beam or sequence its token).
+    final class StepClock {
+        private(set) var stamps: [UInt64] = []
+        init(capacity: Int) { stamps.reserveCapacity(capacity) }
+        func tick() { stamps.append(DispatchTime.now().uptimeNanoseconds) }
+    }
+
+    /// A session whose steps are timed: the interval between two steps' starts is one model step plus the
+    /// strategy's work on its logits, what a generated token costs.
+    final class StepTimedState<Inner: DecoderState>: DecoderState {
+        let inner: Inner
+        let clock: StepClock
+        init(_ inner: Inner, clock: StepClock) {
+            self.inner = inner
+            self.clock = clock
+        }
+        var logits: [Float] { inner.logits }
+        func append(_ token: Int) throws {
+            clock.tick()
+            try inner.append(token)
+        }
+        func fork() throws -> StepTimedState { StepTimedState(try inner.fork(), clock: clock) }
+        func fork(into spare: StepTimedState?) throws -> StepTimedState {
+            StepTimedState(try inner.fork(into: spare?.inner), clock: clock)
+        }
+        static func append(_ tokens: [Int], to states: [StepTimedState]) throws {
+            states.first?.clock.tick()
+            try Inner.append(tokens, to: states.map(\.inner))
+        }
+    }
+
+    /// Generates from `state` (OPT's or T5's) with its steps timed by `clock`.
+    static func timedGenerate<State: DecoderState>(_ state: State, clock: StepClock, contextIds: [Int], options: GenerationOptions,
+                                                   onToken: @escaping (Int) -> Void) throws -> [GeneratedSequence] {
+        try Generator.generate(from: StepTimedState(state, clock: clock), contextIds: contextIds, options: options, onToken: onToken)
+    }
 
     /// A smooth gradient with a few hard edges: resizing work like a photo's, same every run.
     static func syntheticImage(width: Int, height: Int) -> RGBImage {

@@ -114,9 +114,9 @@ extension Blip2Pipeline {
             try checkFits(promptIds: ids, maxNewTokens: maxNewTokens)
             let state: any DecoderState, context: [Int]
             if model.isEncoderDecoder {
-                (state, context) = try startState(imageEmbeddings: image.embeddings, promptIds: ids, newTokens: maxNewTokens)
+                (state, context) = try startState(image: image, promptIds: ids, newTokens: maxNewTokens)
             } else {
-                let session = try SessionState(model: model, capacity: numQueryTokens + ids.count + maxNewTokens)
+                let session = try makeState(capacity: numQueryTokens + ids.count + maxNewTokens)
                 // One prefill: feeding the image and the prompt apart would run the head on the image's last
                 // position too, a row nothing reads.
                 try session.feed(embeddings: image.embeddings + model.tokenEmbeddings(ids), ids: ids)

@@ -1,3 +1,4 @@
+import Foundation
 import Blip2Generation
 
 // MARK: - Chat about one image
@@ -5,11 +6,17 @@ import Blip2Generation
 // The image is encoded once. Each turn's prompt is the history plus the new question; the KV cache keeps
 // the longest prefix of ids the new prompt shares with what it already holds, so only the new part runs.
 
-public final class ChatSession {
+// @unchecked Sendable: a turn holds `turnLock` from start to end, so turns of one conversation asked from
+// several threads (a server's concurrent requests) run one after another, in the order they took the lock.
+public final class ChatSession: @unchecked Sendable {
     public let pipeline: Blip2Pipeline
     public let image: EncodedImage
-    public private(set) var history: [(question: String, answer: String)] = []
+    /// The turns so far (oldest first), as the next turn's prompt will see them.
+    public var history: [(question: String, answer: String)] { historyLock.withLock { storedHistory } }
+    private var storedHistory: [(question: String, answer: String)] = []
+    private let historyLock = NSLock()
     private var state: SessionState?
+    private let turnLock = NSLock()
 
     public init(pipeline: Blip2Pipeline, image: EncodedImage) {
         self.pipeline = pipeline
@@ -26,6 +33,8 @@ public final class ChatSession {
 
     public func ask(_ question: String, options: GenerationOptions, onText: ((String) -> Void)? = nil,
                     shouldStop: (() -> Bool)? = nil) throws -> Turn {
+        turnLock.lock()
+        defer { turnLock.unlock() }
         let (ids, dropped) = try pipeline.chatPrompt(history: history, question: question, maxNewTokens: options.maxNewTokens)
         var timings = StageTimings()
         let (working, context, shared) = try pipeline.model.isEncoderDecoder
@@ -35,8 +44,10 @@ public final class ChatSession {
                                             onText: onText, shouldStop: shouldStop, timings: &timings)
         timings.total = [timings.prefill, timings.generate].compactMap { $0 }.reduce(0, +)
         let texts = sequences.map { pipeline.tokenizer.decodeStripped($0.tokens) }
-        history = Array(history.dropFirst(dropped))
-        history.append((question, texts.first ?? ""))
+        historyLock.withLock {
+            storedHistory = Array(storedHistory.dropFirst(dropped))
+            storedHistory.append((question, texts.first ?? ""))
+        }
         let result = Blip2Pipeline.Result(sequences: sequences, promptIds: ids, timings: timings, texts: texts)
         return Turn(result: result, droppedTurns: dropped, reusedIds: shared)
     }
@@ -48,8 +59,8 @@ public final class ChatSession {
         if let state {
             base = state
         } else {
-            base = try SessionState(model: pipeline.model, capacity: pipeline.contextLimit)
-            try measure(&timings.prefill) { try base.feed(embeddings: image.embeddings) }
+            base = try pipeline.makeState(capacity: pipeline.contextLimit)
+            try measure(&timings.prefill) { try pipeline.start(base, from: image) }
         }
         var shared = 0
         while shared < min(base.ids.count, ids.count), base.ids[shared] == ids[shared] { shared += 1 }
@@ -68,7 +79,7 @@ public final class ChatSession {
     private func encoderDecoderTurn(_ ids: [Int], options: GenerationOptions, timings: inout StageTimings) throws
         -> (state: any DecoderState, contextIds: [Int], reusedIds: Int) {
         let (state, context) = try measure(&timings.prefill) {
-            try pipeline.startState(imageEmbeddings: image.embeddings, promptIds: ids, newTokens: options.maxNewTokens)
+            try pipeline.startState(image: image, promptIds: ids, newTokens: options.maxNewTokens)
         }
         return (state, context, 0)
     }

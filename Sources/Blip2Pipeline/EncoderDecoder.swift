@@ -13,16 +13,23 @@ import Blip2Tokenizer
 extension Blip2Pipeline {
     /// A decoder state that has consumed the image embeddings and `promptIds`, with room for `newTokens`, and
     /// the ids the generation strategies must treat as its context.
-    func startState(imageEmbeddings: [Float], promptIds: [Int], newTokens: Int) throws -> (state: any DecoderState, contextIds: [Int]) {
+    func startState(image: EncodedImage, promptIds: [Int], newTokens: Int) throws -> (state: any DecoderState, contextIds: [Int]) {
         if model.isEncoderDecoder {
-            let state = try T5State(model: model, encoderInput: imageEmbeddings + model.tokenEmbeddings(promptIds), newTokens: newTokens)
+            let state = try T5State(model: model, scheduler: scheduler, encoderInput: image.embeddings + model.tokenEmbeddings(promptIds),
+                                    newTokens: newTokens)
             return (state, [state.session.startTokenId])
         }
         // Decoding never feeds the last generated token, so this is exactly enough.
-        let state = try SessionState(model: model, capacity: numQueryTokens + promptIds.count + newTokens)
-        try state.feed(embeddings: imageEmbeddings)
+        let state = try makeState(capacity: numQueryTokens + promptIds.count + newTokens)
+        try start(state, from: image)
         try state.feed(promptIds)
         return (state, contextIds(promptIds: promptIds))
+    }
+
+    /// Runs a generation's decoding: OPT's joins the scheduler's shared steps; T5's steps run alone, each
+    /// between two shared steps (its decoder has no batched step yet), so it never joins.
+    func decodingSteps<T>(_ body: () throws -> T) rethrows -> T {
+        model.isEncoderDecoder ? try body() : try scheduler.decoding(body)
     }
 
     /// T5: the image embeddings and the prompt must fit the encoder's context; the decoder holds the start token
@@ -42,20 +49,28 @@ extension Blip2Pipeline {
     }
 }
 
-/// T5's decoder as the generation strategies see it.
+/// T5's decoder as the generation strategies see it. Its model work (the encoder, each decoder step) runs
+/// through the pipeline's scheduler alone, between the shared steps of other generations.
 final class T5State: DecoderState {
     let session: T5Session
+    let scheduler: StepScheduler
 
-    init(model: Blip2Model, encoderInput: [Float], newTokens: Int) throws {
+    init(model: Blip2Model, scheduler: StepScheduler, encoderInput: [Float], newTokens: Int) throws {
+        self.scheduler = scheduler
         // The start token, then every generated token but the last, which is never fed.
-        session = try model.makeT5Session(encoderInput: encoderInput, decoderCapacity: 1 + max(newTokens, 1))
+        session = try scheduler.exclusive {
+            try model.makeT5Session(encoderInput: encoderInput, decoderCapacity: 1 + max(newTokens, 1))
+        }
     }
 
-    private init(session: T5Session) { self.session = session }
+    private init(session: T5Session, scheduler: StepScheduler) {
+        self.session = session
+        self.scheduler = scheduler
+    }
 
     var logits: [Float] { session.logits }
-    func append(_ token: Int) throws { try session.append(token) }
-    func fork() throws -> T5State { T5State(session: session.fork()) }
+    func append(_ token: Int) throws { try scheduler.exclusive { try session.append(token) } }
+    func fork() throws -> T5State { T5State(session: session.fork(), scheduler: scheduler) }
 }
 
 /// Streamed text for either tokenizer: OPT's byte-level decoder holds back partial characters byte by byte;

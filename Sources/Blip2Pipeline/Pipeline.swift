@@ -76,6 +76,49 @@ func measure<T>(_ milliseconds: inout Double?, _ body: () throws -> T) rethrows 
 public struct EncodedImage: Sendable {
     public let embeddings: [Float]
     public var timings: StageTimings
+    /// The language model's positions for `embeddings`, once a prompt has computed them.
+    let prefix = ImagePrefix()
+
+    init(embeddings: [Float], timings: StageTimings) {
+        self.embeddings = embeddings
+        self.timings = timings
+    }
+}
+
+/// An image's positions in the language model (its query embeddings run through every layer), kept so the
+/// next prompt about the same image copies them instead of computing them again: a kiosk's visitors asking
+/// about one frame, chat turns, a server's cached uploads. Prompts fed after the image in a separate pass
+/// (as always) get exactly the values a fresh prefill gives.
+// @unchecked Sendable: the kept session is behind its lock, and only read once kept.
+final class ImagePrefix: @unchecked Sendable {
+    private let lock = NSLock()
+    private var session: LanguageSession?
+
+    var kept: LanguageSession? { lock.withLock { session } }
+
+    func keep(_ computed: LanguageSession) { lock.withLock { if session == nil { session = computed } } }
+
+    func drop() { lock.withLock { session = nil } }
+}
+
+/// Which images have their prefix kept: the most recent few (OPT-2.7B: 21 MB each), the rest dropped.
+// @unchecked Sendable: its list is behind its lock.
+final class ImagePrefixes: @unchecked Sendable {
+    private let lock = NSLock()
+    private var recent: [ImagePrefix] = []
+    let capacity: Int
+
+    init(capacity: Int) { self.capacity = capacity }
+
+    /// Marks `prefix` the most recently used; the least recently used beyond `capacity` drops its positions.
+    func used(_ prefix: ImagePrefix) {
+        let evicted: ImagePrefix? = lock.withLock {
+            recent.removeAll { $0 === prefix }
+            recent.append(prefix)
+            return recent.count > capacity ? recent.removeFirst() : nil
+        }
+        evicted?.drop()
+    }
 }
 
 // @unchecked Sendable: as Blip2Model: immutable after loading but for the model's buffers, one forward at a time.
@@ -87,6 +130,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
     public let imageOptions: ImageDecodeOptions
     /// Context limit for prompts: the BLIP-2 walkthrough's 512, or less if the model has fewer positions.
     public let contextLimit: Int
+    /// Every use of the model goes through it, so generations on several threads share decode steps.
+    public let scheduler = StepScheduler()
+    /// Images whose language-model positions are kept for their next prompt.
+    let prefixes = ImagePrefixes(capacity: 4)
 
     public static let defaultContextLimit = 512
 
@@ -113,6 +160,27 @@ public final class Blip2Pipeline: @unchecked Sendable {
     }
 
     public var numQueryTokens: Int { model.numQueryTokens }
+
+    /// Puts `image`'s positions into the fresh `state`: copied when kept from an earlier prompt, computed
+    /// (and kept) otherwise.
+    func start(_ state: SessionState, from image: EncodedImage) throws {
+        precondition(state.session.length == 0, "an image starts a sequence")
+        if let kept = image.prefix.kept {
+            state.session.copy(from: kept)
+            prefixes.used(image.prefix)
+            return
+        }
+        try state.feed(embeddings: image.embeddings)
+        let copy = model.makeSession(capacity: numQueryTokens)
+        copy.copy(from: state.session)
+        image.prefix.keep(copy)
+        prefixes.used(image.prefix)
+    }
+
+    /// A fresh language-model state for `capacity` positions, its model work scheduled with every other.
+    func makeState(capacity: Int) throws -> SessionState {
+        try SessionState(model: model, scheduler: scheduler, capacity: capacity)
+    }
     public var eosTokenId: Int? { model.config.languageEOSTokenId }
     public var padTokenId: Int? { model.config.languagePadTokenId }
     public var imageTokenId: Int { model.config.imageTokenIndex ?? tokenizer.imageTokenId ?? tokenizer.vocabularySize }
@@ -134,8 +202,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
 
     public func encode(pixels: [Float], timings: StageTimings = StageTimings()) -> EncodedImage {
         var timings = timings
-        let states = measure(&timings.vision) { model.visionForward(pixels: pixels) }
-        let embeddings = measure(&timings.qformer) { model.project(queryStates: model.qformerForward(imageStates: states)) }
+        let embeddings = scheduler.exclusive {
+            let states = measure(&timings.vision) { model.visionForward(pixels: pixels) }
+            return measure(&timings.qformer) { model.project(queryStates: model.qformerForward(imageStates: states)) }
+        }
         return EncodedImage(embeddings: embeddings, timings: timings)
     }
 
@@ -200,7 +270,7 @@ public final class Blip2Pipeline: @unchecked Sendable {
         try checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
         var timings = image.timings
         let (state, context) = try measure(&timings.prefill) {
-            try startState(imageEmbeddings: image.embeddings, promptIds: ids, newTokens: options.maxNewTokens)
+            try startState(image: image, promptIds: ids, newTokens: options.maxNewTokens)
         }
         let sequences = try decode(from: state, contextIds: context, options: options,
                                    echoIds: echo ? ids : [], onText: onText, shouldStop: shouldStop, timings: &timings)
@@ -228,11 +298,12 @@ public final class Blip2Pipeline: @unchecked Sendable {
             let head = stream.append(echoIds)
             if !head.isEmpty { onText?(head) }
         }
+        // Joined only now, with the prompt in the cache: a joined generation must keep stepping.
         let sequences = try measure(&timings.generate) {
-            try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
+            try decodingSteps { try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
                 let piece = stream.append([id])
                 if !piece.isEmpty { onText?(piece) }
-            } : nil, shouldStop: shouldStop)
+            } : nil, shouldStop: shouldStop) }
         }
         if streaming {
             let rest = stream.finish()
@@ -243,53 +314,99 @@ public final class Blip2Pipeline: @unchecked Sendable {
 
     /// The raw logits the model gives at each step of `tokens` after the prompt ([tokens.count, vocab]).
     public func stepLogits(image: EncodedImage, promptIds: [Int], tokens: [Int]) throws -> [Float] {
-        let (state, _) = try startState(imageEmbeddings: image.embeddings, promptIds: promptIds, newTokens: tokens.count)
+        let (state, _) = try startState(image: image, promptIds: promptIds, newTokens: tokens.count)
         var all: [Float] = []
         all.reserveCapacity(tokens.count * model.vocabularySize)
-        for (i, token) in tokens.enumerated() {
-            all += state.logits
-            if i + 1 < tokens.count { try state.append(token) }
+        try decodingSteps {
+            for (i, token) in tokens.enumerated() {
+                all += state.logits
+                if i + 1 < tokens.count { try state.append(token) }
+            }
         }
         return all
     }
 }
 
-/// The language model's state as the generation strategies see it; remembers the ids it consumed.
+/// The language model's state as the generation strategies see it; remembers the ids it consumed. Its
+/// model work goes through the pipeline's scheduler: feeds run alone, appends as part of shared steps.
 final class SessionState: DecoderState {
     let session: LanguageSession
+    let scheduler: StepScheduler
+    private let vocabularySize: Int
     private(set) var ids: [Int] = []
 
-    init(model: Blip2Model, capacity: Int) throws {
+    init(model: Blip2Model, scheduler: StepScheduler, capacity: Int) throws {
         guard !model.isEncoderDecoder else { throw PipelineError("a T5 model decodes through T5State, not an OPT session") }
         guard capacity <= model.maxPositions else {
             throw PipelineError("the sequence needs \(capacity) positions; the language model has \(model.maxPositions)")
         }
         session = model.makeSession(capacity: capacity)
+        self.scheduler = scheduler
+        vocabularySize = model.vocabularySize
     }
 
-    private init(session: LanguageSession, ids: [Int]) {
-        self.session = session
-        self.ids = ids
+    private init(copying other: SessionState) {
+        session = other.session.fork()
+        scheduler = other.scheduler
+        vocabularySize = other.vocabularySize
+        ids = other.ids
     }
 
     var logits: [Float] { session.logits }
 
-    func feed(embeddings: [Float]) throws { try session.feed(embeddings: embeddings) }
+    func feed(embeddings: [Float]) throws { try scheduler.exclusive { try session.feed(embeddings: embeddings) } }
 
     /// Embeddings whose last rows are those of `ids`, in one forward pass.
     func feed(embeddings: [Float], ids tokens: [Int]) throws {
-        try session.feed(embeddings: embeddings)
+        try scheduler.exclusive { try session.feed(embeddings: embeddings) }
         ids += tokens
     }
 
     func feed(_ tokens: [Int]) throws {
-        try session.feed(tokens: tokens)
+        try scheduler.exclusive { try session.feed(tokens: tokens) }
         ids += tokens
     }
 
-    func append(_ token: Int) throws { try feed([token]) }
+    func append(_ token: Int) throws { try Self.append([token], to: [self]) }
 
-    func fork() throws -> SessionState { SessionState(session: session.fork(), ids: ids) }
+    func fork() throws -> SessionState { SessionState(copying: self) }
+
+    func fork(into spare: SessionState?) throws -> SessionState {
+        guard let spare, spare.session.capacity == session.capacity, spare !== self else { return try fork() }
+        spare.session.copy(from: session)
+        spare.ids = ids
+        return spare
+    }
+
+    /// Every state's next token in the scheduler's next shared step. The states belong to one generation,
+    /// which has joined the scheduler.
+    static func append(_ tokens: [Int], to states: [SessionState]) throws {
+        precondition(tokens.count == states.count, "one token per state")
+        guard let scheduler = states.first?.scheduler else { return }
+        try scheduler.step(states, tokens: tokens)
+    }
+
+    /// What `LanguageSession.step` would refuse for this state and token.
+    func checkAppendable(_ token: Int) throws {
+        guard token >= 0 && token < vocabularySize else {
+            throw PipelineError("token id \(token) is outside the vocabulary (\(vocabularySize))")
+        }
+        guard session.length < session.capacity else {
+            throw PipelineError("the sequence would be \(session.length + 1) tokens; the language model holds \(session.capacity)")
+        }
+    }
+
+    /// One decode step of the model for all the states (distinct), in groups of at most `maxStepBatch`.
+    static func stepTogether(_ tokens: [Int], _ states: [SessionState]) throws {
+        let most = LanguageSession.maxStepBatch
+        var start = 0
+        while start < states.count {
+            let end = min(states.count, start + most)
+            try LanguageSession.step(states[start..<end].map(\.session), tokens: Array(tokens[start..<end]))
+            for i in start..<end { states[i].ids.append(tokens[i]) }
+            start = end
+        }
+    }
 
     /// Keeps the image embeddings and the first `count` ids.
     func truncate(keepingIds count: Int, imageTokens: Int) {

@@ -5,7 +5,9 @@ public struct ServerConfiguration: Sendable {
     public var host = "127.0.0.1"
     /// 0: any free port (the URL printed at start tells which).
     public var port = 8080
-    /// Generation requests that may wait while one runs; past it, 503 with Retry-After.
+    /// Generation requests that run at once, their decode steps shared (docs/SERVER.md, "Slots").
+    public var parallel = 4
+    /// Generation requests that may wait while every slot is taken; past it, 503 with Retry-After.
     public var queue = 8
     public var maxBodyBytes = 20 << 20
     /// When set, /v1/* and /metrics need `Authorization: Bearer KEY` (or `X-API-Key: KEY`).

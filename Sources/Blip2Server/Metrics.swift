@@ -10,6 +10,8 @@ import Prometheus
 final class ServerMetrics: Sendable {
     let registry = PrometheusCollectorRegistry()
     private let queueDepth: Gauge
+    private let activeSlots: Gauge
+    private let stepSequences: ValueHistogram
     private let sessions: Gauge
     private let tokens: Counter
     private let cacheHits: Counter
@@ -24,6 +26,12 @@ final class ServerMetrics: Sendable {
     init() {
         queueDepth = registry.makeGauge(descriptor: .init(metricName: "blip2_queue_depth", unitName: "",
                                                           helpText: "Generation requests waiting for the model"))
+        activeSlots = registry.makeGauge(descriptor: .init(metricName: "blip2_active_slots", unitName: "",
+                                                           helpText: "Generation requests running now (each in a slot; see serve --parallel)"))
+        stepSequences = registry.makeValueHistogram(
+            descriptor: .init(metricName: "blip2_decode_step_sequences", unitName: "",
+                              helpText: "Sequences advanced by each decode step of the model (requests and beams sharing it)"),
+            buckets: [1, 2, 3, 4, 6, 8, 12, 16, 24, 32, 48, 64, 96])
         sessions = registry.makeGauge(descriptor: .init(metricName: "blip2_chat_sessions", unitName: "",
                                                         helpText: "Chat sessions held in memory"))
         tokens = registry.makeCounter(descriptor: .init(metricName: "blip2_generated_tokens", unitName: "total",
@@ -49,6 +57,8 @@ final class ServerMetrics: Sendable {
     }
 
     func setQueueDepth(_ depth: Int) { queueDepth.set(Double(depth)) }
+    func setActiveSlots(_ count: Int) { activeSlots.set(Double(count)) }
+    func recordStep(sequences: Int) { stepSequences.record(Double(sequences)) }
     func setSessions(_ count: Int) { sessions.set(Double(count)) }
     func imageCache(hit: Bool) { (hit ? cacheHits : cacheMisses).increment() }
 

@@ -1,12 +1,13 @@
 import Foundation
 
-// MARK: - One model, one worker thread, a bounded queue in front
+// MARK: - One model, a few generation slots, a bounded queue in front
 //
-// The model's compute is not re-entrant (one KV-cache arena, one kernel worker pool), so every generation
-// runs on one dedicated thread, in arrival order. Requests beyond the queue's capacity are refused at once
-// (the caller answers 503 with Retry-After) rather than piling up memory and latency. A camera's frame is a
-// background job beside the queue: it runs only when no request waits, so visitors never wait for more than
-// the one camera caption in progress.
+// Up to `slots` generations run at once, each on a slot thread of its own, in arrival order; the pipeline's
+// scheduler runs their decode steps together (the weights read once per step for all of them) and their
+// image encodes and prefills one at a time between steps. Requests beyond the slots wait in the queue, and
+// beyond the queue's capacity they are refused at once (the caller answers 503 with Retry-After) rather than
+// piling up memory and latency. A camera's frame is a background job beside the queue: it takes a free slot
+// only when no request waits, so visitors never wait for more than the one camera caption in progress.
 
 /// Whether the request that owns a job still wants its result; read by the model between tokens.
 // @unchecked Sendable: its flags are behind its lock.
@@ -50,38 +51,51 @@ final class ModelWorker: @unchecked Sendable {
         let mark: Int
     }
 
-    /// Jobs that may wait while one runs.
+    /// Jobs that may wait while the slots are taken.
     let capacity: Int
+    /// Jobs that run at once.
+    let slots: Int
     private let condition = NSCondition()
     private var waiting: [Entry] = []
     /// The one background job, taken when nothing waits in the queue.
     private var background: Entry?
-    /// Requests (jobs other than the background one) started so far, and whether one runs now.
+    /// Requests (jobs other than the background one) started so far, and how many run now.
     private var requestsStarted = 0
-    private var requestRunning = false
-    private var busy = false
+    private var requestsRunning = 0
+    /// Jobs running now (requests and the background job).
+    private var running = 0
     private var accepting = true
     private var stopped = false
-    private var thread: Thread?
+    private var threads: [Thread] = []
+    private var threadsEnded = 0
     /// Exponentially weighted mean of job durations (seconds), for Retry-After.
     private var meanJobSeconds = 1.0
     /// Called with the number of waiting jobs whenever it changes.
     var onDepthChange: (@Sendable (Int) -> Void)?
+    /// Called with the number of running jobs whenever it changes.
+    var onRunningChange: (@Sendable (Int) -> Void)?
 
-    init(capacity: Int) {
+    init(capacity: Int, slots: Int = 1) {
+        precondition(slots >= 1, "at least one slot")
         self.capacity = capacity
+        self.slots = slots
     }
 
     func start() {
-        let thread = Thread { [self] in loop() }
-        // The model's forward passes recurse little but keep sizeable structs on the stack.
-        thread.stackSize = 16 << 20
-        thread.name = "blip2-model"
-        self.thread = thread
-        thread.start()
+        for slot in 0..<slots {
+            let thread = Thread { [self] in loop() }
+            // The model's forward passes recurse little but keep sizeable structs on the stack.
+            thread.stackSize = 16 << 20
+            thread.name = "blip2-slot-\(slot)"
+            threads.append(thread)
+            thread.start()
+        }
     }
 
     var depth: Int { condition.withLock { waiting.count } }
+
+    /// Jobs running now.
+    var active: Int { condition.withLock { running } }
 
     /// Why a job submitted now would be refused, if it would: checked before a request's body is read, so
     /// that a full server does not buffer an upload only to refuse it.
@@ -91,9 +105,9 @@ final class ModelWorker: @unchecked Sendable {
 
     private func lockedRefusal() -> WorkerError? {
         guard accepting else { return .shuttingDown }
-        // A job may always start when the model is idle, even with `--queue 0`.
-        guard waiting.count < capacity || (!busy && waiting.isEmpty) else {
-            let retry = max(1, Int((Double(waiting.count + 1) * meanJobSeconds).rounded(.up)))
+        // A job may always start when a slot is free, even with `--queue 0`.
+        guard waiting.count < capacity || (running < slots && waiting.isEmpty) else {
+            let retry = max(1, Int((Double(waiting.count + 1) * meanJobSeconds / Double(slots)).rounded(.up)))
             return .queueFull(waiting: waiting.count, retryAfter: retry)
         }
         return nil
@@ -121,7 +135,7 @@ final class ModelWorker: @unchecked Sendable {
         defer { condition.unlock() }
         guard accepting else { throw WorkerError.shuttingDown }
         guard background == nil else { throw WorkerError.backgroundBusy }
-        background = Entry(ticket: JobTicket(), run: run, refuse: refuse, mark: requestRunning ? -1 : requestsStarted)
+        background = Entry(ticket: JobTicket(), run: run, refuse: refuse, mark: requestsRunning > 0 ? -1 : requestsStarted)
         condition.signal()
     }
 
@@ -153,7 +167,7 @@ final class ModelWorker: @unchecked Sendable {
         entry?.refuse(CancellationError())
     }
 
-    /// Stops taking work and refuses every waiting job; the running one finishes.
+    /// Stops taking work and refuses every waiting job; the running ones finish.
     func drain() {
         condition.lock()
         accepting = false
@@ -165,13 +179,13 @@ final class ModelWorker: @unchecked Sendable {
         for entry in refused { entry.refuse(WorkerError.shuttingDown) }
     }
 
-    /// Waits for the running job, then ends the thread.
+    /// Waits for the running jobs, then ends the slot threads.
     func stop() {
         drain()
         condition.lock()
         stopped = true
         condition.broadcast()
-        while busy { condition.wait() }
+        while running > 0 || threadsEnded < threads.count { condition.wait() }
         condition.unlock()
     }
 
@@ -181,20 +195,25 @@ final class ModelWorker: @unchecked Sendable {
             while waiting.isEmpty && background == nil && !stopped { condition.wait() }
             let entry: Entry
             var waited = false
+            var isRequest = false
             if !waiting.isEmpty {
                 entry = waiting.removeFirst()
                 onDepthChange?(waiting.count)
                 requestsStarted += 1
-                requestRunning = true
+                requestsRunning += 1
+                isRequest = true
             } else if let job = background {
                 entry = job
                 background = nil
                 waited = job.mark != requestsStarted
             } else {
+                threadsEnded += 1
+                condition.broadcast()
                 condition.unlock()
                 return
             }
-            busy = true
+            running += 1
+            onRunningChange?(running)
             condition.unlock()
 
             let start = DispatchTime.now().uptimeNanoseconds
@@ -202,8 +221,9 @@ final class ModelWorker: @unchecked Sendable {
             let seconds = Double(DispatchTime.now().uptimeNanoseconds - start) / 1e9
 
             condition.lock()
-            busy = false
-            requestRunning = false
+            running -= 1
+            if isRequest { requestsRunning -= 1 }
+            onRunningChange?(running)
             meanJobSeconds = 0.8 * meanJobSeconds + 0.2 * seconds
             condition.broadcast()
             condition.unlock()

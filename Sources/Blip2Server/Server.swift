@@ -35,14 +35,14 @@ public final class Blip2Server: Sendable {
     public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
                             latest: (any LatestCaptionProvider)? = nil) {
         self.init(pipeline: pipeline, modelPath: modelPath, configuration: configuration, latest: latest,
-                  worker: ModelWorker(capacity: configuration.queue), camera: nil)
+                  worker: ModelWorker(capacity: configuration.queue, slots: configuration.parallel), camera: nil)
     }
 
     /// With a camera: its options are checked against the model here (a question that cannot fit the
     /// context throws); nothing is read from its source before `run`.
     public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
                             latest: (any LatestCaptionProvider)? = nil, camera: CameraConfiguration?) throws {
-        let worker = ModelWorker(capacity: configuration.queue)
+        let worker = ModelWorker(capacity: configuration.queue, slots: configuration.parallel)
         let feed = try camera.map { camera in
             (configuration: camera, watcher: try FrameWatcher(pipeline: pipeline, source: camera.source, options: camera.options,
                                                               model: SharedModelAccess(worker: worker)))
@@ -69,6 +69,8 @@ public final class Blip2Server: Sendable {
         images = BoundedCache(capacity: configuration.imageCacheEntries)
         let metrics = self.metrics
         worker.onDepthChange = { metrics.setQueueDepth($0) }
+        worker.onRunningChange = { metrics.setActiveSlots($0) }
+        pipeline.scheduler.onStep = { metrics.recordStep(sequences: $0) }
         if let camera {
             self.camera = CameraFeed(watcher: camera.watcher, log: camera.configuration.log, model: modelName,
                                      registry: metrics.registry, maxListeners: configuration.maxCameraListeners)
@@ -179,16 +181,19 @@ public final class Blip2Server: Sendable {
             let contextTokens: Int
             let queueDepth: Int
             let queueCapacity: Int
+            let activeSlots: Int
+            let slots: Int
             let sessions: Int
             let sessionCapacity: Int
             let camera: CameraFeed.Status?
             enum CodingKeys: String, CodingKey {
                 case status, model, precision, contextTokens = "context_tokens", queueDepth = "queue_depth"
-                case queueCapacity = "queue_capacity", sessions, sessionCapacity = "session_capacity", camera
+                case queueCapacity = "queue_capacity", activeSlots = "active_slots", slots, sessions, sessionCapacity = "session_capacity", camera
             }
         }
         return try json(Health(model: modelName, precision: precision, contextTokens: pipeline.contextLimit,
-                               queueDepth: worker.depth, queueCapacity: configuration.queue, sessions: sessions.count,
+                               queueDepth: worker.depth, queueCapacity: configuration.queue, activeSlots: worker.active,
+                               slots: worker.slots, sessions: sessions.count,
                                sessionCapacity: sessions.capacity, camera: camera?.status()))
     }
 

@@ -37,7 +37,10 @@ struct ServeCommand: AsyncParsableCommand {
     @Option(name: [.customShort("t"), .long], parsing: .unconditional, help: "Worker threads for the model (default: one per core).")
     var threads: Int?
 
-    @Option(name: .long, parsing: .unconditional, help: "Generation requests that may wait while one runs; past it the answer is 503 with Retry-After.")
+    @Option(name: .long, parsing: .unconditional, help: "Generation requests that run at once, sharing each decode step (the weights read once for all of them).")
+    var parallel = ServerConfiguration().parallel
+
+    @Option(name: .long, parsing: .unconditional, help: "Generation requests that may wait while every --parallel slot is taken; past it the answer is 503 with Retry-After.")
     var queue = ServerConfiguration().queue
 
     @Option(name: .customLong("max-body-mb"), parsing: .unconditional, help: "Largest request body in MiB; larger ones get 413.")
@@ -71,6 +74,7 @@ struct ServeCommand: AsyncParsableCommand {
         guard (0...65535).contains(port) else { throw invalidValue("--port", port, mustBe: "between 0 and 65535") }
         if let threads, threads < 1 { throw invalidValue("--threads", threads, mustBe: "at least 1") }
         guard queue >= 0 else { throw invalidValue("--queue", queue, mustBe: "0 or more") }
+        guard (1...64).contains(parallel) else { throw invalidValue("--parallel", parallel, mustBe: "from 1 to 64") }
         guard (1...4096).contains(maxBodyMB) else { throw invalidValue("--max-body-mb", maxBodyMB, mustBe: "between 1 and 4096") }
         guard sessionTTL > 0, sessionTTL.isFinite else { throw invalidValue("--session-ttl", sessionTTL, mustBe: "a positive number of seconds") }
         guard idleTimeout > 0, idleTimeout <= 86_400 else { throw invalidValue("--idle-timeout", idleTimeout, mustBe: "more than 0 and at most 86400 seconds") }
@@ -108,6 +112,7 @@ struct ServeCommand: AsyncParsableCommand {
         configuration.host = host
         configuration.port = port
         configuration.queue = queue
+        configuration.parallel = parallel
         configuration.maxBodyBytes = maxBodyMB << 20
         configuration.apiKey = apiKey
         configuration.sessionTTL = sessionTTL

@@ -103,6 +103,10 @@ struct TableModel: Sendable {
 final class StateLog: @unchecked Sendable {
     var appends = 0
     var forks = 0
+    /// Copies made into a spare state's memory instead of a new one.
+    var reuses = 0
+    /// The number of states of each batched append.
+    var batches: [Int] = []
     var events: [String] = []
 }
 
@@ -134,6 +138,21 @@ final class ScriptedState: DecoderState {
     func fork() throws -> ScriptedState {
         log.forks += 1
         return ScriptedState(ids: ids, log: log, logitsFor: logitsFor)
+    }
+
+    static func append(_ tokens: [Int], to states: [ScriptedState]) throws {
+        precondition(Set(states.map(ObjectIdentifier.init)).count == states.count, "a state twice in one step")
+        states.first?.log.batches.append(states.count)
+        for (state, token) in zip(states, tokens) { try state.append(token) }
+    }
+
+    func fork(into spare: ScriptedState?) throws -> ScriptedState {
+        guard let spare else { return try fork() }
+        precondition(spare !== self, "a state copied into itself")
+        log.reuses += 1
+        spare.ids = ids
+        spare.logits = logits
+        return spare
     }
 }
 

@@ -90,7 +90,8 @@ final class Pipelines: @unchecked Sendable {
     func pipeline(_ name: String, weights: WeightPrecision = .f32, fixtures: URL = fixtureModels) throws -> Blip2Pipeline {
         lock.lock()
         defer { lock.unlock() }
-        let key = "\(fixtures.lastPathComponent)-\(name)-\(weights.rawValue)"
+        // The fixture names of the two folders differ; the file name is what CalibrationTests opens.
+        let key = "\(name)-\(weights.rawValue)"
         if let pipeline = cache[key] { return pipeline }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let path = directory.appendingPathComponent("\(key).blip2").path

@@ -307,7 +307,7 @@ struct ServerAPITests {
 
     @Test("past the queue: 503 with Retry-After")
     func busy() async throws {
-        try await withServer(["--queue", "0"]) { server in
+        try await withServer(["--parallel", "1", "--queue", "0"]) { server in
             let long = Task { try await http("POST", server.base + "/v1/caption", body: longRequest(), headers: ["Content-Type": "application/json"]) }
             // The model has taken the long job (its 430 tokens take seconds even on a fast machine).
             #expect(try await eventually { try await jobsStarted(server) == 1 })
@@ -323,6 +323,30 @@ struct ServerAPITests {
             let finished = try await long.value
             #expect(finished.status == 200)
             #expect((finished.json["token_ids"] as? [Int])?.count == 430)
+        }
+    }
+
+    @Test("--parallel 2: two generations run at once, a third waits in the queue or is refused past it")
+    func slots() async throws {
+        try await withServer(["--parallel", "2", "--queue", "0"]) { server in
+            let first = Task { try await http("POST", server.base + "/v1/caption", body: longRequest(), headers: ["Content-Type": "application/json"]) }
+            let second = Task { try await http("POST", server.base + "/v1/caption", body: longRequest(), headers: ["Content-Type": "application/json"]) }
+            #expect(try await eventually { try await jobsStarted(server) == 2 })
+            let health = try await http("GET", server.base + "/health").json
+            #expect(health["active_slots"] as? Int == 2 && health["slots"] as? Int == 2)
+            #expect(metric(try await http("GET", server.base + "/metrics").text, "blip2_active_slots") == 2)
+            let (body, headers) = upload()
+            let third = try await http("POST", server.base + "/v1/caption", body: body, headers: headers)
+            #expect(third.status == 503 && third.error["code"] as? String == "queue_full")
+            for task in [first, second] {
+                let finished = try await task.value
+                #expect(finished.status == 200 && (finished.json["token_ids"] as? [Int])?.count == 430)
+            }
+            // Their steps were shared: the histogram saw steps of two sequences.
+            let text = try await http("GET", server.base + "/metrics").text
+            let one = metric(text, #"blip2_decode_step_sequences_bucket{le="1.0"}"#) ?? 0
+            let two = metric(text, #"blip2_decode_step_sequences_bucket{le="2.0"}"#) ?? 0
+            #expect(two - one > 100, "steps of two sequences: \(two - one)")
         }
     }
 

@@ -38,6 +38,27 @@ class Server:
             raise
 
 
+def long_stream(server, image, tokens=400):
+    """Starts a streamed caption of `image` (a path) whose EOS is held back for `tokens` tokens, keeping a
+    slot busy; returns the open socket once the first event arrived (the generation is running)."""
+    import base64
+    import json
+    import socket
+
+    host, port = server.url.removeprefix("http://").split(":")
+    body = json.dumps({"image": base64.b64encode(image.read_bytes()).decode(), "stream": True,
+                       "min_new_tokens": tokens, "max_new_tokens": tokens}).encode()
+    connection = socket.create_connection((host, int(port)), timeout=60)
+    connection.sendall(b"POST /v1/caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
+                       + f"Content-Length: {len(body)}\r\n\r\n".encode() + body)
+    seen = b""
+    while b"data:" not in seen:
+        chunk = connection.recv(4096)
+        assert chunk, "the long caption ended before its first event"
+        seen += chunk
+    return connection
+
+
 @pytest.fixture(scope="session")
 def server():
     s = Server()

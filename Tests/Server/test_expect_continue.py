@@ -3,12 +3,11 @@ answer): the server says continue when it will read the body, and stays silent w
 (a full queue, a body over --max-body-mb), answering the refusal at once. curl is the client."""
 import base64
 import json
-import socket
 import subprocess
 
 import pytest
 
-from conftest import EXAMPLES, Server
+from conftest import EXAMPLES, Server, long_stream
 
 IMAGE = base64.b64encode((EXAMPLES / "row-42-16.png").read_bytes()).decode()
 
@@ -51,19 +50,10 @@ def test_no_continue_past_the_body_limit(tmp_path):
 
 
 def test_a_full_queue_refuses_before_the_body(body):
-    s = Server("--queue", "0")
+    s = Server("--parallel", "1", "--queue", "0")
     try:
-        host, port = s.url.removeprefix("http://").split(":")
-        # A long streamed caption holds the model; its first event means it is running.
-        long = json.dumps({"image": IMAGE, "stream": True, "min_new_tokens": 400, "max_new_tokens": 400}).encode()
-        busy = socket.create_connection((host, int(port)), timeout=60)
-        busy.sendall(b"POST /v1/caption HTTP/1.1\r\nHost: x\r\nContent-Type: application/json\r\n"
-                     + f"Content-Length: {len(long)}\r\n\r\n".encode() + long)
-        seen = b""
-        while b"data:" not in seen:
-            chunk = busy.recv(4096)
-            assert chunk, "the long caption ended before its first event"
-            seen += chunk
+        # A long streamed caption holds the model's one slot; its first event means it is running.
+        busy = long_stream(s, EXAMPLES / "row-42-16.png")
         statuses, answer = upload(s, "/v1/caption", body)
         busy.close()
         assert "HTTP/1.1 100 Continue" not in statuses, statuses
