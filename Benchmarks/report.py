@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Size and latency report: convert a checkpoint to several variants, bench each, write Markdown + SVG + JSON.
 
-    python3 Benchmarks/report.py [--checkpoint DIR] [--work DIR] [--out DIR] [--variants f16,q8,q4,mixed]
+    python3 Benchmarks/report.py [--checkpoint DIR | --model opt-2.7b|flan-t5-xl] [--work DIR] [--out DIR] [--variants f16,q8,q4,mixed]
                                  [--runs 3] [--new-tokens 20] [--threads N] [--no-torch]
                                  [--torch-variants fp32,bf16,int8] [--torch-only]
 
@@ -304,6 +304,8 @@ def stage_ms(row, stage):
 def main():
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--checkpoint")
+    parser.add_argument("--model", choices=("opt-2.7b", "flan-t5-xl"), default="opt-2.7b",
+                        help="synthetic checkpoint to generate when --checkpoint is not given (BLIP-2 OPT-2.7B or Flan-T5-XL)")
     parser.add_argument("--work", default="/tmp/blip2-report")
     parser.add_argument("--out", default=None, help="report folder (default: WORK/report)")
     parser.add_argument("--variants", default="f16,q8,q4,mixed")
@@ -325,10 +327,11 @@ def main():
     work.mkdir(parents=True, exist_ok=True)
     out_dir = pathlib.Path(opts.out) if opts.out else work / "report"
     out_dir.mkdir(parents=True, exist_ok=True)
-    checkpoint = pathlib.Path(opts.checkpoint) if opts.checkpoint else work / "synthetic-fp16"
+    synthetic = "synthetic-fp16" if opts.model == "opt-2.7b" else f"synthetic-{opts.model}-fp16"
+    checkpoint = pathlib.Path(opts.checkpoint) if opts.checkpoint else work / synthetic
     if not (checkpoint / "config.json").exists():
-        run([sys.executable, ROOT / "Tools" / "make_synthetic_checkpoint.py", checkpoint,
-             "--tokenizer-dir", ROOT.parent / "shared" / "tokenizers" / "opt"])
+        tokenizer = [] if opts.model != "opt-2.7b" else ["--tokenizer-dir", ROOT.parent / "shared" / "tokenizers" / "opt"]
+        run([sys.executable, ROOT / "Tools" / "make_synthetic_checkpoint.py", checkpoint, "--model", opts.model] + tokenizer)
     if opts.torch_only:
         print(json.dumps(torch_rows(checkpoint, opts), indent=1))
         return

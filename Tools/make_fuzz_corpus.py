@@ -177,6 +177,9 @@ def main():
     write("config-json", "preprocessor_config.json", checkpoints["tiny-f16"][1])
     write("config-json", "preprocessor_config-aspect.json", aspect_preprocessor())
     write("config-json", "fixture-config.json", (ROOT / "Tests/Fixtures/models/base-f32/checkpoint/config.json").read_bytes())
+    # BLIP-2 Flan-T5: the T5 text_config fields (heads, d_kv, buckets, max distance, feed-forward, head and scaling).
+    for t5 in ("gated-tied", "relu-untied"):
+        write("config-json", f"t5-{t5}-config.json", (ROOT / f"Tests/Fixtures/models-t5/{t5}/checkpoint/config.json").read_bytes())
     write("tokenizer", "tiny", SEPARATOR.join(tokenizer_files()))
     fixture_tokenizer = ROOT / "Tests/Fixtures/models/tokenizer"
     write("tokenizer", "fixture", SEPARATOR.join((fixture_tokenizer / f).read_bytes() for f in ("vocab.json", "merges.txt", "tokenizer_config.json")))

@@ -1,5 +1,6 @@
 #!/usr/bin/env python3
-"""Write a full-size synthetic copy of the Hugging Face checkpoint `Salesforce/blip2-opt-2.7b`.
+"""Write a full-size synthetic copy of the Hugging Face checkpoint `Salesforce/blip2-opt-2.7b`
+(or, with `--model flan-t5-xl`, of `Salesforce/blip2-flan-t5-xl`).
 
 The folder has the real checkpoint's file names, configs, tensor names, shapes and dtypes, with
 random values whose scale follows each tensor's role. It exists so that conversion, loading and
@@ -9,6 +10,7 @@ model: its captions are noise.
 Needs only Python 3.9+ and numpy. See Tools/README.md for the choices made and how to verify.
 
     python3 Tools/make_synthetic_checkpoint.py /tmp/blip2-opt-2.7b-synthetic
+    python3 Tools/make_synthetic_checkpoint.py /tmp/blip2-flan-t5-xl-synthetic --model flan-t5-xl
 """
 
 from __future__ import annotations
@@ -57,6 +59,17 @@ OPT_POSITION_OFFSET = 2  # OPT's learned positions reserve two leading rows
 IMAGE_TOKEN_ID = 50265
 TOKENIZER_BASE_SIZE = 50265  # vocab.json ids 0..50264; `<image>` is appended as 50265
 PAD_TOKEN_ID = 1
+
+# Flan-T5-XL as blip2-flan-t5-xl's text_config describes it (T5Config defaults where it is silent).
+T5_D_MODEL = 2048
+T5_D_KV = 64
+T5_D_FF = 5120
+T5_LAYERS = 24  # num_layers; num_decoder_layers defaults to it
+T5_HEADS = 32
+T5_VOCAB_SIZE = 32128
+T5_BUCKETS = 32
+T5_MAX_DISTANCE = 128
+T5_IMAGE_TOKEN_ID = 32100  # Blip2Processor appends <image> after the tokenizer's 32100 ids
 
 HUB_VOCAB_SIZE = 50304  # current hub revision: `<image>` added, padded to a multiple of 64
 OLD_VOCAB_SIZE = 50272  # revisions before the `<image>` update (OPT's own size)
@@ -182,6 +195,15 @@ SIGMA = {
     "opt.fc2": 0.015,
     "bias": 0.02,
     "opt.bias": 0.01,
+    # Flan-T5-XL: T5 scales no attention score by 1/sqrt(d_kv), so its q and k stay small; the shared
+    # embedding, read without scaling, is larger.
+    "t5.embed": 0.5,
+    "t5.qkv": 0.01,
+    "t5.out": 0.02,
+    "t5.wi": 0.02,
+    "t5.wo": 0.015,
+    "t5.relative_bias": 0.1,
+    "t5.lm_head": 0.02,
 }
 
 OPT_OUTLIER_CHANNELS = 6
@@ -220,7 +242,7 @@ def outlier_channels(seed: int) -> Tuple[np.ndarray, np.ndarray]:
     return channels, factors
 
 
-def build_plan(vocab_size: int, lm_head: bool, seed: int) -> List[TensorSpec]:
+def build_plan(vocab_size: int, lm_head: bool, seed: int, model: str = "opt-2.7b") -> List[TensorSpec]:
     """Every tensor in the order of `Blip2ForConditionalGeneration.state_dict()`.
 
     The order matters: transformers fills shards in this order, so it decides which shard a
@@ -275,6 +297,10 @@ def build_plan(vocab_size: int, lm_head: bool, seed: int) -> List[TensorSpec]:
         linear(f"{p}.output_query.dense", QFORMER_HIDDEN, QFORMER_INTERMEDIATE, linear_weight(SIGMA["qformer.output"]), small_bias())
         layer_norm(f"{p}.output_query.LayerNorm", QFORMER_HIDDEN)
 
+    if model == "flan-t5-xl":
+        linear("language_projection", T5_D_MODEL, QFORMER_HIDDEN, linear_weight(SIGMA["projection"]), small_bias(0.01))
+        t5_plan(add)
+        return specs
     linear("language_projection", TEXT_HIDDEN, QFORMER_HIDDEN, linear_weight(SIGMA["projection"]), small_bias(0.01))
 
     channels, factors = outlier_channels(seed)
@@ -301,6 +327,42 @@ def build_plan(vocab_size: int, lm_head: bool, seed: int) -> List[TensorSpec]:
     if lm_head:
         add("language_model.lm_head.weight", (vocab_size, TEXT_HIDDEN), embed_recipe, seed_key=embed_name)
     return specs
+
+
+def t5_plan(add: Callable[..., None]) -> None:
+    """Flan-T5-XL under `language_model.`, in T5ForConditionalGeneration's state-dict order: `shared`, the
+    encoder blocks (the relative position bias in block 0 only), the decoder blocks (self-attention,
+    cross-attention, gated-GELU feed-forward), the final norms and the untied lm_head. Norms are RMS norms
+    with a weight only; no projection has a bias. Copies of `shared` as the stacks' embed_tokens are not
+    written (save_pretrained drops them)."""
+    m = "language_model"
+    inner = T5_HEADS * T5_D_KV
+
+    def attention(prefix: str, relative_bias: bool) -> None:
+        for name in ("q", "k", "v"):
+            add(f"{prefix}.{name}.weight", (inner, T5_D_MODEL), linear_weight(SIGMA["t5.qkv"]))
+        add(f"{prefix}.o.weight", (T5_D_MODEL, inner), linear_weight(SIGMA["t5.out"]))
+        if relative_bias:
+            add(f"{prefix}.relative_attention_bias.weight", (T5_BUCKETS, T5_HEADS), Recipe(std=SIGMA["t5.relative_bias"]))
+
+    def feed_forward(prefix: str) -> None:
+        for name in ("wi_0", "wi_1"):
+            add(f"{prefix}.DenseReluDense.{name}.weight", (T5_D_FF, T5_D_MODEL), linear_weight(SIGMA["t5.wi"]))
+        add(f"{prefix}.DenseReluDense.wo.weight", (T5_D_MODEL, T5_D_FF), linear_weight(SIGMA["t5.wo"]))
+        add(f"{prefix}.layer_norm.weight", (T5_D_MODEL,), layer_norm_weight())
+
+    add(f"{m}.shared.weight", (T5_VOCAB_SIZE, T5_D_MODEL), Recipe(std=SIGMA["t5.embed"]))
+    for stack, cross in (("encoder", False), ("decoder", True)):
+        for i in range(T5_LAYERS):
+            p = f"{m}.{stack}.block.{i}.layer"
+            attention(f"{p}.0.SelfAttention", relative_bias=i == 0)
+            add(f"{p}.0.layer_norm.weight", (T5_D_MODEL,), layer_norm_weight())
+            if cross:
+                attention(f"{p}.1.EncDecAttention", relative_bias=False)
+                add(f"{p}.1.layer_norm.weight", (T5_D_MODEL,), layer_norm_weight())
+            feed_forward(f"{p}.{2 if cross else 1}")
+        add(f"{m}.{stack}.final_layer_norm.weight", (T5_D_MODEL,), layer_norm_weight())
+    add(f"{m}.lm_head.weight", (T5_VOCAB_SIZE, T5_D_MODEL), Recipe(std=SIGMA["t5.lm_head"]))
 
 
 def assign_shards(specs: List[TensorSpec], shard_count: int) -> List[Shard]:
@@ -477,6 +539,43 @@ def model_config(vocab_size: int, torch_dtype: str) -> dict:
     }
 
 
+def t5_model_config(torch_dtype: str) -> dict:
+    """config.json of blip2-flan-t5-xl (its text_config as the hub's T5Config save spells it)."""
+    config = model_config(T5_VOCAB_SIZE, torch_dtype)
+    config["image_token_index"] = T5_IMAGE_TOKEN_ID
+    config["use_decoder_only_language_model"] = False
+    config["text_config"] = {
+        "_name_or_path": "google/flan-t5-xl",
+        "architectures": ["T5ForConditionalGeneration"],
+        "d_ff": T5_D_FF,
+        "d_kv": T5_D_KV,
+        "d_model": T5_D_MODEL,
+        "decoder_start_token_id": 0,
+        "dense_act_fn": "gelu_new",
+        "eos_token_id": 1,
+        "feed_forward_proj": "gated-gelu",
+        "is_gated_act": True,
+        "layer_norm_epsilon": 1e-06,
+        "model_type": "t5",
+        "n_positions": 512,
+        "num_heads": T5_HEADS,
+        "num_layers": T5_LAYERS,
+        "output_past": True,
+        "pad_token_id": 0,
+        "relative_attention_max_distance": T5_MAX_DISTANCE,
+        "relative_attention_num_buckets": T5_BUCKETS,
+        "tie_word_embeddings": False,
+        "torch_dtype": "bfloat16",
+        "vocab_size": T5_VOCAB_SIZE,
+    }
+    return config
+
+
+def t5_generation_config() -> dict:
+    return {"_from_model_config": True, "decoder_start_token_id": 0, "eos_token_id": 1, "pad_token_id": 0,
+            "transformers_version": HUB_TRANSFORMERS_VERSION}
+
+
 def generation_config() -> dict:
     return {
         "_from_model_config": True,
@@ -569,7 +668,19 @@ def check_tokenizer_dir(directory: Path) -> None:
         )
 
 
-def write_side_files(directory: Path, tokenizer_dir: Path, vocab_size: int, torch_dtype: str) -> None:
+def write_side_files(directory: Path, tokenizer_dir: Path, vocab_size: int, torch_dtype: str, model: str = "opt-2.7b") -> None:
+    if model == "flan-t5-xl":
+        files = {
+            "config.json": t5_model_config(torch_dtype),
+            "generation_config.json": t5_generation_config(),
+            "preprocessor_config.json": preprocessor_config(),
+            "processor_config.json": processor_config(),
+        }
+        for name, value in files.items():
+            (directory / name).write_text(json_text(value), encoding="utf-8")
+        for name in ("tokenizer.json", "tokenizer_config.json"):
+            shutil.copyfile(tokenizer_dir / name, directory / name)
+        return
     files = {
         "config.json": model_config(vocab_size, torch_dtype),
         "generation_config.json": generation_config(),
@@ -625,11 +736,21 @@ class Progress:
         sys.stderr.flush()
 
 
-def default_tokenizer_dir() -> Path:
+def check_t5_tokenizer_dir(directory: Path) -> None:
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        if not (directory / name).is_file():
+            raise CheckpointError(f"{directory / name} not found; pass --tokenizer-dir with a T5 tokenizer.json and tokenizer_config.json")
+
+
+def default_tokenizer_dir(model: str = "opt-2.7b") -> Path:
+    repo_root = Path(__file__).resolve().parent.parent
+    if model == "flan-t5-xl":
+        # No full T5 vocabulary ships here: the SentencePiece test tokenizer stands in (ids below 32100, so
+        # <image> still lands at 32100). Pass --tokenizer-dir with Flan-T5's own files for real text.
+        return repo_root / "Tests" / "Fixtures" / "tokenizer" / "t5" / "nmt_nfkc"
     shared = os.environ.get("BLIP2_SHARED_DIR")
     if shared:
         return Path(shared) / "tokenizers" / "opt"
-    repo_root = Path(__file__).resolve().parent.parent
     return repo_root.parent / "shared" / "tokenizers" / "opt"
 
 
@@ -639,6 +760,7 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
         "dtypes and configs; random values with per-role statistics. Needs only numpy.",
     )
     parser.add_argument("output", type=Path, help="folder to create, e.g. /tmp/blip2-opt-2.7b-synthetic")
+    parser.add_argument("--model", choices=("opt-2.7b", "flan-t5-xl"), default="opt-2.7b", help="Salesforce/blip2-opt-2.7b (default) or Salesforce/blip2-flan-t5-xl (fp16 ~7.8 GB; --lm-head and --vocab-size do not apply)")
     parser.add_argument("--dtype", choices=sorted(DTYPES), default="fp16", help="stored weight dtype (default fp16, ~7.5 GB; fp32 ~15 GB)")
     parser.add_argument("--seed", type=int, default=0, help="random seed (default 0); same seed, same values")
     parser.add_argument("--tokenizer-dir", type=Path, default=None, help="folder with OPT's vocab.json and merges.txt (default ../shared/tokenizers/opt from the repo root, or $BLIP2_SHARED_DIR/tokenizers/opt)")
@@ -657,7 +779,7 @@ def parse_arguments(argv: Optional[Sequence[str]]) -> argparse.Namespace:
 
 def run(arguments: argparse.Namespace) -> int:
     dtype, safetensors_dtype, torch_dtype = DTYPES[arguments.dtype]
-    specs = build_plan(arguments.vocab_size, arguments.lm_head == "present", arguments.seed)
+    specs = build_plan(arguments.vocab_size, arguments.lm_head == "present", arguments.seed, arguments.model)
     shards = assign_shards(specs, arguments.shards)
     total_bytes = sum(spec.count for spec in specs) * dtype.itemsize
 
@@ -670,8 +792,8 @@ def run(arguments: argparse.Namespace) -> int:
         print(json.dumps({"total_size": total_bytes, "tensors": plan}, indent=1))
         return 0
 
-    tokenizer_dir = arguments.tokenizer_dir or default_tokenizer_dir()
-    check_tokenizer_dir(tokenizer_dir)
+    tokenizer_dir = arguments.tokenizer_dir or default_tokenizer_dir(arguments.model)
+    (check_t5_tokenizer_dir if arguments.model == "flan-t5-xl" else check_tokenizer_dir)(tokenizer_dir)
 
     output = arguments.output.resolve()
     if output.exists() and not arguments.force:
@@ -694,7 +816,7 @@ def run(arguments: argparse.Namespace) -> int:
             f"file(s) to {output}",
             file=sys.stderr,
         )
-        write_side_files(staging, tokenizer_dir, arguments.vocab_size, torch_dtype)
+        write_side_files(staging, tokenizer_dir, arguments.vocab_size, torch_dtype, arguments.model)
         progress = Progress(total_bytes)
         writer = ValueWriter(dtype, arguments.seed)
         weight_map: Dict[str, str] = {}

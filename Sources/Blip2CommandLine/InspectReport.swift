@@ -78,7 +78,7 @@ public struct InspectReport: Encodable, Sendable {
             TokenizerSummary(vocabSize: data.vocab.count, mergeCount: data.merges.count, addedTokens: data.addedTokens,
                              imageTokenId: data.addedTokens.first { $0.content == (data.imageToken ?? "<image>") }?.id,
                              bosToken: data.bosToken, eosToken: data.eosToken)
-        }
+        } ?? Self.t5TokenizerSummary(file)
         self.path = path
         fileBytes = file.fileSize
         formatVersion = Int(file.formatVersion)
@@ -94,4 +94,16 @@ public struct JSONText: Encodable, Sendable {
     public let value: JSONValue
     public init(_ bytes: [UInt8]) { value = (try? JSONDecoder().decode(JSONValue.self, from: Data(bytes))) ?? .null }
     public func encode(to encoder: Encoder) throws { try value.encode(to: encoder) }
+}
+
+extension InspectReport {
+    /// A T5 model's SentencePiece Unigram tokenizer: its pieces (no merges) and added tokens.
+    static func t5TokenizerSummary(_ file: ModelFile) -> TokenizerSummary? {
+        guard let data = try? file.decode(T5TokenizerData.self, section: MetadataSectionName.t5Tokenizer),
+              let tokenizer = try? T5Tokenizer(data) else { return nil }
+        let added = Set(tokenizer.addedTokens.map(\.id))
+        return TokenizerSummary(vocabSize: (0..<tokenizer.vocabularySize).filter { !added.contains($0) }.count, mergeCount: 0,
+                                addedTokens: tokenizer.addedTokens, imageTokenId: tokenizer.imageTokenId, bosToken: nil,
+                                eosToken: data.eosToken)
+    }
 }

@@ -125,20 +125,10 @@ public struct OPTConfig: Codable, Sendable, Equatable {
         layerNormElementwiseAffine = try c.decodeIfPresent(Bool.self, forKey: .layerNormElementwiseAffine) ?? d.layerNormElementwiseAffine
         activationFunction = try c.decodeIfPresent(String.self, forKey: .activationFunction) ?? d.activationFunction
         bosTokenId = c.contains(.bosTokenId) ? try c.integer(.bosTokenId) : d.bosTokenId
-        eosTokenId = c.contains(.eosTokenId) ? try Self.firstId(c, .eosTokenId) : d.eosTokenId
+        eosTokenId = c.contains(.eosTokenId) ? try c.firstInteger(.eosTokenId) : d.eosTokenId
         padTokenId = c.contains(.padTokenId) ? try c.integer(.padTokenId) : d.padTokenId
         tieWordEmbeddings = try c.decodeIfPresent(Bool.self, forKey: .tieWordEmbeddings) ?? d.tieWordEmbeddings
         modelType = try c.decodeIfPresent(String.self, forKey: .modelType)
-    }
-
-    /// `eos_token_id` may be a list in newer configs; generation stops at the first.
-    private static func firstId(_ c: KeyedDecodingContainer<CodingKeys>, _ key: CodingKeys) throws -> Int? {
-        if var list = try? c.nestedUnkeyedContainer(forKey: key) {
-            guard !list.isAtEnd else { return nil }
-            guard let first = try? list.decode(Int.self) else { throw ConfigError("text_config.eos_token_id must be an integer or a list of integers") }
-            return first
-        }
-        return try c.integer(key)
     }
 
     public var embeddingDim: Int { wordEmbedProjDim ?? hiddenSize }
@@ -151,6 +141,8 @@ public struct Blip2Config: Codable, Sendable, Equatable {
     public var visionConfig = Blip2VisionConfig()
     public var qformerConfig = Blip2QFormerConfig()
     public var textConfig = OPTConfig()
+    /// Set when `text_config.model_type` is "t5" (BLIP-2 Flan-T5); `textConfig` is then unused.
+    public var t5Config: T5Config?
     public var numQueryTokens = 32
     public var imageTokenIndex: Int?
     public var useDecoderOnlyLanguageModel = true
@@ -172,7 +164,13 @@ public struct Blip2Config: Codable, Sendable, Equatable {
         }
         visionConfig = try c.decodeIfPresent(Blip2VisionConfig.self, forKey: .visionConfig) ?? Blip2VisionConfig()
         qformerConfig = try c.decodeIfPresent(Blip2QFormerConfig.self, forKey: .qformerConfig) ?? Blip2QFormerConfig()
-        textConfig = try c.decodeIfPresent(OPTConfig.self, forKey: .textConfig) ?? OPTConfig()
+        let textType = try? c.nestedContainer(keyedBy: T5Config.CodingKeys.self, forKey: .textConfig)
+            .decodeIfPresent(String.self, forKey: .modelType)
+        if textType == "t5" {
+            t5Config = try c.decode(T5Config.self, forKey: .textConfig)
+        } else {
+            textConfig = try c.decodeIfPresent(OPTConfig.self, forKey: .textConfig) ?? OPTConfig()
+        }
         // 4.x configs may carry the tie setting only at the top level.
         let textContainer = try? c.nestedContainer(keyedBy: OPTConfig.CodingKeys.self, forKey: .textConfig)
         if textContainer?.contains(.tieWordEmbeddings) != true,
@@ -189,13 +187,19 @@ public struct Blip2Config: Codable, Sendable, Equatable {
         var c = encoder.container(keyedBy: CodingKeys.self)
         try c.encode(visionConfig, forKey: .visionConfig)
         try c.encode(qformerConfig, forKey: .qformerConfig)
-        try c.encode(textConfig, forKey: .textConfig)
+        if let t5Config { try c.encode(t5Config, forKey: .textConfig) } else { try c.encode(textConfig, forKey: .textConfig) }
         try c.encode(numQueryTokens, forKey: .numQueryTokens)
         try c.encodeIfPresent(imageTokenIndex, forKey: .imageTokenIndex)
         try c.encode(useDecoderOnlyLanguageModel, forKey: .useDecoderOnlyLanguageModel)
         try c.encodeIfPresent(dtype, forKey: .dtype)
         try c.encode("blip-2", forKey: .modelType)
     }
+
+    /// The language model's width (what language_projection maps the queries to), vocabulary and stop id.
+    public var languageHiddenSize: Int { t5Config?.dModel ?? textConfig.hiddenSize }
+    public var languageVocabSize: Int { t5Config?.vocabSize ?? textConfig.vocabSize }
+    public var languageEOSTokenId: Int? { t5Config.map(\.eosTokenId) ?? textConfig.eosTokenId }
+    public var languagePadTokenId: Int? { t5Config.map(\.padTokenId) ?? textConfig.padTokenId }
 
     /// Decodes the text of a Hugging Face `config.json` (types only: `check(storedElements:)` checks the
     /// values); `source` names it in errors.
@@ -231,6 +235,16 @@ func describe(_ error: Error) -> String {
 }
 
 extension KeyedDecodingContainer {
+    /// `eos_token_id` may be a list in newer configs; generation stops at the first.
+    func firstInteger(_ key: Key) throws -> Int? {
+        if var list = try? nestedUnkeyedContainer(forKey: key) {
+            guard !list.isAtEnd else { return nil }
+            guard let first = try? list.decode(Int.self) else { throw ConfigError("text_config.\(key.stringValue) must be an integer or a list of integers") }
+            return first
+        }
+        return try integer(key)
+    }
+
     /// An optional integer. JSONDecoder calls a fraction or a number beyond 64 bits "not valid JSON"
     /// without naming the key; this names the key and the value instead.
     func integer(_ key: Key) throws -> Int? {

@@ -32,8 +32,10 @@ extension Blip2Config {
     /// Checks every value against the ranges and relations the runtime needs. Cheap; no allocation sized
     /// from the config happens before it.
     public func validate() throws {
-        guard useDecoderOnlyLanguageModel else {
-            throw ConfigError("only BLIP-2 with a decoder-only (OPT) language model is supported; this checkpoint uses an encoder-decoder (T5) model")
+        guard useDecoderOnlyLanguageModel == (t5Config == nil) else {
+            throw ConfigError(t5Config == nil
+                ? "use_decoder_only_language_model is false but text_config is not a T5 (encoder-decoder) model; only OPT and T5 language models are supported"
+                : "text_config is a T5 (encoder-decoder) model but use_decoder_only_language_model is true")
         }
         let v = visionConfig, q = qformerConfig, t = textConfig
         func range(_ name: String, _ value: Int, _ bounds: ClosedRange<Int>) throws {
@@ -53,7 +55,8 @@ extension Blip2Config {
         }
         func tokenId(_ name: String, _ value: Int?) throws {
             guard let value else { return }
-            guard value >= 0, value < t.vocabSize else { throw ConfigError("\(name) \(value) is outside the vocabulary (\(t.vocabSize) tokens)") }
+            let vocabulary = languageVocabSize
+            guard value >= 0, value < vocabulary else { throw ConfigError("\(name) \(value) is outside the vocabulary (\(vocabulary) tokens)") }
         }
 
         try range("vision_config.hidden_size", v.hiddenSize, 1...Limits.width)
@@ -79,8 +82,13 @@ extension Blip2Config {
         try epsilon("qformer_config.layer_norm_eps", q.layerNormEps)
         try range("num_query_tokens", numQueryTokens, 1...Limits.queryTokens)
 
+        try tokenId("image_token_index", imageTokenIndex)
+        guard v.hiddenAct == "gelu", q.hiddenAct == "gelu" else {
+            throw ConfigError("only the exact (erf) GELU activation is supported in the vision model and Q-Former (hidden_act '\(v.hiddenAct)', '\(q.hiddenAct)')")
+        }
+        if let t5Config { return try t5Config.validate(range: range) }
         if let type = t.modelType, type != "opt" {
-            throw ConfigError("text_config.model_type is '\(type)'; only OPT language models are supported")
+            throw ConfigError("text_config.model_type is '\(type)'; only OPT and T5 language models are supported")
         }
         try range("text_config.vocab_size", t.vocabSize, 1...Limits.vocabulary)
         try range("text_config.hidden_size", t.hiddenSize, 1...Limits.width)
@@ -92,11 +100,6 @@ extension Blip2Config {
         try tokenId("text_config.eos_token_id", t.eosTokenId)
         try tokenId("text_config.bos_token_id", t.bosTokenId)
         try tokenId("text_config.pad_token_id", t.padTokenId)
-        try tokenId("image_token_index", imageTokenIndex)
-
-        guard v.hiddenAct == "gelu", q.hiddenAct == "gelu" else {
-            throw ConfigError("only the exact (erf) GELU activation is supported in the vision model and Q-Former (hidden_act '\(v.hiddenAct)', '\(q.hiddenAct)')")
-        }
         guard t.activationFunction == "relu" else { throw ConfigError("text_config.activation_function '\(t.activationFunction)' is not supported (only relu)") }
     }
 
@@ -146,6 +149,11 @@ extension Blip2Config {
         let qformerOps = try C.product(q.numHiddenLayers, qformerLayer)
         let qformerFloats = try C.sum(C.product(5, n, hq), C.product(2, keyRows, hq), C.product(n, q.intermediateSize), keyRows)
 
+        if let t5 = t5Config {
+            let (languageOps, languageFloats) = try t5.estimatedCost(queryTokens: n, queryWidth: hq)
+            return RuntimeCost(operations: try C.sum(visionOps, qformerOps, languageOps),
+                               activationBytes: try C.product(4, C.sum(visionFloats, qformerFloats, languageFloats)))
+        }
         // OPT: every context token through every layer, attention over the cache, logits per step.
         let context = min(t.maxPositionEmbeddings, Limits.context), ht = t.hiddenSize
         let perToken = try C.sum(C.product(t.numHiddenLayers, C.sum(C.product(8, ht, ht), C.product(4, ht, t.ffnDim), C.product(4, context, ht))),

@@ -97,7 +97,13 @@ public struct WeightManifest: Sendable {
 
         // Projection into the language model
         let t = config.textConfig
-        linear("language_projection", out: t.hiddenSize, in: q.hiddenSize, .language)
+        linear("language_projection", out: config.languageHiddenSize, in: q.hiddenSize, .language)
+
+        if let t5 = config.t5Config {
+            list += Self.t5Weights(t5)
+            weights = list
+            return
+        }
 
         // OPT
         let d = "language_model.model.decoder"

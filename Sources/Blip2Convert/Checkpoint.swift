@@ -32,8 +32,8 @@ public final class Checkpoint {
         guard FileManager.default.fileExists(atPath: configURL.path) else {
             throw ConversionError("\(configURL.path): missing; a Hugging Face checkpoint folder has config.json beside its safetensors files")
         }
-        configJSON = try Self.readJSON(configURL)
-        let config = try Blip2Config.decode(configJSON, source: configURL.path)
+        var configJSON = try Self.readJSON(configURL)
+        var config = try Blip2Config.decode(configJSON, source: configURL.path)
 
         let single = folder.appendingPathComponent("model.safetensors")
         let indexURL = folder.appendingPathComponent("model.safetensors.index.json")
@@ -78,10 +78,15 @@ public final class Checkpoint {
             let (sum, overflow) = total.addingReportingOverflow(entry.elementCount)
             return overflow ? Int.max : sum
         }
+        if config.t5Config != nil {
+            (config, configJSON) = try Self.resolvingT5Head(config, json: configJSON, headStored: tensors[WeightManifest.outputHeadKey] != nil,
+                                                            source: configURL.path)
+        }
         do { try config.check(storedElements: stored) } catch let error as ConfigError {
             throw ConversionError("\(configURL.path): \(error.message)")
         }
         self.config = config
+        self.configJSON = configJSON
         self.shards = shards
         self.tensors = tensors
     }

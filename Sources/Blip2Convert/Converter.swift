@@ -190,7 +190,7 @@ public enum Converter {
             if let reason = ignoreReason(name, config: config) {
                 ignored.append("\(name): \(reason)")
             } else {
-                throw ConversionError("\(checkpoint.folder.path): unexpected tensor '\(name)' in the checkpoint: it is not part of a BLIP-2-OPT model with this config.json")
+                throw ConversionError("\(checkpoint.folder.path): unexpected tensor '\(name)' in the checkpoint: it is not part of a BLIP-2 model with this config.json")
             }
         }
         return Plan(sources: sources, ignored: ignored)
@@ -218,6 +218,7 @@ public enum Converter {
             return "tied to embed_tokens (text_config.tie_word_embeddings)"
         }
         if name.hasSuffix("position_ids") { return "index buffer, recomputed at run time" }
+        if config.t5Config != nil, let reason = t5IgnoreReason(name) { return reason }
         // The Q-Former's text feed-forward: the image path uses intermediate_query / output_query.
         let parts = name.split(separator: ".")
         if parts.count >= 6, parts[0] == "qformer", parts[1] == "encoder", parts[2] == "layer",
@@ -251,6 +252,7 @@ public enum Converter {
         sections.append(MetadataSection(name: MetadataSectionName.preprocessorConfig, json: preprocessorJSON))
         sections.append(MetadataSection(name: MetadataSectionName.generationConfig, json: try jsonObject("generation_config.json", required: false) ?? Array("{}".utf8)))
 
+        if config.t5Config != nil { return sections + [try t5TokenizerSection(folder: folder, config: config)] }
         let tokenizer: TokenizerData
         do {
             tokenizer = try TokenizerData.load(huggingFaceFolder: folder, imageTokenIndex: config.imageTokenIndex)

@@ -48,9 +48,11 @@ public enum WeightPrecision: String, CaseIterable, Sendable {
     }
 
     /// The language model's matrices whose 4-bit error changes tokens most: v_proj (its error passes through
-    /// attention unscaled) and fc2 (it writes the feed-forward's whole output into the residual stream).
+    /// attention unscaled) and fc2 (it writes the feed-forward's whole output into the residual stream); in
+    /// T5 their counterparts, the attentions' v and the feed-forward's wo.
     static func isSensitive(_ spec: WeightSpec) -> Bool {
-        spec.component == .language && (spec.name.hasSuffix(".self_attn.v_proj.weight") || spec.name.hasSuffix(".fc2.weight"))
+        spec.component == .language && [".self_attn.v_proj.weight", ".fc2.weight", ".SelfAttention.v.weight", ".EncDecAttention.v.weight",
+                                         ".DenseReluDense.wo.weight"].contains { spec.name.hasSuffix($0) }
     }
 
     /// Whether linear weights are stored in a floating point type (nothing to fit).

@@ -5,7 +5,7 @@ import Foundation
 
 // MARK: - Model
 //
-// Image -> vision -> Q-Former -> language_projection -> OPT. Weights are views into the model file.
+// Image -> vision -> Q-Former -> language_projection -> OPT (or T5, in T5.swift). Weights are views into the model file.
 
 // @unchecked Sendable: weights are read-only views into the mapping; the activation buffers serve one forward at a time, which every caller keeps (the server's one model thread, one caller in the CLI).
 public final class Blip2Model: @unchecked Sendable {
@@ -16,7 +16,9 @@ public final class Blip2Model: @unchecked Sendable {
     let vision: VisionModel
     let qformer: QFormerModel
     let projection: Linear                    // language_projection [text hidden, qformer hidden]
-    let language: LanguageModel
+    /// The language model: OPT, or T5 when the config's text_config is one (exactly one is set).
+    let language: LanguageModel?
+    let t5: T5Model?
     private let widened: [UnsafeMutablePointer<Float>]
 
     public init(file: ModelFile, compute: ComputeContext) throws {
@@ -27,8 +29,9 @@ public final class Blip2Model: @unchecked Sendable {
         let loader = WeightLoader(file: file)
         vision = try VisionModel(config: config.visionConfig, loader: loader)
         qformer = try QFormerModel(config: config, loader: loader)
-        projection = try loader.linear("language_projection", out: config.textConfig.hiddenSize, in: config.qformerConfig.hiddenSize)
-        language = try LanguageModel(config: config.textConfig, loader: loader)
+        projection = try loader.linear("language_projection", out: config.languageHiddenSize, in: config.qformerConfig.hiddenSize)
+        language = config.t5Config == nil ? try LanguageModel(config: config.textConfig, loader: loader) : nil
+        t5 = try config.t5Config.map { try T5Model(config: $0, loader: loader) }
         try loader.checkComplete(against: WeightManifest(config: config))
         widened = loader.claimWidened()
     }
@@ -36,8 +39,9 @@ public final class Blip2Model: @unchecked Sendable {
     deinit { for pointer in widened { pointer.deallocate() } }
 
     public var numQueryTokens: Int { config.numQueryTokens }
-    public var vocabularySize: Int { config.textConfig.vocabSize }
-    public var maxPositions: Int { config.textConfig.maxPositionEmbeddings }
+    public var vocabularySize: Int { config.languageVocabSize }
+    /// OPT's learned positions; T5's relative positions have no table, so its encoder takes the context limit.
+    public var maxPositions: Int { t5 == nil ? config.textConfig.maxPositionEmbeddings : Blip2Config.Limits.context }
     public var imageSize: Int { config.visionConfig.imageSize }
 
     // MARK: Stages (exposed for tests and timings)
@@ -56,7 +60,7 @@ public final class Blip2Model: @unchecked Sendable {
 
     /// Q-Former output -> language_projection [queries, text hidden].
     public func project(queryStates: [Float]) -> [Float] {
-        var out = [Float](repeating: 0, count: numQueryTokens * config.textConfig.hiddenSize)
+        var out = [Float](repeating: 0, count: numQueryTokens * config.languageHiddenSize)
         queryStates.withUnsafeBufferPointer { x in
             out.withUnsafeMutableBufferPointer { compute.linear(x.baseAddress!, tokens: numQueryTokens, projection, into: $0.baseAddress!) }
         }
@@ -70,13 +74,16 @@ public final class Blip2Model: @unchecked Sendable {
 
     /// Token embedding rows for ids (unchecked ids are the caller's error).
     public func tokenEmbeddings(_ ids: [Int]) -> [Float] {
-        var out = [Float](repeating: 0, count: ids.count * config.textConfig.embeddingDim)
-        out.withUnsafeMutableBufferPointer { language.embed(ids, into: $0.baseAddress!) }
+        var out = [Float](repeating: 0, count: ids.count * (t5?.dModel ?? config.textConfig.embeddingDim))
+        out.withUnsafeMutableBufferPointer { rows in
+            if let t5 { t5.embed(ids, into: rows.baseAddress!) } else { language?.embed(ids, into: rows.baseAddress!) }
+        }
         return out
     }
 
     public func makeSession(capacity: Int? = nil) -> LanguageSession {
-        LanguageSession(model: self, capacity: min(capacity ?? maxPositions, maxPositions))
+        precondition(language != nil, "a T5 model decodes through makeT5Session")
+        return LanguageSession(model: self, capacity: min(capacity ?? maxPositions, maxPositions))
     }
 }
 
@@ -103,7 +110,8 @@ public final class LanguageSession: @unchecked Sendable {
 
     /// Bytes the KV cache of a session holds for `capacity` positions (what a kept chat session costs).
     public static func cacheBytes(_ model: Blip2Model, capacity: Int) -> Int {
-        cacheShape(model, capacity: capacity).bytes
+        if let t5 = model.t5 { return T5Session.cacheBytes(t5, capacity: capacity) }
+        return cacheShape(model, capacity: capacity).bytes
     }
 
     private init(copying other: LanguageSession) {
@@ -136,14 +144,14 @@ public final class LanguageSession: @unchecked Sendable {
         let width = model.config.textConfig.embeddingDim
         if embeddings.count < ids.count * width { embeddings = [Float](repeating: 0, count: ids.count * width) }
         embeddings.withUnsafeMutableBufferPointer { rows in
-            model.language.embed(ids, into: rows.baseAddress!)
+            model.language!.embed(ids, into: rows.baseAddress!)
             run(UnsafePointer(rows.baseAddress!), tokens: ids.count)
         }
     }
 
     private func run(_ input: UnsafePointer<Float>, tokens: Int) {
         logits.withUnsafeMutableBufferPointer { out in
-            model.language.forward(input, tokens: tokens, cache: cache, logits: out.baseAddress!, compute: model.compute)
+            model.language!.forward(input, tokens: tokens, cache: cache, logits: out.baseAddress!, compute: model.compute)
         }
     }
 
@@ -167,7 +175,7 @@ public final class LanguageSession: @unchecked Sendable {
                 throw ModelLoadError(message: "the sequence would be \(session.length + 1) tokens; the language model holds \(session.capacity)")
             }
         }
-        model.language.step(tokens: tokens, sessions: sessions, compute: model.compute) { b, row in
+        model.language!.step(tokens: tokens, sessions: sessions, compute: model.compute) { b, row in
             sessions[b].logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: row, count: $0.count) }
         }
     }

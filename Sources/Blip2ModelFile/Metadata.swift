@@ -10,6 +10,8 @@ public enum MetadataSectionName {
     public static let preprocessorConfig = "preprocessor_config"
     public static let generationConfig = "generation_config"
     public static let tokenizer = "tokenizer"
+    /// A T5 model's tokenizer (`T5TokenizerData`), in place of `tokenizer`.
+    public static let t5Tokenizer = "t5_tokenizer"
     public static let quantization = "quantization"
 }
 

@@ -141,6 +141,9 @@ public enum Benchmark {
             record.name.hasPrefix("language_model.model.decoder.layers.") || record.name.hasPrefix("language_model.model.decoder.final_layer_norm")
                 || record.name == WeightManifest.outputHeadKey
                 || (record.name == WeightManifest.tokenEmbeddingKey && pipeline.model.config.textConfig.tieWordEmbeddings)
+                // T5: a token runs the decoder stack and the head (shared when tied); the encoder runs once per prompt.
+                || record.name.hasPrefix("language_model.decoder.")
+                || (record.name == WeightManifest.t5SharedKey && pipeline.model.config.t5Config?.tieWordEmbeddings == true)
         }.reduce(0) { $0 + $1.size }
 
         // The image: a file, or a deterministic synthetic photo-sized frame.
@@ -186,19 +189,17 @@ public enum Benchmark {
             let (embeddings, qformerMs) = profiled("qformer_projection", record: run > 0) {
                 pipeline.model.project(queryStates: pipeline.model.qformerForward(imageStates: states))
             }
-            let (session, prefillMs) = try profiled("prefill", record: run > 0) {
-                let session = try pipeline.makeState(capacity: pipeline.numQueryTokens + promptIds.count + settings.newTokens)
-                try session.feed(embeddings: embeddings)
-                try session.feed(promptIds)
-                return session
+            // A fresh image each run, so the prefill is measured rather than copied from a kept prefix.
+            let ((state, context), prefillMs) = try profiled("prefill", record: run > 0) {
+                try pipeline.startState(image: EncodedImage(embeddings: embeddings, timings: StageTimings()),
+                                        promptIds: promptIds, newTokens: settings.newTokens)
             }
 
             let clock = StepClock(capacity: settings.newTokens)
             let generateStart = DispatchTime.now().uptimeNanoseconds
             var firstChosen: UInt64?
-            _ = try pipeline.scheduler.decoding {
-                try Generator.generate(from: StepTimedState(session, clock: clock), contextIds: pipeline.contextIds(promptIds: promptIds),
-                                       options: options(settings, pipeline)) { _ in
+            _ = try pipeline.decodingSteps {
+                try timedGenerate(state, clock: clock, contextIds: context, options: options(settings, pipeline)) { _ in
                     if firstChosen == nil { firstChosen = DispatchTime.now().uptimeNanoseconds }
                 }
             }
@@ -280,10 +281,10 @@ public enum Benchmark {
 
     /// A session whose steps are timed: the interval between two steps' starts is one model step plus the
     /// strategy's work on its logits, what a generated token costs.
-    final class StepTimedState: DecoderState {
-        let inner: SessionState
+    final class StepTimedState<Inner: DecoderState>: DecoderState {
+        let inner: Inner
         let clock: StepClock
-        init(_ inner: SessionState, clock: StepClock) {
+        init(_ inner: Inner, clock: StepClock) {
             self.inner = inner
             self.clock = clock
         }
@@ -298,8 +299,14 @@ public enum Benchmark {
         }
         static func append(_ tokens: [Int], to states: [StepTimedState]) throws {
             states.first?.clock.tick()
-            try SessionState.append(tokens, to: states.map(\.inner))
+            try Inner.append(tokens, to: states.map(\.inner))
         }
+    }
+
+    /// Generates from `state` (OPT's or T5's) with its steps timed by `clock`.
+    static func timedGenerate<State: DecoderState>(_ state: State, clock: StepClock, contextIds: [Int], options: GenerationOptions,
+                                                   onToken: @escaping (Int) -> Void) throws -> [GeneratedSequence] {
+        try Generator.generate(from: StepTimedState(state, clock: clock), contextIds: contextIds, options: options, onToken: onToken)
     }
 
     /// A smooth gradient with a few hard edges: resizing work like a photo's, same every run.

@@ -112,14 +112,20 @@ extension Blip2Pipeline {
         for (prompt, maxNewTokens) in prompts.prompts {
             let ids = promptIds(prompt)
             try checkFits(promptIds: ids, maxNewTokens: maxNewTokens)
-            let state = try makeState(capacity: numQueryTokens + ids.count + maxNewTokens)
-            // One prefill: feeding the image and the prompt apart would run the head on the image's last
-            // position too, a row nothing reads.
-            try state.feed(embeddings: image.embeddings + model.tokenEmbeddings(ids), ids: ids)
+            let state: any DecoderState, context: [Int]
+            if model.isEncoderDecoder {
+                (state, context) = try startState(image: image, promptIds: ids, newTokens: maxNewTokens)
+            } else {
+                let session = try makeState(capacity: numQueryTokens + ids.count + maxNewTokens)
+                // One prefill: feeding the image and the prompt apart would run the head on the image's last
+                // position too, a row nothing reads.
+                try session.feed(embeddings: image.embeddings + model.tokenEmbeddings(ids), ids: ids)
+                (state, context) = (session, contextIds(promptIds: ids))
+            }
             var options = GenerationOptions()
             options.maxNewTokens = maxNewTokens
             var timings = StageTimings()
-            let sequence = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options,
+            let sequence = try decode(from: state, contextIds: context, options: options,
                                       onText: nil, shouldStop: nil, timings: &timings)
             let tokens = sequence.first?.tokens ?? []
             runs.append(CalibrationRun(prompt: prompt, promptTokens: ids.count, tokens: tokens, text: tokenizer.decodeStripped(tokens)))

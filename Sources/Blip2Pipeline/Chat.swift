@@ -37,12 +37,29 @@ public final class ChatSession: @unchecked Sendable {
         defer { turnLock.unlock() }
         let (ids, dropped) = try pipeline.chatPrompt(history: history, question: question, maxNewTokens: options.maxNewTokens)
         var timings = StageTimings()
-        let capacity = pipeline.contextLimit
+        let (working, context, shared) = try pipeline.model.isEncoderDecoder
+            ? encoderDecoderTurn(ids, options: options, timings: &timings)
+            : cachedTurn(ids, options: options, timings: &timings)
+        let sequences = try pipeline.decode(from: working, contextIds: context, options: options,
+                                            onText: onText, shouldStop: shouldStop, timings: &timings)
+        timings.total = [timings.prefill, timings.generate].compactMap { $0 }.reduce(0, +)
+        let texts = sequences.map { pipeline.tokenizer.decodeStripped($0.tokens) }
+        historyLock.withLock {
+            storedHistory = Array(storedHistory.dropFirst(dropped))
+            storedHistory.append((question, texts.first ?? ""))
+        }
+        let result = Blip2Pipeline.Result(sequences: sequences, promptIds: ids, timings: timings, texts: texts)
+        return Turn(result: result, droppedTurns: dropped, reusedIds: shared)
+    }
+
+    /// OPT: the cached state keeps the prefix this prompt shares with the last one and runs only the rest.
+    private func cachedTurn(_ ids: [Int], options: GenerationOptions, timings: inout StageTimings) throws
+        -> (state: any DecoderState, contextIds: [Int], reusedIds: Int) {
         let base: SessionState
         if let state {
             base = state
         } else {
-            base = try pipeline.makeState(capacity: capacity)
+            base = try pipeline.makeState(capacity: pipeline.contextLimit)
             try measure(&timings.prefill) { try pipeline.start(base, from: image) }
         }
         var shared = 0
@@ -53,19 +70,18 @@ public final class ChatSession: @unchecked Sendable {
             try base.feed(Array(ids[shared...]))
         }
         timings.prefill = (timings.prefill ?? 0) + (promptMilliseconds ?? 0)
-        // Beam search explores copies; greedy and sampling continue the cached state itself.
-        let working = options.numBeams > 1 ? try base.fork() : base
-        let sequences = try pipeline.decode(from: working, contextIds: pipeline.contextIds(promptIds: ids), options: options,
-                                            onText: onText, shouldStop: shouldStop, timings: &timings)
-        timings.total = [timings.prefill, timings.generate].compactMap { $0 }.reduce(0, +)
         state = base
-        let texts = sequences.map { pipeline.tokenizer.decodeStripped($0.tokens) }
-        historyLock.withLock {
-            storedHistory = Array(storedHistory.dropFirst(dropped))
-            storedHistory.append((question, texts.first ?? ""))
+        // Beam search explores copies; greedy and sampling continue the cached state itself.
+        return (options.numBeams > 1 ? try base.fork() : base, pipeline.contextIds(promptIds: ids), shared)
+    }
+
+    /// T5: the encoder reads the whole prompt in both directions, so nothing of the last turn's work carries over.
+    private func encoderDecoderTurn(_ ids: [Int], options: GenerationOptions, timings: inout StageTimings) throws
+        -> (state: any DecoderState, contextIds: [Int], reusedIds: Int) {
+        let (state, context) = try measure(&timings.prefill) {
+            try pipeline.startState(image: image, promptIds: ids, newTokens: options.maxNewTokens)
         }
-        let result = Blip2Pipeline.Result(sequences: sequences, promptIds: ids, timings: timings, texts: texts)
-        return Turn(result: result, droppedTurns: dropped, reusedIds: shared)
+        return (state, context, 0)
     }
 }
 
@@ -76,19 +92,20 @@ extension Blip2Pipeline {
     ///
     /// Each turn is tokenised once, newest first, and only until the context is full, so a long history
     /// costs no more than the turns that fit. Counting turn by turn gives the same ids as tokenising the
-    /// joined prompt: every turn ends in `.` and the next begins with ` Question`, so the GPT-2 split
-    /// always falls between them and no added token spans the two.
+    /// joined prompt: every turn ends in `.` and the next begins with ` Question`, so the GPT-2 split (or
+    /// T5's split at whitespace) always falls between them and no added token spans the two.
     public func chatPrompt(history: [(question: String, answer: String)], question: String,
                            maxNewTokens: Int) throws -> (ids: [Int], droppedTurns: Int) {
-        let budget = contextLimit - numQueryTokens - maxNewTokens
+        // T5 generates in its decoder: only the encoder's input counts against the context.
+        let budget = contextLimit - numQueryTokens - (model.isEncoderDecoder ? 0 : maxNewTokens)
         var tokens = promptIds(Prompts.question(question)).count
         // A turn in front of the prompt adds its own ids, and ` Question` replaces `Question` at the front.
         let next = Prompts.question("")
-        let nextAlone = tokenizer.encode(next, addBOS: false).count
+        let nextAlone = tokenizer.encode(next, addSpecialTokens: false).count
         var kept = 0
         while kept < history.count, tokens <= budget {
             let turn = history[history.count - 1 - kept]
-            let added = tokenizer.encode(Prompts.turn(question: turn.question, answer: turn.answer) + " " + next, addBOS: false).count - nextAlone
+            let added = tokenizer.encode(Prompts.turn(question: turn.question, answer: turn.answer) + " " + next, addSpecialTokens: false).count - nextAlone
             guard tokens + added <= budget else { break }
             tokens += added
             kept += 1
@@ -96,7 +113,7 @@ extension Blip2Pipeline {
         var dropped = history.count - kept
         var ids = promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
         // Only a tokenizer that splits differently could make the count differ; the prompt must fit regardless.
-        while numQueryTokens + ids.count + maxNewTokens > contextLimit, dropped < history.count {
+        while numQueryTokens + ids.count > budget + numQueryTokens, dropped < history.count {
             dropped += 1
             ids = promptIds(Prompts.chat(history: Array(history.dropFirst(dropped)), question: question))
         }

@@ -124,7 +124,8 @@ final class ImagePrefixes: @unchecked Sendable {
 // @unchecked Sendable: as Blip2Model: immutable after loading but for the model's buffers, one forward at a time.
 public final class Blip2Pipeline: @unchecked Sendable {
     public let model: Blip2Model
-    public let tokenizer: OPTTokenizer
+    /// OPT's byte-level BPE or T5's SentencePiece Unigram, as the model file carries.
+    public let tokenizer: any TextTokenizer
     public let preprocessor: ImagePreprocessor
     public let imageOptions: ImageDecodeOptions
     /// Context limit for prompts: the BLIP-2 walkthrough's 512, or less if the model has fewer positions.
@@ -142,8 +143,11 @@ public final class Blip2Pipeline: @unchecked Sendable {
         let compute = try compute ?? ComputeContext.fromEnvironment()
         let file = try ModelFile(path: modelPath)
         model = try Blip2Model(file: file, compute: compute)
-        let tokenizerData = try file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer)
-        do { tokenizer = try OPTTokenizer(tokenizerData) } catch {
+        do {
+            tokenizer = model.isEncoderDecoder
+                ? try T5Tokenizer(try file.decode(T5TokenizerData.self, section: MetadataSectionName.t5Tokenizer))
+                : try OPTTokenizer(try file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer))
+        } catch {
             throw PipelineError("\(modelPath): the tokenizer in the model file is invalid: \(error)")
         }
         guard let section = file.section(named: MetadataSectionName.preprocessorConfig) else {
@@ -177,8 +181,8 @@ public final class Blip2Pipeline: @unchecked Sendable {
     func makeState(capacity: Int) throws -> SessionState {
         try SessionState(model: model, scheduler: scheduler, capacity: capacity)
     }
-    public var eosTokenId: Int? { model.config.textConfig.eosTokenId }
-    public var padTokenId: Int? { model.config.textConfig.padTokenId }
+    public var eosTokenId: Int? { model.config.languageEOSTokenId }
+    public var padTokenId: Int? { model.config.languagePadTokenId }
     public var imageTokenId: Int { model.config.imageTokenIndex ?? tokenizer.imageTokenId ?? tokenizer.vocabularySize }
 
     // MARK: Images
@@ -219,13 +223,14 @@ public final class Blip2Pipeline: @unchecked Sendable {
 
     // MARK: Prompts
 
-    /// BOS + prompt ids, as the processor builds them to follow the image embeddings.
+    /// The prompt's ids as the processor builds them to follow the image embeddings: BOS + prompt ids (OPT),
+    /// prompt ids + `</s>` (T5).
     public func promptIds(_ prompt: String?) -> [Int] {
         Self.promptIds(prompt, tokenizer: tokenizer)
     }
 
-    public static func promptIds(_ prompt: String?, tokenizer: OPTTokenizer) -> [Int] {
-        tokenizer.encode(prompt ?? "", addBOS: true)
+    public static func promptIds(_ prompt: String?, tokenizer: any TextTokenizer) -> [Int] {
+        tokenizer.encode(prompt ?? "", addSpecialTokens: true)
     }
 
     /// What transformers passes to generate as input_ids: one `<image>` per query token, then the prompt ids.
@@ -233,8 +238,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
         [Int](repeating: imageTokenId, count: numQueryTokens) + promptIds
     }
 
-    /// Refuses a prompt that cannot fit the context with the tokens to generate.
+    /// Refuses a prompt that cannot fit the context with the tokens to generate (T5 generates in its decoder,
+    /// so only the image embeddings and the prompt fill its encoder's context).
     public func checkFits(promptIds: [Int], maxNewTokens: Int) throws {
+        if model.isEncoderDecoder { return try checkEncoderFits(promptIds: promptIds, maxNewTokens: maxNewTokens) }
         let needed = numQueryTokens + promptIds.count + maxNewTokens
         guard needed <= contextLimit else {
             throw PipelineError("the prompt is \(promptIds.count) tokens; with \(numQueryTokens) image embeddings and \(maxNewTokens) new tokens that is \(needed), over the \(contextLimit)-token context: shorten it or lower --max-new-tokens",
@@ -262,13 +269,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
         let ids = promptIds(prompt)
         try checkFits(promptIds: ids, maxNewTokens: options.maxNewTokens)
         var timings = image.timings
-        // Decoding never feeds the last generated token, so this is exactly enough.
-        let state = try makeState(capacity: numQueryTokens + ids.count + options.maxNewTokens)
-        try measure(&timings.prefill) {
-            try start(state, from: image)
-            try state.feed(ids)
+        let (state, context) = try measure(&timings.prefill) {
+            try startState(image: image, promptIds: ids, newTokens: options.maxNewTokens)
         }
-        let sequences = try decode(from: state, contextIds: contextIds(promptIds: ids), options: options,
+        let sequences = try decode(from: state, contextIds: context, options: options,
                                    echoIds: echo ? ids : [], onText: onText, shouldStop: shouldStop, timings: &timings)
         timings.total = [timings.imageDecode, timings.preprocess, timings.vision, timings.qformer, timings.prefill, timings.generate]
             .compactMap { $0 }.reduce(0, +)
@@ -282,22 +286,22 @@ public final class Blip2Pipeline: @unchecked Sendable {
     }
 
     /// `echoIds` are streamed as text before the first generated token.
-    func decode(from state: SessionState, contextIds: [Int], options: GenerationOptions, echoIds: [Int] = [],
+    func decode(from state: some DecoderState, contextIds: [Int], options: GenerationOptions, echoIds: [Int] = [],
                 onText: ((String) -> Void)?, shouldStop: (() -> Bool)?, timings: inout StageTimings) throws -> [GeneratedSequence] {
         var options = options
         options.eosTokenId = options.eosTokenId ?? eosTokenId
         options.padTokenId = options.padTokenId ?? padTokenId
         try options.validate()
-        var stream = TokenStreamDecoder(tokenizer: tokenizer, stripWhitespace: true)
+        var stream = StreamingText(tokenizer: tokenizer)
         let streaming = onText != nil && options.streamsTokens
         if streaming {
-            let head = stream.append(contentsOf: echoIds)
+            let head = stream.append(echoIds)
             if !head.isEmpty { onText?(head) }
         }
         // Joined only now, with the prompt in the cache: a joined generation must keep stepping.
         let sequences = try measure(&timings.generate) {
-            try scheduler.decoding { try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
-                let piece = stream.append(id)
+            try decodingSteps { try Generator.generate(from: state, contextIds: contextIds, options: options, onToken: streaming ? { id in
+                let piece = stream.append([id])
                 if !piece.isEmpty { onText?(piece) }
             } : nil, shouldStop: shouldStop) }
         }
@@ -310,12 +314,10 @@ public final class Blip2Pipeline: @unchecked Sendable {
 
     /// The raw logits the model gives at each step of `tokens` after the prompt ([tokens.count, vocab]).
     public func stepLogits(image: EncodedImage, promptIds: [Int], tokens: [Int]) throws -> [Float] {
-        let state = try makeState(capacity: numQueryTokens + promptIds.count + tokens.count)
-        try start(state, from: image)
-        try state.feed(promptIds)
+        let (state, _) = try startState(image: image, promptIds: promptIds, newTokens: tokens.count)
         var all: [Float] = []
         all.reserveCapacity(tokens.count * model.vocabularySize)
-        try scheduler.decoding {
+        try decodingSteps {
             for (i, token) in tokens.enumerated() {
                 all += state.logits
                 if i + 1 < tokens.count { try state.append(token) }
@@ -334,6 +336,7 @@ final class SessionState: DecoderState {
     private(set) var ids: [Int] = []
 
     init(model: Blip2Model, scheduler: StepScheduler, capacity: Int) throws {
+        guard !model.isEncoderDecoder else { throw PipelineError("a T5 model decodes through T5State, not an OPT session") }
         guard capacity <= model.maxPositions else {
             throw PipelineError("the sequence needs \(capacity) positions; the language model has \(model.maxPositions)")
         }

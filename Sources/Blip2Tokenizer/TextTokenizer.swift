@@ -15,6 +15,16 @@ public protocol TextTokenizer: AnyObject, Sendable {
     func token(for id: Int) -> String?
     func id(for token: String) -> Int?
     func isSpecial(_ id: Int) -> Bool
+    /// The id of the image token `Blip2Processor` repeats for the query embeddings, when the data names one.
+    var imageTokenId: Int? { get }
+}
+
+extension TextTokenizer {
+    /// The caption or answer text as the BLIP-2 examples produce it:
+    /// `processor.batch_decode(ids, skip_special_tokens=True)[0].strip()`.
+    public func decodeStripped(_ ids: [Int]) -> String {
+        OPTTokenizer.stripPythonWhitespace(decode(ids, skipSpecialTokens: true))
+    }
 }
 
 extension OPTTokenizer: TextTokenizer {

@@ -68,9 +68,14 @@ struct InspectCommand: ParsableCommand {
         }
         lines.append("vision      \(v.numHiddenLayers) layers x \(v.hiddenSize), \(v.numAttentionHeads) heads, mlp \(v.intermediateSize), image \(v.imageSize)/\(v.patchSize), qkv_bias \(v.qkvBias)")
         lines.append("qformer     \(q.numHiddenLayers) layers x \(q.hiddenSize), \(q.numAttentionHeads) heads, \(config.numQueryTokens) query tokens, cross-attention every \(q.crossAttentionFrequency)")
-        lines.append("language    OPT \(t.numHiddenLayers) layers x \(t.hiddenSize), \(t.numAttentionHeads) heads, ffn \(t.ffnDim), vocab \(t.vocabSize), eos \(t.eosTokenId.map(String.init) ?? "none"), tied head \(t.tieWordEmbeddings)")
+        if let t5 = config.t5Config {
+            lines.append("language    T5 encoder \(t5.numLayers) + decoder \(t5.decoderLayers) layers x \(t5.dModel), \(t5.numHeads) heads x \(t5.dKv), ff \(t5.dFf) \(t5.feedForwardProj), \(t5.relativeAttentionNumBuckets) relative buckets to \(t5.relativeAttentionMaxDistance), vocab \(t5.vocabSize), eos \(t5.eosTokenId.map(String.init) ?? "none"), tied head \(t5.tieWordEmbeddings), output scaled \(t5.scaleDecoderOutputs)")
+        } else {
+            lines.append("language    OPT \(t.numHiddenLayers) layers x \(t.hiddenSize), \(t.numAttentionHeads) heads, ffn \(t.ffnDim), vocab \(t.vocabSize), eos \(t.eosTokenId.map(String.init) ?? "none"), tied head \(t.tieWordEmbeddings)")
+        }
         if let tokenizer = report.tokenizer {
-            lines.append("tokenizer   \(tokenizer.vocabSize) tokens + \(tokenizer.addedTokens.count) added, \(tokenizer.mergeCount) merges, <image> = \(tokenizer.imageTokenId.map(String.init) ?? "absent")")
+            let model = config.t5Config == nil ? "\(tokenizer.mergeCount) merges" : "SentencePiece Unigram"
+            lines.append("tokenizer   \(tokenizer.vocabSize) tokens + \(tokenizer.addedTokens.count) added, \(model), <image> = \(tokenizer.imageTokenId.map(String.init) ?? "absent")")
         }
         if let verify = report.verify {
             lines.append(verify.failures.isEmpty ? "verify      all \(verify.checked) checksums match" : "verify      \(verify.failures.count) of \(verify.checked) checksums FAIL")

@@ -40,9 +40,12 @@ struct TokenizerModelOptions: ParsableArguments {
     @Argument(help: "A model file written by blip2-quantize.")
     var model: String
 
-    func loadTokenizer() throws -> OPTTokenizer {
+    func loadTokenizer() throws -> any TextTokenizer {
         do {
             let file = try ModelFile(path: model, options: .init(decompressAtOpen: false))
+            if file.section(named: MetadataSectionName.t5Tokenizer) != nil {
+                return try T5Tokenizer(try file.decode(T5TokenizerData.self, section: MetadataSectionName.t5Tokenizer))
+            }
             return try OPTTokenizer(try file.decode(TokenizerData.self, section: MetadataSectionName.tokenizer))
         } catch {
             throw failure(error)

@@ -86,16 +86,18 @@ final class Pipelines: @unchecked Sendable {
     private var cache: [String: Blip2Pipeline] = [:]
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blip2-pipeline-tests-\(getpid())")
 
-    func pipeline(_ name: String, weights: WeightPrecision = .f32) throws -> Blip2Pipeline {
+    /// `fixtures`: the OPT models, or the Flan-T5 ones (Tests/Fixtures/models-t5).
+    func pipeline(_ name: String, weights: WeightPrecision = .f32, fixtures: URL = fixtureModels) throws -> Blip2Pipeline {
         lock.lock()
         defer { lock.unlock() }
+        // The fixture names of the two folders differ; the file name is what CalibrationTests opens.
         let key = "\(name)-\(weights.rawValue)"
         if let pipeline = cache[key] { return pipeline }
         try FileManager.default.createDirectory(at: directory, withIntermediateDirectories: true)
         let path = directory.appendingPathComponent("\(key).blip2").path
         var options = ConversionOptions()
         options.weights = weights
-        _ = try Converter.convert(checkpoint: fixtureModels.appendingPathComponent(name).appendingPathComponent("checkpoint"), output: path, options: options)
+        _ = try Converter.convert(checkpoint: fixtures.appendingPathComponent(name).appendingPathComponent("checkpoint"), output: path, options: options)
         let pipeline = try Blip2Pipeline(modelPath: path)
         cache[key] = pipeline
         return pipeline
