@@ -31,6 +31,11 @@ calibration scenes). Seeds, questions, command and file are in the JSON report.
   python3 Benchmarks/quality.py CKPT --bin BIN --count 50 --variant 'q4-vision-q8=--weights q4 --override vision_model.*=q8'
   python3 Benchmarks/quality.py CKPT --bin BIN --only q4 q4-imatrix --variant 'q8-imatrix=--weights q8 --imatrix {imatrix}'
 
+--weights-only adds, for every quantized variant, a row "NAME weights only": its file's weights written
+back out at f32 (Tools/dequantize_model.py) and converted with --weights f32, so the products quantize no
+activations. Its agreement is what the weight format alone costs; the rest of the variant's disagreements
+come from the activations its products round (q8 or q8k blocks).
+
 The transformers reference is cached in the work folder (keyed by checkpoint, seed and count),
 so trying another variant does not recompute it. Needs python3 with torch, transformers (5.x),
 numpy and Pillow, and the two executables.
@@ -354,6 +359,8 @@ def main() -> None:
                         help="the precision `blip2 imatrix` runs the checkpoint at (f32, f16, q8)")
     parser.add_argument("--work", type=Path, default=Path("/tmp/blip2-quality"),
                         help="images, converted models and the cached reference")
+    parser.add_argument("--weights-only", action="store_true",
+                        help="also measure every quantized variant's weights alone (dequantized to f32, run with f32 products)")
     parser.add_argument("--json", type=Path, help="write every number and per-prompt output here")
     args = parser.parse_args()
 
@@ -416,6 +423,20 @@ def main() -> None:
         per_prompt[name] = outputs
         print(f"{name}: caption {s['caption_exact_match']:.3f}, VQA {s['vqa_accuracy_all']:.3f}, "
               f"ids = transformers {s['agreement_token_ids']:.4f}", file=sys.stderr, flush=True)
+        stored_as = options[options.index("--weights") + 1] if "--weights" in options else None
+        if args.weights_only and (stored_as not in ("f32", "f16") or "--override" in options):
+            alone = f"{name} weights only"
+            folder = args.work / f"{name}-dequantized"
+            subprocess.run([sys.executable, str(PACKAGE_ROOT / "Tools" / "dequantize_model.py"), str(model),
+                            str(args.checkpoint), str(folder)], check=True, capture_output=True)
+            dequantized = args.work / f"{name}-dequantized.blip2"
+            convert(quantize, folder, dequantized, ["--weights", "f32"])
+            outputs = runtime(blip2, dequantized, jobs, chats, args.threads, ref["eos"])
+            s = score(jobs, chats, outputs, ref) | {"runtime_seconds": outputs["seconds"], "weights_of": name}
+            rows.append((alone, s, None))
+            report["variants"][alone] = s
+            per_prompt[alone] = outputs
+            print(f"{alone}: ids = transformers {s['agreement_token_ids']:.4f}", file=sys.stderr, flush=True)
 
     print(table(rows))
     if args.json:

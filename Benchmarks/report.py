@@ -38,7 +38,7 @@ VARIANTS = {
     # q4 language model, q8 image side: the image encoder is compute bound, decode is bandwidth bound.
     "mixed": ["--weights", "mixed"],
     # Super-block formats (256-input blocks, integer sub-scales): 4.5, 3.44 and 6.56 bits per weight, and q4k
-    # with the language model's v_proj and fc2 in q6k.
+    # with the Q-Former and the language projection in q6k.
     "q4k": ["--weights", "q4k"],
     "q3k": ["--weights", "q3k"],
     "q6k": ["--weights", "q6k"],

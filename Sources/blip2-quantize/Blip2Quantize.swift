@@ -36,7 +36,7 @@ struct Blip2Quantize: ParsableCommand {
             completion: .file(extensions: ["blip2"]))
     var output: String
 
-    @Option(name: .long, help: ArgumentHelp("Type of the linear weights: f32, f16, q8, q4, mixed (q4 language model, q8 vision and Q-Former), the super-block types q4k (4.5 bits), q3k (3.44), q6k (6.56), or q4k-m (q4k with the language model's v_proj and fc2 in q6k).",
+    @Option(name: .long, help: ArgumentHelp("Type of the linear weights: f32, f16, q8, q4, mixed (q4 language model, q8 vision and Q-Former), the super-block types q4k (4.5 bits), q3k (3.44), q6k (6.56), or q4k-m (q4k with the Q-Former and the language projection in q6k).",
                                             valueName: "type"),
             completion: .list(WeightPrecision.allCases.map(\.rawValue)))
     var weights: String = "q8"

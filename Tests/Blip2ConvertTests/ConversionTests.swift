@@ -125,7 +125,8 @@ import Testing
         #expect(!scratch.contents.contains("bad.blip2"))
     }
 
-    /// q4k-m: the language model's v_proj and fc2 in q6k, every other linear weight q4k; embeddings stay q8;
+    /// q4k-m: the Q-Former's linear weights and the language projection in q6k, every other linear weight q4k;
+    /// embeddings stay q8;
     /// the file is format version 3 (the first that holds super-block types).
     @Test func superBlockMixedPolicy() throws {
         let scratch = Scratch()
@@ -138,7 +139,7 @@ import Testing
         #expect(file.tensor(named: "language_model.model.decoder.embed_tokens.weight")?.type == .q8)
         for tensor in manifest.weights where tensor.role == .linearWeight {
             let type = try #require(file.tensor(named: tensor.name)).type
-            if tensor.name.hasPrefix("language_model.") && (tensor.name.hasSuffix("v_proj.weight") || tensor.name.hasSuffix("fc2.weight")) {
+            if tensor.name.hasPrefix("qformer.") || tensor.name == "language_projection.weight" {
                 #expect(type == .q6k, "\(tensor.name)")
             } else {
                 #expect(type == .q4k, "\(tensor.name)")

@@ -149,6 +149,46 @@ private struct Definition {
         return best
     }
 
+    /// Weighted error of min/max rounding with exact (unrounded) scales, written from its definition: q4k spans
+    /// [min(0, min x), max x] of each sub-block in 15 equal steps; the symmetric formats map the sub-block's
+    /// input of largest magnitude to the extreme level (-4 or -32).
+    static func minMaxError(_ type: ElementType, _ x: [Float], _ w: [Float]) -> Double {
+        let def = Definition.of(type)
+        var plain = 0.0
+        for j in stride(from: 0, to: x.count, by: def.sub) {
+            let xs = x[j..<(j + def.sub)], ws = w[j..<(j + def.sub)]
+            if def.hasMinimum {
+                let lo = min(0, Double(xs.min()!)), step = (Double(xs.max()!) - lo) / 15
+                for (xi, wi) in zip(xs, ws) where step > 0 {
+                    plain += Double(wi) * pow(Double(xi) - (lo + ((Double(xi) - lo) / step).rounded() * step), 2)
+                }
+            } else {
+                let peak = Double(xs.max { abs($0) < abs($1) }!), step = -peak / Double(def.offset)
+                for (xi, wi) in zip(xs, ws) where step != 0 {
+                    let level = min(max((Double(xi) / step).rounded(), Double(-def.offset)), Double(def.offset - 1))
+                    plain += Double(wi) * pow(Double(xi) - level * step, 2)
+                }
+            }
+        }
+        return plain
+    }
+
+    /// Whole and short super-blocks whose sub-blocks differ in scale by up to 30x (so most integer sub-scales
+    /// are small and their rounding matters), with and without outlier inputs and importance: the fit never
+    /// loses to min/max rounding with exact scales by more than the stored scales' rounding allows.
+    @Test(arguments: superBlockTypes)
+    func fitNeverLosesToMinMaxOnWholeRows(type: ElementType) throws {
+        var rng = SplitMix(seed: 29)
+        for trial in 0..<60 {
+            let count = [256, 128, 96][trial % 3]
+            let spread = (0..<(count / 16)).map { _ in rng.uniform(0.03, 1) }
+            let x = (0..<count).map { i in rng.uniform(-1, 1) * spread[i / 16] * (trial % 4 == 3 && i % 37 == 0 ? 8 : 1) + (trial % 5 == 1 ? 0.1 : 0) }
+            let w = (0..<count).map { i in trial % 2 == 0 ? Float(1) : rng.uniform(0.01, 1) * (i % 11 == 0 ? 40 : 1) }
+            let fitted = Self.fitError(type, x, w), plain = Self.minMaxError(type, x, w)
+            #expect(fitted <= plain * 1.01 + 1e-12, "\(type) trial \(trial) (\(count) inputs): fit \(fitted) worse than min/max \(plain)")
+        }
+    }
+
     /// On super-blocks of one or two sub-blocks (32 inputs), the fit comes close to brute force over the
     /// continuous scales, and never loses to min/max rounding on the format's own grid.
     @Test(arguments: superBlockTypes)
@@ -165,24 +205,7 @@ private struct Definition {
             let fitted = Self.fitError(type, x, w)
             worst = max(worst, fitted / max(brute, 1e-30))
             total += fitted / max(brute, 1e-30)
-            // Min/max rounding, written from its definition: q4k spans [min(0, min x), max x] in 15 equal steps;
-            // the symmetric formats map the input of largest magnitude to the extreme level (-4 or -32).
-            var plain = 0.0
-            for j in stride(from: 0, to: 32, by: def.sub) {
-                let xs = x[j..<(j + def.sub)], ws = w[j..<(j + def.sub)]
-                if def.hasMinimum {
-                    let lo = min(0, Double(xs.min()!)), step = (Double(xs.max()!) - lo) / 15
-                    for (xi, wi) in zip(xs, ws) where step > 0 {
-                        plain += Double(wi) * pow(Double(xi) - (lo + ((Double(xi) - lo) / step).rounded() * step), 2)
-                    }
-                } else {
-                    let peak = Double(xs.max { abs($0) < abs($1) }!), step = -peak / Double(def.offset)
-                    for (xi, wi) in zip(xs, ws) where step != 0 {
-                        let level = min(max((Double(xi) / step).rounded(), Double(-def.offset)), Double(def.offset - 1))
-                        plain += Double(wi) * pow(Double(xi) - level * step, 2)
-                    }
-                }
-            }
+            let plain = Self.minMaxError(type, x, w)
             // 1%: the stored scales are f16 and small integers; min/max above is exact.
             #expect(fitted <= plain * 1.01 + 1e-12, "\(type) trial \(trial): fit \(fitted) worse than min/max \(plain)")
         }
