@@ -689,6 +689,25 @@ BLIP2_INLINE const int8_t *q36k_scales_avx2(const char *block, bool six, int8_t 
     return space;
 }
 
+// q3k's bit plane (byte 64 + v of a chunk: bit g the top bit of group g) for sub-block h: its 4 bits as a
+// nibble per byte, then group k's bit at bit 2 by a table lookup (one vpshufb per group, where a shift and a
+// mask of the plane took two).
+static const uint8_t q3k_top_bit_tables[4][16] = {
+    {0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4},
+    {0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4, 0, 0, 4, 4},
+    {0, 0, 0, 0, 4, 4, 4, 4, 0, 0, 0, 0, 4, 4, 4, 4},
+    {0, 0, 0, 0, 0, 0, 0, 0, 4, 4, 4, 4, 4, 4, 4, 4},
+};
+
+BLIP2_INLINE __m256i q3k_top_nibbles_avx2(const uint8_t *chunk, int h) {
+    const __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
+    return _mm256_and_si256(h ? _mm256_srli_epi16(top, 4) : top, _mm256_set1_epi8(0x0f));
+}
+
+BLIP2_INLINE __m256i q3k_top_bit_avx2(__m256i nibbles, int k) {
+    return _mm256_shuffle_epi8(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)q3k_top_bit_tables[k])), nibbles);
+}
+
 // The unsigned levels of sub-block h (0, 1) of a q3k or q6k chunk: its 4 groups of 8 rows x 4 inputs.
 BLIP2_INLINE void q36k_levels_avx2(const uint8_t *chunk, int h, bool six, __m256i *g) {
     if (six) {
@@ -766,7 +785,7 @@ BLIP2_INLINE void tile_q36k_avx2(const void *const *wv, const void *const *xv, s
 // loop they cost a tenth of the tile).
 // Panels per pass: on the Xeon (docs/KERNELS.md) 4 of 1, 2 and 4 ran fastest for every format (AVX2 q6k: a tie).
 #define BLIP2_MV_PANELS 4
-#define BLIP2_KQ_MV(q4k_name, q36k_name, chunk, sub, pair_dot, unit)                                              \
+#define BLIP2_KQ_MV(q4k_name, q36k_name, chunk, sub, chunk3, pair_dot, unit)                                              \
 BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int P) {      \
     const blip2_block_q8k *x = (const blip2_block_q8k *)xv[0];                                                    \
     const char *block[4];                                                                                        \
@@ -821,18 +840,25 @@ BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t
             offset[p] = _mm256_setzero_si256();                                                                  \
         }                                                                                                        \
         for (size_t c = 0; c < chunks; c++) {                                                                    \
+            const __m256i sums = sum_pair_avx2(x[s].sums + 2 * c);                                               \
+            if (!six) {                                                                                          \
+                BLIP2_UNROLL for (int p = 0; p < P; p++) {                                                       \
+                    const uint8_t *qs = (const uint8_t *)block[p] + header + c * 96;                             \
+                    dot[p] = chunk3(dot[p], qs, x[s].qs + 32 * c, scales[p] + 16 * c, sums);                      \
+                }                                                                                                \
+                continue;                                                                                        \
+            }                                                                                                    \
             BLIP2_UNROLL for (int h = 0; h < 2; h++) BLIP2_UNROLL for (int p = 0; p < P; p++) {                   \
                 const uint8_t *qs = (const uint8_t *)block[p] + header + c * 32 * bits;                           \
                 dot[p] = _mm256_add_epi32(dot[p], sub(qs, h, six, x[s].qs + 32 * c + 16 * h, scales[p] + 8 * (2 * c + h))); \
             }                                                                                                    \
-            const __m256i sums = sum_pair_avx2(x[s].sums + 2 * c);                                               \
             BLIP2_UNROLL for (int p = 0; p < P; p++)                                                             \
                 offset[p] = pair_dot(offset[p], scale_pairs_avx2(scales[p] + 16 * c, scales[p] + 16 * c + 8, true), sums); \
         }                                                                                                        \
         const __m256 da = _mm256_set1_ps(x[s].d);                                                                \
         BLIP2_UNROLL for (int p = 0; p < P; p++) {                                                               \
             const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block[p]));                         \
-            const __m256i total = _mm256_sub_epi32(dot[p], _mm256_slli_epi32(offset[p], six ? 5 : 2));           \
+            const __m256i total = six ? _mm256_sub_epi32(dot[p], _mm256_slli_epi32(offset[p], 5)) : dot[p];      \
             acc[p] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, da), acc[p]);                   \
             block[p] += header + count * bits;                                                                   \
         }                                                                                                        \
@@ -864,8 +890,14 @@ BLIP2_INLINE __m256i q36k_sub_avx2(const uint8_t *chunk, int h, bool six, const 
     return _mm256_madd_epi16(_mm256_add_epi16(p01, p23), scale);
 }
 
+// q3k's whole chunk (sub-blocks 2c, 2c + 1) with its value offset: sum_j s_j sum_i (q_i - 4) a_i.
+BLIP2_INLINE __m256i q3k_chunk_avx2(__m256i dot, const uint8_t *chunk, const int8_t *a, const int8_t *scales, __m256i sums) {
+    dot = _mm256_add_epi32(dot, _mm256_add_epi32(q36k_sub_avx2(chunk, 0, false, a, scales), q36k_sub_avx2(chunk, 1, false, a + 16, scales + 8)));
+    return _mm256_sub_epi32(dot, _mm256_slli_epi32(_mm256_madd_epi16(scale_pairs_avx2(scales, scales + 8, true), sums), 2));
+}
+
 BLIP2_INLINE __m256i pair_dot_avx2(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
-BLIP2_KQ_MV(tile_q4k_mv_avx2, tile_q36k_mv_avx2, q4k_chunk_avx2, q36k_sub_avx2, pair_dot_avx2, 1.0f)
+BLIP2_KQ_MV(tile_q4k_mv_avx2, tile_q36k_mv_avx2, q4k_chunk_avx2, q36k_sub_avx2, q3k_chunk_avx2, pair_dot_avx2, 1.0f)
 
 static void q4k_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_avx2(w, x, n, out, BLIP2_MV_PANELS); }
 static void q4k_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_avx2(w, x, n, out, 4); }
@@ -1269,7 +1301,7 @@ BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, s
 BLIP2_INLINE __m256i join_bits_vnni(__m256i a, __m256i b, __m256i mask) { return _mm256_ternarylogic_epi32(a, b, mask, 0xEC); }
 
 // The unsigned levels of sub-block h (0, 1) of a q3k or q6k chunk, as q36k_levels_avx2, with the two planes
-// joined by vpternlogd: 3 to 4 instructions per group where the AVX2 sequence takes 4 to 5.
+// joined by vpternlogd: 3 to 4 instructions per group where the AVX2 sequence takes 4 to 5 (q3k: 3 to 4).
 BLIP2_INLINE void q36k_levels_vnni(const uint8_t *chunk, int h, bool six, __m256i *g) {
     if (six) {
         const __m256i nibble = _mm256_set1_epi8(0x0f), top = _mm256_set1_epi8(0x30);
@@ -1282,11 +1314,10 @@ BLIP2_INLINE void q36k_levels_vnni(const uint8_t *chunk, int h, bool six, __m256
         g[3] = join_bits_vnni(_mm256_srli_epi16(low1, 4), bits_at_avx2(high, 6, 4, top), nibble);
         return;
     }
-    const __m256i crumb = _mm256_set1_epi8(0x03), bit = _mm256_set1_epi8(0x04);
-    __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
-    __m256i top = _mm256_loadu_si256((const __m256i *)(chunk + 64));
+    const __m256i low = _mm256_loadu_si256((const __m256i *)(chunk + 32 * h));
+    const __m256i bits = q3k_top_nibbles_avx2(chunk, h);
     BLIP2_UNROLL for (int k = 0; k < 4; k++)
-        g[k] = join_bits_vnni(k ? _mm256_srli_epi16(low, 2 * k) : low, bits_at_avx2(top, 4 * h + k, 2, bit), crumb);
+        g[k] = join_bits_vnni(k ? _mm256_srli_epi16(low, 2 * k) : low, q3k_top_bit_avx2(bits, k), _mm256_set1_epi8(0x03));
 }
 
 // q4k chunk: the high nibble is used where it lies (raw & 0xf0 is 16 x its value: one AND per group instead
@@ -1313,8 +1344,23 @@ BLIP2_INLINE __m256i q36k_sub_vnni(const uint8_t *chunk, int h, bool six, const 
     return _mm256_mullo_epi32(part, _mm256_cvtepi8_epi32(_mm_loadl_epi64((const __m128i *)scales)));
 }
 
+// q3k's whole chunk. A sub-block's sum of (q - 4) a over 16 inputs is at most 16 x 4 x 127 = 8128, so the two
+// sub-blocks' sums share a 32-bit lane (a 16-bit blend) and one vpdpwssd applies both rows' sub-scales: the
+// offset comes off in 16 bits first (4 x the activation's 16-input sums), with no vpmulld and no second sum.
+BLIP2_INLINE __m256i q3k_chunk_vnni(__m256i dot, const uint8_t *chunk, const int8_t *a, const int8_t *scales, __m256i sums) {
+    __m256i part[2];
+    BLIP2_UNROLL for (int h = 0; h < 2; h++) {
+        __m256i g[4];
+        q36k_levels_vnni(chunk, h, false, g);
+        part[h] = _mm256_dpbusd_epi32(_mm256_setzero_si256(), g[0], broadcast4_avx2(a + 16 * h));
+        BLIP2_UNROLL for (int k = 1; k < 4; k++) part[h] = _mm256_dpbusd_epi32(part[h], g[k], broadcast4_avx2(a + 16 * h + 4 * k));
+    }
+    const __m256i both = _mm256_blend_epi16(part[0], _mm256_slli_epi32(part[1], 16), 0xAA);
+    return _mm256_dpwssd_epi32(dot, _mm256_sub_epi16(both, _mm256_slli_epi16(sums, 2)), scale_pairs_avx2(scales, scales + 8, true));
+}
+
 BLIP2_INLINE __m256i pair_dot_vnni(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
-BLIP2_KQ_MV(tile_q4k_mv_vnni, tile_q36k_mv_vnni, q4k_chunk_vnni, q36k_sub_vnni, pair_dot_vnni, 0.0625f)
+BLIP2_KQ_MV(tile_q4k_mv_vnni, tile_q36k_mv_vnni, q4k_chunk_vnni, q36k_sub_vnni, q3k_chunk_vnni, pair_dot_vnni, 0.0625f)
 
 static void q4k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS); }
 static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 4); }
