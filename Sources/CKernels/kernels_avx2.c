@@ -336,95 +336,41 @@ void blip2_quantize_q8k_avx2(const float *x, blip2_block_q8k *y, size_t n) {
     }
 }
 
-BLIP2_INLINE void tile_q4k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
-    const blip2_block_q8k *x[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
-    const __m256i nibble = _mm256_set1_epi8(0x0f);
-    __m256 acc[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    const char *block = (const char *)wv[0];
-    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
-        const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
-        int8_t scales[64], mins[64];
-        q4k_scales_avx2(p, scales, mins);
-        __m256i dot[4], minimum[4];
-        BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_setzero_si256();
-        for (size_t c = 0; c < chunks; c++) {
-            const __m256i scale = row_scales_avx2(scales + 8 * c, false);
-            const uint8_t *qs = p->qs + 128 * c;
-            __m256i part[4];
-            BLIP2_UNROLL for (int t = 0; t < T; t++) part[t] = _mm256_setzero_si256();
-            BLIP2_UNROLL for (int run = 0; run < 4; run++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
-                __m256i even = _mm256_and_si256(raw, nibble), odd = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble);
-                BLIP2_UNROLL for (int t = 0; t < T; t++) {
-                    const int8_t *a = x[t][s].qs + 32 * c + 8 * run;
-                    part[t] = _mm256_add_epi16(part[t], _mm256_add_epi16(_mm256_maddubs_epi16(even, broadcast4_avx2(a)),
-                                                                        _mm256_maddubs_epi16(odd, broadcast4_avx2(a + 4))));
-                }
-            }
-            BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], scale));
-        }
-        BLIP2_UNROLL for (int t = 0; t < T; t++) minimum[t] = q4k_minimum_avx2(mins, x[t][s].sums, chunks);
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
-        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));
+// q4k chunk c for every token: q4p's 16-bit sums (8 x 2 x 15 x 127 = 30480 at most), vpmaddwd by the sub-scales.
+BLIP2_INLINE void q4k_chunk_mm_avx2(__m256i *dot, const int T, const uint8_t *qs, const blip2_block_q8k *const *x, size_t s, size_t c, const int8_t *scales) {
+    const __m256i nibble = _mm256_set1_epi8(0x0f), scale = row_scales_avx2(scales, false);
+    __m256i part[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) part[t] = _mm256_setzero_si256();
+    BLIP2_UNROLL for (int run = 0; run < 4; run++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
+        __m256i even = _mm256_and_si256(raw, nibble), odd = _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble);
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            const __m256 da = _mm256_set1_ps(x[t][s].d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(dot[t]), _mm256_mul_ps(d, da), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(minimum[t]), _mm256_mul_ps(dmin, da), acc[t]);
+            const int8_t *a = x[t][s].qs + 32 * c + 8 * run;
+            part[t] = _mm256_add_epi16(part[t], _mm256_add_epi16(_mm256_maddubs_epi16(even, broadcast4_avx2(a)),
+                                                                _mm256_maddubs_epi16(odd, broadcast4_avx2(a + 4))));
         }
-        block += offsetof(blip2_panel_q4k, qs) + count * 4;
     }
-    store_panel_avx2(acc, out, T);
+    BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(part[t], scale));
 }
 
 // q3k and q6k: signed sub-scales per 16 inputs, values offset by 4 or 32. Levels are unsigned for vpmaddubsw;
 // the offset comes off as offset * sum_j s_j sum_j(a), from the activation's 16-input sums.
-BLIP2_INLINE void tile_q36k_avx2(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {
-    const blip2_block_q8k *x[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
-    const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;
-    __m256 acc[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    const char *block = (const char *)wv[0];
-    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
-        int8_t stack_scales[128];
-        const int8_t *scales = q36k_scales_avx2(block, six, stack_scales);
-        const uint8_t *qs = (const uint8_t *)block + header;
-        __m256i dot[4], offset[4];
-        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm256_setzero_si256(); offset[t] = _mm256_setzero_si256(); }
-        for (size_t c = 0; c < chunks; c++) {
-            const uint8_t *chunk = qs + c * 32 * bits;
-            BLIP2_UNROLL for (int h = 0; h < 2; h++) {   // sub-block j = 2c + h: groups 4h..4h+3 of the chunk
-                const size_t j = 2 * c + h;
-                const __m256i scale = row_scales_avx2(scales + 8 * j, true);
-                __m256i g[4];
-                q36k_levels_avx2(chunk, h, six, g);
-                BLIP2_UNROLL for (int t = 0; t < T; t++) {
-                    const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
-                    // q6k pair sums reach 2 * 63 * 127 = 16002: two groups fit 16 bits, four do not.
-                    __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(g[0], broadcast4_avx2(a)), _mm256_maddubs_epi16(g[1], broadcast4_avx2(a + 4)));
-                    __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(g[2], broadcast4_avx2(a + 8)), _mm256_maddubs_epi16(g[3], broadcast4_avx2(a + 12)));
-                    if (six) {
-                        dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(_mm256_madd_epi16(p01, scale), _mm256_madd_epi16(p23, scale)));
-                    } else {
-                        dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(_mm256_add_epi16(p01, p23), scale));
-                    }
-                }
-            }
-            const __m256i pairs = scale_pairs_avx2(scales + 16 * c, scales + 16 * c + 8, true);
-            BLIP2_UNROLL for (int t = 0; t < T; t++) offset[t] = _mm256_add_epi32(offset[t], _mm256_madd_epi16(pairs, sum_pair_avx2(x[t][s].sums + 2 * c)));
+BLIP2_INLINE void q36k_sub_mm_avx2(__m256i *dot, const int T, const uint8_t *chunk, int h, bool six, const blip2_block_q8k *const *x, size_t s, size_t c,
+                                   const int8_t *scales) {
+    const __m256i scale = row_scales_avx2(scales, true);
+    __m256i g[4];
+    q36k_levels_avx2(chunk, h, six, g);
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
+        // q6k pair sums reach 2 * 63 * 127 = 16002: two groups fit 16 bits, four do not.
+        __m256i p01 = _mm256_add_epi16(_mm256_maddubs_epi16(g[0], broadcast4_avx2(a)), _mm256_maddubs_epi16(g[1], broadcast4_avx2(a + 4)));
+        __m256i p23 = _mm256_add_epi16(_mm256_maddubs_epi16(g[2], broadcast4_avx2(a + 8)), _mm256_maddubs_epi16(g[3], broadcast4_avx2(a + 12)));
+        if (six) {
+            dot[t] = _mm256_add_epi32(dot[t], _mm256_add_epi32(_mm256_madd_epi16(p01, scale), _mm256_madd_epi16(p23, scale)));
+        } else {
+            dot[t] = _mm256_add_epi32(dot[t], _mm256_madd_epi16(_mm256_add_epi16(p01, p23), scale));
         }
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            __m256i total = _mm256_sub_epi32(dot[t], _mm256_slli_epi32(offset[t], six ? 5 : 2));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(x[t][s].d)), acc[t]);
-        }
-        block += header + count * bits;
     }
-    store_panel_avx2(acc, out, T);
 }
 
 // q4k's chunk with vpmaddubsw: 16-bit sums (8 x 2 x 15 x 127 = 30480 at most), vpmaddwd by the sub-scales.
@@ -458,6 +404,8 @@ BLIP2_INLINE __m256i q3k_chunk_avx2(__m256i dot, const uint8_t *chunk, const int
 }
 
 BLIP2_INLINE __m256i pair_dot_avx2(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
+BLIP2_INLINE __m256i rows_avx2(__m256i v) { return v; }
+BLIP2_KQ_MM(tile_q4k_avx2, tile_q36k_avx2, __m256i, _mm256_setzero_si256, q4k_chunk_mm_avx2, q36k_sub_mm_avx2, rows_avx2, pair_dot_avx2)
 BLIP2_KQ_MV(tile_q4k_mv_avx2, tile_q36k_mv_avx2, q4k_chunk_avx2, q36k_sub_avx2, q3k_chunk_avx2, pair_dot_avx2, 1.0f)
 
 static void q4k_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_avx2(w, x, n, out, BLIP2_MV_PANELS); }

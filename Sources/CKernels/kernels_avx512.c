@@ -55,14 +55,6 @@ BLIP2_INLINE __m256i fold_vnni(__m512i v) {
     return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
 }
 
-BLIP2_INLINE void store_panel_vnni(const __m256 *acc, float *out, const int T) {
-    float lanes[8];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) {
-        _mm256_storeu_ps(lanes, acc[t]);
-        BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
-    }
-}
-
 // q8p: vpdpbusd wants its first product operand unsigned, so here the activation takes the offset
 // (a + 128, an xor of the sign bit): (a + 128) . w = a . w + 128 sum(w), and sum(w) per row comes from one
 // more vpdpbusd against ones, shared by every token.
@@ -96,7 +88,7 @@ BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, si
             acc[t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), acc[t]);
         }
     }
-    store_panel_vnni(acc, out, T);
+    store_panel_avx2(acc, out, T);
 }
 
 // q4p: the nibbles are the unsigned operand and the activation bytes go in as they are.
@@ -131,7 +123,7 @@ BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, si
             acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t][b].s), acc[t]);
         }
     }
-    store_panel_vnni(acc, out, T);
+    store_panel_avx2(acc, out, T);
 }
 
 static void q8p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 1); }
@@ -173,89 +165,37 @@ BLIP2_INLINE __m256i fold_interleaved_vnni(__m512i v) {
     return _mm512_castsi512_si256(_mm512_permutexvar_epi32(rows, pairs));
 }
 
-BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
-    const blip2_block_q8k *x[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
+BLIP2_INLINE void q4k_chunk_mm_vnni(__m512i *dot, const int T, const uint8_t *qs, const blip2_block_q8k *const *x, size_t s, size_t c, const int8_t *scales) {
     const __m256i nibble = _mm256_set1_epi8(0x0f);
-    __m256 acc[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    const char *block = (const char *)wv[0];
-    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
-        const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
-        int8_t scales[64], mins[64];
-        q4k_scales_avx2(p, scales, mins);
-        __m512i dot[4];
-        __m256i minimum[4];
-        BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_setzero_si512();
-        for (size_t c = 0; c < chunks; c++) {
-            const __m512i scale = interleaved_scales_vnni(scales + 8 * c, false);
-            const uint8_t *qs = p->qs + 128 * c;
-            __m512i part[4];
-            BLIP2_UNROLL for (int t = 0; t < T; t++) part[t] = _mm512_setzero_si512();
-            BLIP2_UNROLL for (int run = 0; run < 4; run++) {
-                __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
-                __m512i u = interleave_groups_vnni(_mm256_and_si256(raw, nibble), _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble));
-                BLIP2_UNROLL for (int t = 0; t < T; t++)
-                    part[t] = _mm512_dpbusd_epi32(part[t], u, group_pair_vnni(x[t][s].qs + 32 * c + 8 * run));
-            }
-            BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part[t], scale));
-        }
-        BLIP2_UNROLL for (int t = 0; t < T; t++) minimum[t] = q4k_minimum_avx2(mins, x[t][s].sums, chunks);
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
-        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));
-        BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            const __m256 da = _mm256_set1_ps(x[t][s].d);
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(fold_interleaved_vnni(dot[t])), _mm256_mul_ps(d, da), acc[t]);
-            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(minimum[t]), _mm256_mul_ps(dmin, da), acc[t]);
-        }
-        block += offsetof(blip2_panel_q4k, qs) + count * 4;
+    const __m512i scale = interleaved_scales_vnni(scales, false);
+    __m512i part[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) part[t] = _mm512_setzero_si512();
+    BLIP2_UNROLL for (int run = 0; run < 4; run++) {
+        __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
+        __m512i u = interleave_groups_vnni(_mm256_and_si256(raw, nibble), _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble));
+        BLIP2_UNROLL for (int t = 0; t < T; t++)
+            part[t] = _mm512_dpbusd_epi32(part[t], u, group_pair_vnni(x[t][s].qs + 32 * c + 8 * run));
     }
-    store_panel_vnni(acc, out, T);
+    BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part[t], scale));
 }
 
 // q3k and q6k: a sub-block is 4 groups, two registers of two groups each.
-BLIP2_INLINE void tile_q36k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {
-    const blip2_block_q8k *x[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
-    const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;
-    __m256 acc[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
-    const char *block = (const char *)wv[0];
-    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
-        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
-        int8_t stack_scales[128];
-        const int8_t *scales = q36k_scales_avx2(block, six, stack_scales);
-        const uint8_t *qs = (const uint8_t *)block + header;
-        __m512i dot[4];
-        __m256i offset[4];
-        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = _mm512_setzero_si512(); offset[t] = _mm256_setzero_si256(); }
-        for (size_t c = 0; c < chunks; c++) {
-            const uint8_t *chunk = qs + c * 32 * bits;
-            BLIP2_UNROLL for (int h = 0; h < 2; h++) {
-                const __m512i scale = interleaved_scales_vnni(scales + 8 * (2 * c + h), true);
-                __m256i g[4];
-                q36k_levels_avx2(chunk, h, six, g);
-                __m512i u01 = interleave_groups_vnni(g[0], g[1]), u23 = interleave_groups_vnni(g[2], g[3]);
-                BLIP2_UNROLL for (int t = 0; t < T; t++) {
-                    const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
-                    __m512i part = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, group_pair_vnni(a));
-                    part = _mm512_dpbusd_epi32(part, u23, group_pair_vnni(a + 8));
-                    dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part, scale));
-                }
-            }
-            const __m256i pairs = scale_pairs_avx2(scales + 16 * c, scales + 16 * c + 8, true);
-            BLIP2_UNROLL for (int t = 0; t < T; t++) offset[t] = _mm256_dpwssd_epi32(offset[t], pairs, sum_pair_avx2(x[t][s].sums + 2 * c));
-        }
-        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));
-        BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            __m256i total = _mm256_sub_epi32(fold_interleaved_vnni(dot[t]), _mm256_slli_epi32(offset[t], six ? 5 : 2));
-            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(x[t][s].d)), acc[t]);
-        }
-        block += header + count * bits;
+BLIP2_INLINE void q36k_sub_mm_vnni(__m512i *dot, const int T, const uint8_t *chunk, int h, bool six, const blip2_block_q8k *const *x, size_t s, size_t c,
+                                   const int8_t *scales) {
+    const __m512i scale = interleaved_scales_vnni(scales, true);
+    __m256i g[4];
+    q36k_levels_avx2(chunk, h, six, g);
+    __m512i u01 = interleave_groups_vnni(g[0], g[1]), u23 = interleave_groups_vnni(g[2], g[3]);
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        const int8_t *a = x[t][s].qs + 32 * c + 16 * h;
+        __m512i part = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u01, group_pair_vnni(a));
+        part = _mm512_dpbusd_epi32(part, u23, group_pair_vnni(a + 8));
+        dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part, scale));
     }
-    store_panel_vnni(acc, out, T);
 }
+
+BLIP2_INLINE __m256i pair_dot_vnni(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
+BLIP2_KQ_MM(tile_q4k_vnni, tile_q36k_vnni, __m512i, _mm512_setzero_si512, q4k_chunk_mm_vnni, q36k_sub_mm_vnni, fold_interleaved_vnni, pair_dot_vnni)
 
 // MARK: One-token super-block tiles with VNNI (BLIP2_KQ_MV): 256-bit vpdpbusd issues on two ports where the
 // 512-bit one has one, and 512-bit instructions shut port 1's vector unit.
@@ -323,7 +263,6 @@ BLIP2_INLINE __m256i q3k_chunk_vnni(__m256i dot, const uint8_t *chunk, const int
     return _mm256_dpwssd_epi32(dot, _mm256_sub_epi16(both, _mm256_slli_epi16(sums, 2)), scale_pairs_avx2(scales, scales + 8, true));
 }
 
-BLIP2_INLINE __m256i pair_dot_vnni(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
 BLIP2_KQ_MV(tile_q4k_mv_vnni, tile_q36k_mv_vnni, q4k_chunk_vnni, q36k_sub_vnni, q3k_chunk_vnni, pair_dot_vnni, 0.0625f)
 
 static void q4k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS); }

@@ -336,6 +336,71 @@ BLIP2_INLINE void q36k_levels_avx2(const uint8_t *chunk, int h, bool six, __m256
     BLIP2_UNROLL for (int k = 0; k < 4; k++) g[k] = _mm256_or_si256(bits_at_avx2(low, 2 * k, 0, crumb), bits_at_avx2(top, 4 * h + k, 2, bit));
 }
 
+// MARK: Many-token super-block tiles (one panel x T tokens), written once for both instruction sets: `sum` holds
+// a super-block's integer sums for one token (AVX2: the 8 rows of a __m256i; VNNI: row pairs interleaved in a
+// __m512i) and `zero` makes one; q4k_chunk(dot, T, qs, x, s, c, scales) adds chunk c's products to every
+// token's sums, q36k_sub(dot, T, chunk, h, six, x, s, c, scales) those of sub-block 2c + h; `rows` turns a sum
+// into the 8 rows' sums in order; `pair_dot` accumulates a 16-bit pair product (the q4k minimums and the
+// q3k/q6k value offsets against the activation's 16-input sums).
+#define BLIP2_KQ_MM(q4k_name, q36k_name, sum, zero, q4k_chunk, q36k_sub, rows, pair_dot)                             \
+BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {        \
+    const blip2_block_q8k *x[4];                                                                                     \
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                                  \
+    __m256 acc[4];                                                                                                   \
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                           \
+    const char *block = (const char *)wv[0];                                                                         \
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                              \
+        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;                                      \
+        const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;                                                   \
+        int8_t scales[64], mins[64];                                                                                 \
+        q4k_scales_avx2(p, scales, mins);                                                                            \
+        sum dot[4];                                                                                                  \
+        __m256i minimum[4];                                                                                          \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = zero();                                                    \
+        for (size_t c = 0; c < chunks; c++) q4k_chunk(dot, T, p->qs + 128 * c, x, s, c, scales + 8 * c);             \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) minimum[t] = q4k_minimum_avx2(mins, x[t][s].sums, chunks);          \
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));                                    \
+        const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));                              \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {                                                                   \
+            const __m256 da = _mm256_set1_ps(x[t][s].d);                                                             \
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(rows(dot[t])), _mm256_mul_ps(d, da), acc[t]);                \
+            acc[t] = _mm256_fnmadd_ps(_mm256_cvtepi32_ps(minimum[t]), _mm256_mul_ps(dmin, da), acc[t]);              \
+        }                                                                                                            \
+        block += offsetof(blip2_panel_q4k, qs) + count * 4;                                                          \
+    }                                                                                                                \
+    store_panel_avx2(acc, out, T);                                                                                   \
+}                                                                                                                    \
+BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {\
+    const blip2_block_q8k *x[4];                                                                                     \
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                                  \
+    const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;   \
+    __m256 acc[4];                                                                                                   \
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                           \
+    const char *block = (const char *)wv[0];                                                                         \
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                              \
+        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;                                      \
+        int8_t stack_scales[128];                                                                                    \
+        const int8_t *scales = q36k_scales_avx2(block, six, stack_scales);                                           \
+        const uint8_t *qs = (const uint8_t *)block + header;                                                         \
+        sum dot[4];                                                                                                  \
+        __m256i offset[4];                                                                                           \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = zero(); offset[t] = _mm256_setzero_si256(); }            \
+        for (size_t c = 0; c < chunks; c++) {                                                                        \
+            const uint8_t *chunk = qs + c * 32 * bits;                                                               \
+            BLIP2_UNROLL for (int h = 0; h < 2; h++) q36k_sub(dot, T, chunk, h, six, x, s, c, scales + 8 * (2 * c + h));\
+            const __m256i pairs = scale_pairs_avx2(scales + 16 * c, scales + 16 * c + 8, true);                      \
+            BLIP2_UNROLL for (int t = 0; t < T; t++) offset[t] = pair_dot(offset[t], pairs, sum_pair_avx2(x[t][s].sums + 2 * c));\
+        }                                                                                                            \
+        const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)block));                                   \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) {                                                                   \
+            __m256i total = _mm256_sub_epi32(rows(dot[t]), _mm256_slli_epi32(offset[t], six ? 5 : 2));               \
+            acc[t] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(total), _mm256_mul_ps(d, _mm256_set1_ps(x[t][s].d)), acc[t]);\
+        }                                                                                                            \
+        block += header + count * bits;                                                                              \
+    }                                                                                                                \
+    store_panel_avx2(acc, out, T);                                                                                   \
+}
+
 // MARK: One-token super-block tiles: P panels per pass. Decode does the many-token tile's weight work for a
 // single token, and on two cores that work, not the memory reads, set its pace (docs/KERNELS.md). Here a
 // group (8 rows x 4 inputs) is used as stored and meets its 4 activation bytes through one vpbroadcastd from
