@@ -337,12 +337,12 @@ BLIP2_INLINE void q36k_levels_avx2(const uint8_t *chunk, int h, bool six, __m256
 }
 
 // MARK: Many-token super-block tiles (one panel x T tokens), written once for both instruction sets: `sum` holds
-// a super-block's integer sums for one token (AVX2: the 8 rows of a __m256i; VNNI: row pairs interleaved in a
+// a super-block's integer sums for one token (the 8 rows of a __m256i; VNNI q4k: row pairs interleaved in a
 // __m512i) and `zero` makes one; q4k_chunk(dot, T, qs, x, s, c, scales) adds chunk c's products to every
 // token's sums, q36k_sub(dot, T, chunk, h, six, x, s, c, scales) those of sub-block 2c + h; `rows` turns a sum
 // into the 8 rows' sums in order; `pair_dot` accumulates a 16-bit pair product (the q4k minimums and the
 // q3k/q6k value offsets against the activation's 16-input sums).
-#define BLIP2_KQ_MM(q4k_name, q36k_name, sum, zero, q4k_chunk, q36k_sub, rows, pair_dot)                             \
+#define BLIP2_KQ4_MM(q4k_name, sum, zero, q4k_chunk, rows)                             \
 BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {        \
     const blip2_block_q8k *x[4];                                                                                     \
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                                  \
@@ -369,7 +369,8 @@ BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t 
         block += offsetof(blip2_panel_q4k, qs) + count * 4;                                                          \
     }                                                                                                                \
     store_panel_avx2(acc, out, T);                                                                                   \
-}                                                                                                                    \
+}
+#define BLIP2_KQ36_MM(q36k_name, sum, zero, q36k_sub, rows, pair_dot)                                                \
 BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {\
     const blip2_block_q8k *x[4];                                                                                     \
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                                  \
