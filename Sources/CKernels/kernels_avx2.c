@@ -406,7 +406,7 @@ BLIP2_INLINE __m256i q3k_chunk_avx2(__m256i dot, const uint8_t *chunk, const int
 BLIP2_INLINE __m256i pair_dot_avx2(__m256i acc, __m256i a, __m256i b) { return _mm256_add_epi32(acc, _mm256_madd_epi16(a, b)); }
 BLIP2_INLINE __m256i rows_avx2(__m256i v) { return v; }
 BLIP2_KQ4_MM(tile_q4k_avx2, __m256i, _mm256_setzero_si256, q4k_chunk_mm_avx2, rows_avx2)
-BLIP2_KQ36_MM(tile_q36k_avx2, __m256i, _mm256_setzero_si256, q36k_sub_mm_avx2, rows_avx2, pair_dot_avx2)
+BLIP2_KQ36_MM(tile_q36k_avx2, __m256i, _mm256_setzero_si256, q36k_sub_mm_avx2, q3k_chunk_avx2, rows_avx2, pair_dot_avx2)
 BLIP2_KQ_MV(tile_q4k_mv_avx2, tile_q36k_mv_avx2, q4k_chunk_avx2, q36k_sub_avx2, q3k_chunk_avx2, pair_dot_avx2, 1.0f)
 
 static void q4k_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_avx2(w, x, n, out, BLIP2_MV_PANELS); }

@@ -260,7 +260,7 @@ BLIP2_INLINE void q36k_sub_mm_vnni(__m256i *dot, const int T, const uint8_t *chu
     BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_add_epi32(dot[t], q36k_sub_vnni(chunk, h, six, x[t][s].qs + 32 * c + 16 * h, scales));
 }
 BLIP2_INLINE __m256i rows_vnni(__m256i v) { return v; }
-BLIP2_KQ36_MM(tile_q36k_vnni, __m256i, _mm256_setzero_si256, q36k_sub_mm_vnni, rows_vnni, pair_dot_vnni)
+BLIP2_KQ36_MM(tile_q36k_vnni, __m256i, _mm256_setzero_si256, q36k_sub_mm_vnni, q3k_chunk_vnni, rows_vnni, pair_dot_vnni)
 
 static void q4k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS); }
 static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 4); }

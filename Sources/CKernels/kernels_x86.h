@@ -370,7 +370,7 @@ BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t 
     }                                                                                                                \
     store_panel_avx2(acc, out, T);                                                                                   \
 }
-#define BLIP2_KQ36_MM(q36k_name, sum, zero, q36k_sub, rows, pair_dot)                                                \
+#define BLIP2_KQ36_MM(q36k_name, sum, zero, q36k_sub, chunk3, rows, pair_dot)                                        \
 BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {\
     const blip2_block_q8k *x[4];                                                                                     \
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                                  \
@@ -388,6 +388,11 @@ BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t
         BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = zero(); offset[t] = _mm256_setzero_si256(); }            \
         for (size_t c = 0; c < chunks; c++) {                                                                        \
             const uint8_t *chunk = qs + c * 32 * bits;                                                               \
+            if (!six) {                                                                                              \
+                BLIP2_UNROLL for (int t = 0; t < T; t++)                                                             \
+                    dot[t] = chunk3(dot[t], chunk, x[t][s].qs + 32 * c, scales + 16 * c, sum_pair_avx2(x[t][s].sums + 2 * c));\
+                continue;                                                                                            \
+            }                                                                                                        \
             BLIP2_UNROLL for (int h = 0; h < 2; h++) q36k_sub(dot, T, chunk, h, six, x, s, c, scales + 8 * (2 * c + h));\
             const __m256i pairs = scale_pairs_avx2(scales + 16 * c, scales + 16 * c + 8, true);                      \
             BLIP2_UNROLL for (int t = 0; t < T; t++) offset[t] = pair_dot(offset[t], pairs, sum_pair_avx2(x[t][s].sums + 2 * c));\
