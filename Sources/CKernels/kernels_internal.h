@@ -17,9 +17,11 @@
 // this size; the one-token super-block tiles take up to 4 panels).
 #define BLIP2_TILE_MAX 8
 
-/// Declares `name` as a table entry running `body` with fixed `rows` x `tokens`.
-#define BLIP2_TILE(name, body, rows, tokens) \
-    static void name(const void *const *w, const void *const *x, size_t n, float *out) { body(w, x, n, out, rows, tokens); }
+/// Declares `name` as a table entry running `body` with fixed `rows` x `tokens` (BLIP2_SHARED_TILE: one that
+/// another file's table also uses, declared in that family's header).
+#define BLIP2_SHARED_TILE(name, body, rows, tokens) \
+    void name(const void *const *w, const void *const *x, size_t n, float *out) { body(w, x, n, out, rows, tokens); }
+#define BLIP2_TILE(name, body, rows, tokens) static BLIP2_SHARED_TILE(name, body, rows, tokens)
 
 // One token reads a panel matrix as one linear stream, yet on the AVX2 machine the hardware prefetcher alone
 // kept q4p decode below the rate the row tiles reach with their own prefetches (docs/KERNELS.md); so every
@@ -32,6 +34,61 @@ BLIP2_INLINE void blip2_prefetch_panel(const void *block, size_t bytes) {
     const char *ahead = (const char *)block + BLIP2_PANEL_PREFETCH_DISTANCE;
     BLIP2_UNROLL for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch(ahead + line, 0, 3);
 }
+
+// f32/f16 weights on any vector width: registers of `width` floats (type `vec`), one FMA per register of
+// inputs, a scalar tail for n not a multiple of width. zero(), loadx(p), fma(acc, w, x) = acc + w x and
+// reduce(v) are the target's; load(p) loads `width` weights as floats and widen(w) one.
+#define BLIP2_FLOAT_TILE(name, vec, width, wtype, load, widen, zero, loadx, fma, reduce)                       \
+    BLIP2_INLINE void name(const void *const *wv, const void *const *xv, size_t n, float *out, const int R, const int T) { \
+        const wtype *w[4];                                                                                      \
+        const float *x[4];                                                                                      \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) w[r] = (const wtype *)wv[r];                                   \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const float *)xv[t];                                   \
+        vec acc[4][4];                                                                                          \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) acc[r][t] = zero();   \
+        size_t i = 0;                                                                                           \
+        for (; i + (width) <= n; i += (width)) {                                                                \
+            vec xs[4];                                                                                          \
+            BLIP2_UNROLL for (int t = 0; t < T; t++) xs[t] = loadx(x[t] + i);                                    \
+            BLIP2_UNROLL for (int r = 0; r < R; r++) {                                                          \
+                vec ws = load(w[r] + i);                                                                        \
+                BLIP2_UNROLL for (int t = 0; t < T; t++) acc[r][t] = fma(acc[r][t], ws, xs[t]);                 \
+            }                                                                                                   \
+        }                                                                                                       \
+        BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int t = 0; t < T; t++) {                     \
+            float sum = reduce(acc[r][t]);                                                                      \
+            for (size_t j = i; j < n; j++) sum += widen(w[r][j]) * x[t][j];                                      \
+            out[r * T + t] = sum;                                                                               \
+        }                                                                                                       \
+    }
+#define BLIP2_SAME(v) (v)
+
+// The table's single dot products (vec_dot_*_suffix) through its tiles at one row and one token.
+#define BLIP2_VEC_DOTS(suffix, q8_tile, q4_tile, f32_tile, f16_tile)                                             \
+    static float vec_dot_q8_q8a_##suffix(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb) {         \
+        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
+        float out;                                                                                              \
+        q8_tile(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);                                                         \
+        return out;                                                                                             \
+    }                                                                                                           \
+    static float vec_dot_q4_q8a_##suffix(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb) {         \
+        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
+        float out;                                                                                              \
+        q4_tile(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);                                                         \
+        return out;                                                                                             \
+    }                                                                                                           \
+    static float vec_dot_f32_##suffix(const float *w, const float *x, size_t n) {                               \
+        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
+        float out;                                                                                              \
+        f32_tile(wp, xp, n, &out, 1, 1);                                                                        \
+        return out;                                                                                             \
+    }                                                                                                           \
+    static float vec_dot_f16_##suffix(const uint16_t *w, const float *x, size_t n) {                            \
+        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
+        float out;                                                                                              \
+        f16_tile(wp, xp, n, &out, 1, 1);                                                                        \
+        return out;                                                                                             \
+    }
 
 extern const blip2_kernels blip2_kernels_ref;
 #if defined(__x86_64__) || defined(BLIP2_X86_EMULATED)

@@ -44,13 +44,13 @@ run() {
 }
 
 aarch64-linux-gnu-gcc -O2 -Wall -Wextra -Werror -I"$kernels/include" -I"$kernels" -o "$work/harness-arm64" \
-    "$harness" "${sources[@]}" "$kernels/kernels_arm.c" -lm
+    "$harness" "${sources[@]}" "$kernels/kernels_neon.c" "$kernels/kernels_dotprod.c" -lm
 gcc -O2 -w -Wno-psabi -DBLIP2_X86_EMULATED -I"$kernels/include" -I"$kernels" -I"$root/Tests/ARM" -o "$work/harness-x86-emulated" \
-    "$harness" "${sources[@]}" "$kernels/kernels_x86.c" -lm
+    "$harness" "${sources[@]}" "$kernels/kernels_avx2.c" "$kernels/kernels_avx512.c" -lm
 
 # The package itself is built by clang (SwiftPM) on a Raspberry Pi: its target pragmas must compile there too.
 if command -v clang >/dev/null; then
-    for f in kernels.c kernels_ref.c kernels_arm.c; do
+    for f in kernels.c kernels_ref.c kernels_neon.c kernels_dotprod.c; do
         clang --target=aarch64-linux-gnu -isystem /usr/aarch64-linux-gnu/include -O2 -Wall -Wextra -Werror \
             -I"$kernels/include" -I"$kernels" -c "$kernels/$f" -o "$work/clang-$f.o"
     done
