@@ -69,7 +69,7 @@ BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q8 *p = w + b;
-        if (T == 1) blip2_prefetch_panel(p, sizeof(blip2_panel_q8));
+        blip2_prefetch_panel(p, sizeof(blip2_panel_q8));
         __m512i a[4], sum[4], weights = _mm512_setzero_si512();
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
             a[t] = _mm512_castsi256_si512(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[t][b].qs), offset));
@@ -102,7 +102,9 @@ BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, si
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q4 *p = w + b;
-        if (T == 1) blip2_prefetch_panel(p, sizeof(blip2_panel_q4));
+        // At every token count: a decode step of several sequences streams the weights from memory as one
+        // token does (4 tokens: 0.87x the step time, full-size q4; an image's products are not slowed).
+        blip2_prefetch_panel(p, sizeof(blip2_panel_q4));
         __m512i a[4], sum[4];
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
             a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[t][b].qs));
