@@ -7,7 +7,7 @@ import Foundation
 //
 // Image -> vision -> Q-Former -> language_projection -> OPT (or T5, in T5.swift). Weights are views into the model file.
 
-// @unchecked Sendable: weights are read-only views into the mapping; the activation buffers serve one forward at a time, which every caller keeps (the server's one model thread, one caller in the CLI).
+// @unchecked Sendable: weights are read-only views into the mapping; the activation buffers serve one forward at a time, which every caller keeps (the pipeline's step scheduler runs one model job at a time; one caller in the CLI).
 public final class Blip2Model: @unchecked Sendable {
     public let file: ModelFile
     public let config: Blip2Config

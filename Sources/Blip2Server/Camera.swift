@@ -38,7 +38,7 @@ struct SharedModelAccess: ModelAccess {
         return try handoff.wait()
     }
 
-    /// One result handed from the model thread to the waiting one.
+    /// One result handed from the slot thread to the waiting one.
     // @unchecked Sendable: the result is written before the semaphore is signalled and read after the wait.
     private final class Handoff<T>: @unchecked Sendable {
         private let done = DispatchSemaphore(value: 0)

@@ -4,7 +4,7 @@ import Blip2Pipeline
 import Foundation
 import Hummingbird
 
-// MARK: - Work for the model thread
+// MARK: - Work for the slot threads
 
 enum Work: Sendable {
     case caption(image: Data, prompt: String?)
@@ -67,7 +67,7 @@ final class IteratorBox<Iterator: AsyncIteratorProtocol>: @unchecked Sendable {
 }
 
 extension Blip2Server {
-    /// Runs on the model thread. An unreadable image or a prompt beyond the context is reported in the
+    /// Runs on a slot thread. An unreadable image or a prompt beyond the context is reported in the
     /// request's own field names.
     func perform(_ work: Work, options: GenerationOptions, names: FieldNames, ticket: JobTicket,
                  onStart: () -> Void, onText: ((String) -> Void)?) throws -> Outcome {

@@ -113,8 +113,8 @@ final class ModelWorker: @unchecked Sendable {
         return nil
     }
 
-    /// Queues `run` for the model thread. Throws `WorkerError.queueFull` at once when the queue is full and
-    /// `WorkerError.shuttingDown` once draining began; otherwise exactly one of `run` (on the model thread)
+    /// Queues `run` for a slot thread. Throws `WorkerError.queueFull` at once when the queue is full and
+    /// `WorkerError.shuttingDown` once draining began; otherwise exactly one of `run` (on a slot thread)
     /// and `refuse` (the job was cancelled before it started, or the server is shutting down) is called.
     func submit(_ ticket: JobTicket, run: @escaping @Sendable () -> Void,
                 refuse: @escaping @Sendable (any Error) -> Void) throws {
@@ -126,7 +126,7 @@ final class ModelWorker: @unchecked Sendable {
         condition.signal()
     }
 
-    /// Sets the background job: it runs on the model thread once no request waits (requests queued after it
+    /// Sets the background job: it runs on a free slot once no request waits (requests queued after it
     /// still go first), and is not counted in the queue. `run` gets whether requests ran while it waited.
     /// Throws `WorkerError.shuttingDown` once draining began, and `backgroundBusy` when one is set already
     /// (a camera has one frame in hand at a time); otherwise exactly one of `run` and `refuse` is called.
@@ -139,7 +139,7 @@ final class ModelWorker: @unchecked Sendable {
         condition.signal()
     }
 
-    /// Runs `body` on the model thread and returns its result; cancelling the task cancels the job (a
+    /// Runs `body` on a slot thread and returns its result; cancelling the task cancels the job (a
     /// waiting job leaves the queue, a running one sees `ticket.isCancelled`).
     func run<T: Sendable>(_ ticket: JobTicket, _ body: @escaping @Sendable () throws -> T) async throws -> T {
         try await withTaskCancellationHandler {

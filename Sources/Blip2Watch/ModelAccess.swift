@@ -5,10 +5,11 @@ import Foundation
 
 /// Where the watcher's model work (preprocessing, the image encoding, the caption and the answers) runs.
 /// `blip2 watch` runs it at once on the watch loop's thread; a server that shares its one model between
-/// its requests and a camera runs it on its model thread, in turn with the requests.
+/// its requests and a camera runs it in one of its slots, beside the requests (the pipeline's scheduler
+/// keeps the model's work one job at a time and shares the decode steps).
 public protocol ModelAccess: Sendable {
-    /// Runs `body` with the model to itself and returns its result. `body` is told whether other work ran
-    /// first while it waited: its frame may then no longer be the newest.
+    /// Runs `body` where the model may be used and returns its result. `body` is told whether other work
+    /// ran first while it waited: its frame may then no longer be the newest.
     func withModel<T: Sendable>(_ body: @escaping @Sendable (_ waited: Bool) throws -> T) throws -> T
 }
 

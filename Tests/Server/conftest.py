@@ -16,9 +16,9 @@ EXAMPLES = ROOT / "Models" / "examples"
 
 
 class Server:
-    def __init__(self, *extra, stdin=None):
+    def __init__(self, *extra, stdin=None, model=MODEL):
         """stdin: subprocess.PIPE to feed `--camera -` from the test (then `self.process.stdin`, binary)."""
-        self.process = subprocess.Popen([str(BLIP2), "serve", str(MODEL), "--port", "0", *extra], stdin=stdin,
+        self.process = subprocess.Popen([str(BLIP2), "serve", str(model), "--port", "0", *extra], stdin=stdin,
                                         stdout=subprocess.PIPE, text=stdin is None)  # stderr: pytest captures it
         line = self.process.stdout.readline()  # the URL, printed once bound
         if isinstance(line, bytes):
