@@ -367,7 +367,7 @@ final class SessionState: DecoderState {
         ids += tokens
     }
 
-    func append(_ token: Int) throws { try Self.append([token], to: [self]) }
+    func append(_ token: Int) throws { try scheduler.step(self, token: token) }
 
     func fork() throws -> SessionState { SessionState(copying: self) }
 
@@ -396,13 +396,17 @@ final class SessionState: DecoderState {
         }
     }
 
-    /// One decode step of the model for all the states (distinct), in groups of at most `maxStepBatch`.
-    static func stepTogether(_ tokens: [Int], _ states: [SessionState]) throws {
+    /// One decode step of the model for all the states (distinct), in groups of at most `maxStepBatch`;
+    /// `sessions` is scratch the caller keeps, so a step allocates nothing once it has grown.
+    static func stepTogether(_ tokens: [Int], _ states: [SessionState], sessions: inout [LanguageSession]) throws {
         let most = LanguageSession.maxStepBatch
         var start = 0
         while start < states.count {
             let end = min(states.count, start + most)
-            try LanguageSession.step(states[start..<end].map(\.session), tokens: Array(tokens[start..<end]))
+            sessions.removeAll(keepingCapacity: true)
+            for i in start..<end { sessions.append(states[i].session) }
+            // Past maxStepBatch sequences (rare) the later groups' tokens are copied out.
+            try LanguageSession.step(sessions, tokens: start == 0 && end == states.count ? tokens : Array(tokens[start..<end]))
             for i in start..<end { states[i].ids.append(tokens[i]) }
             start = end
         }

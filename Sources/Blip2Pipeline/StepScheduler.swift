@@ -1,3 +1,4 @@
+import Blip2Model
 import Foundation
 
 // MARK: - Several generations on one model
@@ -23,8 +24,21 @@ public final class StepScheduler: @unchecked Sendable {
     private var exclusiveOwner: Thread?
     /// Generations in their decode phase.
     private var joined = 0
-    /// Submissions for the next step.
-    private var pending: [Submission] = []
+    /// The next step's sequences, flat (a generation adds all its beams at once), and how many generations
+    /// have submitted theirs.
+    private var pendingStates: [SessionState] = []
+    private var pendingTokens: [Int] = []
+    private var submitted = 0
+    /// The running step's sequences, swapped with the pending ones: once grown, a step allocates nothing.
+    private var stepStates: [SessionState] = []
+    private var stepTokens: [Int] = []
+    private var stepSessions: [LanguageSession] = []
+    /// Steps taken and finished so far; a submission belongs to the step after the last one taken.
+    private var stepsTaken = 0
+    private var stepsFinished = 0
+    /// The step that failed last, and why (its submitters read it before another step can finish).
+    private var failedStep = 0
+    private var failure: (any Error)?
     private var exclusiveWaiting = 0
     /// Jobs run alone since the last step.
     private var exclusiveSinceStep = 0
@@ -37,17 +51,6 @@ public final class StepScheduler: @unchecked Sendable {
     private var stepObserver: (@Sendable (_ sequences: Int) -> Void)?
 
     public init() {}
-
-    private final class Submission {
-        let states: [SessionState]
-        let tokens: [Int]
-        var done = false
-        var error: (any Error)?
-        init(states: [SessionState], tokens: [Int]) {
-            self.states = states
-            self.tokens = tokens
-        }
-    }
 
     /// Generations decoding now.
     public var decoding: Int { condition.withLock { joined } }
@@ -101,46 +104,72 @@ public final class StepScheduler: @unchecked Sendable {
     func step(_ states: [SessionState], tokens: [Int]) throws {
         // Refused here, before the shared step, so one sequence's bad input is its own error only.
         for (state, token) in zip(states, tokens) { try state.checkAppendable(token) }
-        let submission = Submission(states: states, tokens: tokens)
+        try submit {
+            pendingStates.append(contentsOf: states)
+            pendingTokens.append(contentsOf: tokens)
+        }
+    }
+
+    /// One sequence's token in the next shared step (greedy search and sampling: no arrays to build).
+    func step(_ state: SessionState, token: Int) throws {
+        try state.checkAppendable(token)
+        try submit {
+            pendingStates.append(state)
+            pendingTokens.append(token)
+        }
+    }
+
+    private func submit(_ add: () -> Void) throws {
         condition.lock()
         defer { condition.unlock() }
         precondition(joined > 0, "a step from a generation that has not joined")
-        pending.append(submission)
+        add()
+        submitted += 1
+        let mine = stepsTaken + 1
         condition.broadcast()
-        while !submission.done {
-            if !busy && pending.count == joined && !(exclusiveWaiting > 0 && exclusiveSinceStep == 0) {
-                let batch = pending
-                pending.removeAll()
-                busy = true
-                condition.unlock()
-                run(batch)
-                condition.lock()
-                busy = false
-                exclusiveSinceStep = 0
-                condition.broadcast()
-            } else {
+        while stepsFinished < mine {
+            guard !busy && submitted == joined && !(exclusiveWaiting > 0 && exclusiveSinceStep == 0) else {
                 condition.wait()
+                continue
             }
+            swap(&pendingStates, &stepStates)
+            swap(&pendingTokens, &stepTokens)
+            submitted = 0
+            stepsTaken += 1
+            busy = true
+            condition.unlock()
+            let sequences = stepStates.count
+            let outcome = runStep()
+            condition.lock()
+            busy = false
+            exclusiveSinceStep = 0
+            stepsFinished += 1
+            if let outcome {
+                failure = outcome
+                failedStep = stepsFinished
+            }
+            let observer = stepObserver
+            condition.broadcast()
+            condition.unlock()
+            observer?(sequences)
+            condition.lock()
         }
-        if let error = submission.error { throw error }
+        if failedStep == mine, let failure { throw failure }
     }
 
-    /// One model step for every submission's states (in groups the model takes at once).
-    private func run(_ batch: [Submission]) {
-        var states: [SessionState] = [], tokens: [Int] = []
-        for submission in batch {
-            states += submission.states
-            tokens += submission.tokens
+    /// The taken step through the model; only the thread that took it touches the step's arrays.
+    private func runStep() -> (any Error)? {
+        defer {
+            // Emptied, so finished generations' caches are not held until the next step.
+            stepStates.removeAll(keepingCapacity: true)
+            stepTokens.removeAll(keepingCapacity: true)
+            stepSessions.removeAll(keepingCapacity: true)
         }
-        var failure: (any Error)?
-        do { try SessionState.stepTogether(tokens, states) } catch { failure = error }
-        condition.lock()
-        for submission in batch {
-            submission.error = failure
-            submission.done = true
+        do {
+            try SessionState.stepTogether(stepTokens, stepStates, sessions: &stepSessions)
+            return nil
+        } catch {
+            return error
         }
-        let observer = stepObserver
-        condition.unlock()
-        observer?(states.count)
     }
 }
