@@ -167,16 +167,20 @@ public final class LanguageSession: @unchecked Sendable {
         for (b, session) in sessions.enumerated() {
             precondition(session.model === model, "sessions of one model")
             precondition(!sessions[..<b].contains { $0 === session }, "each session at most once per step")
-            let id = tokens[b]
-            guard id >= 0 && id < model.vocabularySize else {
-                throw ModelLoadError(message: "token id \(id) is outside the vocabulary (\(model.vocabularySize))")
-            }
-            guard session.length < session.capacity else {
-                throw ModelLoadError(message: "the sequence would be \(session.length + 1) tokens; the language model holds \(session.capacity)")
-            }
+            try session.checkStep(tokens[b])
         }
         model.language!.step(tokens: tokens, sessions: sessions, compute: model.compute) { b, row in
             sessions[b].logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: row, count: $0.count) }
+        }
+    }
+
+    /// What `step` refuses for this session and token: an id outside the vocabulary, or no room left.
+    public func checkStep(_ id: Int) throws {
+        guard id >= 0 && id < model.vocabularySize else {
+            throw ModelLoadError(message: "token id \(id) is outside the vocabulary (\(model.vocabularySize))")
+        }
+        guard length < capacity else {
+            throw ModelLoadError(message: "the sequence would be \(length + 1) tokens; the language model holds \(capacity)")
         }
     }
 

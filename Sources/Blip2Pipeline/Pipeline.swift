@@ -332,7 +332,6 @@ public final class Blip2Pipeline: @unchecked Sendable {
 final class SessionState: DecoderState {
     let session: LanguageSession
     let scheduler: StepScheduler
-    private let vocabularySize: Int
     private(set) var ids: [Int] = []
 
     init(model: Blip2Model, scheduler: StepScheduler, capacity: Int) throws {
@@ -342,13 +341,11 @@ final class SessionState: DecoderState {
         }
         session = model.makeSession(capacity: capacity)
         self.scheduler = scheduler
-        vocabularySize = model.vocabularySize
     }
 
     private init(copying other: SessionState) {
         session = other.session.fork()
         scheduler = other.scheduler
-        vocabularySize = other.vocabularySize
         ids = other.ids
     }
 
@@ -387,14 +384,7 @@ final class SessionState: DecoderState {
     }
 
     /// What `LanguageSession.step` would refuse for this state and token.
-    func checkAppendable(_ token: Int) throws {
-        guard token >= 0 && token < vocabularySize else {
-            throw PipelineError("token id \(token) is outside the vocabulary (\(vocabularySize))")
-        }
-        guard session.length < session.capacity else {
-            throw PipelineError("the sequence would be \(session.length + 1) tokens; the language model holds \(session.capacity)")
-        }
-    }
+    func checkAppendable(_ token: Int) throws { try session.checkStep(token) }
 
     /// One decode step of the model for all the states (distinct), in groups of at most `maxStepBatch`;
     /// `sessions` is scratch the caller keeps, so a step allocates nothing once it has grown.
