@@ -2,9 +2,9 @@
 import PackageDescription
 
 // Dependencies point one way (a target uses only those listed above it; docs/ARCHITECTURE.md draws them):
-//   CKernels -> Blip2Core -> Blip2Compute -> Blip2Model -> Blip2Pipeline -> Blip2Watch -> Blip2Server -> executables
-//   Blip2Core -> Blip2ModelFile -> Blip2Convert, Blip2Model
-//   Blip2Config (configs + weight manifest) depends on nothing; Blip2Tokenizer and Blip2Image only on Blip2Core
+//   CKernels -> Blip2Core -> Blip2Compute -> Blip2Models -> Blip2Pipeline -> Blip2Watch -> Blip2Server -> executables
+//   Blip2Core -> Blip2ModelFile -> Blip2Convert, Blip2Models
+//   Blip2Configs (configs + weight manifest) depends on nothing; Blip2Tokenizer and Blip2Image only on Blip2Core
 //   (regular-file reading). The model file's reports, the converter, the model and the pipeline read them.
 //   Blip2Generation stands alone and serves the pipeline. Blip2Fuzz drives every reader of untrusted bytes for
 //   the fuzzer. Blip2CommandLine (terminal output) serves the executables only.
@@ -52,20 +52,20 @@ let package = Package(
         .target(name: "Blip2Core", dependencies: ["CKernels"]),
         // The compute context (kernel table, worker pool, scratch), the matrix products and the parallel ops.
         .target(name: "Blip2Compute", dependencies: ["Blip2Core", "CKernels"]),
-        .target(name: "Blip2Config"),
+        .target(name: "Blip2Configs"),
         // The format, its reader and writer, the importance matrix file, and the per-tensor rows that the
-        // converter's summary and `inspect` share. The library product: it stands on Blip2Core and Blip2Config.
-        .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Config"]),
-        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2Image", "CKernels"]),
+        // converter's summary and `inspect` share. The library product: it stands on Blip2Core and Blip2Configs.
+        .target(name: "Blip2ModelFile", dependencies: ["Blip2Core", "CZstd", "Blip2Configs"]),
+        .target(name: "Blip2Convert", dependencies: ["Blip2ModelFile", "Blip2Configs", "Blip2Core", "Blip2Tokenizer", "Blip2Image", "CKernels"]),
         .target(name: "Blip2Tokenizer", dependencies: ["Blip2Core"]),
         .target(name: "Blip2Image", dependencies: ["Blip2Core", "CImageDecode"]),
         // BLIP-2: vision transformer, Q-Former, projection, OPT; weights are views into the model file.
-        .target(name: "Blip2Model", dependencies: ["Blip2Compute", "Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
+        .target(name: "Blip2Models", dependencies: ["Blip2Compute", "Blip2ModelFile", "Blip2Configs", "Blip2Core", "CKernels"]),
         // Decoding strategies over any language model state (greedy, beam search, sampling) and the table of
         // generation settings that the CLI's flags and the server's fields both read.
         .target(name: "Blip2Generation"),
         // Image + prompt in, text out: the four tasks, chat sessions, timings.
-        .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Model", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Config",
+        .target(name: "Blip2Pipeline", dependencies: ["Blip2Compute", "Blip2Models", "Blip2Generation", "Blip2Tokenizer", "Blip2Image", "Blip2ModelFile", "Blip2Configs",
                                                       "Blip2Core"]),
         // Camera feeds: MJPEG streams (pipe, file, HTTP) and folders, latest-frame-wins, change detection, the watch loop.
         .target(name: "Blip2Watch", dependencies: ["Blip2Pipeline", "Blip2Image", "Blip2Generation", "Blip2Core"]),
@@ -74,7 +74,7 @@ let package = Package(
         .target(
             name: "Blip2Server",
             dependencies: [
-                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Model", "Blip2Watch", "CPage",
+                "Blip2Pipeline", "Blip2Generation", "Blip2Image", "Blip2Core", "Blip2ModelFile", "Blip2Models", "Blip2Watch", "CPage",
                 .product(name: "Hummingbird", package: "hummingbird"),
                 .product(name: "Prometheus", package: "swift-prometheus"),
                 .product(name: "ServiceLifecycle", package: "swift-service-lifecycle"),
@@ -85,17 +85,17 @@ let package = Package(
             ]
         ),
         // Fuzz targets: every reader of untrusted bytes, driven as the tools drive it (Tools/fuzz.sh).
-        .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Watch", "Blip2Convert", "Blip2Model", "Blip2ModelFile", "Blip2Config", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
+        .target(name: "Blip2Fuzz", dependencies: ["Blip2Pipeline", "Blip2Watch", "Blip2Convert", "Blip2Models", "Blip2ModelFile", "Blip2Configs", "Blip2Image", "Blip2Tokenizer", "Blip2Core"]),
         // Shared by the executables: progress bars, tables, sizes, error reporting, and the `inspect` report
         // (which reads the tokenizer carried in a file).
-        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile", "Blip2Config", "Blip2Tokenizer",
+        .target(name: "Blip2CommandLine", dependencies: ["Blip2Core", "Blip2ModelFile", "Blip2Configs", "Blip2Tokenizer",
                                                          .product(name: "ArgumentParser", package: "swift-argument-parser")]),
 
         // MARK: Executables (thin)
         .executableTarget(
             name: "blip2",
             dependencies: [
-                "Blip2ModelFile", "Blip2Config", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
+                "Blip2ModelFile", "Blip2Configs", "Blip2Core", "Blip2Tokenizer", "Blip2CommandLine", "Blip2Pipeline",
                 "Blip2Generation", "Blip2Image", "Blip2Compute", "Blip2Server", "CEdit", "Blip2Watch",
                 .product(name: "ArgumentParser", package: "swift-argument-parser"),
             ]
@@ -115,10 +115,10 @@ let package = Package(
         // MARK: Tests
         .testTarget(name: "Blip2CoreTests", dependencies: ["Blip2Core", "CKernels"]),
         .testTarget(name: "Blip2ModelFileTests", dependencies: ["Blip2ModelFile", "Blip2Core"]),
-        .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Config", "Blip2Core", "CKernels"]),
+        .testTarget(name: "Blip2ConvertTests", dependencies: ["Blip2Convert", "Blip2ModelFile", "Blip2Configs", "Blip2Core", "CKernels"]),
         .testTarget(name: "Blip2TokenizerTests", dependencies: ["Blip2Tokenizer"]),
         .testTarget(name: "Blip2ImageTests", dependencies: ["Blip2Image"]),
-        .testTarget(name: "Blip2ModelTests", dependencies: ["Blip2Model", "Blip2Compute", "Blip2Convert", "Blip2ModelFile", "Blip2Core"]),
+        .testTarget(name: "Blip2ModelsTests", dependencies: ["Blip2Models", "Blip2Compute", "Blip2Convert", "Blip2ModelFile", "Blip2Core"]),
         .testTarget(name: "Blip2PipelineTests", dependencies: ["Blip2Pipeline", "Blip2Compute", "Blip2Convert", "Blip2Generation", "Blip2Core",
                                                                "Blip2ModelFile", "CKernels"]),
         .testTarget(name: "Blip2GenerationTests", dependencies: ["Blip2Generation"]),

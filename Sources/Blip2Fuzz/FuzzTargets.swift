@@ -1,8 +1,8 @@
-import Blip2Config
+import Blip2Configs
 import Blip2Convert
 import Blip2Core
 import Blip2Image
-import Blip2Model
+import Blip2Models
 import Blip2ModelFile
 import Blip2Pipeline
 import Blip2Tokenizer
@@ -154,7 +154,7 @@ enum FuzzModelFile {
     static func run(_ data: Data) -> Bool {
         let path = FuzzScratch.file("model.blip2", withChecksumsFixed(data))
         // As `blip2 caption` opens it: everything but inference.
-        let pipeline = try? Blip2Pipeline(modelPath: path)
+        let pipeline = try? Pipeline(modelPath: path)
         if let pipeline {
             _ = pipeline.promptIds("Question: what is in the picture? Answer:")
             _ = pipeline.contextIds(promptIds: [2])
@@ -234,7 +234,7 @@ enum FuzzCheckpoint {
         var accepted = false
         if (try? Converter.convert(checkpoint: folder, output: output, options: options)) != nil {
             // What the converter accepts must load: a model file that cannot caption is a bug.
-            guard (try? Blip2Pipeline(modelPath: output)) != nil else {
+            guard (try? Pipeline(modelPath: output)) != nil else {
                 fatalError("the converter accepted a checkpoint into a model file that does not load")
             }
             accepted = true

@@ -1,5 +1,5 @@
 import Blip2Compute
-import Blip2Config
+import Blip2Configs
 import Blip2Core
 import Blip2Generation
 import Blip2Image
@@ -128,7 +128,7 @@ public enum Benchmark {
         progress?("loading")
         ProcessStats.resetPeakResident()
         let loadStart = DispatchTime.now().uptimeNanoseconds
-        let pipeline = try Blip2Pipeline(modelPath: modelPath, compute: compute)
+        let pipeline = try Pipeline(modelPath: modelPath, compute: compute)
         let kernel = compute.isa.rawValue
         let loadMs = milliseconds(since: loadStart)
         let file = pipeline.model.file
@@ -242,7 +242,7 @@ public enum Benchmark {
 
     /// Forced length: EOS is suppressed until the last token, so every run decodes the same steps. Greedy
     /// search, beam search over `beams`, or `batch` sampled sequences (a fixed seed) stepping together.
-    static func options(_ settings: BenchmarkSettings, _ pipeline: Blip2Pipeline) -> GenerationOptions {
+    static func options(_ settings: BenchmarkSettings, _ pipeline: Pipeline) -> GenerationOptions {
         var options = GenerationOptions()
         options.maxNewTokens = settings.newTokens
         options.minNewTokens = settings.newTokens

@@ -1,5 +1,5 @@
 import Blip2Compute
-import Blip2Config
+import Blip2Configs
 import Blip2Core
 import Blip2Generation
 import Blip2ModelFile
@@ -99,7 +99,7 @@ public struct CalibrationRun: Sendable {
     public var text: String
 }
 
-extension Blip2Pipeline {
+extension Pipeline {
     /// Runs `prompts` on `image` with `statistics` observing every product of the model's compute context.
     /// The image's vision and Q-Former products are counted once, whatever the number of prompts.
     public func calibrate(pixels: [Float], prompts: CalibrationPrompts, statistics: ActivationStatistics) throws -> [CalibrationRun] {

@@ -9,7 +9,7 @@ import Blip2Generation
 // @unchecked Sendable: a turn holds `turnLock` from start to end, so turns of one conversation asked from
 // several threads (a server's concurrent requests) run one after another, in the order they took the lock.
 public final class ChatSession: @unchecked Sendable {
-    public let pipeline: Blip2Pipeline
+    public let pipeline: Pipeline
     public let image: EncodedImage
     /// The turns so far (oldest first), as the next turn's prompt will see them.
     public var history: [(question: String, answer: String)] { historyLock.withLock { storedHistory } }
@@ -18,13 +18,13 @@ public final class ChatSession: @unchecked Sendable {
     private var state: SessionState?
     private let turnLock = NSLock()
 
-    public init(pipeline: Blip2Pipeline, image: EncodedImage) {
+    public init(pipeline: Pipeline, image: EncodedImage) {
         self.pipeline = pipeline
         self.image = image
     }
 
     public struct Turn: Sendable {
-        public var result: Blip2Pipeline.Result
+        public var result: Pipeline.Result
         /// Oldest turns dropped to fit the context, if any.
         public var droppedTurns: Int
         /// Prompt ids that were already in the KV cache and not recomputed.
@@ -48,7 +48,7 @@ public final class ChatSession: @unchecked Sendable {
             storedHistory = Array(storedHistory.dropFirst(dropped))
             storedHistory.append((question, texts.first ?? ""))
         }
-        let result = Blip2Pipeline.Result(sequences: sequences, promptIds: ids, timings: timings, texts: texts)
+        let result = Pipeline.Result(sequences: sequences, promptIds: ids, timings: timings, texts: texts)
         return Turn(result: result, droppedTurns: dropped, reusedIds: shared)
     }
 
@@ -85,7 +85,7 @@ public final class ChatSession: @unchecked Sendable {
     }
 }
 
-extension Blip2Pipeline {
+extension Pipeline {
     /// The chat prompt's ids for `question` after `history`, dropping the oldest turns until it fits the
     /// context with `maxNewTokens` to generate; the current question is never cut.
     /// Returns the ids and how many turns were dropped.

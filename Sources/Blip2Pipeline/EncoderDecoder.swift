@@ -1,5 +1,5 @@
 import Blip2Generation
-import Blip2Model
+import Blip2Models
 import Blip2Tokenizer
 
 // MARK: - Starting a generation, for OPT or T5
@@ -10,7 +10,7 @@ import Blip2Tokenizer
 // strategies see only the decoder's ids, so the logits processors (repetition penalty, n-gram blocking) count
 // the start token and the generated ones, and beam lengths count from after the start token.
 
-extension Blip2Pipeline {
+extension Pipeline {
     /// A decoder state that has consumed the image embeddings and `promptIds`, with room for `newTokens`, and
     /// the ids the generation strategies must treat as its context.
     func startState(image: EncodedImage, promptIds: [Int], newTokens: Int) throws -> (state: any DecoderState, contextIds: [Int]) {

@@ -36,7 +36,7 @@ public struct GenerationRecord: Encodable, Sendable {
         case timingsMs = "timings_ms", droppedTurns = "dropped_turns", reusedPromptIds = "reused_prompt_ids"
     }
 
-    public init(task: Blip2Task, image: String?, prompt: String?, question: String? = nil, result: Blip2Pipeline.Result) {
+    public init(task: Blip2Task, image: String?, prompt: String?, question: String? = nil, result: Pipeline.Result) {
         self.task = task.rawValue
         self.image = image
         self.prompt = prompt

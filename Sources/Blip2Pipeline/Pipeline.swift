@@ -1,8 +1,8 @@
 import Blip2Compute
-import Blip2Config
+import Blip2Configs
 import Blip2Generation
 import Blip2Image
-import Blip2Model
+import Blip2Models
 import Blip2ModelFile
 import Blip2Tokenizer
 import Foundation
@@ -122,7 +122,7 @@ final class ImagePrefixes: @unchecked Sendable {
 }
 
 // @unchecked Sendable: as Blip2Model: immutable after loading but for the model's buffers, one forward at a time.
-public final class Blip2Pipeline: @unchecked Sendable {
+public final class Pipeline: @unchecked Sendable {
     public let model: Blip2Model
     /// OPT's byte-level BPE or T5's SentencePiece Unigram, as the model file carries.
     public let tokenizer: any TextTokenizer

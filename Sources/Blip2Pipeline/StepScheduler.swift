@@ -1,4 +1,4 @@
-import Blip2Model
+import Blip2Models
 import Foundation
 
 // MARK: - Several generations on one model

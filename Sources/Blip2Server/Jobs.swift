@@ -23,7 +23,7 @@ enum Work: Sendable {
 
 struct Outcome: Sendable {
     var record: GenerationRecord
-    var result: Blip2Pipeline.Result
+    var result: Pipeline.Result
     var sessionId: String?
     var imageCached: Bool?
     /// Image embeddings plus prompt ids, as OpenAI's usage counts a prompt.
@@ -66,7 +66,7 @@ final class IteratorBox<Iterator: AsyncIteratorProtocol>: @unchecked Sendable {
     func next() async throws -> Iterator.Element? { try await iterator.next() }
 }
 
-extension Blip2Server {
+extension ModelServer {
     /// Runs on a slot thread. An unreadable image or a prompt beyond the context is reported in the
     /// request's own field names.
     func perform(_ work: Work, options: GenerationOptions, names: FieldNames, ticket: JobTicket,

@@ -1,5 +1,5 @@
 import Blip2Generation
-import Blip2Model
+import Blip2Models
 import Blip2ModelFile
 import Blip2Pipeline
 import Blip2Watch
@@ -14,8 +14,8 @@ import ServiceLifecycle
 // Everything that touches the model (decoding and encoding images, sessions' KV caches, generation) runs as
 // a job on the model worker's thread; the HTTP side only parses, queues, streams and formats.
 
-public final class Blip2Server: Sendable {
-    let pipeline: Blip2Pipeline
+public final class ModelServer: Sendable {
+    let pipeline: Pipeline
     let configuration: ServerConfiguration
     /// The model file's name without its extension, as /v1/models lists it.
     public let modelName: String
@@ -32,7 +32,7 @@ public final class Blip2Server: Sendable {
     /// restarts (OpenAI's is when the model was made).
     let created: Int
 
-    public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
+    public convenience init(pipeline: Pipeline, modelPath: String, configuration: ServerConfiguration,
                             latest: (any LatestCaptionProvider)? = nil) {
         self.init(pipeline: pipeline, modelPath: modelPath, configuration: configuration, latest: latest,
                   worker: ModelWorker(capacity: configuration.queue, slots: configuration.parallel), camera: nil)
@@ -40,7 +40,7 @@ public final class Blip2Server: Sendable {
 
     /// With a camera: its options are checked against the model here (a question that cannot fit the
     /// context throws); nothing is read from its source before `run`.
-    public convenience init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
+    public convenience init(pipeline: Pipeline, modelPath: String, configuration: ServerConfiguration,
                             latest: (any LatestCaptionProvider)? = nil, camera: CameraConfiguration?) throws {
         let worker = ModelWorker(capacity: configuration.queue, slots: configuration.parallel)
         let feed = try camera.map { camera in
@@ -51,7 +51,7 @@ public final class Blip2Server: Sendable {
                   worker: worker, camera: feed)
     }
 
-    private init(pipeline: Blip2Pipeline, modelPath: String, configuration: ServerConfiguration,
+    private init(pipeline: Pipeline, modelPath: String, configuration: ServerConfiguration,
                  latest: (any LatestCaptionProvider)?, worker: ModelWorker,
                  camera: (configuration: CameraConfiguration, watcher: FrameWatcher)?) {
         self.pipeline = pipeline
@@ -418,7 +418,7 @@ struct QueueDrain: Service {
 /// Counts every answer by route and status, turns every error into the API's JSON error, and answers a
 /// request for a path under /v1 without the key with 401 rather than 404, whether or not a route is there.
 struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
-    let server: Blip2Server
+    let server: ModelServer
     /// The methods of every route by path (from the route table).
     let methods: [String: [HTTPRequest.Method]]
 
@@ -473,7 +473,7 @@ struct APIMiddleware<Context: RequestContext>: RouterMiddleware {
     }
 }
 
-extension Blip2Server {
+extension ModelServer {
     /// `allowed`: the methods the path takes, for a 405's `Allow`.
     func apiError(_ error: any Error, request: Request, allowed: [HTTPRequest.Method]) -> APIError {
         if let error = error as? any HTTPResponseError {

@@ -11,7 +11,7 @@ import Foundation
 /// `run`'s callback or the `events()` sequence, so a command line and a server can share it.
 // @unchecked Sendable: its mutable state is behind its lock; the model work runs on the one thread that calls run.
 public final class FrameWatcher: @unchecked Sendable {
-    public let pipeline: Blip2Pipeline
+    public let pipeline: Pipeline
     public let source: FrameSource
     public let options: WatchOptions
     public let model: ModelAccess
@@ -25,7 +25,7 @@ public final class FrameWatcher: @unchecked Sendable {
 
     /// Checks the options against the model (each question must fit its context) and prepares
     /// `saveFrames`; nothing is read from the source until `run`. `model` says where the model work runs.
-    public init(pipeline: Blip2Pipeline, source: FrameSource, options: WatchOptions, model: ModelAccess = DirectModelAccess()) throws {
+    public init(pipeline: Pipeline, source: FrameSource, options: WatchOptions, model: ModelAccess = DirectModelAccess()) throws {
         try options.captionOptions.validate()
         try options.answerOptions.validate()
         guard options.every >= 0, options.every.isFinite else { throw PipelineError("every must be a finite number of seconds, 0 or more") }
@@ -184,7 +184,7 @@ public final class FrameWatcher: @unchecked Sendable {
         timings.stages.vision = encoded.timings.vision
         timings.stages.qformer = encoded.timings.qformer
         var prefill = 0.0, generate = 0.0
-        func add(_ result: Blip2Pipeline.Result) {
+        func add(_ result: Pipeline.Result) {
             prefill += result.timings.prefill ?? 0
             generate += result.timings.generate ?? 0
         }

@@ -3,7 +3,7 @@ import Blip2CommandLine
 import Blip2Core
 import Blip2Compute
 import Blip2Generation
-import Blip2Model
+import Blip2Models
 import Blip2Pipeline
 import Foundation
 

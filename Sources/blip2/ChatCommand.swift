@@ -117,7 +117,7 @@ struct ChatCommand: ParsableCommand {
 
 /// A chat about one picture at a time, printing each answer as the command's options ask.
 private struct Conversation {
-    let pipeline: Blip2Pipeline
+    let pipeline: Pipeline
     let model: String
     let options: GenerationOptions
     let json: Bool
@@ -133,7 +133,7 @@ private struct Conversation {
         let answer: String
     }
 
-    init(pipeline: Blip2Pipeline, model: String, image: String, options: GenerationOptions, json: Bool) throws {
+    init(pipeline: Pipeline, model: String, image: String, options: GenerationOptions, json: Bool) throws {
         self.pipeline = pipeline
         self.model = model
         self.options = options

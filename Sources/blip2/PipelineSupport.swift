@@ -23,12 +23,12 @@ struct ModelOptions: ParsableArguments {
 
     /// The model on a compute context of `threads` threads (nil: one per core; `BLIP2_ISA` may force an
     /// instruction set).
-    func load(threads: Int? = 1) throws -> Blip2Pipeline {
+    func load(threads: Int? = 1) throws -> Pipeline {
         var imageOptions = ImageDecodeOptions()
         imageOptions.maxPixels = maxPixels
         let compute = try makeComputeContext(threads: threads)
         do {
-            return try Blip2Pipeline(modelPath: model, imageOptions: imageOptions, compute: compute)
+            return try Pipeline(modelPath: model, imageOptions: imageOptions, compute: compute)
         } catch {
             throw failure(error)
         }
@@ -73,13 +73,13 @@ struct ImageArgument {
 
     var isStandardInput: Bool { argument == Self.standardInput }
 
-    func encode(with pipeline: Blip2Pipeline) throws -> EncodedImage {
+    func encode(with pipeline: Pipeline) throws -> EncodedImage {
         guard isStandardInput else { return try pipeline.encodeImage(contentsOf: URL(fileURLWithPath: argument)) }
         let data = try Self.readStandardInput(limit: pipeline.imageOptions.maxFileBytes)
         return try pipeline.encodeImage(data: data, name: Self.standardInputName)
     }
 
-    func pixels(with pipeline: Blip2Pipeline) throws -> [Float] {
+    func pixels(with pipeline: Pipeline) throws -> [Float] {
         var timings = StageTimings()
         guard isStandardInput else { return try pipeline.pixels(contentsOf: URL(fileURLWithPath: argument), timings: &timings) }
         let data = try Self.readStandardInput(limit: pipeline.imageOptions.maxFileBytes)
@@ -114,7 +114,7 @@ func failure(_ error: Error) -> ExitCode {
 /// tokens fit after this prompt. (Above `GenerationOptions.maxNewTokensLimit` too: the context refuses it
 /// first, so the message is the same.) A --min-new-tokens above the limit is warned about, as transformers
 /// warns: generation still stops at the limit.
-func checkTokenLimit(_ pipeline: Blip2Pipeline, prompt: String?, options: GenerationOptions, given: GenerationOptionsGroup) throws {
+func checkTokenLimit(_ pipeline: Pipeline, prompt: String?, options: GenerationOptions, given: GenerationOptionsGroup) throws {
     do {
         try pipeline.checkFits(promptIds: pipeline.promptIds(prompt), maxNewTokens: options.maxNewTokens)
     } catch let error as PipelineError where error.overflow != nil {
@@ -159,7 +159,7 @@ func writeOut(_ text: String) {
 
 /// Runs one generation for an image and prints it: streamed text, every returned sequence, or one JSON line.
 /// With `echo`, text output starts with the prompt, as the reader sees the continuation follow it.
-func runImageTask(pipeline: Blip2Pipeline, task: Blip2Task, image: ImageArgument, prompt: String?, question: String? = nil,
+func runImageTask(pipeline: Pipeline, task: Blip2Task, image: ImageArgument, prompt: String?, question: String? = nil,
                   generation: GenerationOptionsGroup, json: Bool, label: Bool, echo: Bool = false, dumpLogits: String?) throws {
     if let dumpLogits { try checkOutputPath(dumpLogits, flag: "--dump-logits") }
     let stages = StageIndicator()

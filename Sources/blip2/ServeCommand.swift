@@ -101,9 +101,9 @@ struct ServeCommand: AsyncParsableCommand {
     func run() async throws {
         let cameraSource = try openCamera()
         let compute = try makeComputeContext(threads: threads)
-        let pipeline: Blip2Pipeline
+        let pipeline: Pipeline
         do {
-            pipeline = try Blip2Pipeline(modelPath: model, compute: compute)
+            pipeline = try Pipeline(modelPath: model, compute: compute)
         } catch {
             printError("error: \(error)")
             throw ExitCode.failure
@@ -126,9 +126,9 @@ struct ServeCommand: AsyncParsableCommand {
             options.questions = cameraQuestions
             cameraConfiguration = CameraConfiguration(source: cameraSource, options: options, log: { printError("camera: \($0)") })
         }
-        let server: Blip2Server
+        let server: ModelServer
         do {
-            server = try Blip2Server(pipeline: pipeline, modelPath: model, configuration: configuration, camera: cameraConfiguration)
+            server = try ModelServer(pipeline: pipeline, modelPath: model, configuration: configuration, camera: cameraConfiguration)
         } catch {
             // The only check that can fail here: a --camera-ask question that does not fit the model's context.
             printError("error: --camera-ask: \(error)")

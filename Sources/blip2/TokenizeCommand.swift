@@ -25,7 +25,7 @@ struct TokenizeCommand: ParsableCommand {
 
     func run() throws {
         let tokenizer = try modelOptions.loadTokenizer()
-        let ids = Blip2Pipeline.promptIds(text, tokenizer: tokenizer)
+        let ids = Pipeline.promptIds(text, tokenizer: tokenizer)
         if json {
             try printJSON(Output(ids: ids, tokens: ids.map { tokenizer.token(for: $0) }))
         } else {

@@ -1,4 +1,4 @@
-import Blip2Config
+import Blip2Configs
 import Blip2Core
 import CKernels
 import Foundation

@@ -32,9 +32,9 @@ struct ImatrixReference: Decodable {
 @Suite struct CalibrationTests {
     /// A pipeline of its own (its own compute context): the shared ones run other tests' products, which
     /// the observer would count.
-    func ownPipeline(_ name: String) throws -> Blip2Pipeline {
+    func ownPipeline(_ name: String) throws -> Pipeline {
         _ = try Pipelines.shared.pipeline(name)
-        return try Blip2Pipeline(modelPath: Pipelines.shared.directory.appendingPathComponent("\(name)-f32.blip2").path,
+        return try Pipeline(modelPath: Pipelines.shared.directory.appendingPathComponent("\(name)-f32.blip2").path,
                                  compute: ComputeContext(threads: 2))
     }
 

@@ -31,12 +31,12 @@ struct DemoExamples: Decodable {
 @Suite struct DemoModelTests {
     static let models = packageRoot.appendingPathComponent("Models")
 
-    static func encode(_ example: DemoExamples.Example, with pipeline: Blip2Pipeline) throws -> EncodedImage {
+    static func encode(_ example: DemoExamples.Example, with pipeline: Pipeline) throws -> EncodedImage {
         try pipeline.encodeImage(contentsOf: models.appendingPathComponent("examples").appendingPathComponent(example.file))
     }
 
-    func load() throws -> (Blip2Pipeline, DemoExamples) {
-        let pipeline = try Blip2Pipeline(modelPath: Self.models.appendingPathComponent("demo-q8.blip2").path)
+    func load() throws -> (Pipeline, DemoExamples) {
+        let pipeline = try Pipeline(modelPath: Self.models.appendingPathComponent("demo-q8.blip2").path)
         let examples = try JSONDecoder().decode(DemoExamples.self, from: Data(contentsOf: Self.models.appendingPathComponent("examples/examples.json")))
         return (pipeline, examples)
     }
@@ -99,7 +99,7 @@ struct DemoExamples: Decodable {
         let path = Self.models.appendingPathComponent("demo-q8.blip2").path
         let shared = try ComputeContext.fromEnvironment(threads: 2)
         for contexts in [[try ComputeContext.fromEnvironment(threads: 2), try ComputeContext.fromEnvironment(threads: 2)], [shared, shared]] {
-            let pipelines = try contexts.map { try Blip2Pipeline(modelPath: path, compute: $0) }
+            let pipelines = try contexts.map { try Pipeline(modelPath: path, compute: $0) }
             let wrong = Locked(0), done = Locked(0)
             DispatchQueue.concurrentPerform(iterations: 2) { side in
                 for example in demo.examples {

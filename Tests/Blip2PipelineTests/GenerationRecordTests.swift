@@ -9,11 +9,11 @@ import Testing
         try JSONSerialization.jsonObject(with: JSONEncoder().encode(record)) as! [String: Any]
     }
 
-    static func result(_ sequences: [GeneratedSequence], texts: [String]) -> Blip2Pipeline.Result {
+    static func result(_ sequences: [GeneratedSequence], texts: [String]) -> Pipeline.Result {
         var timings = StageTimings()
         timings.vision = 12.5
         timings.total = 40
-        return Blip2Pipeline.Result(sequences: sequences, promptIds: [2, 68, 309], timings: timings, texts: texts)
+        return Pipeline.Result(sequences: sequences, promptIds: [2, 68, 309], timings: timings, texts: texts)
     }
 
     @Test func oneSequence() throws {

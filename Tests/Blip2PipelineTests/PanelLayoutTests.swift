@@ -45,7 +45,7 @@ import Testing
         let panelFile = try ModelFile(path: panelsPath)
         #expect(panelFile.tensors.contains { $0.type == .q8p } && panelFile.formatVersion == 2)
 
-        let rows = try Blip2Pipeline(modelPath: rowsPath), panels = try Blip2Pipeline(modelPath: panelsPath)
+        let rows = try Pipeline(modelPath: rowsPath), panels = try Pipeline(modelPath: panelsPath)
         let demo = try JSONDecoder().decode(DemoExamples.self, from: Data(contentsOf: models.appendingPathComponent("examples/examples.json")))
         var options = GenerationOptions()
         options.maxNewTokens = 20

@@ -83,11 +83,11 @@ extension Reference.Generation {
 final class Pipelines: @unchecked Sendable {
     static let shared = Pipelines()
     private let lock = NSLock()
-    private var cache: [String: Blip2Pipeline] = [:]
+    private var cache: [String: Pipeline] = [:]
     let directory = FileManager.default.temporaryDirectory.appendingPathComponent("blip2-pipeline-tests-\(getpid())")
 
     /// `fixtures`: the OPT models, or the Flan-T5 ones (Tests/Fixtures/models-t5).
-    func pipeline(_ name: String, weights: WeightPrecision = .f32, fixtures: URL = fixtureModels) throws -> Blip2Pipeline {
+    func pipeline(_ name: String, weights: WeightPrecision = .f32, fixtures: URL = fixtureModels) throws -> Pipeline {
         lock.lock()
         defer { lock.unlock() }
         // The fixture names of the two folders differ; the file name is what CalibrationTests opens.
@@ -98,7 +98,7 @@ final class Pipelines: @unchecked Sendable {
         var options = ConversionOptions()
         options.weights = weights
         _ = try Converter.convert(checkpoint: fixtures.appendingPathComponent(name).appendingPathComponent("checkpoint"), output: path, options: options)
-        let pipeline = try Blip2Pipeline(modelPath: path)
+        let pipeline = try Pipeline(modelPath: path)
         cache[key] = pipeline
         return pipeline
     }

@@ -14,7 +14,7 @@ import Testing
 /// Files that store every weight alike must compute alike.
 @Suite struct QuantizationDriftTests {
     /// Relative RMS weight error over `names`, parameter-weighted, as the converter measured it.
-    static func weightError(_ pipeline: Blip2Pipeline, names: Set<String>) throws -> Double {
+    static func weightError(_ pipeline: Pipeline, names: Set<String>) throws -> Double {
         let provenance = try pipeline.model.file.decode(QuantizationProvenance.self, section: MetadataSectionName.quantization)
         var squared = 0.0, count = 0
         for record in pipeline.model.file.tensors where names.contains(record.name) {

@@ -30,7 +30,7 @@ struct T5Reference: Decodable {
 }
 
 extension Pipelines {
-    func t5(_ name: String, weights: WeightPrecision = .f32) throws -> Blip2Pipeline {
+    func t5(_ name: String, weights: WeightPrecision = .f32) throws -> Pipeline {
         try pipeline(name, weights: weights, fixtures: t5FixtureModels)
     }
 }

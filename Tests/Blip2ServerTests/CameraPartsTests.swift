@@ -89,8 +89,8 @@ struct CameraPartsTests {
             var name: String { "none" }
             func run(into sink: FrameSink) throws {}
         }
-        let pipeline = try Blip2Pipeline(modelPath: demoModel)
-        let server = try Blip2Server(pipeline: pipeline, modelPath: demoModel, configuration: ServerConfiguration(),
+        let pipeline = try Pipeline(modelPath: demoModel)
+        let server = try ModelServer(pipeline: pipeline, modelPath: demoModel, configuration: ServerConfiguration(),
                                      camera: CameraConfiguration(source: NoFrames()))
         let camera = try #require(server.camera)
         _ = try camera.events()

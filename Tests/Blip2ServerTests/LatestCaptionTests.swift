@@ -16,11 +16,11 @@ final class FixedLatest: LatestCaptionProvider, @unchecked Sendable {
 struct LatestCaptionTests {
     @Test("GET /v1/latest serves the provider's record, 204 before it has one; cancelling run() stops the server")
     func latest() async throws {
-        let pipeline = try Blip2Pipeline(modelPath: demoModel)
+        let pipeline = try Pipeline(modelPath: demoModel)
         var configuration = ServerConfiguration()
         configuration.port = 0
         let provider = FixedLatest()
-        let server = Blip2Server(pipeline: pipeline, modelPath: demoModel, configuration: configuration, latest: provider)
+        let server = ModelServer(pipeline: pipeline, modelPath: demoModel, configuration: configuration, latest: provider)
         let (urls, sink) = AsyncStream<String>.makeStream()
         let running = Task { try await server.run { sink.yield($0) } }
         var iterator = urls.makeAsyncIterator()

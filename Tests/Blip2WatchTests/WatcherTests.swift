@@ -52,7 +52,7 @@ final class WatcherProgress: @unchecked Sendable {
 }
 
 @Suite(.serialized) struct FrameWatcherTests {
-    static let pipeline = try! Blip2Pipeline(modelPath: demoModel)
+    static let pipeline = try! Pipeline(modelPath: demoModel)
 
     @Test func captionsAndAnswersEachNewScene() throws {
         let demo = DemoExamples.loaded

@@ -3,7 +3,7 @@ import Foundation
 import Testing
 @testable import Blip2Convert
 import Blip2Compute
-@testable import Blip2Model
+@testable import Blip2Models
 @testable import Blip2ModelFile
 
 let t5FixtureModels = packageRoot.appendingPathComponent("Tests/Fixtures/models-t5")

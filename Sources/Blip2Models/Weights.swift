@@ -1,5 +1,5 @@
 import Blip2Compute
-import Blip2Config
+import Blip2Configs
 import Blip2Core
 import Blip2ModelFile
 import CKernels

@@ -17,7 +17,7 @@ extension Blip2Config {
         public static let positions = 1 << 20
         public static let imageSize = 1 << 14
         public static let queryTokens = 1 << 12
-        /// Longest context the runtime runs (Blip2Pipeline.defaultContextLimit); costs are estimated for it.
+        /// Longest context the runtime runs (Pipeline.defaultContextLimit); costs are estimated for it.
         public static let context = 512
         /// Work and memory may grow with the stored weights (a bigger file is a bigger model), but a small
         /// file must not ask for unbounded work: at most this many operations per stored weight, plus

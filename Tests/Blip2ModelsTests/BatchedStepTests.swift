@@ -2,7 +2,7 @@ import Blip2Compute
 import Foundation
 import Testing
 @testable import Blip2Convert
-@testable import Blip2Model
+@testable import Blip2Models
 @testable import Blip2ModelFile
 
 /// A decode step for several sequences must leave each where a step of its token alone would: logits
