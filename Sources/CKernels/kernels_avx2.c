@@ -210,7 +210,6 @@ BLIP2_INLINE __m256 fma8_avx2(__m256 acc, __m256 w, __m256 x) { return _mm256_fm
 
 BLIP2_FLOAT_TILE(tile_f32_avx2, __m256, 8, float, load8_f32, BLIP2_SAME, _mm256_setzero_ps, _mm256_loadu_ps, fma8_avx2, hsum_avx2)
 BLIP2_FLOAT_TILE(tile_f16_avx2, __m256, 8, uint16_t, load8_f16, half_avx2, _mm256_setzero_ps, _mm256_loadu_ps, fma8_avx2, hsum_avx2)
-BLIP2_VEC_DOTS(avx2, tile_q8_avx2, tile_q4_avx2, tile_f32_avx2, tile_f16_avx2)
 
 BLIP2_TILE(q8_mm_avx2, tile_q8_avx2, 2, 4)
 BLIP2_TILE(q4_mm_avx2, tile_q4_avx2, 2, 4)
@@ -441,10 +440,6 @@ const blip2_kernels blip2_kernels_avx2 = {
     .name = "avx2",
     .quantize_q8a = blip2_quantize_q8a_avx2,
     .quantize_q8k = blip2_quantize_q8k_avx2,
-    .vec_dot_q8_q8a = vec_dot_q8_q8a_avx2,
-    .vec_dot_q4_q8a = vec_dot_q4_q8a_avx2,
-    .vec_dot_f32 = vec_dot_f32_avx2,
-    .vec_dot_f16 = vec_dot_f16_avx2,
     .exp_row = blip2_exp_row_avx2,
     .softmax = blip2_softmax_avx2,
     .gelu = blip2_gelu_avx2,

@@ -31,7 +31,6 @@ BLIP2_INLINE float hsum_avx512(__m512 v) { return _mm512_reduce_add_ps(v); }
 
 BLIP2_FLOAT_TILE(tile_f32_avx512, __m512, 16, float, load16_f32, BLIP2_SAME, _mm512_setzero_ps, _mm512_loadu_ps, fma16_avx512, hsum_avx512)
 BLIP2_FLOAT_TILE(tile_f16_avx512, __m512, 16, uint16_t, load16_f16, half_avx2, _mm512_setzero_ps, _mm512_loadu_ps, fma16_avx512, hsum_avx512)
-BLIP2_VEC_DOTS(avx512, tile_q8_vnni, tile_q4_vnni, tile_f32_avx512, tile_f16_avx512)
 
 BLIP2_TILE(q8_mm_vnni, tile_q8_vnni, 4, 4)
 BLIP2_TILE(q4_mm_vnni, tile_q4_vnni, 4, 4)
@@ -294,10 +293,6 @@ const blip2_kernels blip2_kernels_avx512 = {
     .name = "avx512",
     .quantize_q8a = blip2_quantize_q8a_avx2,
     .quantize_q8k = blip2_quantize_q8k_avx2,
-    .vec_dot_q8_q8a = vec_dot_q8_q8a_avx512,
-    .vec_dot_q4_q8a = vec_dot_q4_q8a_avx512,
-    .vec_dot_f32 = vec_dot_f32_avx512,
-    .vec_dot_f16 = vec_dot_f16_avx512,
     .exp_row = blip2_exp_row_avx2,
     .softmax = blip2_softmax_avx2,
     .gelu = blip2_gelu_avx2,

@@ -15,7 +15,6 @@ BLIP2_INLINE int32x4_t dot_block_sdot(weight_block_neon w, int8x16_t a0, int8x16
 
 BLIP2_Q_TILE_NEON(tile_q8_sdot, unpack_q8_neon, dot_block_sdot, 0)
 BLIP2_Q_TILE_NEON(tile_q4_sdot, unpack_q4_neon, dot_block_sdot, 1)
-BLIP2_VEC_DOTS(sdot, tile_q8_sdot, tile_q4_sdot, tile_f32_neon, tile_f16_neon)
 
 BLIP2_TILE(q8_mv_sdot, tile_q8_sdot, 4, 1)
 BLIP2_TILE(q8_mm_sdot, tile_q8_sdot, 4, 4)
@@ -121,10 +120,6 @@ const blip2_kernels blip2_kernels_dotprod = {
     .name = "dotprod",
     .quantize_q8a = blip2_quantize_q8a_neon,
     .quantize_q8k = blip2_quantize_q8k_neon,
-    .vec_dot_q8_q8a = vec_dot_q8_q8a_sdot,
-    .vec_dot_q4_q8a = vec_dot_q4_q8a_sdot,
-    .vec_dot_f32 = vec_dot_f32_sdot,
-    .vec_dot_f16 = vec_dot_f16_sdot,
     .exp_row = blip2_exp_row_neon,
     .softmax = blip2_softmax_neon,
     .gelu = blip2_gelu_neon,

@@ -63,33 +63,6 @@ BLIP2_INLINE void blip2_prefetch_panel(const void *block, size_t bytes) {
     }
 #define BLIP2_SAME(v) (v)
 
-// The table's single dot products (vec_dot_*_suffix) through its tiles at one row and one token.
-#define BLIP2_VEC_DOTS(suffix, q8_tile, q4_tile, f32_tile, f16_tile)                                             \
-    static float vec_dot_q8_q8a_##suffix(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb) {         \
-        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
-        float out;                                                                                              \
-        q8_tile(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);                                                         \
-        return out;                                                                                             \
-    }                                                                                                           \
-    static float vec_dot_q4_q8a_##suffix(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb) {         \
-        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
-        float out;                                                                                              \
-        q4_tile(wp, xp, nb * BLIP2_QBLOCK, &out, 1, 1);                                                         \
-        return out;                                                                                             \
-    }                                                                                                           \
-    static float vec_dot_f32_##suffix(const float *w, const float *x, size_t n) {                               \
-        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
-        float out;                                                                                              \
-        f32_tile(wp, xp, n, &out, 1, 1);                                                                        \
-        return out;                                                                                             \
-    }                                                                                                           \
-    static float vec_dot_f16_##suffix(const uint16_t *w, const float *x, size_t n) {                            \
-        const void *wp[1] = {w}, *xp[1] = {x};                                                                  \
-        float out;                                                                                              \
-        f16_tile(wp, xp, n, &out, 1, 1);                                                                        \
-        return out;                                                                                             \
-    }
-
 extern const blip2_kernels blip2_kernels_ref;
 #if defined(__x86_64__) || defined(BLIP2_X86_EMULATED)
 extern const blip2_kernels blip2_kernels_avx2;

@@ -70,7 +70,6 @@ void blip2_quantize_q8a_neon(const float *x, blip2_block_q8a *y, size_t n) {
 
 BLIP2_Q_TILE_NEON(tile_q8_neon, unpack_q8_neon, dot_block_neon, 0)
 BLIP2_Q_TILE_NEON(tile_q4_neon, unpack_q4_neon, dot_block_neon, 1)
-BLIP2_VEC_DOTS(neon, tile_q8_neon, tile_q4_neon, tile_f32_neon, tile_f16_neon)
 
 BLIP2_TILE(q8_mv_neon, tile_q8_neon, 4, 1)
 BLIP2_TILE(q8_mm_neon, tile_q8_neon, 2, 4)
@@ -234,10 +233,6 @@ const blip2_kernels blip2_kernels_neon = {
     .name = "neon",
     .quantize_q8a = blip2_quantize_q8a_neon,
     .quantize_q8k = blip2_quantize_q8k_neon,
-    .vec_dot_q8_q8a = vec_dot_q8_q8a_neon,
-    .vec_dot_q4_q8a = vec_dot_q4_q8a_neon,
-    .vec_dot_f32 = vec_dot_f32_neon,
-    .vec_dot_f16 = vec_dot_f16_neon,
     .exp_row = blip2_exp_row_neon,
     .softmax = blip2_softmax_neon,
     .gelu = blip2_gelu_neon,

@@ -59,7 +59,7 @@ func everyWritableTypeHasTiles(isa: KernelISA) throws {
     }
 }
 
-@Suite struct VectorDotTests {
+@Suite struct OneRowTileTests {
     /// Exact value and magnitude (sum of |terms| the kernel adds) of one quantized dot product.
     static func exact(_ w: RandomWeights, row: Int, _ x: [blip2_block_q8a], offset: Int) -> (value: Double, magnitude: Double) {
         var value = 0.0, magnitude = 0.0
@@ -111,16 +111,8 @@ func everyWritableTypeHasTiles(isa: KernelISA) throws {
             for type in [ElementType.q8, .q4] {
                 let w = RandomWeights(type: type, rows: 1, cols: n, rng: &rng)
                 let (value, magnitude) = Self.exact(w, row: 0, a, offset: 0)
-                let got = w.bytes.withUnsafeBytes { raw in
-                    type == .q8
-                        ? k.vec_dot_q8_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q8.self), a, nb)
-                        : k.vec_dot_q4_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q4.self), a, nb)
-                }
-                let reference = w.bytes.withUnsafeBytes { raw in
-                    type == .q8
-                        ? ref.vec_dot_q8_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q8.self), a, nb)
-                        : ref.vec_dot_q4_q8a(raw.baseAddress!.assumingMemoryBound(to: blip2_block_q4.self), a, nb)
-                }
+                let got = w.bytes.withUnsafeBytes { oneRowDot(k, type, $0.baseAddress!, a, n: n) }
+                let reference = w.bytes.withUnsafeBytes { oneRowDot(ref, type, $0.baseAddress!, a, n: n) }
                 let tolerance = Tolerance.floatSum(terms: n, magnitude: magnitude)
                 #expect(abs(Double(got) - value) <= tolerance, "\(isa) \(w.elementType), \(nb) blocks: \(got) vs exact \(value)")
                 #expect(abs(Double(got) - Double(reference)) <= 2 * tolerance, "\(isa) \(w.elementType), \(nb) blocks: \(got) vs reference \(reference)")
@@ -139,13 +131,9 @@ func everyWritableTypeHasTiles(isa: KernelISA) throws {
                 let values = w.row(0)
                 let exact = zip(values, x).reduce(0.0) { $0 + $1.0 * Double($1.1) }
                 let magnitude = zip(values, x).reduce(0.0) { $0 + abs($1.0 * Double($1.1)) }
-                let (got, reference) = w.bytes.withUnsafeBytes { raw -> (Float, Float) in
-                    if type == .f32 {
-                        let p = raw.baseAddress!.assumingMemoryBound(to: Float.self)
-                        return (k.vec_dot_f32(p, x, n), ref.vec_dot_f32(p, x, n))
-                    }
-                    let p = raw.baseAddress!.assumingMemoryBound(to: UInt16.self)
-                    return (k.vec_dot_f16(p, x, n), ref.vec_dot_f16(p, x, n))
+                let (got, reference) = w.bytes.withUnsafeBytes { raw in
+                    x.withUnsafeBytes { (oneRowDot(k, type, raw.baseAddress!, $0.baseAddress!, n: n),
+                                         oneRowDot(ref, type, raw.baseAddress!, $0.baseAddress!, n: n)) }
                 }
                 let tolerance = Tolerance.floatSum(terms: n, magnitude: magnitude)
                 #expect(abs(Double(got) - exact) <= tolerance, "\(isa) \(w.elementType), n=\(n): \(got) vs exact \(exact)")
@@ -153,6 +141,17 @@ func everyWritableTypeHasTiles(isa: KernelISA) throws {
             }
         }
     }
+}
+
+/// One row times one activation row through `k`'s one-token tile for `type`, as the driver calls it on the
+/// last row of a matrix: every row pointer of the tile at the same row, the first output kept.
+private func oneRowDot(_ k: blip2_kernels, _ type: ElementType, _ w: UnsafeRawPointer, _ x: UnsafeRawPointer, n: Int) -> Float {
+    let tile = withUnsafeBytes(of: k.matvec) { $0.assumingMemoryBound(to: blip2_tile.self)[Int(type.rawValue)] }
+    let rows = Int(tile.rows), tokens = Int(tile.tokens)
+    let wp = [UnsafeRawPointer?](repeating: w, count: rows), xp = [UnsafeRawPointer?](repeating: x, count: tokens)
+    var out = [Float](repeating: .nan, count: rows * tokens)
+    tile.fn(wp, xp, n, &out)
+    return out[0]
 }
 
 @Suite struct ProductTests {
@@ -193,7 +192,7 @@ func everyWritableTypeHasTiles(isa: KernelISA) throws {
                 let xs = x[(t * cols)..<((t + 1) * cols)]
                 let magnitude: Double
                 if w.isQuantized {
-                    magnitude = VectorDotTests.exact(w, row: r, quantized, offset: t * cols / 32).magnitude
+                    magnitude = OneRowTileTests.exact(w, row: r, quantized, offset: t * cols / 32).magnitude
                 } else {
                     magnitude = wmax * xs.reduce(0.0) { $0 + abs(Double($1)) }
                 }

@@ -288,11 +288,6 @@ typedef struct {
     void (*quantize_q8a)(const float *x, blip2_block_q8a *y, size_t n);
     /// n must be a multiple of 32; writes ceil(n / 256) blocks, the last zero-padded.
     void (*quantize_q8k)(const float *x, blip2_block_q8k *y, size_t n);
-    /// Dot products of one row with one activation row (nb blocks, or n floats).
-    float (*vec_dot_q8_q8a)(const blip2_block_q8 *w, const blip2_block_q8a *x, size_t nb);
-    float (*vec_dot_q4_q8a)(const blip2_block_q4 *w, const blip2_block_q8a *x, size_t nb);
-    float (*vec_dot_f32)(const float *w, const float *x, size_t n);
-    float (*vec_dot_f16)(const uint16_t *w, const float *x, size_t n);
     /// y[i] = e^x[i] for x <= 88 (the reference is libm's expf; SIMD paths are within 2 ulp of it, and
     /// give 0 or the smallest normal below -87.3, where expf is subnormal).
     void (*exp_row)(const float *x, float *y, size_t n);
