@@ -101,7 +101,8 @@ void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t gro
             for (size_t t0 = c0; t0 < c1; t0 += mm->tokens) {
                 size_t nt = min_size(mm->tokens, c1 - t0);
                 if (nt > 1) {
-                    run_tile(mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
+                    const blip2_tile narrow = {nt < mm->tokens ? k->matmul_narrow[type][nt] : NULL, mm->rows, (uint32_t)nt};
+                    run_tile(narrow.fn ? &narrow : mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
                     continue;
                 }
                 // A single leftover token streams its rows through the one-token tile instead of a padded one.

@@ -292,6 +292,10 @@ static void q8p_mv_avx2(const void *const *w, const void *const *x, size_t n, fl
 static void q8p_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_avx2(w, x, n, out, 4); }
 static void q4p_mv_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 1); }
 static void q4p_mm_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 4); }
+static void q8p_mm2_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_avx2(w, x, n, out, 2); }
+static void q8p_mm3_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_avx2(w, x, n, out, 3); }
+static void q4p_mm2_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 2); }
+static void q4p_mm3_avx2(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_avx2(w, x, n, out, 3); }
 
 // MARK: Super-block panels (q4k, q3k, q6k): the q4p/q8p register layout (4 inputs of 8 rows per 32 bytes,
 // against 4 broadcast activation bytes), with the sub-block scales applied in the integer domain: each
@@ -455,6 +459,9 @@ const blip2_kernels blip2_kernels_avx2 = {
         [BLIP2_TYPE_Q8] = {q8_mm_avx2, 2, 4}, [BLIP2_TYPE_Q4] = {q4_mm_avx2, 2, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_avx2, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_avx2, 8, 4},
         [BLIP2_TYPE_Q4K] = {q4k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_avx2, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_avx2, 8, 4},
+    },
+    .matmul_narrow = {
+        [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_avx2, q8p_mm3_avx2}, [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_avx2, q4p_mm3_avx2},
     },
     .int8_peak = int8_peak_avx2,
 };

@@ -41,96 +41,122 @@ BLIP2_TILE(f16_mm_avx512, tile_f16_avx512, 4, 4)
 
 
 
-// MARK: Panels with VNNI: one 512-bit register holds two groups (8 rows x 4 inputs each); the activation
-// register is built per token and step with one permute: group 2j's 4 bytes in the low half, group
-// 2j + 1's in the high half. Lanes then hold [8 rows of even groups | 8 rows of odd groups], folded per block.
+// MARK: Panels with VNNI: one 512-bit register holds two groups (8 rows x 4 inputs each) interleaved per row,
+// [row 0's group 2j, row 0's group 2j + 1, row 1's ...], so a token's activation bytes for the two groups
+// are one 64-bit broadcast from memory. Lanes hold [row r's even groups, row r's odd groups] until the end
+// of the row, where each pair is added.
 
-BLIP2_INLINE __m512i pair_index_vnni(int j) {
-    return _mm512_setr_epi32(2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j, 2 * j,
-                             2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1, 2 * j + 1);
+// A token's 8 activation bytes for one step of a panel (two groups), in every 64-bit lane.
+BLIP2_INLINE __m512i broadcast8_vnni(const int8_t *p) {
+    int64_t v;
+    memcpy(&v, p, sizeof v);
+    return _mm512_set1_epi64(v);
 }
 
-BLIP2_INLINE __m256i fold_vnni(__m512i v) {
-    return _mm256_add_epi32(_mm512_castsi512_si256(v), _mm512_extracti64x4_epi64(v, 1));
+// Row r of a panel is lanes 2r and 2r + 1 of `acc`.
+BLIP2_INLINE void store_pairs_vnni(const __m512 *acc, float *out, const int T) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+    float lanes[16];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        _mm512_storeu_ps(lanes, _mm512_add_ps(_mm512_permutexvar_ps(even, acc[t]), _mm512_permutexvar_ps(odd, acc[t])));
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
+    }
 }
 
-// q8p: vpdpbusd wants its first product operand unsigned, so here the activation takes the offset
-// (a + 128, an xor of the sign bit): (a + 128) . w = a . w + 128 sum(w), and sum(w) per row comes from one
-// more vpdpbusd against ones, shared by every token.
+// q8p: vpdpbusd wants its first product operand unsigned, so here the weights take the offset (w + 128, an
+// xor of the sign bit, once per step for every token): (w + 128) . a = w . a + 128 sum(a), and 128 d_w s_a
+// (s_a = d_a sum(a), stored with the activation block) comes off in floats, where q4p adds its minimums. A
+// step's two groups are interleaved per row by one permute so that the activation is a 64-bit broadcast from
+// memory, as in q4p below; up to 8 tokens per pass.
 BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
     const size_t nb = n / BLIP2_QBLOCK;
     const blip2_panel_q8 *w = (const blip2_panel_q8 *)wv[0];
-    const blip2_block_q8a *x[4];
+    const blip2_block_q8a *x[8];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
-    const __m256i offset = _mm256_set1_epi8((char)0x80);
-    const __m512i ones = _mm512_set1_epi8(1);
-    __m256 acc[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    const __m512i offset = _mm512_set1_epi8((char)0x80);
+    const __m512i by_row = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
+    const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    __m512 acc[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q8 *p = w + b;
         blip2_prefetch_panel(p, sizeof(blip2_panel_q8));
-        __m512i a[4], sum[4], weights = _mm512_setzero_si512();
-        BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            a[t] = _mm512_castsi256_si512(_mm256_xor_si256(_mm256_loadu_si256((const __m256i *)x[t][b].qs), offset));
-            sum[t] = _mm512_setzero_si512();
-        }
+        __m512i sum[8];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) sum[t] = _mm512_setzero_si512();
         BLIP2_UNROLL for (int j = 0; j < 4; j++) {
-            __m512i q = _mm512_loadu_si512((const void *)(p->qs + 64 * j));
-            weights = _mm512_dpbusd_epi32(weights, ones, q);
+            __m512i u = _mm512_xor_si512(_mm512_permutexvar_epi32(by_row, _mm512_loadu_si512((const void *)(p->qs + 64 * j))), offset);
             BLIP2_UNROLL for (int t = 0; t < T; t++)
-                sum[t] = _mm512_dpbusd_epi32(sum[t], _mm512_permutexvar_epi32(pair_index_vnni(j), a[t]), q);
+                sum[t] = _mm512_dpbusd_epi32(sum[t], u, broadcast8_vnni(x[t][b].qs + 8 * j));
         }
-        __m256i correction = _mm256_slli_epi32(fold_vnni(weights), 7);
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
+        __m512 dw = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(d8));
+        __m512 offsets = _mm512_maskz_permutexvar_ps(0x5555, pairs, _mm512_castps256_ps512(_mm256_mul_ps(d8, _mm256_set1_ps(-128.0f))));
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            __m256 dot = _mm256_cvtepi32_ps(_mm256_sub_epi32(fold_vnni(sum[t]), correction));
-            acc[t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(x[t][b].d)), acc[t]);
+            acc[t] = _mm512_fmadd_ps(offsets, _mm512_set1_ps(x[t][b].s), acc[t]);
         }
     }
-    store_panel_avx2(acc, out, T);
+    store_pairs_vnni(acc, out, T);
 }
 
-// q4p: the nibbles are the unsigned operand and the activation bytes go in as they are.
+// q4p: the nibbles are the unsigned operand and the activation bytes go in as they are. A run's two groups
+// are spread once (a permute and a variable shift, shared by every token) so that each row's group-2p and
+// group-2p+1 bytes sit side by side; a token's 8 activation bytes for the run then reach all 8 rows through
+// one 64-bit broadcast from memory, with no permute per token and step. Lanes hold [row r's even groups,
+// row r's odd groups]; they are scaled as they are and added in pairs once per panel. Up to 8 tokens fit
+// the registers (a sum and an accumulator each), which a decode step of up to 8 sequences uses in one pass.
+BLIP2_INLINE __m512i spread_run_q4p(__m512i two_runs, int second, __m512i low) {
+    const __m512i first_rows = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    const __m512i nibble = _mm512_setr_epi32(0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4, 0, 4);
+    __m512i index = second ? _mm512_add_epi32(first_rows, _mm512_set1_epi32(8)) : first_rows;
+    return _mm512_and_si512(_mm512_srlv_epi32(_mm512_permutexvar_epi32(index, two_runs), nibble), low);
+}
+
 BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
     const size_t nb = n / BLIP2_QBLOCK;
     const blip2_panel_q4 *w = (const blip2_panel_q4 *)wv[0];
-    const blip2_block_q8a *x[4];
+    const blip2_block_q8a *x[8];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8a *)xv[t];
-    const __m256i low = _mm256_set1_epi8(0x0f);
-    __m256 acc[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();
+    const __m512i low = _mm512_set1_epi8(0x0f);
+    const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    __m512 acc[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q4 *p = w + b;
         // At every token count: a decode step of several sequences streams the weights from memory as one
         // token does (4 tokens: 0.87x the step time, full-size q4; an image's products are not slowed).
         blip2_prefetch_panel(p, sizeof(blip2_panel_q4));
-        __m512i a[4], sum[4];
-        BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            a[t] = _mm512_castsi256_si512(_mm256_loadu_si256((const __m256i *)x[t][b].qs));
-            sum[t] = _mm512_setzero_si512();
+        __m512i sum[8];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) sum[t] = _mm512_setzero_si512();
+        BLIP2_UNROLL for (int h = 0; h < 2; h++) {
+            __m512i two_runs = _mm512_loadu_si512((const void *)(p->qs + 64 * h));
+            BLIP2_UNROLL for (int k = 0; k < 2; k++) {
+                __m512i u = spread_run_q4p(two_runs, k, low);
+                BLIP2_UNROLL for (int t = 0; t < T; t++)
+                    sum[t] = _mm512_dpbusd_epi32(sum[t], u, broadcast8_vnni(x[t][b].qs + 8 * (2 * h + k)));
+            }
         }
-        BLIP2_UNROLL for (int j = 0; j < 4; j++) {
-            __m256i raw = _mm256_loadu_si256((const __m256i *)(p->qs + 32 * j));
-            __m512i u = _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_and_si256(raw, low)),
-                                           _mm256_and_si256(_mm256_srli_epi16(raw, 4), low), 1);
-            BLIP2_UNROLL for (int t = 0; t < T; t++)
-                sum[t] = _mm512_dpbusd_epi32(sum[t], u, _mm512_permutexvar_epi32(pair_index_vnni(j), a[t]));
-        }
-        __m256 dw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
-        __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->m));
+        // Each row's scale in both of its lanes; its minimum in the even lane only (it is added once per row).
+        __m512 dw = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d))));
+        __m512 mw = _mm512_maskz_permutexvar_ps(0x5555, pairs, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->m))));
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
-            __m256 dot = _mm256_cvtepi32_ps(fold_vnni(sum[t]));
-            acc[t] = _mm256_fmadd_ps(dot, _mm256_mul_ps(dw, _mm256_set1_ps(x[t][b].d)), acc[t]);
-            acc[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t][b].s), acc[t]);
+            acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(x[t][b].d)), acc[t]);
+            acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x[t][b].s), acc[t]);
         }
     }
-    store_panel_avx2(acc, out, T);
+    store_pairs_vnni(acc, out, T);
 }
 
 static void q8p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 1); }
-static void q8p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 4); }
+static void q8p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 8); }
 static void q4p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 1); }
-static void q4p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 4); }
+static void q4p_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, 8); }
+#define BLIP2_PANEL_NARROW_VNNI(T)                                                                                 \
+    static void q8p_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, T); } \
+    static void q4p_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4p_vnni(w, x, n, out, T); }
+BLIP2_PANEL_NARROW_VNNI(2) BLIP2_PANEL_NARROW_VNNI(3) BLIP2_PANEL_NARROW_VNNI(4)
+BLIP2_PANEL_NARROW_VNNI(5) BLIP2_PANEL_NARROW_VNNI(6) BLIP2_PANEL_NARROW_VNNI(7)
 
 // MARK: q4k panels with VNNI (q3k and q6k: below, with the one-token tiles). A 512-bit register holds two
 // groups of 8 rows with each row's two groups side by side (the 32-bit unpack of the low and high nibbles), so
@@ -306,8 +332,12 @@ const blip2_kernels blip2_kernels_avx512 = {
     .matmul = {
         [BLIP2_TYPE_F32] = {f32_mm_avx512, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx512, 4, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_vnni, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_vnni, 4, 4},
-        [BLIP2_TYPE_Q8P] = {q8p_mm_vnni, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_vnni, 8, 4},
+        [BLIP2_TYPE_Q8P] = {q8p_mm_vnni, 8, 8}, [BLIP2_TYPE_Q4P] = {q4p_mm_vnni, 8, 8},
         [BLIP2_TYPE_Q4K] = {q4k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_vnni, 8, 4},
+    },
+    .matmul_narrow = {
+        [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_vnni, q8p_mm3_vnni, q8p_mm4_vnni, q8p_mm5_vnni, q8p_mm6_vnni, q8p_mm7_vnni},
+        [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_vnni, q4p_mm3_vnni, q4p_mm4_vnni, q4p_mm5_vnni, q4p_mm6_vnni, q4p_mm7_vnni},
     },
     .int8_peak = int8_peak_vnni,
 };

@@ -75,6 +75,10 @@ static void q8p_mv_sdot(const void *const *w, const void *const *x, size_t n, fl
 static void q8p_mm_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 4, false); }
 static void q4p_mv_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 1, true); }
 static void q4p_mm_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 4, true); }
+static void q8p_mm2_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 2, false); }
+static void q8p_mm3_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 3, false); }
+static void q4p_mm2_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 2, true); }
+static void q4p_mm3_sdot(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_sdot(w, x, n, out, 3, true); }
 
 // One sub-block with sdot: each token's activation bytes in 16-byte registers, one by-lane sdot per group and
 // row quad, the sums starting from `init` (zero, or the q3k/q6k offset term: a dup where zero would be a
@@ -134,6 +138,9 @@ const blip2_kernels blip2_kernels_dotprod = {
         [BLIP2_TYPE_Q8] = {q8_mm_sdot, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_sdot, 4, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_sdot, 8, 4}, [BLIP2_TYPE_Q4P] = {q4p_mm_sdot, 8, 4},
         [BLIP2_TYPE_Q4K] = {q4k_mm_sdot, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_sdot, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_sdot, 8, 4},
+    },
+    .matmul_narrow = {
+        [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_sdot, q8p_mm3_sdot}, [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_sdot, q4p_mm3_sdot},
     },
     .int8_peak = int8_peak_sdot,
 };

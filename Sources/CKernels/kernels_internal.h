@@ -16,6 +16,7 @@
 // The most row groups (rows, or panels of 8) and tokens any tile takes (the driver's padding buffers are
 // this size; the one-token super-block tiles take up to 4 panels).
 #define BLIP2_TILE_MAX 8
+_Static_assert(BLIP2_TILE_MAX_TOKENS <= BLIP2_TILE_MAX, "the driver's buffers hold every tile's tokens");
 
 /// Declares `name` as a table entry running `body` with fixed `rows` x `tokens` (BLIP2_SHARED_TILE: one that
 /// another file's table also uses, declared in that family's header).

@@ -131,6 +131,8 @@ static void q8p_mv_neon(const void *const *w, const void *const *x, size_t n, fl
 static void q8p_mm_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 3, false); }
 static void q4p_mv_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 1, true); }
 static void q4p_mm_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 3, true); }
+static void q8p_mm2_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 2, false); }
+static void q4p_mm2_neon(const void *const *w, const void *const *x, size_t n, float *out) { tile_qp_neon(w, x, n, out, 2, true); }
 
 // MARK: Super-block panels (q4k, q3k, q6k): q4p's register layout (16 bytes hold 4 inputs of 4 rows), the
 // sub-block scales applied in the integer domain. Per sub-block and token the products give one int32 sum
@@ -248,6 +250,7 @@ const blip2_kernels blip2_kernels_neon = {
         [BLIP2_TYPE_Q8P] = {q8p_mm_neon, 8, 3}, [BLIP2_TYPE_Q4P] = {q4p_mm_neon, 8, 3},
         [BLIP2_TYPE_Q4K] = {q4k_mm_neon, 8, 3}, [BLIP2_TYPE_Q3K] = {q3k_mm_neon, 8, 3}, [BLIP2_TYPE_Q6K] = {q6k_mm_neon, 8, 3},
     },
+    .matmul_narrow = {[BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_neon}, [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_neon}},
     .int8_peak = int8_peak_neon,
 };
 

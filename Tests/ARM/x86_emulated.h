@@ -41,6 +41,16 @@ static inline __m512i _mm512_cvtepu8_epi32(__m128i v) {
 }
 #endif
 
+#ifndef _mm512_cvtepi32_ps
+static inline __m512 _mm512_cvtepi32_ps(__m512i v) {
+    int32_t lanes[16];
+    float floats[16];
+    _mm512_storeu_si512(lanes, v);
+    for (int i = 0; i < 16; i++) floats[i] = (float)lanes[i];
+    return _mm512_loadu_ps(floats);
+}
+#endif
+
 static inline float _mm512_reduce_add_ps(__m512 v) {
     float f[16];
     _mm512_storeu_ps(f, v);

@@ -213,11 +213,29 @@ private func oneRowDot(_ k: blip2_kernels, _ type: ElementType, _ w: UnsafeRawPo
                 let tokens = rows % 9 + 1
                 try Self.check(isa, type: type, rows: rows, tokens: tokens, cols: inner[rows % inner.count], rng: &rng)
             }
+            // Every narrow tile, the full one, and the full one followed by each remainder.
             for rows in [1, 5, 8, 13] {
-                for tokens in 1...9 {
+                for tokens in Array(1...11) + [15, 17, 19] {
                     try Self.check(isa, type: type, rows: rows, tokens: tokens, cols: inner[(rows + tokens) % inner.count], rng: &rng)
                 }
             }
+        }
+    }
+}
+
+/// A narrow tile stands in for the full many-token tile at fewer tokens: only counts from 2 below the full
+/// tile's, and only where the table has a many-token tile at all.
+@Test(arguments: KernelISA.supported)
+func narrowTilesAreBelowTheFullTile(isa: KernelISA) throws {
+    let k = try #require(isa.table).pointee
+    for type in ElementType.allCases {
+        let full = withUnsafeBytes(of: k.matmul) { $0.assumingMemoryBound(to: blip2_tile.self)[Int(type.rawValue)] }
+        let narrow = withUnsafeBytes(of: k.matmul_narrow) { raw in
+            (0..<Int(BLIP2_TILE_MAX_TOKENS)).map { raw.assumingMemoryBound(to: blip2_tile_fn?.self)[Int(type.rawValue) * Int(BLIP2_TILE_MAX_TOKENS) + $0] }
+        }
+        #expect(full.tokens <= BLIP2_TILE_MAX_TOKENS, "\(isa) \(type.name): \(full.tokens) tokens")
+        for (tokens, tile) in narrow.enumerated() where tile != nil {
+            #expect(full.fn != nil && tokens >= 2 && tokens < full.tokens, "\(isa) \(type.name): a \(tokens)-token narrow tile beside a \(full.tokens)-token one")
         }
     }
 }

@@ -281,6 +281,9 @@ typedef struct {
     uint32_t tokens;
 } blip2_tile;
 
+/// The most tokens a tile takes.
+#define BLIP2_TILE_MAX_TOKENS 8
+
 typedef struct {
     blip2_isa isa;
     const char *name;
@@ -301,6 +304,10 @@ typedef struct {
     blip2_tile matvec[BLIP2_TYPE_COUNT];
     /// Several tokens per weight load (prefill: bound by arithmetic).
     blip2_tile matmul[BLIP2_TYPE_COUNT];
+    /// The many-token tile's narrower forms where an instruction set has them, by token count (2 up to
+    /// `matmul[type].tokens - 1`; NULL elsewhere), same rows: a decode step of a few sequences multiplies
+    /// exactly its tokens instead of padding them to the tile's count.
+    blip2_tile_fn matmul_narrow[BLIP2_TYPE_COUNT][BLIP2_TILE_MAX_TOKENS];
     /// A register-only loop of this instruction set's int8 multiply-add sequence (no loads): `iterations`
     /// rounds; returns the integer operations done (2 per multiply-add). The ceiling products are measured
     /// against.
