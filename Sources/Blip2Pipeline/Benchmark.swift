@@ -95,7 +95,9 @@ public struct BenchmarkReport: Codable, Sendable {
         public let vision: StageProfile
         public let qformerProjection: StageProfile
         public let prefill: StageProfile
-        enum CodingKeys: String, CodingKey { case vision, qformerProjection = "qformer_projection", prefill }
+        /// Every decode step of a run together (the output head is one of its products).
+        public let decode: StageProfile
+        enum CodingKeys: String, CodingKey { case vision, qformerProjection = "qformer_projection", prefill, decode }
     }
     public let runs: Int
     public let newTokens: Int
@@ -198,9 +200,11 @@ public enum Benchmark {
             let clock = StepClock(capacity: settings.newTokens)
             let generateStart = DispatchTime.now().uptimeNanoseconds
             var firstChosen: UInt64?
-            _ = try pipeline.decodingSteps {
-                try timedGenerate(state, clock: clock, contextIds: context, options: options(settings, pipeline)) { _ in
-                    if firstChosen == nil { firstChosen = DispatchTime.now().uptimeNanoseconds }
+            _ = try profiled("decode", record: run > 0) {
+                try pipeline.decodingSteps {
+                    try timedGenerate(state, clock: clock, contextIds: context, options: options(settings, pipeline)) { _ in
+                        if firstChosen == nil { firstChosen = DispatchTime.now().uptimeNanoseconds }
+                    }
                 }
             }
             let stamps = clock.stamps
@@ -234,7 +238,7 @@ public enum Benchmark {
                             qformerProjection: Spread(qformer), prefill: Spread(prefill), timeToFirstToken: Spread(firstToken),
                             msPerToken: msPerToken, caption: Spread(caption)),
             profile: .init(vision: stageProfile(profiles["vision"]), qformerProjection: stageProfile(profiles["qformer_projection"]),
-                           prefill: stageProfile(profiles["prefill"])),
+                           prefill: stageProfile(profiles["prefill"]), decode: stageProfile(profiles["decode"])),
             tokensPerSecond: msPerToken.median > 0 ? Double(settings.batch) * 1000 / msPerToken.median : 0,
             readBandwidthBytesPerSecond: bandwidth,
             bandwidthFraction: msPerToken.median > 0 ? floorMs / msPerToken.median : 0)

@@ -156,7 +156,7 @@ struct BenchCommand: ParsableCommand {
                               s.productsMs / total * 100, s.quantizeMs / total * 100, s.otherMs / total * 100, s.attentionMs / total * 100,
                               s.normsMs / total * 100, s.geluMs / total * 100, s.gigaOperationsPerSecond)
             }
-            lines.append("\(r.model.path), \(r.threads) thread\(r.threads == 1 ? "" : "s")\(decodeName(r.beams, r.batch).map { ", " + $0 } ?? ""): vision \(share(p.vision)); Q-Former + projection \(share(p.qformerProjection)); prefill \(share(p.prefill)).")
+            lines.append("\(r.model.path), \(r.threads) thread\(r.threads == 1 ? "" : "s")\(decodeName(r.beams, r.batch).map { ", " + $0 } ?? ""): vision \(share(p.vision)); Q-Former + projection \(share(p.qformerProjection)); prefill \(share(p.prefill)); decode \(share(p.decode)).")
         }
         var seen = Set<String>()
         for r in reports where seen.insert(r.model.path).inserted {

@@ -21,7 +21,14 @@ import Testing
         #expect((object["quantization"] as? [String: Any])?["tool_version"] as? String == version)
         let bench = try blip2.run(["bench", model, "--runs", "1", "-n", "2", "--bandwidth-buffer", "8", "--json"])
         #expect(bench.status == 0, "\(bench.stderr)")
-        #expect((try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any])?["version"] as? String == version)
+        let report = try JSONSerialization.jsonObject(with: Data(bench.stdout.utf8)) as? [String: Any]
+        #expect(report?["version"] as? String == version)
+        // Every stage's profile, decoding's included: it runs products (the layers and the output head).
+        let profile = report?["profile"] as? [String: [String: Double]] ?? [:]
+        for stage in ["vision", "qformer_projection", "prefill", "decode"] {
+            let products = profile[stage]?["products_ms"] ?? 0, operations = profile[stage]?["gops"] ?? 0
+            #expect(products > 0 && operations > 0, "\(stage): \(String(describing: profile[stage]))")
+        }
     }
 
     /// Swift names of settings must never reach a user: they type flags.
