@@ -134,13 +134,8 @@ public final class LanguageSession: @unchecked Sendable {
     }
 
     public func feed(tokens ids: [Int]) throws {
-        for id in ids where id < 0 || id >= model.vocabularySize {
-            throw ModelLoadError(message: "token id \(id) is outside the vocabulary (\(model.vocabularySize))")
-        }
+        try checkStep(ids)
         guard !ids.isEmpty else { return }
-        guard length + ids.count <= capacity else {
-            throw ModelLoadError(message: "the sequence would be \(length + ids.count) tokens; the language model holds \(capacity)")
-        }
         let width = model.config.textConfig.embeddingDim
         if embeddings.count < ids.count * width { embeddings = [Float](repeating: 0, count: ids.count * width) }
         embeddings.withUnsafeMutableBufferPointer { rows in
@@ -155,32 +150,51 @@ public final class LanguageSession: @unchecked Sendable {
         }
     }
 
+    /// Most rows `step` takes at once: one per decoding session, and a prompt's tokens.
+    public static var maxStepRows: Int { LanguageModel.maxStepRows }
     /// Most sessions `step` takes at once.
-    public static var maxStepBatch: Int { LanguageModel.maxBatch }
+    public static var maxStepBatch: Int { maxStepRows }
 
     /// Feeds `tokens[b]` to `sessions[b]` in one decode step of the model for all of them (the weights read
     /// once): each session ends as `feed(tokens: [tokens[b]])` would leave it, its logits within float
     /// rounding (many-token tiles). The sessions must be distinct and of one model; at most `maxStepBatch`.
     public static func step(_ sessions: [LanguageSession], tokens: [Int]) throws {
+        try step(sessions, tokens: tokens, counts: nil)
+    }
+
+    /// As `step(_:tokens:)`, but session b takes the next `counts[b]` of `tokens` (a prompt riding on the step
+    /// of sequences that decode), and ends as `feed(tokens:)` of them would leave it; at most `maxStepRows`
+    /// tokens in all. Nothing changes when any session refuses its tokens.
+    public static func step(_ sessions: [LanguageSession], tokens: [Int], counts: [Int]?) throws {
         guard let model = sessions.first?.model else { return }
-        precondition(sessions.count == tokens.count && sessions.count <= maxStepBatch, "one token per session, at most maxStepBatch")
+        precondition((counts?.count ?? tokens.count) == sessions.count && (counts?.allSatisfy { $0 > 0 } ?? true)
+                     && (counts?.reduce(0, +) ?? tokens.count) == tokens.count && tokens.count <= maxStepRows,
+                     "one token per session (or counts[b] of them, at least one), at most maxStepRows in all")
+        var first = 0
         for (b, session) in sessions.enumerated() {
             precondition(session.model === model, "sessions of one model")
             precondition(!sessions[..<b].contains { $0 === session }, "each session at most once per step")
-            try session.checkStep(tokens[b])
+            let count = counts?[b] ?? 1
+            try session.checkStep(tokens[first..<(first + count)])
+            first += count
         }
-        model.language!.step(tokens: tokens, sessions: sessions, compute: model.compute) { b, row in
+        model.language!.step(tokens: tokens, counts: counts, sessions: sessions, compute: model.compute) { b, row in
             sessions[b].logits.withUnsafeMutableBufferPointer { $0.baseAddress!.update(from: row, count: $0.count) }
         }
     }
 
     /// What `step` refuses for this session and token: an id outside the vocabulary, or no room left.
     public func checkStep(_ id: Int) throws {
-        guard id >= 0 && id < model.vocabularySize else {
+        try checkStep(CollectionOfOne(id))
+    }
+
+    /// What `step` refuses for this session and these next tokens.
+    public func checkStep(_ ids: some Collection<Int>) throws {
+        for id in ids where id < 0 || id >= model.vocabularySize {
             throw ModelLoadError(message: "token id \(id) is outside the vocabulary (\(model.vocabularySize))")
         }
-        guard length < capacity else {
-            throw ModelLoadError(message: "the sequence would be \(length + 1) tokens; the language model holds \(capacity)")
+        guard length + ids.count <= capacity else {
+            throw ModelLoadError(message: "the sequence would be \(length + ids.count) tokens; the language model holds \(capacity)")
         }
     }
 

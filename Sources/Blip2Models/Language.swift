@@ -112,29 +112,44 @@ final class LanguageModel {
         head(state.x.pointer + last * hidden, tokens: 1, into: logits, compute: compute)
     }
 
-    /// Most sequences one decode step can take together (the activations are sized for a prompt chunk).
-    static var maxBatch: Int { chunkTokens }
+    /// Most rows one step takes (the activations are sized for a prompt chunk): a row per decoding sequence,
+    /// and a prompt's tokens.
+    static var maxStepRows: Int { chunkTokens }
 
-    /// One decode step for several sequences: `tokens[b]` at the next position of `sessions[b]`'s own cache;
-    /// `logits(b, row)` receives the logits of sequence b (valid during the call). Every product takes all
-    /// the sequences' rows as one many-token product (each weight read from memory once, its unpacking
-    /// shared by the tile's tokens), and attention runs per sequence over its own cache. Each sequence ends
-    /// as a `forward` of its token alone would leave it, within float rounding: the many-token tiles sum in
-    /// another order than the one-token ones.
-    func step(tokens: [Int], sessions: [LanguageSession], compute: ComputeContext, logits: (Int, UnsafePointer<Float>) -> Void) {
-        let batch = tokens.count
-        precondition(batch > 0 && batch <= Self.maxBatch && sessions.count == batch, "batch shape is checked by the caller")
-        for session in sessions { precondition(session.length < session.capacity, "KV cache overflow is checked by the caller") }
+    /// One step for several sequences: sequence b takes `counts[b]` consecutive rows of `tokens` (nil: one
+    /// each, a decode step) at the next positions of `sessions[b]`'s own cache, so a prompt can ride on the
+    /// step of sequences that are decoding. `logits(b, row)` receives the logits of sequence b's last row
+    /// (valid during the call). Every product takes all the rows as one many-token product (each weight
+    /// read from memory once, its unpacking shared by the tile's tokens), and attention runs per sequence
+    /// over its own cache. Each sequence ends as a `forward` of its rows alone would leave it, within float
+    /// rounding: the tiles may group its rows with others' (on AVX-512 VNNI the panel tiles give every
+    /// row the same bits whatever its neighbours).
+    func step(tokens: [Int], counts: [Int]? = nil, sessions: [LanguageSession], compute: ComputeContext,
+              logits: (Int, UnsafePointer<Float>) -> Void) {
+        let rows = tokens.count, batch = sessions.count
+        precondition(rows > 0 && rows <= Self.maxStepRows && (counts?.count ?? rows) == batch
+                     && (counts?.reduce(0, +) ?? rows) == rows, "step shape is checked by the caller")
+        for (b, session) in sessions.enumerated() {
+            precondition(session.length + (counts?[b] ?? 1) <= session.capacity, "KV cache overflow is checked by the caller")
+        }
         lock.lock()
         defer { lock.unlock() }
         if let projectIn {
             // embed_dim-wide rows before project_in: the FFN buffer is wider than both.
             embed(tokens, into: state.ffn.pointer)
-            compute.linear(state.ffn.pointer, tokens: batch, projectIn, into: state.x.pointer)
+            compute.linear(state.ffn.pointer, tokens: rows, projectIn, into: state.x.pointer)
         } else {
             embed(tokens, into: state.x.pointer)
         }
-        runLayers(tokens: batch, .batch(sessions), compute: compute)
+        runLayers(tokens: rows, .batch(sessions, counts: counts), compute: compute)
+        // Only each sequence's last row needs logits: those rows move to the front, in order.
+        if let counts {
+            var last = -1
+            for b in 0..<batch {
+                last += counts[b]
+                if last != b { memmove(state.x.pointer + b * hidden, state.x.pointer + last * hidden, hidden * MemoryLayout<Float>.stride) }
+            }
+        }
         let vocab = vocabSize
         if batchLogits.count < batch * vocab { batchLogits = FloatBuffer(batch * vocab) }
         head(state.x.pointer, tokens: batch, into: batchLogits.pointer, compute: compute)
@@ -157,8 +172,9 @@ final class LanguageModel {
     private enum Placement {
         /// One sequence's consecutive positions from `cache.length` on (a prompt, or one token).
         case sequence(KVCache)
-        /// Row b is the next position of session b (a decode step of several sequences).
-        case batch([LanguageSession])
+        /// Session b's `counts[b]` rows (nil: one) follow session b - 1's, each at the next positions of its
+        /// own cache (a step of several sequences).
+        case batch([LanguageSession], counts: [Int]?)
     }
 
     /// Rows already in `state.x` (embedded, before positions) through every layer; leaves their hidden
@@ -172,9 +188,13 @@ final class LanguageModel {
             for t in 0..<tokens {
                 Ops.add(x + t * h, embedPositions + (cache.length + t + OPTConfig.positionOffset) * h, count: h)
             }
-        case .batch(let sessions):
+        case .batch(let sessions, let counts):
+            var row = 0
             for (b, session) in sessions.enumerated() {
-                Ops.add(x + b * h, embedPositions + (session.length + OPTConfig.positionOffset) * h, count: h)
+                for t in 0..<(counts?[b] ?? 1) {
+                    Ops.add(x + row * h, embedPositions + (session.length + t + OPTConfig.positionOffset) * h, count: h)
+                    row += 1
+                }
             }
         }
         let heads = config.numAttentionHeads, headDim = h / heads
@@ -198,15 +218,18 @@ final class LanguageModel {
                                   AttentionShape(heads: heads, headDim: headDim, queries: tokens, keys: start + tokens,
                                                  qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
                                                  scale: 1, causalOffset: start))
-            case .batch(let sessions):
+            case .batch(let sessions, let counts):
+                var first = 0
                 for (b, session) in sessions.enumerated() {
-                    let cache = session.cache, start = cache.length, keys = cache.keys(layer: i), values = cache.values(layer: i), row = qkv + b * 3 * h
-                    cache.store(row + h, rowStride: 3 * h, tokens: 1, at: start, into: keys)
-                    cache.store(row + 2 * h, rowStride: 3 * h, tokens: 1, at: start, into: values)
-                    compute.attention(q: row, k: keys, v: values, out: context + b * h,
-                                      AttentionShape(heads: heads, headDim: headDim, queries: 1, keys: start + 1,
+                    let count = counts?[b] ?? 1, rows = qkv + first * 3 * h
+                    let cache = session.cache, start = cache.length, keys = cache.keys(layer: i), values = cache.values(layer: i)
+                    cache.store(rows + h, rowStride: 3 * h, tokens: count, at: start, into: keys)
+                    cache.store(rows + 2 * h, rowStride: 3 * h, tokens: count, at: start, into: values)
+                    compute.attention(q: rows, k: keys, v: values, out: context + first * h,
+                                      AttentionShape(heads: heads, headDim: headDim, queries: count, keys: start + count,
                                                      qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
                                                      scale: 1, causalOffset: start))
+                    first += count
                 }
             }
             compute.linear(context, tokens: tokens, layer.outProj, into: normed)
@@ -221,7 +244,8 @@ final class LanguageModel {
         }
         switch placement {
         case .sequence(let cache): cache.length += tokens
-        case .batch(let sessions): for session in sessions { session.cache.length += 1 }
+        case .batch(let sessions, let counts):
+            for (b, session) in sessions.enumerated() { session.cache.length += counts?[b] ?? 1 }
         }
     }
 }

@@ -359,8 +359,12 @@ final class SessionState: DecoderState {
         ids += tokens
     }
 
-    func feed(_ tokens: [Int]) throws {
-        try scheduler.exclusive { try session.feed(tokens: tokens) }
+    /// A prompt's tokens: in the next shared step when generations are decoding, else as a prefill alone.
+    func feed(_ tokens: [Int]) throws { try scheduler.prompt(self, tokens: tokens) }
+
+    /// The tokens in a forward pass of their own (the caller has the model to itself).
+    func feedAlone(_ tokens: [Int]) throws {
+        try session.feed(tokens: tokens)
         ids += tokens
     }
 
@@ -386,19 +390,33 @@ final class SessionState: DecoderState {
     /// What `LanguageSession.step` would refuse for this state and token.
     func checkAppendable(_ token: Int) throws { try session.checkStep(token) }
 
-    /// One decode step of the model for all the states (distinct), in groups of at most `maxStepBatch`;
-    /// `sessions` is scratch the caller keeps, so a step allocates nothing once it has grown.
-    static func stepTogether(_ tokens: [Int], _ states: [SessionState], sessions: inout [LanguageSession]) throws {
-        let most = LanguageSession.maxStepBatch
-        var start = 0
+    /// One step of the model for all the states (distinct): state i takes the next `counts[i]` of `tokens`
+    /// (one while decoding, a prompt's several), in groups of at most `maxStepBatch` states and `maxStepRows`
+    /// tokens; `sessions` is scratch the caller keeps, so a step allocates nothing once it has grown.
+    static func stepTogether(_ tokens: [Int], counts: [Int], _ states: [SessionState], sessions: inout [LanguageSession]) throws {
+        let mostStates = LanguageSession.maxStepBatch, mostRows = LanguageSession.maxStepRows
+        var start = 0, row = 0
         while start < states.count {
-            let end = min(states.count, start + most)
+            var end = start, rows = 0
+            while end < states.count && end - start < mostStates && rows + counts[end] <= mostRows {
+                rows += counts[end]
+                end += 1
+            }
+            precondition(end > start, "a prompt longer than a step is fed alone")
             sessions.removeAll(keepingCapacity: true)
             for i in start..<end { sessions.append(states[i].session) }
-            // Past maxStepBatch sequences (rare) the later groups' tokens are copied out.
-            try LanguageSession.step(sessions, tokens: start == 0 && end == states.count ? tokens : Array(tokens[start..<end]))
-            for i in start..<end { states[i].ids.append(tokens[i]) }
+            let whole = start == 0 && end == states.count
+            let prompts = counts[start..<end].contains { $0 != 1 }
+            // Past one group (rare) the later groups' tokens are copied out.
+            try LanguageSession.step(sessions, tokens: whole ? tokens : Array(tokens[row..<(row + rows)]),
+                                     counts: prompts ? Array(counts[start..<end]) : nil)
+            var first = row
+            for i in start..<end {
+                states[i].ids.append(contentsOf: tokens[first..<(first + counts[i])])
+                first += counts[i]
+            }
             start = end
+            row += rows
         }
     }
 

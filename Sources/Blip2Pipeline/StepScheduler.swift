@@ -6,9 +6,10 @@ import Foundation
 // The model runs one thing at a time (one set of activation buffers, one worker pool), but decoding is
 // bound by reading the weights, so generations running side by side (a server's requests, each on its own
 // thread) should share their decode steps: one step of the model gives every decoding sequence its next
-// token and reads the weights once for all. Everything else the model does for them (an image encode, a
-// prompt's prefill) runs alone between two steps, at most one such job between two steps, so a new request
-// joins the batch after its prefill without holding the running ones up for more than one job.
+// token and reads the weights once for all. A new request's prompt tokens ride on the next step too (its
+// rows beside the decoding ones; the weights are read once for both). Everything else the model does for
+// them (an image encode, its positions, a prompt too long for a step) runs alone between two steps, at most
+// one such job between two steps, so the running ones are never held up for more than one job.
 
 /// Serialises a pipeline's model work and gathers its generations' decode steps into batched steps.
 ///
@@ -24,14 +25,16 @@ public final class StepScheduler: @unchecked Sendable {
     private var exclusiveOwner: Thread?
     /// Generations in their decode phase.
     private var joined = 0
-    /// The next step's sequences, flat (a generation adds all its beams at once), and how many generations
-    /// have submitted theirs.
+    /// The next step's sequences, flat (a generation adds all its beams at once), the tokens each takes
+    /// (one while decoding, a prompt's several), and how many generations have submitted theirs.
     private var pendingStates: [SessionState] = []
     private var pendingTokens: [Int] = []
+    private var pendingCounts: [Int] = []
     private var submitted = 0
     /// The running step's sequences, swapped with the pending ones: once grown, a step allocates nothing.
     private var stepStates: [SessionState] = []
     private var stepTokens: [Int] = []
+    private var stepCounts: [Int] = []
     private var stepSessions: [LanguageSession] = []
     /// Steps taken and finished so far; a submission belongs to the step after the last one taken.
     private var stepsTaken = 0
@@ -43,12 +46,13 @@ public final class StepScheduler: @unchecked Sendable {
     /// Jobs run alone since the last step.
     private var exclusiveSinceStep = 0
 
-    /// Called after each step with the number of sequences it advanced (a server's metrics).
-    public var onStep: (@Sendable (_ sequences: Int) -> Void)? {
+    /// Called after each step with the number of sequences it advanced and the tokens it fed them (more than
+    /// the sequences when a prompt rode on it): a server's metrics.
+    public var onStep: (@Sendable (_ sequences: Int, _ tokens: Int) -> Void)? {
         get { condition.withLock { stepObserver } }
         set { condition.withLock { stepObserver = newValue } }
     }
-    private var stepObserver: (@Sendable (_ sequences: Int) -> Void)?
+    private var stepObserver: (@Sendable (_ sequences: Int, _ tokens: Int) -> Void)?
 
     public init() {}
 
@@ -107,6 +111,7 @@ public final class StepScheduler: @unchecked Sendable {
         try submit {
             pendingStates.append(contentsOf: states)
             pendingTokens.append(contentsOf: tokens)
+            pendingCounts.append(contentsOf: repeatElement(1, count: tokens.count))
         }
     }
 
@@ -116,6 +121,24 @@ public final class StepScheduler: @unchecked Sendable {
         try submit {
             pendingStates.append(state)
             pendingTokens.append(token)
+            pendingCounts.append(1)
+        }
+    }
+
+    /// Feeds a prompt's `tokens` (at most `LanguageSession.maxStepRows`) to `state` in the next step, when
+    /// generations are decoding: the step reads the weights once for their tokens and the prompt, where a
+    /// prefill of its own would read them again. Alone, it runs as a prefill between two steps.
+    func prompt(_ state: SessionState, tokens: [Int]) throws {
+        guard !tokens.isEmpty else { return }
+        try state.session.checkStep(tokens)
+        let riding = condition.withLock { joined > 0 && exclusiveOwner !== Thread.current } && tokens.count <= LanguageSession.maxStepRows
+        guard riding else { return try exclusive { try state.feedAlone(tokens) } }
+        try decoding {
+            try submit {
+                pendingStates.append(state)
+                pendingTokens.append(contentsOf: tokens)
+                pendingCounts.append(tokens.count)
+            }
         }
     }
 
@@ -134,11 +157,12 @@ public final class StepScheduler: @unchecked Sendable {
             }
             swap(&pendingStates, &stepStates)
             swap(&pendingTokens, &stepTokens)
+            swap(&pendingCounts, &stepCounts)
             submitted = 0
             stepsTaken += 1
             busy = true
             condition.unlock()
-            let sequences = stepStates.count
+            let sequences = stepStates.count, tokens = stepTokens.count
             let outcome = runStep()
             condition.lock()
             busy = false
@@ -151,7 +175,7 @@ public final class StepScheduler: @unchecked Sendable {
             let observer = stepObserver
             condition.broadcast()
             condition.unlock()
-            observer?(sequences)
+            observer?(sequences, tokens)
             condition.lock()
         }
         if failedStep == mine, let failure { throw failure }
@@ -163,10 +187,11 @@ public final class StepScheduler: @unchecked Sendable {
             // Emptied, so finished generations' caches are not held until the next step.
             stepStates.removeAll(keepingCapacity: true)
             stepTokens.removeAll(keepingCapacity: true)
+            stepCounts.removeAll(keepingCapacity: true)
             stepSessions.removeAll(keepingCapacity: true)
         }
         do {
-            try SessionState.stepTogether(stepTokens, stepStates, sessions: &stepSessions)
+            try SessionState.stepTogether(stepTokens, counts: stepCounts, stepStates, sessions: &stepSessions)
             return nil
         } catch {
             return error

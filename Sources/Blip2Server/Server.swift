@@ -70,7 +70,7 @@ public final class ModelServer: Sendable {
         let metrics = self.metrics
         worker.onDepthChange = { metrics.setQueueDepth($0) }
         worker.onRunningChange = { metrics.setActiveSlots($0) }
-        pipeline.scheduler.onStep = { metrics.recordStep(sequences: $0) }
+        pipeline.scheduler.onStep = { sequences, _ in metrics.recordStep(sequences: sequences) }
         if let camera {
             self.camera = CameraFeed(watcher: camera.watcher, log: camera.configuration.log, model: modelName,
                                      registry: metrics.registry, maxListeners: configuration.maxCameraListeners)

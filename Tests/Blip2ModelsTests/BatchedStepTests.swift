@@ -44,12 +44,59 @@ import Testing
         }
     }
 
+    /// Prompts riding on a step (several tokens for some sessions, one for others) end where feeding each
+    /// session its tokens alone leaves it.
+    @Test(arguments: ["base-f32", "odd-hidden-f32"], precisions)
+    func promptsInAStepEqualFeedsAlone(fixture: String, weights: WeightPrecision) throws {
+        let converted = try ConvertedModels.shared.model(fixture, weights: weights)
+        let reference = try Reference.load(fixture)
+        let image = try reference.array(reference.activations.language_projection.file)
+        let prompts = reference.tasks.values.map(\.prompt_ids).sorted { $0.count < $1.count }
+        for isa in KernelISA.supported {
+            let model = try Blip2Model(file: converted.file, compute: try ComputeContext(threads: 2, isa: isa))
+            var alone: [LanguageSession] = []
+            for prompt in [prompts.first!, [Int](), prompts.last!] {
+                let session = model.makeSession()
+                try session.feed(embeddings: image)
+                try session.feed(tokens: prompt)
+                alone.append(session)
+            }
+            let together = alone.map { $0.fork() }
+            // A decoding sequence's token, a question's prompt on the bare image, then another token.
+            let counts = [1, prompts.last!.count, 1]
+            let tokens = [argmax(alone[0].logits)] + prompts.last! + [argmax(alone[2].logits)]
+            var first = 0
+            for (b, session) in alone.enumerated() {
+                try session.feed(tokens: Array(tokens[first..<(first + counts[b])]))
+                first += counts[b]
+            }
+            try LanguageSession.step(together, tokens: tokens, counts: counts)
+            for b in 0..<alone.count {
+                #expect(together[b].length == alone[b].length)
+                let scale = alone[b].logits.map(abs).max()!
+                let difference = maxAbsDifference(together[b].logits, alone[b].logits)
+                #expect(difference <= 1e-5 * max(scale, 1), "\(fixture) \(weights) \(isa) sequence \(b): differs by \(difference)")
+                #expect(argmax(together[b].logits) == argmax(alone[b].logits), "\(fixture) \(weights) \(isa) sequence \(b): another token")
+            }
+            // And the caches hold the same positions: one more token each gives the same logits again.
+            let next = alone.map { argmax($0.logits) }
+            for (session, token) in zip(alone, next) { try session.feed(tokens: [token]) }
+            try LanguageSession.step(together, tokens: next)
+            for b in 0..<alone.count {
+                let scale = alone[b].logits.map(abs).max()!
+                #expect(maxAbsDifference(together[b].logits, alone[b].logits) <= 1e-5 * max(scale, 1), "\(fixture) \(weights) \(isa) sequence \(b), next step")
+            }
+        }
+    }
+
     @Test func stepRefusesWhatFeedRefuses() throws {
         let model = try ConvertedModels.shared.model("base-f32")
         let full = model.makeSession(capacity: 1), fresh = model.makeSession()
         try full.feed(tokens: [2])
         #expect(throws: ModelLoadError.self) { try LanguageSession.step([fresh, full], tokens: [2, 2]) }
         #expect(throws: ModelLoadError.self) { try LanguageSession.step([fresh], tokens: [model.vocabularySize]) }
+        #expect(throws: ModelLoadError.self) { try LanguageSession.step([fresh, full], tokens: [2, 3, 2], counts: [2, 1]) }
+        #expect(throws: ModelLoadError.self) { try LanguageSession.step([fresh], tokens: [2, model.vocabularySize], counts: [2]) }
         #expect(fresh.length == 0 && full.length == 1, "a refused step changes nothing")
     }
 

@@ -6,9 +6,10 @@ import Testing
 /// Records the sequences of each shared step.
 final class StepLog: @unchecked Sendable {
     private let lock = NSLock()
-    private var sizes: [Int] = []
-    func record(_ sequences: Int) { lock.withLock { sizes.append(sequences) } }
+    private var sizes: [Int] = [], rows: [Int] = []
+    func record(_ sequences: Int, _ tokens: Int) { lock.withLock { sizes.append(sequences); rows.append(tokens) } }
     var steps: [Int] { lock.withLock { sizes } }
+    var tokens: [Int] { lock.withLock { rows } }
 }
 
 /// Runs `bodies` on threads of their own at once; fails the test (rather than hanging) after `timeout`.
@@ -62,7 +63,7 @@ final class StepLogErrors: @unchecked Sendable {
             try pipeline.generate(image: images[c.example % images.count], prompt: c.prompt, options: options(c)).sequences
         }
         let log = StepLog()
-        pipeline.scheduler.onStep = { log.record($0) }
+        pipeline.scheduler.onStep = { log.record($0, $1) }
         defer { pipeline.scheduler.onStep = nil }
         let results = ResultSlots(count: Self.cases.count)
         runConcurrently(Self.cases.enumerated().map { index, c in
@@ -78,6 +79,48 @@ final class StepLogErrors: @unchecked Sendable {
         #expect(steps.contains { $0 > 1 }, "steps shared by several sequences: \(steps)")
         #expect(steps.allSatisfy { $0 >= 1 && $0 <= Self.cases.map(\.beams).reduce(0, +) })
         #expect(pipeline.scheduler.decoding == 0, "every generation left")
+    }
+
+    /// A question asked while another generation decodes has its prompt fed in that generation's next step
+    /// (one pass over the weights for both), and both give the tokens they give alone.
+    @Test func aPromptRidesOnTheStepOfADecodingGeneration() throws {
+        let (pipeline, demo) = try DemoModelTests().load()
+        let image = try DemoModelTests.encode(demo.examples[0], with: pipeline)
+        var settings = GenerationOptions()
+        settings.maxNewTokens = 12
+        settings.minNewTokens = 12
+        let options = settings, question = "Question: what color is the circle? Answer:"
+        let captionAlone = try pipeline.generate(image: image, prompt: nil, options: options).sequences
+        let answerAlone = try pipeline.generate(image: image, prompt: question, options: options).sequences
+        let log = StepLog()
+        pipeline.scheduler.onStep = { log.record($0, $1) }
+        defer { pipeline.scheduler.onStep = nil }
+        let results = ResultSlots(count: 2)
+        let captionDecoding = DispatchSemaphore(value: 0)
+        runConcurrently([
+            {
+                var told = false
+                results.set(0, try pipeline.generate(image: image, prompt: nil, options: options, shouldStop: {
+                    // After its first step, the caption lets the question start and waits (bounded) for it to
+                    // join, so the question's prompt is in the caption's next step.
+                    if !told {
+                        told = true
+                        captionDecoding.signal()
+                        for _ in 0..<10_000 where pipeline.scheduler.decoding < 2 { usleep(1_000) }
+                    }
+                    return false
+                }).sequences)
+            },
+            {
+                captionDecoding.wait()
+                results.set(1, try pipeline.generate(image: image, prompt: question, options: options).sequences)
+            },
+        ])
+        #expect(results.get(0) == captionAlone && results.get(1) == answerAlone)
+        let promptTokens = pipeline.promptIds(question).count
+        #expect(zip(log.steps, log.tokens).contains { $0 == 2 && $1 == 1 + promptTokens },
+                "a step with the caption's token and the question's \(promptTokens) prompt tokens: \(Array(zip(log.steps, log.tokens)))")
+        #expect(pipeline.scheduler.decoding == 0)
     }
 
     @Test func aCancelledGenerationLeavesTheOthersRunning() throws {
