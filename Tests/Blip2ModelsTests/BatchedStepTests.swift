@@ -13,33 +13,16 @@ import Testing
 
     @Test(arguments: ["base-f32", "sharded-untied-f32", "odd-hidden-f32"], precisions)
     func batchedStepEqualsSingleSteps(fixture: String, weights: WeightPrecision) throws {
-        let converted = try ConvertedModels.shared.model(fixture, weights: weights)
-        let reference = try Reference.load(fixture)
-        let image = try reference.array(reference.activations.language_projection.file)
-        let prompts = reference.tasks.values.map(\.prompt_ids).sorted { $0.count < $1.count }
-        for isa in KernelISA.supported {
-            let model = try Blip2Model(file: converted.file, compute: try ComputeContext(threads: 2, isa: isa))
+        try forEachISA(fixture, weights) { model, image, prompts, label in
             // Three sequences at different lengths (prompts of different sizes, one a step ahead).
-            var alone: [LanguageSession] = []
-            for (i, prompt) in [prompts.first!, prompts.last!, prompts.first!].enumerated() {
-                let session = model.makeSession()
-                try session.feed(embeddings: image)
-                try session.feed(tokens: prompt + (i == 2 ? [5] : []))
-                alone.append(session)
-            }
+            let alone = try [prompts.first!, prompts.last!, prompts.first! + [5]].map { try session(model, image, $0) }
             let together = alone.map { $0.fork() }
             for step in 0..<6 {
                 // Each sequence's next token: its argmax, moved off the others' so the rows differ.
                 let tokens = alone.enumerated().map { b, session in (argmax(session.logits) + b * 7) % model.vocabularySize }
                 for (session, token) in zip(alone, tokens) { try session.feed(tokens: [token]) }
                 try LanguageSession.step(together, tokens: tokens)
-                for b in 0..<alone.count {
-                    #expect(together[b].length == alone[b].length)
-                    let scale = alone[b].logits.map(abs).max()!
-                    let difference = maxAbsDifference(together[b].logits, alone[b].logits)
-                    #expect(difference <= 1e-5 * max(scale, 1), "\(fixture) \(weights) \(isa) step \(step) sequence \(b): differs by \(difference)")
-                    #expect(argmax(together[b].logits) == argmax(alone[b].logits), "\(fixture) \(weights) \(isa) step \(step) sequence \(b): another token")
-                }
+                expectSame(together, alone, "\(label) step \(step)")
             }
         }
     }
@@ -48,19 +31,8 @@ import Testing
     /// session its tokens alone leaves it.
     @Test(arguments: ["base-f32", "odd-hidden-f32"], precisions)
     func promptsInAStepEqualFeedsAlone(fixture: String, weights: WeightPrecision) throws {
-        let converted = try ConvertedModels.shared.model(fixture, weights: weights)
-        let reference = try Reference.load(fixture)
-        let image = try reference.array(reference.activations.language_projection.file)
-        let prompts = reference.tasks.values.map(\.prompt_ids).sorted { $0.count < $1.count }
-        for isa in KernelISA.supported {
-            let model = try Blip2Model(file: converted.file, compute: try ComputeContext(threads: 2, isa: isa))
-            var alone: [LanguageSession] = []
-            for prompt in [prompts.first!, [Int](), prompts.last!] {
-                let session = model.makeSession()
-                try session.feed(embeddings: image)
-                try session.feed(tokens: prompt)
-                alone.append(session)
-            }
+        try forEachISA(fixture, weights) { model, image, prompts, label in
+            let alone = try [prompts.first!, [], prompts.last!].map { try session(model, image, $0) }
             let together = alone.map { $0.fork() }
             // A decoding sequence's token, a question's prompt on the bare image, then another token.
             let counts = [1, prompts.last!.count, 1]
@@ -71,21 +43,44 @@ import Testing
                 first += counts[b]
             }
             try LanguageSession.step(together, tokens: tokens, counts: counts)
-            for b in 0..<alone.count {
-                #expect(together[b].length == alone[b].length)
-                let scale = alone[b].logits.map(abs).max()!
-                let difference = maxAbsDifference(together[b].logits, alone[b].logits)
-                #expect(difference <= 1e-5 * max(scale, 1), "\(fixture) \(weights) \(isa) sequence \(b): differs by \(difference)")
-                #expect(argmax(together[b].logits) == argmax(alone[b].logits), "\(fixture) \(weights) \(isa) sequence \(b): another token")
-            }
+            expectSame(together, alone, label)
             // And the caches hold the same positions: one more token each gives the same logits again.
             let next = alone.map { argmax($0.logits) }
             for (session, token) in zip(alone, next) { try session.feed(tokens: [token]) }
             try LanguageSession.step(together, tokens: next)
-            for b in 0..<alone.count {
-                let scale = alone[b].logits.map(abs).max()!
-                #expect(maxAbsDifference(together[b].logits, alone[b].logits) <= 1e-5 * max(scale, 1), "\(fixture) \(weights) \(isa) sequence \(b), next step")
-            }
+            expectSame(together, alone, "\(label), next step")
+        }
+    }
+
+    /// `body` on the fixture converted to `weights`, once per instruction set this CPU runs, with the image's
+    /// language-model input rows and the fixture's prompts (shortest first).
+    private func forEachISA(_ fixture: String, _ weights: WeightPrecision,
+                            _ body: (Blip2Model, [Float], [[Int]], String) throws -> Void) throws {
+        let converted = try ConvertedModels.shared.model(fixture, weights: weights)
+        let reference = try Reference.load(fixture)
+        let image = try reference.array(reference.activations.language_projection.file)
+        let prompts = reference.tasks.values.map(\.prompt_ids).sorted { $0.count < $1.count }
+        for isa in KernelISA.supported {
+            let model = try Blip2Model(file: converted.file, compute: try ComputeContext(threads: 2, isa: isa))
+            try body(model, image, prompts, "\(fixture) \(weights) \(isa)")
+        }
+    }
+
+    private func session(_ model: Blip2Model, _ image: [Float], _ prompt: [Int]) throws -> LanguageSession {
+        let session = model.makeSession()
+        try session.feed(embeddings: image)
+        try session.feed(tokens: prompt)
+        return session
+    }
+
+    /// Same lengths, logits within float rounding, and the same token chosen.
+    private func expectSame(_ together: [LanguageSession], _ alone: [LanguageSession], _ label: String) {
+        for b in 0..<alone.count {
+            #expect(together[b].length == alone[b].length)
+            let scale = alone[b].logits.map(abs).max()!
+            let difference = maxAbsDifference(together[b].logits, alone[b].logits)
+            #expect(difference <= 1e-5 * max(scale, 1), "\(label) sequence \(b): differs by \(difference)")
+            #expect(argmax(together[b].logits) == argmax(alone[b].logits), "\(label) sequence \(b): another token")
         }
     }
 
