@@ -9,7 +9,7 @@ import Foundation
 
 let usage = """
 USAGE: blip2-kernel-bench [--threads 1,2] [--isa NAME] [--types q8p,q4p,...] [--matvec SHAPES] [--matmul SHAPES]
-                          [--mm-types q8p,q4p,...] [--no-matvec] [--no-matmul] [--repeats N]
+                          [--mm-types q8p,q4p,...] [--step-tokens N,...] [--no-matvec] [--no-matmul] [--repeats N]
 
   --threads      thread counts to measure (default 1,2)
   --isa          ref, avx2, avx512, neon or dotprod (default: BLIP2_ISA, else the best this CPU has)
@@ -18,15 +18,18 @@ USAGE: blip2-kernel-bench [--threads 1,2] [--isa NAME] [--types q8p,q4p,...] [--
   --matmul       IN x OUT x TOKENS shapes of many-token products (default: every product shape of
                  blip2-opt-2.7b's image encoding and a 33-token prompt)
   --mm-types     weight types for the many-token products (default q8p,q4p,q8,q4,f16,f32)
+  --step-tokens  also time the one-token shapes at these token counts, streamed (a decode step of that many
+                 sequences: every weight read from memory once for all of them), e.g. 2,3,4,5,8
   --repeats      timed repetitions, the median is reported (default 7)
   --no-matvec, --no-matmul   skip one kind of product
 
 matvec lines report weight bytes streamed per second, "hot" (one matrix, cache-resident when it fits) and
-"streamed" (copies totalling 256 MB, so every byte comes from memory as in decode). matmul lines report
+"streamed" (copies totalling 256 MB, so every byte comes from memory as in decode); step lines the same
+streamed product at several tokens, against the one-token time of the same run. matmul lines report
 2 x multiply-adds per second and their share of the int8 peak.
 """
 do {
-    let valued: Set = ["--threads", "--isa", "--types", "--matvec", "--matmul", "--mm-types", "--repeats"]
+    let valued: Set = ["--threads", "--isa", "--types", "--matvec", "--matmul", "--mm-types", "--step-tokens", "--repeats"]
     let flags: Set = ["--no-matvec", "--no-matmul"]
     var rest = CommandLine.arguments.dropFirst()
     while let arg = rest.popFirst() {
@@ -138,8 +141,9 @@ func measure(_ compute: ComputeContext, _ type: ElementType, rows: Int, cols: In
     return time(runs: runs) { _ in compute.linear(x, tokens: tokens, layer, into: y) }
 }
 
-/// One-token products cycling through `copies` matrices, so the weights stream from memory.
-func measureStreamed(_ compute: ComputeContext, _ type: ElementType, rows: Int, cols: Int, copies: Int) -> (wall: Double, cpu: Double) {
+/// Products of `tokens` tokens (a decode step of that many sequences) cycling through `copies` matrices, so
+/// the weights stream from memory.
+func measureStreamed(_ compute: ComputeContext, _ type: ElementType, rows: Int, cols: Int, tokens: Int = 1, copies: Int) -> (wall: Double, cpu: Double) {
     let first = weights(type, rows: rows, cols: cols), bytes = type.byteCount(shape: [rows, cols])!
     let matrices = [first] + (1..<copies).map { _ in
         let copy = UnsafeMutableRawPointer.allocate(byteCount: bytes, alignment: 16384)
@@ -148,12 +152,12 @@ func measureStreamed(_ compute: ComputeContext, _ type: ElementType, rows: Int, 
     }
     defer { matrices.forEach { $0.deallocate() } }
     let layers = matrices.map { Linear(WeightMatrix(name: "bench", type: type, rows: rows, cols: cols, data: $0), bias: nil) }
-    let x = UnsafeMutablePointer<Float>.allocate(capacity: cols)
-    let y = UnsafeMutablePointer<Float>.allocate(capacity: rows)
+    let x = UnsafeMutablePointer<Float>.allocate(capacity: tokens * cols)
+    let y = UnsafeMutablePointer<Float>.allocate(capacity: tokens * rows)
     defer { x.deallocate(); y.deallocate() }
-    for i in 0..<cols { x[i] = Float(i % 113) * 0.01 - 0.5 }
-    for layer in layers { compute.linear(x, tokens: 1, layer, into: y) }   // pages in every copy
-    return time(runs: max(repeats, 2 * copies)) { run in compute.linear(x, tokens: 1, layers[run % copies], into: y) }
+    for i in 0..<(tokens * cols) { x[i] = Float(i % 113) * 0.01 - 0.5 }
+    for layer in layers { compute.linear(x, tokens: tokens, layer, into: y) }   // pages in every copy
+    return time(runs: max(repeats, 2 * copies)) { run in compute.linear(x, tokens: tokens, layers[run % copies], into: y) }
 }
 
 func shapes(_ list: String, parts: Int) -> [[Int]] {
@@ -176,6 +180,10 @@ let matmulShapes = shapes(argument("--matmul") ?? [
     "2560x7680x33", "2560x2560x33", "2560x10240x33", "10240x2560x33",
 ].joined(separator: ","), parts: 3)
 let streamBytes = 256 << 20
+let stepTokens = (argument("--step-tokens") ?? "").split(separator: ",").map { value in
+    guard let tokens = Int(value), tokens > 0 else { fail("bad --step-tokens value \(value)") }
+    return tokens
+}
 
 print("instruction set: \(isa)")
 for threads in threadCounts {
@@ -194,6 +202,11 @@ for threads in threadCounts {
                 print(String(format: "matvec %@ %dx%d, 1 token, %d thread(s): hot %.3f ms %.1f GB/s (CPU %.3f ms), streamed %.3f ms %.1f GB/s (CPU %.3f ms)",
                              type.name, cols, rows, threads, hot * 1e3, bytes / hot / 1e9, hotCPU * 1e3,
                              cold * 1e3, bytes / cold / 1e9, coldCPU * 1e3))
+                for tokens in stepTokens {
+                    let (step, stepCPU) = measureStreamed(compute, type, rows: rows, cols: cols, tokens: tokens, copies: copies)
+                    print(String(format: "step %@ %dx%d, %d tokens, %d thread(s): streamed %.3f ms, %.2fx one token (CPU %.3f ms)",
+                                 type.name, cols, rows, tokens, threads, step * 1e3, step / cold, stepCPU * 1e3))
+                }
             }
         }
     }
