@@ -337,8 +337,7 @@ BLIP2_INLINE void q36k_levels_avx2(const uint8_t *chunk, int h, bool six, __m256
 }
 
 // MARK: Many-token super-block tiles (one panel x T tokens), written once for both instruction sets: `sum` holds
-// a super-block's integer sums for one token (the 8 rows of a __m256i; VNNI q4k: row pairs interleaved in a
-// __m512i) and `zero` makes one; q4k_chunk(dot, T, qs, x, s, c, scales) adds chunk c's products to every
+// a super-block's integer sums for one token (the 8 rows of a __m256i) and `zero` makes one; q4k_chunk(dot, T, qs, x, s, c, scales) adds chunk c's products to every
 // token's sums, q36k_sub(dot, T, chunk, h, six, x, s, c, scales) those of sub-block 2c + h; `rows` turns a sum
 // into the 8 rows' sums in order; `pair_dot` accumulates a 16-bit pair product (the q4k minimums and the
 // q3k/q6k value offsets against the activation's 16-input sums).
