@@ -161,18 +161,11 @@ BLIP2_PANEL_NARROW_VNNI(5) BLIP2_PANEL_NARROW_VNNI(6) BLIP2_PANEL_NARROW_VNNI(7)
 // MARK: q4k panels with VNNI, many tokens (q3k and q6k: below, with the one-token tiles). Two nibble runs
 // (64 bytes) are masked as one 512-bit register per plane, and one two-source permute per run puts each row's
 // two groups side by side (lanes 2r, 2r + 1: row r's low and high nibbles), so the activation operand is the
-// run's 8 bytes broadcast from memory. A chunk's 4 runs sum into one register per token, a lane over 16
+// run's 8 bytes broadcast from memory (as in q4p above). A chunk's 4 runs sum into one register per token, a lane over 16
 // inputs (16 x 15 x 127 = 30480 fits 16 bits), so one vpdpwssd against the sub-scales (zero-extended: the
 // lane's upper half, its sign, meets 0) applies them: one instruction where vpmulld (two micro-ops) and
 // vpaddd were, and no 32-bit interleave or insert per run. The sums stay in this lane order through the
-// float work; the pairs fold to row order once per tile.
-
-// Both groups' 4 activation bytes (8 consecutive bytes) in every lane pair.
-BLIP2_INLINE __m512i group_pair_vnni(const int8_t *a) {
-    int64_t v;
-    memcpy(&v, a, sizeof v);
-    return _mm512_set1_epi64(v);
-}
+// float work and add in pairs once per panel (store_pairs_vnni).
 
 // The two-source permutes: (low plane, high plane) of runs p, p + 1 -> run p's or run p + 1's rows.
 BLIP2_INLINE __m512i q4k_run_first_vnni(void) { return _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23); }
@@ -182,19 +175,6 @@ BLIP2_INLINE __m512i q4k_run_second_vnni(void) { return _mm512_setr_epi32(8, 24,
 BLIP2_INLINE __m512i q4k_scale_order_vnni(void) {
     return _mm512_setr_epi32(0x80808000, 0x80808000, 0x80808001, 0x80808001, 0x80808002, 0x80808002, 0x80808003, 0x80808003,
                              0x80808004, 0x80808004, 0x80808005, 0x80808005, 0x80808006, 0x80808006, 0x80808007, 0x80808007);
-}
-
-// 8 row values (row order) spread to lanes 2r, 2r + 1.
-BLIP2_INLINE __m512 q4k_paired_rows_vnni(__m256 v) {
-    const __m512i order = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
-    return _mm512_permutexvar_ps(order, _mm512_castps256_ps512(v));
-}
-
-// Row sums in row order: lanes 2r and 2r + 1 added, then gathered.
-BLIP2_INLINE __m256 q4k_row_sums_vnni(__m512 v) {
-    const __m512i rows = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512 pairs = _mm512_add_ps(v, _mm512_shuffle_ps(v, v, _MM_SHUFFLE(2, 3, 0, 1)));
-    return _mm512_castps512_ps256(_mm512_permutexvar_ps(rows, pairs));
 }
 
 // Two tokens' minimum terms, sum_j m_j (32-input sum j of the activation), in one register (token t's 8 rows,
@@ -214,12 +194,13 @@ BLIP2_INLINE __m512i q4k_minimum_pair_vnni(const __m512i *pairs, const int16_t *
     return minimum;
 }
 
-// Many tokens, T even (two tokens' minimums share a register).
+// Up to 8 tokens; with an odd count the last token's minimums pair with themselves.
 BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
     const blip2_block_q8k *x[8];
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
     const __m512i nibble = _mm512_set1_epi8(0x0f), first = q4k_run_first_vnni(), second = q4k_run_second_vnni();
     const __m512i scale_order = q4k_scale_order_vnni();
+    const __m512i pairs_of_rows = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     __m512 acc[8], below[4];
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
     BLIP2_UNROLL for (int t = 0; t < T; t += 2) below[t / 2] = _mm512_setzero_ps();
@@ -245,7 +226,7 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
             BLIP2_UNROLL for (int t = 0; t < T; t++) {
                 const int8_t *a = x[t][s].qs + 32 * c;
                 __m512i part = _mm512_setzero_si512();
-                BLIP2_UNROLL for (int r = 0; r < 4; r++) part = _mm512_dpbusd_epi32(part, run[r], group_pair_vnni(a + 8 * r));
+                BLIP2_UNROLL for (int r = 0; r < 4; r++) part = _mm512_dpbusd_epi32(part, run[r], broadcast8_vnni(a + 8 * r));
                 dot[t] = _mm512_dpwssd_epi32(dot[t], part, scale);
             }
         }
@@ -254,22 +235,22 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
             const __m128i both = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(mins + 16 * k)), _mm_loadl_epi64((const __m128i *)(mins + 16 * k + 8)));
             pairs[k] = _mm512_cvtepu8_epi16(_mm256_broadcastsi128_si256(both));
         }
-        const __m512 d = q4k_paired_rows_vnni(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d)));
+        const __m512 d = _mm512_permutexvar_ps(pairs_of_rows, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d))));
         const __m512 dmin = _mm512_cvtph_ps(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p->dmin)));
         BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), _mm512_mul_ps(d, _mm512_set1_ps(x[t][s].d)), acc[t]);
         BLIP2_UNROLL for (int t = 0; t < T; t += 2) {
-            const __m512i minimum = q4k_minimum_pair_vnni(pairs, x[t][s].sums, x[t + 1][s].sums);
-            const __m512 da = _mm512_mask_mov_ps(_mm512_set1_ps(x[t][s].d), 0xff00, _mm512_set1_ps(x[t + 1][s].d));
+            const blip2_block_q8k *next = x[t + 1 < T ? t + 1 : t];
+            const __m512i minimum = q4k_minimum_pair_vnni(pairs, x[t][s].sums, next[s].sums);
+            const __m512 da = _mm512_mask_mov_ps(_mm512_set1_ps(x[t][s].d), 0xff00, _mm512_set1_ps(next[s].d));
             below[t / 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(minimum), _mm512_mul_ps(dmin, da), below[t / 2]);
         }
         block += offsetof(blip2_panel_q4k, qs) + count * 4;
     }
-    __m256 rows[8];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) {
-        const __m512 minimum = below[t / 2];
-        rows[t] = _mm256_sub_ps(q4k_row_sums_vnni(acc[t]), t % 2 ? _mm256_castpd_ps(_mm512_extractf64x4_pd(_mm512_castps_pd(minimum), 1)) : _mm512_castps512_ps256(minimum));
-    }
-    store_panel_avx2(rows, out, T);
+    // Each token's minimums off its rows' even lanes (the pairs are added in store_pairs_vnni).
+    const __m512i first_token = pairs_of_rows, second_token = _mm512_add_epi32(pairs_of_rows, _mm512_set1_epi32(8));
+    BLIP2_UNROLL for (int t = 0; t < T; t++)
+        acc[t] = _mm512_sub_ps(acc[t], _mm512_maskz_permutexvar_ps(0x5555, t % 2 ? second_token : first_token, below[t / 2]));
+    store_pairs_vnni(acc, out, T);
 }
 
 BLIP2_INLINE __m256i pair_dot_vnni(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
@@ -355,20 +336,13 @@ BLIP2_INLINE __m256i rows_vnni(__m256i v) { return v; }
 BLIP2_KQ36_MM(tile_q36k_vnni, __m256i, _mm256_setzero_si256, q36k_sub_mm_vnni, q3k_chunk_vnni, rows_vnni, pair_dot_vnni)
 
 static void q4k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS); }
-// 8 tokens per tile: the weights' unpacking is shared by twice the tokens (0.65-0.74x the time per token of 4,
-// docs/KERNELS.md). The driver repeats a group's last token where it has fewer; with 4 or fewer real tokens
-// (a few sequences decoding together) the 4-token form runs and its last token stands for the repeats.
-static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) {
-    if (x[4] == x[3] && x[5] == x[3] && x[6] == x[3] && x[7] == x[3]) {
-        float four[8 * 4];
-        tile_q4k_vnni(w, x, n, four, 4);
-        for (int r = 0; r < 8; r++) {
-            for (int t = 0; t < 8; t++) out[r * 8 + t] = four[r * 4 + (t < 4 ? t : 3)];
-        }
-        return;
-    }
-    tile_q4k_vnni(w, x, n, out, 8);
-}
+// 8 tokens per tile: the weights' unpacking is shared by twice the tokens (docs/KERNELS.md); narrower forms
+// for 2..7 tokens (a decode step of a few sequences).
+static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 8); }
+#define BLIP2_Q4K_NARROW_VNNI(T) \
+    static void q4k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, T); }
+BLIP2_Q4K_NARROW_VNNI(2) BLIP2_Q4K_NARROW_VNNI(3) BLIP2_Q4K_NARROW_VNNI(4)
+BLIP2_Q4K_NARROW_VNNI(5) BLIP2_Q4K_NARROW_VNNI(6) BLIP2_Q4K_NARROW_VNNI(7)
 static void q3k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS, false); }
 static void q3k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 4, false); }
 static void q6k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS, true); }
@@ -416,6 +390,7 @@ const blip2_kernels blip2_kernels_avx512 = {
     .matmul_narrow = {
         [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_vnni, q8p_mm3_vnni, q8p_mm4_vnni, q8p_mm5_vnni, q8p_mm6_vnni, q8p_mm7_vnni},
         [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_vnni, q4p_mm3_vnni, q4p_mm4_vnni, q4p_mm5_vnni, q4p_mm6_vnni, q4p_mm7_vnni},
+        [BLIP2_TYPE_Q4K] = {NULL, NULL, q4k_mm2_vnni, q4k_mm3_vnni, q4k_mm4_vnni, q4k_mm5_vnni, q4k_mm6_vnni, q4k_mm7_vnni},
     },
     .int8_peak = int8_peak_vnni,
 };
