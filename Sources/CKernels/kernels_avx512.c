@@ -327,7 +327,8 @@ BLIP2_KQ_MV(tile_q4k_mv_vnni, tile_q36k_mv_vnni, q4k_chunk_vnni, q36k_sub_vnni, 
 // vpternlogd, 256-bit vpdpbusd, the rows in the lanes) for each token, the levels unpacked once for all of them.
 // Against two groups per 512-bit register (a 32-bit interleave of the groups, a fold per super-block), on the
 // Ice Lake Xeon in one process (load 7-8): q3k 0.84-0.92x the time at 1408 x 6144 and 6144 x 1408 x 257
-// tokens (medians of 8 runs), q6k 0.87-1.06x; both 0.88x at 1408 x 256 x 4. Results identical.
+// tokens (medians of 8 runs), q6k 0.87-1.06x; both 0.88x at 1408 x 256 x 4. Results identical. 8 tokens per
+// pass (as q4k) against 4: 0.82-0.85x the time at the ViT-g shapes (one process, load ~5), results identical.
 BLIP2_INLINE void q36k_sub_mm_vnni(__m256i *dot, const int T, const uint8_t *chunk, int h, bool six, const blip2_block_q8k *const *x, size_t s, size_t c,
                                    const int8_t *scales) {
     BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_add_epi32(dot[t], q36k_sub_vnni(chunk, h, six, x[t][s].qs + 32 * c + 16 * h, scales));
@@ -339,14 +340,16 @@ static void q4k_mv_vnni(const void *const *w, const void *const *x, size_t n, fl
 // 8 tokens per tile: the weights' unpacking is shared by twice the tokens (docs/KERNELS.md); narrower forms
 // for 2..7 tokens (a decode step of a few sequences).
 static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 8); }
-#define BLIP2_Q4K_NARROW_VNNI(T) \
-    static void q4k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, T); }
-BLIP2_Q4K_NARROW_VNNI(2) BLIP2_Q4K_NARROW_VNNI(3) BLIP2_Q4K_NARROW_VNNI(4)
-BLIP2_Q4K_NARROW_VNNI(5) BLIP2_Q4K_NARROW_VNNI(6) BLIP2_Q4K_NARROW_VNNI(7)
 static void q3k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS, false); }
-static void q3k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 4, false); }
+static void q3k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 8, false); }
 static void q6k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS, true); }
-static void q6k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 4, true); }
+static void q6k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 8, true); }
+#define BLIP2_KQ_NARROW_VNNI(T)                                                                                    \
+    static void q4k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, T); } \
+    static void q3k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, T, false); } \
+    static void q6k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, T, true); }
+BLIP2_KQ_NARROW_VNNI(2) BLIP2_KQ_NARROW_VNNI(3) BLIP2_KQ_NARROW_VNNI(4)
+BLIP2_KQ_NARROW_VNNI(5) BLIP2_KQ_NARROW_VNNI(6) BLIP2_KQ_NARROW_VNNI(7)
 
 // 512-bit vpdpbusd in 12 independent accumulator chains: 64 multiply-adds each.
 static uint64_t int8_peak_vnni(uint64_t iterations) {
@@ -385,12 +388,14 @@ const blip2_kernels blip2_kernels_avx512 = {
         [BLIP2_TYPE_F32] = {f32_mm_avx512, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx512, 4, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_vnni, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_vnni, 4, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_vnni, 8, 8}, [BLIP2_TYPE_Q4P] = {q4p_mm_vnni, 8, 8},
-        [BLIP2_TYPE_Q4K] = {q4k_mm_vnni, 8, 8}, [BLIP2_TYPE_Q3K] = {q3k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_vnni, 8, 4},
+        [BLIP2_TYPE_Q4K] = {q4k_mm_vnni, 8, 8}, [BLIP2_TYPE_Q3K] = {q3k_mm_vnni, 8, 8}, [BLIP2_TYPE_Q6K] = {q6k_mm_vnni, 8, 8},
     },
     .matmul_narrow = {
         [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_vnni, q8p_mm3_vnni, q8p_mm4_vnni, q8p_mm5_vnni, q8p_mm6_vnni, q8p_mm7_vnni},
         [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_vnni, q4p_mm3_vnni, q4p_mm4_vnni, q4p_mm5_vnni, q4p_mm6_vnni, q4p_mm7_vnni},
         [BLIP2_TYPE_Q4K] = {NULL, NULL, q4k_mm2_vnni, q4k_mm3_vnni, q4k_mm4_vnni, q4k_mm5_vnni, q4k_mm6_vnni, q4k_mm7_vnni},
+        [BLIP2_TYPE_Q3K] = {NULL, NULL, q3k_mm2_vnni, q3k_mm3_vnni, q3k_mm4_vnni, q3k_mm5_vnni, q3k_mm6_vnni, q3k_mm7_vnni},
+        [BLIP2_TYPE_Q6K] = {NULL, NULL, q6k_mm2_vnni, q6k_mm3_vnni, q6k_mm4_vnni, q6k_mm5_vnni, q6k_mm6_vnni, q6k_mm7_vnni},
     },
     .int8_peak = int8_peak_vnni,
 };

@@ -381,10 +381,10 @@ BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t 
 }
 #define BLIP2_KQ36_MM(q36k_name, sum, zero, q36k_sub, chunk3, rows, pair_dot)                                        \
 BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {\
-    const blip2_block_q8k *x[4];                                                                                     \
+    const blip2_block_q8k *x[8];                                                                                     \
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                                  \
     const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;   \
-    __m256 acc[4];                                                                                                   \
+    __m256 acc[8];                                                                                                   \
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                           \
     const char *block = (const char *)wv[0];                                                                         \
     for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                              \
@@ -392,8 +392,8 @@ BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t
         int8_t stack_scales[128];                                                                                    \
         const int8_t *scales = q36k_scales_avx2(block, six, stack_scales);                                           \
         const uint8_t *qs = (const uint8_t *)block + header;                                                         \
-        sum dot[4];                                                                                                  \
-        __m256i offset[4];                                                                                           \
+        sum dot[8];                                                                                                  \
+        __m256i offset[8];                                                                                           \
         BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = zero(); offset[t] = _mm256_setzero_si256(); }            \
         for (size_t c = 0; c < chunks; c++) {                                                                        \
             const uint8_t *chunk = qs + c * 32 * bits;                                                               \
