@@ -10,6 +10,8 @@
 // q4k AVX2   q4k's chunk: 8 x vpmaddubsw + vpaddw, vpmaddwd by the sub-scales, vpaddd
 // q4p VNNI   4 x (vpermd + vpdpbusd zmm), fold, convert, 2 FMAs
 // q4k VNNI   4 x vpdpbusd zmm (the activation pair broadcast from memory), vpmulld zmm by the sub-scales, vpaddd zmm
+//            (the tile's sequence until it took the sub-scales by vpdpwssd)
+// q4k dpwssd 4 x vpdpbusd zmm, vpdpwssd zmm by the sub-scales (its lane sums fit 16 bits): the tile's sequence now
 // GOP/s = 2 x multiply-adds per second.
 #include <immintrin.h>
 #include <stdint.h>
@@ -104,27 +106,33 @@ VNNI_TARGET static double q4p_vnni(uint64_t iterations) {
 }
 
 // The tile broadcasts each step's activation pair from memory; here the chain's register stands for it
-// (a broadcast from memory costs a load, not a shuffle).
-VNNI_TARGET static double q4k_vnni(uint64_t iterations) {
-    VNNI_OPERANDS
-    const __m512i scales = _mm512_set1_epi32(7);
-    __m512i acc[VNNI_CHAINS];
-    for (int c = 0; c < VNNI_CHAINS; c++) acc[c] = _mm512_setzero_si512();
-    double start = seconds();
-    for (uint64_t i = 0; i < iterations; i++) {
-        VNNI_OPAQUE
-        for (int c = 0; c < VNNI_CHAINS; c++) {
-            __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, a[c]);
-            sum = _mm512_dpbusd_epi32(sum, u1, a[c]);
-            sum = _mm512_dpbusd_epi32(sum, u2, a[c]);
-            sum = _mm512_dpbusd_epi32(sum, u3, a[c]);
-            acc[c] = _mm512_add_epi32(acc[c], _mm512_mullo_epi32(sum, scales));
-        }
+// (a broadcast from memory costs a load, not a shuffle). `apply` takes a chunk's sum to the chain's total
+// through the sub-scales: vpmulld + vpaddd (the tile's sequence until the sums went into 16-bit lanes), or
+// vpdpwssd (since: one instruction).
+#define Q4K_VNNI(name, apply)                                                                                \
+    VNNI_TARGET static double name(uint64_t iterations) {                                                    \
+        VNNI_OPERANDS                                                                                        \
+        const __m512i scales = _mm512_set1_epi32(7);                                                         \
+        __m512i acc[VNNI_CHAINS];                                                                            \
+        for (int c = 0; c < VNNI_CHAINS; c++) acc[c] = _mm512_setzero_si512();                              \
+        double start = seconds();                                                                            \
+        for (uint64_t i = 0; i < iterations; i++) {                                                          \
+            VNNI_OPAQUE                                                                                      \
+            for (int c = 0; c < VNNI_CHAINS; c++) {                                                          \
+                __m512i sum = _mm512_dpbusd_epi32(_mm512_setzero_si512(), u0, a[c]);                         \
+                sum = _mm512_dpbusd_epi32(sum, u1, a[c]);                                                    \
+                sum = _mm512_dpbusd_epi32(sum, u2, a[c]);                                                    \
+                sum = _mm512_dpbusd_epi32(sum, u3, a[c]);                                                    \
+                acc[c] = apply(acc[c], sum, scales);                                                         \
+            }                                                                                                \
+        }                                                                                                    \
+        double result = GOPS(iterations, VNNI_CHAINS, start);                                                \
+        for (int c = 0; c < VNNI_CHAINS; c++) __asm__ volatile("" : : "v"(acc[c]));                         \
+        return result;                                                                                       \
     }
-    double result = GOPS(iterations, VNNI_CHAINS, start);
-    for (int c = 0; c < VNNI_CHAINS; c++) __asm__ volatile("" : : "v"(acc[c]));
-    return result;
-}
+#define MULLO_ADD(acc, sum, scales) _mm512_add_epi32(acc, _mm512_mullo_epi32(sum, scales))
+Q4K_VNNI(q4k_vnni, MULLO_ADD)
+Q4K_VNNI(q4k_dpwssd_vnni, _mm512_dpwssd_epi32)
 
 int main(void) {
     if (!__builtin_cpu_supports("avx2")) {
@@ -133,10 +141,10 @@ int main(void) {
     }
     const int vnni = __builtin_cpu_supports("avx512vnni") && __builtin_cpu_supports("avx512bw") && __builtin_cpu_supports("avx512vl");
     const uint64_t iterations = 20000000;
-    printf("%-12s %-12s %-12s %-12s (GOP/s, one thread, 3 rounds)\n", "q4p AVX2", "q4k AVX2", "q4p VNNI", "q4k VNNI");
+    printf("%-12s %-12s %-12s %-12s %-12s (GOP/s, one thread, 3 rounds)\n", "q4p AVX2", "q4k AVX2", "q4p VNNI", "q4k VNNI", "q4k dpwssd");
     for (int round = 0; round < 3; round++) {
         printf("%-12.1f %-12.1f", q4p_avx2(iterations), q4k_avx2(iterations));
-        if (vnni) printf(" %-12.1f %-12.1f", q4p_vnni(iterations), q4k_vnni(iterations));
+        if (vnni) printf(" %-12.1f %-12.1f %-12.1f", q4p_vnni(iterations), q4k_vnni(iterations), q4k_dpwssd_vnni(iterations));
         printf("\n");
     }
     return 0;

@@ -158,56 +158,102 @@ static void q4p_mm_vnni(const void *const *w, const void *const *x, size_t n, fl
 BLIP2_PANEL_NARROW_VNNI(2) BLIP2_PANEL_NARROW_VNNI(3) BLIP2_PANEL_NARROW_VNNI(4)
 BLIP2_PANEL_NARROW_VNNI(5) BLIP2_PANEL_NARROW_VNNI(6) BLIP2_PANEL_NARROW_VNNI(7)
 
-// MARK: q4k panels with VNNI (q3k and q6k: below, with the one-token tiles). A 512-bit register holds two
-// groups of 8 rows with each row's two groups side by side (the 32-bit unpack of the low and high nibbles), so
-// the activation operand is one 64-bit broadcast from memory (the two groups' 4 bytes) instead of q4p's permute
-// per token and step. Each sub-block sums in 32 bits, is multiplied by the 8 rows' sub-scales (laid out to
-// match) and added up; the row pairs fold and return to row order once per super-block.
-//
-// Lane l of such a register belongs to row interleaved_row[l / 2] (the unpack works within 128-bit halves).
+// MARK: q4k panels with VNNI, many tokens (q3k and q6k: below, with the one-token tiles). Two nibble runs
+// (64 bytes) are masked as one 512-bit register per plane, and one two-source permute per run puts each row's
+// two groups side by side (lanes 2r, 2r + 1: row r's low and high nibbles), so the activation operand is the
+// run's 8 bytes broadcast from memory (as in q4p above). A chunk's 4 runs sum into one register per token, a lane over 16
+// inputs (16 x 15 x 127 = 30480 fits 16 bits), so one vpdpwssd against the sub-scales (zero-extended: the
+// lane's upper half, its sign, meets 0) applies them: one instruction where vpmulld (two micro-ops) and
+// vpaddd were, and no 32-bit interleave or insert per run. The sums stay in this lane order through the
+// float work and add in pairs once per panel (store_pairs_vnni).
 
-// The 8 sub-scale bytes at s, one per row, as the 16 lanes of an interleaved register.
-BLIP2_INLINE __m512i interleaved_scales_vnni(const int8_t *s, bool is_signed) {
-    const __m128i order = _mm_setr_epi8(0, 0, 1, 1, 4, 4, 5, 5, 2, 2, 3, 3, 6, 6, 7, 7);
-    __m128i v = _mm_shuffle_epi8(_mm_loadl_epi64((const __m128i *)s), order);
-    return is_signed ? _mm512_cvtepi8_epi32(v) : _mm512_cvtepu8_epi32(v);
+// The two-source permutes: (low plane, high plane) of runs p, p + 1 -> run p's or run p + 1's rows.
+BLIP2_INLINE __m512i q4k_run_first_vnni(void) { return _mm512_setr_epi32(0, 16, 1, 17, 2, 18, 3, 19, 4, 20, 5, 21, 6, 22, 7, 23); }
+BLIP2_INLINE __m512i q4k_run_second_vnni(void) { return _mm512_setr_epi32(8, 24, 9, 25, 10, 26, 11, 27, 12, 28, 13, 29, 14, 30, 15, 31); }
+
+// vpshufb control: the 8 sub-scale bytes (repeated in every 128-bit lane) to lanes 2r, 2r + 1, zero-extended.
+BLIP2_INLINE __m512i q4k_scale_order_vnni(void) {
+    return _mm512_setr_epi32(0x80808000, 0x80808000, 0x80808001, 0x80808001, 0x80808002, 0x80808002, 0x80808003, 0x80808003,
+                             0x80808004, 0x80808004, 0x80808005, 0x80808005, 0x80808006, 0x80808006, 0x80808007, 0x80808007);
 }
 
-// Groups a (one dword per row) and b, each row's two dwords side by side.
-BLIP2_INLINE __m512i interleave_groups_vnni(__m256i a, __m256i b) {
-    return _mm512_inserti64x4(_mm512_castsi256_si512(_mm256_unpacklo_epi32(a, b)), _mm256_unpackhi_epi32(a, b), 1);
+// Two tokens' minimum terms, sum_j m_j (32-input sum j of the activation), in one register (token t's 8 rows,
+// then token t + 1's): one vpdpwssd per two sub-blocks against `pairs` (the rows' [m_2k, m_2k+1], in both
+// halves). vphaddw of the two tokens' 16-input sums gives their 32-input sums as 16-bit pairs (in 128-bit lane
+// L, dwords 0 and 1 are token t's pairs 2L and 2L + 1, dwords 2 and 3 token t + 1's); one permute per pair
+// spreads them. All four pairs run, branch-free (a loop to the super-block's length cost a fifth of the
+// tile): past a short super-block's end the activation's sums are 0 (its last block is zero-padded).
+BLIP2_INLINE __m512i q4k_minimum_pair_vnni(const __m512i *pairs, const int16_t *sums, const int16_t *next) {
+    const __m512i sum_pairs = _mm512_castsi256_si512(_mm256_hadd_epi16(_mm256_loadu_si256((const __m256i *)sums), _mm256_loadu_si256((const __m256i *)next)));
+    const __m512i where[4] = {
+        _mm512_setr_epi32(0, 0, 0, 0, 0, 0, 0, 0, 2, 2, 2, 2, 2, 2, 2, 2), _mm512_setr_epi32(1, 1, 1, 1, 1, 1, 1, 1, 3, 3, 3, 3, 3, 3, 3, 3),
+        _mm512_setr_epi32(4, 4, 4, 4, 4, 4, 4, 4, 6, 6, 6, 6, 6, 6, 6, 6), _mm512_setr_epi32(5, 5, 5, 5, 5, 5, 5, 5, 7, 7, 7, 7, 7, 7, 7, 7),
+    };
+    __m512i minimum = _mm512_setzero_si512();
+    BLIP2_UNROLL for (int k = 0; k < 4; k++) minimum = _mm512_dpwssd_epi32(minimum, pairs[k], _mm512_permutexvar_epi32(where[k], sum_pairs));
+    return minimum;
 }
 
-// Both groups' 4 activation bytes (8 consecutive bytes) in every lane pair.
-BLIP2_INLINE __m512i group_pair_vnni(const int8_t *a) {
-    int64_t v;
-    memcpy(&v, a, sizeof v);
-    return _mm512_set1_epi64(v);
-}
-
-// Row sums in row order from an interleaved register: lane pairs added, then rows gathered.
-BLIP2_INLINE __m256i fold_interleaved_vnni(__m512i v) {
-    const __m512i rows = _mm512_setr_epi32(0, 2, 8, 10, 4, 6, 12, 14, 0, 0, 0, 0, 0, 0, 0, 0);
-    __m512i pairs = _mm512_add_epi32(v, _mm512_srli_epi64(v, 32));   // even lanes: lane + its neighbour
-    return _mm512_castsi512_si256(_mm512_permutexvar_epi32(rows, pairs));
-}
-
-BLIP2_INLINE void q4k_chunk_mm_vnni(__m512i *dot, const int T, const uint8_t *qs, const blip2_block_q8k *const *x, size_t s, size_t c, const int8_t *scales) {
-    const __m256i nibble = _mm256_set1_epi8(0x0f);
-    const __m512i scale = interleaved_scales_vnni(scales, false);
-    __m512i part[4];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) part[t] = _mm512_setzero_si512();
-    BLIP2_UNROLL for (int run = 0; run < 4; run++) {
-        __m256i raw = _mm256_loadu_si256((const __m256i *)(qs + 32 * run));
-        __m512i u = interleave_groups_vnni(_mm256_and_si256(raw, nibble), _mm256_and_si256(_mm256_srli_epi16(raw, 4), nibble));
-        BLIP2_UNROLL for (int t = 0; t < T; t++)
-            part[t] = _mm512_dpbusd_epi32(part[t], u, group_pair_vnni(x[t][s].qs + 32 * c + 8 * run));
+// Up to 8 tokens; with an odd count the last token's minimums pair with themselves.
+BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, size_t n, float *out, const int T) {
+    const blip2_block_q8k *x[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];
+    const __m512i nibble = _mm512_set1_epi8(0x0f), first = q4k_run_first_vnni(), second = q4k_run_second_vnni();
+    const __m512i scale_order = q4k_scale_order_vnni();
+    const __m512i pairs_of_rows = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
+    __m512 acc[8], below[4];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    BLIP2_UNROLL for (int t = 0; t < T; t += 2) below[t / 2] = _mm512_setzero_ps();
+    const char *block = (const char *)wv[0];
+    for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {
+        const size_t count = blip2_superblock_count(n, s), chunks = count / 32;
+        const blip2_panel_q4k *p = (const blip2_panel_q4k *)block;
+        int8_t scales[64], mins[64];
+        q4k_scales_avx2(p, scales, mins);
+        __m512i dot[8];
+        BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_setzero_si512();
+        for (size_t c = 0; c < chunks; c++) {
+            __m512i run[4];
+            BLIP2_UNROLL for (int h = 0; h < 2; h++) {
+                const __m512i raw = _mm512_loadu_si512((const void *)(p->qs + 128 * c + 64 * h));
+                const __m512i low = _mm512_and_si512(raw, nibble), high = _mm512_and_si512(_mm512_srli_epi16(raw, 4), nibble);
+                run[2 * h] = _mm512_permutex2var_epi32(low, first, high);
+                run[2 * h + 1] = _mm512_permutex2var_epi32(low, second, high);
+            }
+            int64_t scale_bytes;
+            memcpy(&scale_bytes, scales + 8 * c, sizeof scale_bytes);
+            const __m512i scale = _mm512_shuffle_epi8(_mm512_set1_epi64(scale_bytes), scale_order);
+            BLIP2_UNROLL for (int t = 0; t < T; t++) {
+                const int8_t *a = x[t][s].qs + 32 * c;
+                __m512i part = _mm512_setzero_si512();
+                BLIP2_UNROLL for (int r = 0; r < 4; r++) part = _mm512_dpbusd_epi32(part, run[r], broadcast8_vnni(a + 8 * r));
+                dot[t] = _mm512_dpwssd_epi32(dot[t], part, scale);
+            }
+        }
+        __m512i pairs[4];
+        BLIP2_UNROLL for (int k = 0; k < 4; k++) {
+            const __m128i both = _mm_unpacklo_epi8(_mm_loadl_epi64((const __m128i *)(mins + 16 * k)), _mm_loadl_epi64((const __m128i *)(mins + 16 * k + 8)));
+            pairs[k] = _mm512_cvtepu8_epi16(_mm256_broadcastsi128_si256(both));
+        }
+        const __m512 d = _mm512_permutexvar_ps(pairs_of_rows, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d))));
+        const __m512 dmin = _mm512_cvtph_ps(_mm256_broadcastsi128_si256(_mm_loadu_si128((const __m128i *)p->dmin)));
+        BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(dot[t]), _mm512_mul_ps(d, _mm512_set1_ps(x[t][s].d)), acc[t]);
+        BLIP2_UNROLL for (int t = 0; t < T; t += 2) {
+            const blip2_block_q8k *next = x[t + 1 < T ? t + 1 : t];
+            const __m512i minimum = q4k_minimum_pair_vnni(pairs, x[t][s].sums, next[s].sums);
+            const __m512 da = _mm512_mask_mov_ps(_mm512_set1_ps(x[t][s].d), 0xff00, _mm512_set1_ps(next[s].d));
+            below[t / 2] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(minimum), _mm512_mul_ps(dmin, da), below[t / 2]);
+        }
+        block += offsetof(blip2_panel_q4k, qs) + count * 4;
     }
-    BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm512_add_epi32(dot[t], _mm512_mullo_epi32(part[t], scale));
+    // Each token's minimums off its rows' even lanes (the pairs are added in store_pairs_vnni).
+    const __m512i first_token = pairs_of_rows, second_token = _mm512_add_epi32(pairs_of_rows, _mm512_set1_epi32(8));
+    BLIP2_UNROLL for (int t = 0; t < T; t++)
+        acc[t] = _mm512_sub_ps(acc[t], _mm512_maskz_permutexvar_ps(0x5555, t % 2 ? second_token : first_token, below[t / 2]));
+    store_pairs_vnni(acc, out, T);
 }
 
 BLIP2_INLINE __m256i pair_dot_vnni(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
-BLIP2_KQ4_MM(tile_q4k_vnni, __m512i, _mm512_setzero_si512, q4k_chunk_mm_vnni, fold_interleaved_vnni)
 
 // MARK: One-token super-block tiles with VNNI (BLIP2_KQ_MV): 256-bit vpdpbusd issues on two ports where the
 // 512-bit one has one, and 512-bit instructions shut port 1's vector unit.
@@ -281,7 +327,8 @@ BLIP2_KQ_MV(tile_q4k_mv_vnni, tile_q36k_mv_vnni, q4k_chunk_vnni, q36k_sub_vnni, 
 // vpternlogd, 256-bit vpdpbusd, the rows in the lanes) for each token, the levels unpacked once for all of them.
 // Against two groups per 512-bit register (a 32-bit interleave of the groups, a fold per super-block), on the
 // Ice Lake Xeon in one process (load 7-8): q3k 0.84-0.92x the time at 1408 x 6144 and 6144 x 1408 x 257
-// tokens (medians of 8 runs), q6k 0.87-1.06x; both 0.88x at 1408 x 256 x 4. Results identical.
+// tokens (medians of 8 runs), q6k 0.87-1.06x; both 0.88x at 1408 x 256 x 4. Results identical. 8 tokens per
+// pass (as q4k) against 4: 0.82-0.85x the time at the ViT-g shapes (one process, load ~5), results identical.
 BLIP2_INLINE void q36k_sub_mm_vnni(__m256i *dot, const int T, const uint8_t *chunk, int h, bool six, const blip2_block_q8k *const *x, size_t s, size_t c,
                                    const int8_t *scales) {
     BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = _mm256_add_epi32(dot[t], q36k_sub_vnni(chunk, h, six, x[t][s].qs + 32 * c + 16 * h, scales));
@@ -290,11 +337,19 @@ BLIP2_INLINE __m256i rows_vnni(__m256i v) { return v; }
 BLIP2_KQ36_MM(tile_q36k_vnni, __m256i, _mm256_setzero_si256, q36k_sub_mm_vnni, q3k_chunk_vnni, rows_vnni, pair_dot_vnni)
 
 static void q4k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS); }
-static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 4); }
+// 8 tokens per tile: the weights' unpacking is shared by twice the tokens (docs/KERNELS.md); narrower forms
+// for 2..7 tokens (a decode step of a few sequences).
+static void q4k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, 8); }
 static void q3k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS, false); }
-static void q3k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 4, false); }
+static void q3k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 8, false); }
 static void q6k_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_mv_vnni(w, x, n, out, BLIP2_MV_PANELS, true); }
-static void q6k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 4, true); }
+static void q6k_mm_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, 8, true); }
+#define BLIP2_KQ_NARROW_VNNI(T)                                                                                    \
+    static void q4k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q4k_vnni(w, x, n, out, T); } \
+    static void q3k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, T, false); } \
+    static void q6k_mm##T##_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q36k_vnni(w, x, n, out, T, true); }
+BLIP2_KQ_NARROW_VNNI(2) BLIP2_KQ_NARROW_VNNI(3) BLIP2_KQ_NARROW_VNNI(4)
+BLIP2_KQ_NARROW_VNNI(5) BLIP2_KQ_NARROW_VNNI(6) BLIP2_KQ_NARROW_VNNI(7)
 
 // 512-bit vpdpbusd in 12 independent accumulator chains: 64 multiply-adds each.
 static uint64_t int8_peak_vnni(uint64_t iterations) {
@@ -333,11 +388,14 @@ const blip2_kernels blip2_kernels_avx512 = {
         [BLIP2_TYPE_F32] = {f32_mm_avx512, 4, 4}, [BLIP2_TYPE_F16] = {f16_mm_avx512, 4, 4},
         [BLIP2_TYPE_Q8] = {q8_mm_vnni, 4, 4}, [BLIP2_TYPE_Q4] = {q4_mm_vnni, 4, 4},
         [BLIP2_TYPE_Q8P] = {q8p_mm_vnni, 8, 8}, [BLIP2_TYPE_Q4P] = {q4p_mm_vnni, 8, 8},
-        [BLIP2_TYPE_Q4K] = {q4k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_vnni, 8, 4},
+        [BLIP2_TYPE_Q4K] = {q4k_mm_vnni, 8, 8}, [BLIP2_TYPE_Q3K] = {q3k_mm_vnni, 8, 8}, [BLIP2_TYPE_Q6K] = {q6k_mm_vnni, 8, 8},
     },
     .matmul_narrow = {
         [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_vnni, q8p_mm3_vnni, q8p_mm4_vnni, q8p_mm5_vnni, q8p_mm6_vnni, q8p_mm7_vnni},
         [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_vnni, q4p_mm3_vnni, q4p_mm4_vnni, q4p_mm5_vnni, q4p_mm6_vnni, q4p_mm7_vnni},
+        [BLIP2_TYPE_Q4K] = {NULL, NULL, q4k_mm2_vnni, q4k_mm3_vnni, q4k_mm4_vnni, q4k_mm5_vnni, q4k_mm6_vnni, q4k_mm7_vnni},
+        [BLIP2_TYPE_Q3K] = {NULL, NULL, q3k_mm2_vnni, q3k_mm3_vnni, q3k_mm4_vnni, q3k_mm5_vnni, q3k_mm6_vnni, q3k_mm7_vnni},
+        [BLIP2_TYPE_Q6K] = {NULL, NULL, q6k_mm2_vnni, q6k_mm3_vnni, q6k_mm4_vnni, q6k_mm5_vnni, q6k_mm6_vnni, q6k_mm7_vnni},
     },
     .int8_peak = int8_peak_vnni,
 };

@@ -275,13 +275,21 @@ BLIP2_INLINE int32_t q4k_sum_pair(const int16_t *s) {
     return (int32_t)(uint16_t)(s[0] + s[1]) | (int32_t)((uint32_t)(uint16_t)(s[2] + s[3]) << 16);
 }
 
+// The rows' minimum pairs [m_2k(r), m_2k+1(r)] of a q4k super-block in 16 bits, k = 0..3 (the vpmaddwd operands
+// of q4k_minimum_avx2), unpacked once per super-block for every token.
+BLIP2_INLINE void q4k_minimum_pairs_avx2(const int8_t *mins, __m256i *pairs) {
+    BLIP2_UNROLL for (int k = 0; k < 4; k++) pairs[k] = scale_pairs_avx2(mins + 16 * k, mins + 16 * k + 8, false);
+}
+
 // One token's minimum term per row, sum_j m_j (32-input sum j of the activation): one vpmaddwd per two
-// sub-blocks, [row r: m_j, m_j+1] against the two sums (a 32-input sum is at most 32 x 127: 16 bits).
-BLIP2_INLINE __m256i q4k_minimum_avx2(const int8_t *mins, const int16_t *sums, size_t chunks) {
-    __m256i minimum = _mm256_setzero_si256();
-    for (size_t c = 0; c < chunks; c += 2) {
-        minimum = _mm256_add_epi32(minimum, _mm256_madd_epi16(scale_pairs_avx2(mins + 8 * c, mins + 8 * c + 8, false), _mm256_set1_epi32(q4k_sum_pair(sums + 2 * c))));
-    }
+// sub-blocks against the pair of 32-input sums (at most 32 x 127: 16 bits), which one vphaddw of the 16-input
+// sums gives for all four pairs. All four run, branch-free (a loop to the super-block's length cost a fifth
+// of the VNNI tile): past a short super-block's end the activation's sums are 0 (its last block is zero-padded).
+BLIP2_INLINE __m256i q4k_minimum_avx2(const __m256i *pairs, const int16_t *sums) {
+    int32_t sum_pairs[4];
+    _mm_storeu_si128((__m128i *)sum_pairs, _mm_hadd_epi16(_mm_loadu_si128((const __m128i *)sums), _mm_loadu_si128((const __m128i *)(sums + 8))));
+    __m256i minimum = _mm256_madd_epi16(pairs[0], _mm256_set1_epi32(sum_pairs[0]));
+    BLIP2_UNROLL for (int k = 1; k < 4; k++) minimum = _mm256_add_epi32(minimum, _mm256_madd_epi16(pairs[k], _mm256_set1_epi32(sum_pairs[k])));
     return minimum;
 }
 
@@ -337,8 +345,7 @@ BLIP2_INLINE void q36k_levels_avx2(const uint8_t *chunk, int h, bool six, __m256
 }
 
 // MARK: Many-token super-block tiles (one panel x T tokens), written once for both instruction sets: `sum` holds
-// a super-block's integer sums for one token (the 8 rows of a __m256i; VNNI q4k: row pairs interleaved in a
-// __m512i) and `zero` makes one; q4k_chunk(dot, T, qs, x, s, c, scales) adds chunk c's products to every
+// a super-block's integer sums for one token (the 8 rows of a __m256i) and `zero` makes one; q4k_chunk(dot, T, qs, x, s, c, scales) adds chunk c's products to every
 // token's sums, q36k_sub(dot, T, chunk, h, six, x, s, c, scales) those of sub-block 2c + h; `rows` turns a sum
 // into the 8 rows' sums in order; `pair_dot` accumulates a 16-bit pair product (the q4k minimums and the
 // q3k/q6k value offsets against the activation's 16-input sums).
@@ -358,7 +365,9 @@ BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t 
         __m256i minimum[4];                                                                                          \
         BLIP2_UNROLL for (int t = 0; t < T; t++) dot[t] = zero();                                                    \
         for (size_t c = 0; c < chunks; c++) q4k_chunk(dot, T, p->qs + 128 * c, x, s, c, scales + 8 * c);             \
-        BLIP2_UNROLL for (int t = 0; t < T; t++) minimum[t] = q4k_minimum_avx2(mins, x[t][s].sums, chunks);          \
+        __m256i pairs[4];                                                                                            \
+        q4k_minimum_pairs_avx2(mins, pairs);                                                                         \
+        BLIP2_UNROLL for (int t = 0; t < T; t++) minimum[t] = q4k_minimum_avx2(pairs, x[t][s].sums);                 \
         const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));                                    \
         const __m256 dmin = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->dmin));                              \
         BLIP2_UNROLL for (int t = 0; t < T; t++) {                                                                   \
@@ -372,10 +381,10 @@ BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t 
 }
 #define BLIP2_KQ36_MM(q36k_name, sum, zero, q36k_sub, chunk3, rows, pair_dot)                                        \
 BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int T, const bool six) {\
-    const blip2_block_q8k *x[4];                                                                                     \
+    const blip2_block_q8k *x[8];                                                                                     \
     BLIP2_UNROLL for (int t = 0; t < T; t++) x[t] = (const blip2_block_q8k *)xv[t];                                  \
     const size_t header = six ? offsetof(blip2_panel_q6k, qs) : offsetof(blip2_panel_q3k, qs), bits = six ? 6 : 3;   \
-    __m256 acc[4];                                                                                                   \
+    __m256 acc[8];                                                                                                   \
     BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm256_setzero_ps();                                           \
     const char *block = (const char *)wv[0];                                                                         \
     for (size_t s = 0; s * BLIP2_SUPERBLOCK < n; s++) {                                                              \
@@ -383,8 +392,8 @@ BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t
         int8_t stack_scales[128];                                                                                    \
         const int8_t *scales = q36k_scales_avx2(block, six, stack_scales);                                           \
         const uint8_t *qs = (const uint8_t *)block + header;                                                         \
-        sum dot[4];                                                                                                  \
-        __m256i offset[4];                                                                                           \
+        sum dot[8];                                                                                                  \
+        __m256i offset[8];                                                                                           \
         BLIP2_UNROLL for (int t = 0; t < T; t++) { dot[t] = zero(); offset[t] = _mm256_setzero_si256(); }            \
         for (size_t c = 0; c < chunks; c++) {                                                                        \
             const uint8_t *chunk = qs + c * 32 * bits;                                                               \

@@ -41,6 +41,17 @@ static inline __m512i _mm512_cvtepu8_epi32(__m128i v) {
 }
 #endif
 
+// 32 bytes widened to 32 16-bit lanes (vpmovzxbw).
+#ifndef _mm512_cvtepu8_epi16
+static inline __m512i _mm512_cvtepu8_epi16(__m256i v) {
+    uint8_t bytes[32];
+    uint16_t lanes[32];
+    _mm256_storeu_si256((__m256i *)bytes, v);
+    for (int i = 0; i < 32; i++) lanes[i] = bytes[i];
+    return _mm512_loadu_si512(lanes);
+}
+#endif
+
 #ifndef _mm512_cvtepi32_ps
 static inline __m512 _mm512_cvtepi32_ps(__m512i v) {
     int32_t lanes[16];
