@@ -63,16 +63,16 @@ extension ComputeContext {
         kernels.pointee.softmax(x, count)
     }
 
-    /// Multi-head attention of `shape`. Heads run in parallel on the worker pool, each product through the
-    /// f32 kernels (keys as weight rows against the queries; then V^T against the probabilities), each head
-    /// in its worker's scratch.
+    /// Multi-head attention of `shape`. Heads run in parallel on the worker pool, each in its worker's scratch.
+    /// Without a causal mask a head is two many-token f32 products (`gemm_f32`: the scaled scores against
+    /// K^T, softmax per row, the probabilities against V); causal heads take one query at a time.
     public func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           out: UnsafeMutablePointer<Float>, _ shape: AttentionShape) {
         guard shape.queries > 0, shape.heads > 0 else { return }
         let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         defer { productClock?.add(.attention, since: started) }
         let kernels = self.kernels, pool = self.pool
-        // Non-causal heads hold all scores [queries, keys] and V^T [headDim, keys]; causal ones one row.
+        // Non-causal heads hold all scores [queries, keys] and K^T [headDim, keys]; causal ones one row.
         let floats = shape.causalOffset == nil ? (shape.queries + shape.headDim) * shape.keys : shape.keys
         let body = { (h: Int, worker: Int) in
             let scratch = pool.scratch(worker: worker, bytes: max(1, floats) * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
@@ -178,19 +178,17 @@ public enum Ops {
         let qh = q + h * headDim, kh = k, vh = v   // k, v: this head's first key and value
         let softmax = kernels.pointee.softmax!
         guard let offset = causalOffset else {
-            // scores[i, j] = q_i . k_j: keys are the weight rows, queries the tokens.
-            let scores = scratch, vt = scratch + queries * keys
-            blip2_gemm(kernels, f32, kh, kvStride * float, keys, qh, qStride * float, queries, headDim, nil, scores, keys)
-            for i in 0..<queries {
-                let row = scores + i * keys
-                for j in 0..<keys { row[j] *= scale }
-                softmax(row, keys)
+            // Two many-token products whose second operand is read by rows: scores = s Q_h K_h^T over K_h^T
+            // [headDim, keys] (copied once per head), then out_h = P V_h straight from the value rows.
+            let scores = scratch, kt = scratch + queries * keys
+            for d in 0..<headDim {
+                let row = kt + d * keys
+                for j in 0..<keys { row[j] = kh[j * kvStride + d] }
             }
-            // out_i = sum_j p_ij v_j: V^T rows against the probability rows.
-            for j in 0..<keys {
-                for d in 0..<headDim { vt[d * keys + j] = vh[j * kvStride + d] }
-            }
-            blip2_gemm(kernels, f32, vt, keys * float, headDim, scores, keys * float, queries, keys, nil, out + h * headDim, width)
+            let gemm = kernels.pointee.gemm_f32!
+            gemm(queries, keys, headDim, scale, qh, qStride, kt, keys, scores, keys)
+            for i in 0..<queries { softmax(scores + i * keys, keys) }
+            gemm(queries, headDim, keys, 1, scores, keys, vh, kvStride, out + h * headDim, width)
             return
         }
         // Causal (the language model): each query sees its own prefix; one token per product.

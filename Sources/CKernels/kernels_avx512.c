@@ -23,6 +23,45 @@ BLIP2_Q_MV4(tile_q_mv4_vnni, dot_vnni)
 static void q8_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_vnni(w, x, n, out, false, true); }
 static void q4_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_vnni(w, x, n, out, true, true); }
 
+// MARK: Many-token f32 products (attention: scores Q K^T and the sums of values P V)
+
+// 8 rows of a against `vectors` (1 or 2) registers of 16 columns of b: up to 16 accumulators, a's value
+// broadcast per row. Loads and stores go under masks, so columns past `cols` are neither read nor written
+// (ViT-g's 88-wide heads end on half a register); rows past `rows` repeat the last row and are not stored.
+BLIP2_INLINE void gemm_f32_block_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda,
+                                        const float *b, size_t ldb, float *c, size_t ldc, const int vectors) {
+    const float *ar[8];
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
+    __mmask16 mask[2];
+    BLIP2_UNROLL for (int v = 0; v < 2; v++) {
+        size_t left = cols > 16 * (size_t)v ? cols - 16 * (size_t)v : 0;
+        mask[v] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    }
+    __m512 acc[8][2];
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_setzero_ps();
+    for (size_t p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        __m512 bv[2];
+        BLIP2_UNROLL for (int v = 0; v < vectors; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+            __m512 x = _mm512_set1_ps(ar[r][p]);
+            BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+        }
+    }
+    const __m512 scale = _mm512_set1_ps(alpha);
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+        if ((size_t)r >= rows) break;
+        BLIP2_UNROLL for (int v = 0; v < vectors; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask[v], _mm512_mul_ps(acc[r][v], scale));
+    }
+}
+
+static void gemm_f32_tile_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
+                                 size_t ldb, float *c, size_t ldc) {
+    if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2);
+    else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1);
+}
+BLIP2_GEMM_F32(gemm_f32_avx512, gemm_f32_tile_avx512, 8, 32)
+
 BLIP2_INLINE __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
 BLIP2_INLINE __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
 BLIP2_INLINE __m512 fma16_avx512(__m512 acc, __m512 w, __m512 x) { return _mm512_fmadd_ps(w, x, acc); }
@@ -315,6 +354,7 @@ const blip2_kernels blip2_kernels_avx512 = {
         [BLIP2_TYPE_Q4K] = {q4k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_vnni, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_vnni, 8, 4},
     },
     .int8_peak = int8_peak_vnni,
+    .gemm_f32 = gemm_f32_avx512,
 };
 
 #endif

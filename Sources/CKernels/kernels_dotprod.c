@@ -141,6 +141,7 @@ const blip2_kernels blip2_kernels_dotprod = {
         [BLIP2_TYPE_Q4K] = {q4k_mm_sdot, 8, 4}, [BLIP2_TYPE_Q3K] = {q3k_mm_sdot, 8, 4}, [BLIP2_TYPE_Q6K] = {q6k_mm_sdot, 8, 4},
     },
     .int8_peak = int8_peak_sdot,
+    .gemm_f32 = blip2_gemm_f32_neon,
 };
 
 #endif

@@ -39,6 +39,21 @@
 #define BLIP2_OPAQUE(v) __asm__ volatile("" : "+x"(v))
 #endif
 
+// The f32 many-token product (blip2_kernels.gemm_f32) over tiles of ROWS x COLS outputs: column blocks
+// outside, row blocks inside, so a block of b (k x COLS floats: 16 or 33 KB for ViT-g's 257 keys) stays in
+// L1 while every row of a passes it. tile(rows, cols, ...) takes up to ROWS rows and COLS columns.
+#define BLIP2_GEMM_F32(name, tile, ROWS, COLS)                                                                   \
+    static void name(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,      \
+                     size_t ldb, float *c, size_t ldc) {                                                         \
+        for (size_t j = 0; j < n; j += (COLS)) {                                                                 \
+            size_t cols = n - j < (COLS) ? n - j : (COLS);                                                       \
+            for (size_t i = 0; i < m; i += (ROWS)) {                                                             \
+                size_t rows = m - i < (ROWS) ? m - i : (ROWS);                                                   \
+                tile(rows, cols, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc);                  \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+
 // Functions of kernels_avx2.c that the AVX-512 table uses as they are: activation quantization is defined to
 // be bit-identical on every path, and the float functions are shared as they are.
 void blip2_exp_row_avx2(const float *x, float *y, size_t n);

@@ -82,3 +82,22 @@ static inline __m512 blip2_emulated_fmadd512(__m512 a, __m512 b, __m512 c) {
 }
 #undef _mm512_fmadd_ps
 #define _mm512_fmadd_ps blip2_emulated_fmadd512
+
+// Masked loads and stores of 16 floats: lanes outside the mask are neither read nor written (loads give 0).
+#ifndef __mmask16
+typedef simde__mmask16 __mmask16;
+#endif
+#ifndef _mm512_maskz_loadu_ps
+static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const void *p) {
+    float lanes[16];
+    for (int i = 0; i < 16; i++) lanes[i] = (k >> i) & 1 ? ((const float *)p)[i] : 0.0f;
+    return _mm512_loadu_ps(lanes);
+}
+#endif
+#ifndef _mm512_mask_storeu_ps
+static inline void _mm512_mask_storeu_ps(void *p, __mmask16 k, __m512 v) {
+    float lanes[16];
+    _mm512_storeu_ps(lanes, v);
+    for (int i = 0; i < 16; i++) if ((k >> i) & 1) ((float *)p)[i] = lanes[i];
+}
+#endif
