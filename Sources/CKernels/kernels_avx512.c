@@ -25,23 +25,23 @@ static void q4_mv_vnni(const void *const *w, const void *const *x, size_t n, flo
 
 // MARK: Many-token f32 products (attention: scores Q K^T and the sums of values P V)
 
-// 8 rows of a against `vectors` (1 or 2) registers of 16 columns of b: up to 16 accumulators, a's value
+// 8 rows of a against `vectors` (1 to 3) registers of 16 columns of b: up to 24 accumulators, a's value
 // broadcast per row. Loads and stores go under masks, so columns past `cols` are neither read nor written
 // (ViT-g's 88-wide heads end on half a register); rows past `rows` repeat the last row and are not stored.
 BLIP2_INLINE void gemm_f32_block_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda,
                                         const float *b, size_t ldb, float *c, size_t ldc, const int vectors) {
     const float *ar[8];
     BLIP2_UNROLL for (int r = 0; r < 8; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
-    __mmask16 mask[2];
-    BLIP2_UNROLL for (int v = 0; v < 2; v++) {
+    __mmask16 mask[3];
+    BLIP2_UNROLL for (int v = 0; v < 3; v++) {
         size_t left = cols > 16 * (size_t)v ? cols - 16 * (size_t)v : 0;
         mask[v] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
     }
-    __m512 acc[8][2];
+    __m512 acc[8][3];
     BLIP2_UNROLL for (int r = 0; r < 8; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_setzero_ps();
     for (size_t p = 0; p < k; p++) {
         const float *bp = b + p * ldb;
-        __m512 bv[2];
+        __m512 bv[3];
         BLIP2_UNROLL for (int v = 0; v < vectors; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
         BLIP2_UNROLL for (int r = 0; r < 8; r++) {
             __m512 x = _mm512_set1_ps(ar[r][p]);
@@ -57,10 +57,11 @@ BLIP2_INLINE void gemm_f32_block_avx512(size_t rows, size_t cols, size_t k, floa
 
 static void gemm_f32_tile_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
                                  size_t ldb, float *c, size_t ldc) {
-    if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2);
+    if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3);
+    else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2);
     else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1);
 }
-BLIP2_GEMM_F32(gemm_f32_avx512, gemm_f32_tile_avx512, 8, 32)
+BLIP2_GEMM_F32(gemm_f32_avx512, gemm_f32_tile_avx512, 8, 48)
 
 BLIP2_INLINE __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
 BLIP2_INLINE __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }

@@ -273,7 +273,7 @@ static void check_softmax(const blip2_kernels *k, const blip2_kernels *ref) {
 // bound holds. Columns past n and rows past m of the output must stay as they were.
 static void check_gemm_f32(const blip2_kernels *k, const blip2_kernels *ref, int emulated) {
     static const size_t ms[] = {1, 2, 5, 6, 7, 8, 9, 13, 17, 33};
-    static const size_t ns[] = {1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40, 88};
+    static const size_t ns[] = {1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 88, 97};
     static const size_t ks[] = {1, 3, 64, 88};
     size_t bad = 0, cases = 0;
     char detail[160] = "";

@@ -385,7 +385,7 @@ func everyWritableTypeHasTiles(isa: KernelISA) throws {
         let sentinel: Float = 1234.5
         var differing = 0, outside = 0, inexact = 0
         for m in [1, 2, 5, 6, 7, 8, 9, 13, 17, 33] {
-            for n in [1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40, 88] {
+            for n in [1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 88, 97] {
                 for depth in [1, 3, 64, 88] {
                     let lda = depth + 3, ldb = n + 5, ldc = n + 7
                     let a = (0..<(m * lda)).map { _ in rng.activation() }
