@@ -8,21 +8,10 @@ BLIP2_BEGIN_AVX2
 
 // MARK: Exponential and softmax (attention: keys x queries x heads of them per layer)
 
-BLIP2_INLINE __m256 exp8_avx2(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(BLIP2_EXP_LO)), _mm256_set1_ps(BLIP2_EXP_HI));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(BLIP2_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(BLIP2_LN2_HI), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(BLIP2_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(BLIP2_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P5));
-    __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
-}
+BLIP2_INLINE __m256 round8_avx2(__m256 x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+BLIP2_INLINE __m256 magnitude8_avx2(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+BLIP2_INLINE __m256 by_sign8_avx2(__m256 x, __m256 a, __m256 b) { return _mm256_blendv_ps(a, b, x); }
+BLIP2_EXP_GELU(exp8_avx2, gelu8_avx2, __m256, __m256i, _mm256, round8_avx2, magnitude8_avx2, by_sign8_avx2, _mm256_castsi256_ps)
 
 void blip2_exp_row_avx2(const float *x, float *y, size_t n) {
     size_t i = 0;
@@ -53,28 +42,6 @@ void blip2_softmax_avx2(float *x, size_t n) {
     __m256 inverse = _mm256_set1_ps(1 / sum);
     for (i = 0; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, _mm256_mul_ps(_mm256_loadu_ps(x + i), inverse));
     for (; i < n; i++) x[i] *= 1 / sum;
-}
-
-BLIP2_INLINE __m256 gelu8_avx2(__m256 x) {
-    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(0.70710678118654752f));
-    __m256 u = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
-    __m256 t = _mm256_fmadd_ps(u, _mm256_set1_ps(BLIP2_GELU_T_SCALE), _mm256_set1_ps(BLIP2_GELU_T_SHIFT));
-    __m256 p = _mm256_set1_ps(BLIP2_GELU_P9);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P8));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P7));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P6));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P5));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P4));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P3));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P2));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P1));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P0));
-    __m256 xx = _mm256_mul_ps(x, x), residual = _mm256_fmsub_ps(x, x, xx);   // x^2 = xx + residual exactly
-    __m256 e = _mm256_mul_ps(exp8_avx2(_mm256_mul_ps(xx, _mm256_set1_ps(-0.5f))),
-                             exp8_avx2(_mm256_fnmadd_ps(residual, _mm256_set1_ps(0.5f), p)));
-    __m256 half_erfc = _mm256_mul_ps(_mm256_mul_ps(u, e), _mm256_set1_ps(0.5f));
-    __m256 phi = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), half_erfc), half_erfc, x);   // sign of x picks
-    return _mm256_mul_ps(x, phi);
 }
 
 void blip2_gelu_avx2(float *x, size_t n) {
