@@ -37,11 +37,17 @@ extension ComputeContext {
     /// In place over `tokens` rows of `dim`. Statistics in Double: the reference computes them in f32 with
     /// a pairwise reduction; Double keeps us at least as close to the exact value.
     public func layerNorm(_ x: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
+        layerNorm(x, into: x, tokens: tokens, norm)
+    }
+
+    /// The layer norm of `x` written to `y` (which may be `x`): x is read by the statistics and by the last
+    /// pass, so a residual stream needs no copy before its norm.
+    public func layerNorm(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
         let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         defer { productClock?.add(.norms, since: started) }
         let n = norm.dim
         forChunks(count: tokens, minimum: max(1, (1 << 14) / max(n, 1))) { range in
-            Ops.layerNormRows(x, range, norm)
+            Ops.layerNormRows(x, into: y, range, norm)
         }
     }
 
@@ -91,10 +97,11 @@ extension ComputeContext {
 
 /// Operations that need no context: row statistics, element-wise updates, the attention of one head.
 public enum Ops {
-    static func layerNormRows(_ x: UnsafeMutablePointer<Float>, _ rows: Range<Int>, _ norm: LayerNormWeights) {
+    static func layerNormRows(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ rows: Range<Int>,
+                              _ norm: LayerNormWeights) {
         let n = norm.dim
         for t in rows {
-            let row = x + t * n
+            let row = x + t * n, out = y + t * n
             // Four independent sums: one chain of dependent Double adds was most of a decode step's norm.
             var sums = SIMD4<Double>(), i = 0
             while i + 4 <= n {
@@ -129,14 +136,14 @@ public enum Ops {
                 var v = (UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self) - vm) * vinv
                 if let w = norm.weight { v *= UnsafeRawPointer(w + i).loadUnaligned(as: SIMD8<Float>.self) }
                 if let b = norm.bias { v += UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self) }
-                UnsafeMutableRawPointer(row + i).storeBytes(of: v, as: SIMD8<Float>.self)
+                UnsafeMutableRawPointer(out + i).storeBytes(of: v, as: SIMD8<Float>.self)
                 i += 8
             }
             while i < n {
                 var v = (row[i] - m) * inv
                 if let w = norm.weight { v *= w[i] }
                 if let b = norm.bias { v += b[i] }
-                row[i] = v
+                out[i] = v
                 i += 1
             }
         }
