@@ -37,11 +37,17 @@ extension ComputeContext {
     /// In place over `tokens` rows of `dim`. Statistics in Double: the reference computes them in f32 with
     /// a pairwise reduction; Double keeps us at least as close to the exact value.
     public func layerNorm(_ x: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
+        layerNorm(x, into: x, tokens: tokens, norm)
+    }
+
+    /// The layer norm of `x` written to `y` (which may be `x`): x is read by the statistics and by the last
+    /// pass, so a residual stream needs no copy before its norm.
+    public func layerNorm(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, tokens: Int, _ norm: LayerNormWeights) {
         let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         defer { productClock?.add(.norms, since: started) }
         let n = norm.dim
         forChunks(count: tokens, minimum: max(1, (1 << 14) / max(n, 1))) { range in
-            Ops.layerNormRows(x, range, norm)
+            Ops.layerNormRows(x, into: y, range, norm)
         }
     }
 
@@ -63,17 +69,18 @@ extension ComputeContext {
         kernels.pointee.softmax(x, count)
     }
 
-    /// Multi-head attention of `shape`. Heads run in parallel on the worker pool, each product through the
-    /// f32 kernels (keys as weight rows against the queries; then V^T against the probabilities), each head
-    /// in its worker's scratch.
+    /// Multi-head attention of `shape`. Heads run in parallel on the worker pool, each in its worker's scratch.
+    /// Without a causal mask a head is two many-token f32 products (`gemm_f32`: the scaled scores against
+    /// K^T, softmax per row, the probabilities against V); causal heads take one query at a time.
     public func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           out: UnsafeMutablePointer<Float>, _ shape: AttentionShape) {
         guard shape.queries > 0, shape.heads > 0 else { return }
         let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         defer { productClock?.add(.attention, since: started) }
         let kernels = self.kernels, pool = self.pool
-        // Non-causal heads hold all scores [queries, keys] and V^T [headDim, keys]; causal ones one row.
-        let floats = shape.causalOffset == nil ? (shape.queries + shape.headDim) * shape.keys : shape.keys
+        // Non-causal heads hold all scores [queries, keys], K^T [headDim, keys] and V [keys, headDim]; causal
+        // ones one row.
+        let floats = shape.causalOffset == nil ? (shape.queries + 2 * shape.headDim) * shape.keys : shape.keys
         let body = { (h: Int, worker: Int) in
             let scratch = pool.scratch(worker: worker, bytes: max(1, floats) * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
             Ops.attentionHead(h, q: q, k: k + h * shape.kvHeadStride, v: v + h * shape.kvHeadStride, out: out, shape,
@@ -90,10 +97,11 @@ extension ComputeContext {
 
 /// Operations that need no context: row statistics, element-wise updates, the attention of one head.
 public enum Ops {
-    static func layerNormRows(_ x: UnsafeMutablePointer<Float>, _ rows: Range<Int>, _ norm: LayerNormWeights) {
+    static func layerNormRows(_ x: UnsafePointer<Float>, into y: UnsafeMutablePointer<Float>, _ rows: Range<Int>,
+                              _ norm: LayerNormWeights) {
         let n = norm.dim
         for t in rows {
-            let row = x + t * n
+            let row = x + t * n, out = y + t * n
             // Four independent sums: one chain of dependent Double adds was most of a decode step's norm.
             var sums = SIMD4<Double>(), i = 0
             while i + 4 <= n {
@@ -120,11 +128,23 @@ public enum Ops {
             variance /= Double(n)
             let inv = Float(1 / (variance + Double(norm.eps)).squareRoot())
             let m = Float(mean)
-            for i in 0..<n {
+            // Eight lanes at a time (the optional tests once per register, not per value), each value by the
+            // same three steps as the scalar tail, so the results are those of the one-value loop.
+            i = 0
+            let vm = SIMD8(repeating: m), vinv = SIMD8(repeating: inv)
+            while i + 8 <= n {
+                var v = (UnsafeRawPointer(row + i).loadUnaligned(as: SIMD8<Float>.self) - vm) * vinv
+                if let w = norm.weight { v *= UnsafeRawPointer(w + i).loadUnaligned(as: SIMD8<Float>.self) }
+                if let b = norm.bias { v += UnsafeRawPointer(b + i).loadUnaligned(as: SIMD8<Float>.self) }
+                UnsafeMutableRawPointer(out + i).storeBytes(of: v, as: SIMD8<Float>.self)
+                i += 8
+            }
+            while i < n {
                 var v = (row[i] - m) * inv
                 if let w = norm.weight { v *= w[i] }
                 if let b = norm.bias { v += b[i] }
-                row[i] = v
+                out[i] = v
+                i += 1
             }
         }
     }
@@ -178,19 +198,20 @@ public enum Ops {
         let qh = q + h * headDim, kh = k, vh = v   // k, v: this head's first key and value
         let softmax = kernels.pointee.softmax!
         guard let offset = causalOffset else {
-            // scores[i, j] = q_i . k_j: keys are the weight rows, queries the tokens.
-            let scores = scratch, vt = scratch + queries * keys
-            blip2_gemm(kernels, f32, kh, kvStride * float, keys, qh, qStride * float, queries, headDim, nil, scores, keys)
-            for i in 0..<queries {
-                let row = scores + i * keys
-                for j in 0..<keys { row[j] *= scale }
-                softmax(row, keys)
-            }
-            // out_i = sum_j p_ij v_j: V^T rows against the probability rows.
+            // Two many-token products whose second operand is read by rows: scores = s Q_h K_h^T over K_h^T
+            // [headDim, keys], then out_h = P V_h. K_h^T and V_h are copied once per head into contiguous
+            // rows: read in place, ViT-g's value rows sit 3 x 1408 floats apart, which maps them onto a few
+            // L1 sets and cost the value product a fifth of its speed.
+            let scores = scratch, kt = scratch + queries * keys, vp = kt + headDim * keys
             for j in 0..<keys {
-                for d in 0..<headDim { vt[d * keys + j] = vh[j * kvStride + d] }
+                let key = kh + j * kvStride
+                for d in 0..<headDim { kt[d * keys + j] = key[d] }
+                (vp + j * headDim).update(from: vh + j * kvStride, count: headDim)
             }
-            blip2_gemm(kernels, f32, vt, keys * float, headDim, scores, keys * float, queries, keys, nil, out + h * headDim, width)
+            let gemm = kernels.pointee.gemm_f32!
+            gemm(queries, keys, headDim, scale, qh, qStride, kt, keys, scores, keys)
+            for i in 0..<queries { softmax(scores + i * keys, keys) }
+            gemm(queries, headDim, keys, 1, scores, keys, vp, headDim, out + h * headDim, width)
             return
         }
         // Causal (the language model): each query sees its own prefix; one token per product.

@@ -93,15 +93,13 @@ final class VisionModel {
         let attention = AttentionShape(heads: heads, headDim: headDim, queries: tokens, keys: tokens, qStride: 3 * h, kvStride: 3 * h,
                                        kvHeadStride: headDim, scale: 1 / Float(headDim).squareRoot(), causalOffset: nil)
         for layer in layers {
-            normed.update(from: x, count: tokens * h)
-            compute.layerNorm(normed, tokens: tokens, layer.layerNorm1)
+            compute.layerNorm(x, into: normed, tokens: tokens, layer.layerNorm1)
             compute.linear(normed, tokens: tokens, layer.qkv, into: qkv)
             compute.attention(q: qkv, k: qkv + h, v: qkv + 2 * h, out: context, attention)
             compute.linear(context, tokens: tokens, layer.projection, into: normed)
             Ops.add(x, normed, count: tokens * h)
 
-            normed.update(from: x, count: tokens * h)
-            compute.layerNorm(normed, tokens: tokens, layer.layerNorm2)
+            compute.layerNorm(x, into: normed, tokens: tokens, layer.layerNorm2)
             compute.linear(normed, tokens: tokens, layer.fc1, into: hidden)
             compute.gelu(hidden, count: tokens * config.intermediateSize)
             compute.linear(hidden, tokens: tokens, layer.fc2, into: normed)

@@ -28,6 +28,8 @@ void blip2_f32_mv_neon(const void *const *w, const void *const *x, size_t n, flo
 void blip2_f32_mm_neon(const void *const *w, const void *const *x, size_t n, float *out);
 void blip2_f16_mv_neon(const void *const *w, const void *const *x, size_t n, float *out);
 void blip2_f16_mm_neon(const void *const *w, const void *const *x, size_t n, float *out);
+void blip2_gemm_f32_neon(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+                         float *c, size_t ldc);
 
 BLIP2_INLINE float half_neon(uint16_t h) {
     __fp16 v;

@@ -8,21 +8,10 @@ BLIP2_BEGIN_AVX2
 
 // MARK: Exponential and softmax (attention: keys x queries x heads of them per layer)
 
-BLIP2_INLINE __m256 exp8_avx2(__m256 x) {
-    x = _mm256_min_ps(_mm256_max_ps(x, _mm256_set1_ps(BLIP2_EXP_LO)), _mm256_set1_ps(BLIP2_EXP_HI));
-    __m256 n = _mm256_round_ps(_mm256_mul_ps(x, _mm256_set1_ps(BLIP2_LOG2E)), _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC);
-    __m256 r = _mm256_fnmadd_ps(n, _mm256_set1_ps(BLIP2_LN2_HI), x);
-    r = _mm256_fnmadd_ps(n, _mm256_set1_ps(BLIP2_LN2_LO), r);
-    __m256 p = _mm256_set1_ps(BLIP2_EXP_P0);
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P1));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P2));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P3));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P4));
-    p = _mm256_fmadd_ps(p, r, _mm256_set1_ps(BLIP2_EXP_P5));
-    __m256 y = _mm256_fmadd_ps(p, _mm256_mul_ps(r, r), _mm256_add_ps(r, _mm256_set1_ps(1.0f)));
-    __m256i scale = _mm256_slli_epi32(_mm256_add_epi32(_mm256_cvtps_epi32(n), _mm256_set1_epi32(127)), 23);
-    return _mm256_mul_ps(y, _mm256_castsi256_ps(scale));
-}
+BLIP2_INLINE __m256 round8_avx2(__m256 x) { return _mm256_round_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+BLIP2_INLINE __m256 magnitude8_avx2(__m256 x) { return _mm256_andnot_ps(_mm256_set1_ps(-0.0f), x); }
+BLIP2_INLINE __m256 by_sign8_avx2(__m256 x, __m256 a, __m256 b) { return _mm256_blendv_ps(a, b, x); }
+BLIP2_EXP_GELU(exp8_avx2, gelu8_avx2, __m256, __m256i, _mm256, round8_avx2, magnitude8_avx2, by_sign8_avx2, _mm256_castsi256_ps)
 
 void blip2_exp_row_avx2(const float *x, float *y, size_t n) {
     size_t i = 0;
@@ -55,33 +44,52 @@ void blip2_softmax_avx2(float *x, size_t n) {
     for (; i < n; i++) x[i] *= 1 / sum;
 }
 
-BLIP2_INLINE __m256 gelu8_avx2(__m256 x) {
-    __m256 z = _mm256_mul_ps(_mm256_andnot_ps(_mm256_set1_ps(-0.0f), x), _mm256_set1_ps(0.70710678118654752f));
-    __m256 u = _mm256_div_ps(_mm256_set1_ps(1.0f), _mm256_fmadd_ps(z, _mm256_set1_ps(0.5f), _mm256_set1_ps(1.0f)));
-    __m256 t = _mm256_fmadd_ps(u, _mm256_set1_ps(BLIP2_GELU_T_SCALE), _mm256_set1_ps(BLIP2_GELU_T_SHIFT));
-    __m256 p = _mm256_set1_ps(BLIP2_GELU_P9);
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P8));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P7));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P6));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P5));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P4));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P3));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P2));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P1));
-    p = _mm256_fmadd_ps(p, t, _mm256_set1_ps(BLIP2_GELU_P0));
-    __m256 xx = _mm256_mul_ps(x, x), residual = _mm256_fmsub_ps(x, x, xx);   // x^2 = xx + residual exactly
-    __m256 e = _mm256_mul_ps(exp8_avx2(_mm256_mul_ps(xx, _mm256_set1_ps(-0.5f))),
-                             exp8_avx2(_mm256_fnmadd_ps(residual, _mm256_set1_ps(0.5f), p)));
-    __m256 half_erfc = _mm256_mul_ps(_mm256_mul_ps(u, e), _mm256_set1_ps(0.5f));
-    __m256 phi = _mm256_blendv_ps(_mm256_sub_ps(_mm256_set1_ps(1.0f), half_erfc), half_erfc, x);   // sign of x picks
-    return _mm256_mul_ps(x, phi);
-}
-
 void blip2_gelu_avx2(float *x, size_t n) {
     size_t i = 0;
     for (; i + 8 <= n; i += 8) _mm256_storeu_ps(x + i, gelu8_avx2(_mm256_loadu_ps(x + i)));
     for (; i < n; i++) x[i] = blip2_gelu_ref(x[i]);
 }
+
+// MARK: Many-token f32 products (attention: scores Q K^T and the sums of values P V)
+
+// 6 rows of a against 16 columns of b: 12 accumulators, a's value broadcast per row, two registers of b's row
+// per step. `masked` loads and stores only the first `cols` columns (maskload never touches masked lanes);
+// rows past `rows` repeat the last row and are not stored.
+BLIP2_INLINE void gemm_f32_block_avx2(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda,
+                                      const float *b, size_t ldb, float *c, size_t ldc, const bool masked) {
+    const float *ar[6];
+    BLIP2_UNROLL for (int r = 0; r < 6; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
+    const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
+    __m256i mask[2];
+    BLIP2_UNROLL for (int v = 0; v < 2; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)cols - 8 * v), lanes);
+    __m256 acc[6][2];
+    BLIP2_UNROLL for (int r = 0; r < 6; r++) BLIP2_UNROLL for (int v = 0; v < 2; v++) acc[r][v] = _mm256_setzero_ps();
+    for (size_t p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        __m256 bv[2];
+        BLIP2_UNROLL for (int v = 0; v < 2; v++) bv[v] = masked ? _mm256_maskload_ps(bp + 8 * v, mask[v]) : _mm256_loadu_ps(bp + 8 * v);
+        BLIP2_UNROLL for (int r = 0; r < 6; r++) {
+            __m256 x = _mm256_broadcast_ss(ar[r] + p);
+            BLIP2_UNROLL for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(x, bv[v], acc[r][v]);
+        }
+    }
+    const __m256 scale = _mm256_set1_ps(alpha);
+    BLIP2_UNROLL for (int r = 0; r < 6; r++) {
+        if ((size_t)r >= rows) break;
+        BLIP2_UNROLL for (int v = 0; v < 2; v++) {
+            __m256 y = _mm256_mul_ps(acc[r][v], scale);
+            if (masked) _mm256_maskstore_ps(c + r * ldc + 8 * v, mask[v], y);
+            else _mm256_storeu_ps(c + r * ldc + 8 * v, y);
+        }
+    }
+}
+
+static void gemm_f32_tile_avx2(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
+                               size_t ldb, float *c, size_t ldc) {
+    if (cols == 16) gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, false);
+    else gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, true);
+}
+BLIP2_GEMM_F32(gemm_f32_avx2, gemm_f32_tile_avx2, 6, 16)
 
 // Shared by both x86 paths: activation quantization is defined to be bit-identical everywhere.
 void blip2_quantize_q8a_avx2(const float *x, blip2_block_q8a *y, size_t n) {
@@ -464,6 +472,7 @@ const blip2_kernels blip2_kernels_avx2 = {
         [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_avx2, q8p_mm3_avx2}, [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_avx2, q4p_mm3_avx2},
     },
     .int8_peak = int8_peak_avx2,
+    .gemm_f32 = gemm_f32_avx2,
 };
 
 #endif

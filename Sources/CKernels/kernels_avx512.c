@@ -1,5 +1,5 @@
 // AVX-512 kernels (F/BW/VL + VNNI): the x86-64 table for CPUs with vpdpbusd; the pieces it shares with the
-// AVX2 table are in kernels_x86.h, and it uses the AVX2 table's activation quantizers and float functions.
+// AVX2 table are in kernels_x86.h, and it uses the AVX2 table's activation quantizers.
 #include "kernels_x86.h"
 
 #if BLIP2_X86_KERNELS
@@ -22,6 +22,89 @@ BLIP2_INLINE __m256i dot_vnni(__m256i u, __m256i a) { return _mm256_dpbusd_epi32
 BLIP2_Q_MV4(tile_q_mv4_vnni, dot_vnni)
 static void q8_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_vnni(w, x, n, out, false, true); }
 static void q4_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q_mv4_vnni(w, x, n, out, true, true); }
+
+// MARK: Exponential, softmax and GELU on 16 lanes (ViT-g: 41 M exponentials and 61 M GELUs per image)
+
+// The AVX2 table's exponential and GELU on 16 lanes (BLIP2_EXP_GELU), from AVX-512 F alone: abs and a
+// sign-bit test, not DQ's andnot and movepi32_mask.
+BLIP2_INLINE __m512 round16_avx512(__m512 x) { return _mm512_roundscale_ps(x, _MM_FROUND_TO_NEAREST_INT | _MM_FROUND_NO_EXC); }
+BLIP2_INLINE __m512 by_sign16_avx512(__m512 x, __m512 a, __m512 b) {
+    return _mm512_mask_blend_ps(_mm512_test_epi32_mask(_mm512_castps_si512(x), _mm512_set1_epi32(INT32_MIN)), a, b);
+}
+BLIP2_EXP_GELU(exp16_avx512, gelu16_avx512, __m512, __m512i, _mm512, round16_avx512, _mm512_abs_ps, by_sign16_avx512, _mm512_castsi512_ps)
+
+static void exp_row_avx512(const float *x, float *y, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(y + i, exp16_avx512(_mm512_loadu_ps(x + i)));
+    blip2_exp_row_avx2(x + i, y + i, n - i);
+}
+
+// The row's last n % 16 values go under a mask (a row of 257 scores is 16 registers and one value).
+static void softmax_avx512(float *x, size_t n) {
+    size_t full = n / 16 * 16;
+    __mmask16 tail = (__mmask16)((1u << (n - full)) - 1);
+    __m512 m16 = _mm512_set1_ps(-INFINITY);
+    for (size_t i = 0; i < full; i += 16) m16 = _mm512_max_ps(m16, _mm512_loadu_ps(x + i));
+    m16 = _mm512_mask_max_ps(m16, tail, m16, _mm512_maskz_loadu_ps(tail, x + full));
+    __m512 shift = _mm512_set1_ps(_mm512_reduce_max_ps(m16)), sum16 = _mm512_setzero_ps();
+    for (size_t i = 0; i < full; i += 16) {
+        __m512 e = exp16_avx512(_mm512_sub_ps(_mm512_loadu_ps(x + i), shift));
+        _mm512_storeu_ps(x + i, e);
+        sum16 = _mm512_add_ps(sum16, e);
+    }
+    __m512 e = exp16_avx512(_mm512_sub_ps(_mm512_maskz_loadu_ps(tail, x + full), shift));
+    _mm512_mask_storeu_ps(x + full, tail, e);
+    sum16 = _mm512_mask_add_ps(sum16, tail, sum16, e);
+    __m512 inverse = _mm512_set1_ps(1 / _mm512_reduce_add_ps(sum16));
+    for (size_t i = 0; i < full; i += 16) _mm512_storeu_ps(x + i, _mm512_mul_ps(_mm512_loadu_ps(x + i), inverse));
+    _mm512_mask_storeu_ps(x + full, tail, _mm512_mul_ps(_mm512_maskz_loadu_ps(tail, x + full), inverse));
+}
+
+static void gelu_avx512(float *x, size_t n) {
+    size_t i = 0;
+    for (; i + 16 <= n; i += 16) _mm512_storeu_ps(x + i, gelu16_avx512(_mm512_loadu_ps(x + i)));
+    blip2_gelu_avx2(x + i, n - i);
+}
+
+// MARK: Many-token f32 products (attention: scores Q K^T and the sums of values P V)
+
+// 8 rows of a against `vectors` (1 to 3) registers of 16 columns of b: up to 24 accumulators, a's value
+// broadcast per row. Loads and stores go under masks, so columns past `cols` are neither read nor written
+// (ViT-g's 88-wide heads end on half a register); rows past `rows` repeat the last row and are not stored.
+BLIP2_INLINE void gemm_f32_block_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda,
+                                        const float *b, size_t ldb, float *c, size_t ldc, const int vectors) {
+    const float *ar[8];
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
+    __mmask16 mask[3];
+    BLIP2_UNROLL for (int v = 0; v < 3; v++) {
+        size_t left = cols > 16 * (size_t)v ? cols - 16 * (size_t)v : 0;
+        mask[v] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
+    }
+    __m512 acc[8][3];
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_setzero_ps();
+    for (size_t p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        __m512 bv[3];
+        BLIP2_UNROLL for (int v = 0; v < vectors; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+            __m512 x = _mm512_set1_ps(ar[r][p]);
+            BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
+        }
+    }
+    const __m512 scale = _mm512_set1_ps(alpha);
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+        if ((size_t)r >= rows) break;
+        BLIP2_UNROLL for (int v = 0; v < vectors; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask[v], _mm512_mul_ps(acc[r][v], scale));
+    }
+}
+
+static void gemm_f32_tile_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
+                                 size_t ldb, float *c, size_t ldc) {
+    if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3);
+    else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2);
+    else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1);
+}
+BLIP2_GEMM_F32(gemm_f32_avx512, gemm_f32_tile_avx512, 8, 48)
 
 BLIP2_INLINE __m512 load16_f32(const float *p) { return _mm512_loadu_ps(p); }
 BLIP2_INLINE __m512 load16_f16(const uint16_t *p) { return _mm512_cvtph_ps(_mm256_loadu_si256((const __m256i *)p)); }
@@ -374,9 +457,9 @@ const blip2_kernels blip2_kernels_avx512 = {
     .name = "avx512",
     .quantize_q8a = blip2_quantize_q8a_avx2,
     .quantize_q8k = blip2_quantize_q8k_avx2,
-    .exp_row = blip2_exp_row_avx2,
-    .softmax = blip2_softmax_avx2,
-    .gelu = blip2_gelu_avx2,
+    .exp_row = exp_row_avx512,
+    .softmax = softmax_avx512,
+    .gelu = gelu_avx512,
     .matvec = {
         [BLIP2_TYPE_F32] = {f32_mv_avx512, 4, 1}, [BLIP2_TYPE_F16] = {f16_mv_avx512, 4, 1},
         [BLIP2_TYPE_Q8] = {q8_mv_vnni, 4, 1}, [BLIP2_TYPE_Q4] = {q4_mv_vnni, 4, 1},
@@ -398,6 +481,7 @@ const blip2_kernels blip2_kernels_avx512 = {
         [BLIP2_TYPE_Q6K] = {NULL, NULL, q6k_mm2_vnni, q6k_mm3_vnni, q6k_mm4_vnni, q6k_mm5_vnni, q6k_mm6_vnni, q6k_mm7_vnni},
     },
     .int8_peak = int8_peak_vnni,
+    .gemm_f32 = gemm_f32_avx512,
 };
 
 #endif

@@ -143,6 +143,7 @@ const blip2_kernels blip2_kernels_dotprod = {
         [BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_sdot, q8p_mm3_sdot}, [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_sdot, q4p_mm3_sdot},
     },
     .int8_peak = int8_peak_sdot,
+    .gemm_f32 = blip2_gemm_f32_neon,
 };
 
 #endif

@@ -122,3 +122,20 @@ static inline float blip2_q8a_inverse(float d) { return d > 0 ? 1.0f / d : 0.0f;
 #define BLIP2_GELU_P9 5.4860246829818323e-05f
 
 static inline float blip2_gelu_ref(float x) { return 0.5f * x * (1 + erff(x * 0.70710678118654752f)); }
+
+// The f32 many-token product (blip2_kernels.gemm_f32) for columns [j0, n), one output row at a time: each
+// output a chain of fmaf over p in order, then times alpha. The reference, and the column tails of vector
+// paths without masked loads.
+static inline void blip2_gemm_f32_columns(size_t m, size_t j0, size_t n, size_t k, float alpha, const float *a, size_t lda,
+                                          const float *b, size_t ldb, float *c, size_t ldc) {
+    for (size_t i = 0; i < m; i++) {
+        float *row = c + i * ldc;
+        for (size_t j = j0; j < n; j++) row[j] = 0;
+        for (size_t p = 0; p < k; p++) {
+            float x = a[i * lda + p];
+            const float *bp = b + p * ldb;
+            for (size_t j = j0; j < n; j++) row[j] = fmaf(x, bp[j], row[j]);
+        }
+        for (size_t j = j0; j < n; j++) row[j] *= alpha;
+    }
+}

@@ -38,6 +38,52 @@ void blip2_gelu_neon(float *x, size_t n) {
     for (; i < n; i++) x[i] = blip2_gelu_ref(x[i]);
 }
 
+// MARK: Many-token f32 products (attention: scores Q K^T and the sums of values P V)
+
+// 8 rows of a against `vectors` (1 or 2) registers of 4 columns of b: up to 16 accumulators, a's value
+// multiplied in by lane. Rows past `rows` repeat the last row and are not stored.
+BLIP2_INLINE void gemm_f32_block_neon(size_t rows, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+                                      float *c, size_t ldc, const int vectors) {
+    const float *ar[8];
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
+    float32x4_t acc[8][2];
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = vdupq_n_f32(0);
+    for (size_t p = 0; p < k; p++) {
+        const float *bp = b + p * ldb;
+        float32x4_t bv[2];
+        BLIP2_UNROLL for (int v = 0; v < vectors; v++) bv[v] = vld1q_f32(bp + 4 * v);
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+            float x = ar[r][p];
+            BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = vfmaq_n_f32(acc[r][v], bv[v], x);
+        }
+    }
+    BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+        if ((size_t)r >= rows) break;
+        BLIP2_UNROLL for (int v = 0; v < vectors; v++) vst1q_f32(c + r * ldc + 4 * v, vmulq_n_f32(acc[r][v], alpha));
+    }
+}
+
+// Column blocks of 8 outside, row blocks inside; a last block of 4 columns, then the last n % 4 columns one
+// at a time (no masked loads here).
+void blip2_gemm_f32_neon(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+                         float *c, size_t ldc) {
+    size_t j = 0;
+    for (; j + 8 <= n; j += 8) {
+        for (size_t i = 0; i < m; i += 8) {
+            size_t rows = m - i < 8 ? m - i : 8;
+            gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 2);
+        }
+    }
+    if (j + 4 <= n) {
+        for (size_t i = 0; i < m; i += 8) {
+            size_t rows = m - i < 8 ? m - i : 8;
+            gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 1);
+        }
+        j += 4;
+    }
+    blip2_gemm_f32_columns(m, j, n, k, alpha, a, lda, b, ldb, c, ldc);
+}
+
 void blip2_quantize_q8a_neon(const float *x, blip2_block_q8a *y, size_t n) {
     const float32x4_t top = vdupq_n_f32(127.0f), bottom = vdupq_n_f32(-127.0f);
     for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
@@ -252,6 +298,7 @@ const blip2_kernels blip2_kernels_neon = {
     },
     .matmul_narrow = {[BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_neon}, [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_neon}},
     .int8_peak = int8_peak_neon,
+    .gemm_f32 = blip2_gemm_f32_neon,
 };
 
 #endif

@@ -94,6 +94,11 @@ static void gelu_ref(float *x, size_t n) {
     for (size_t i = 0; i < n; i++) x[i] = blip2_gelu_ref(x[i]);
 }
 
+static void gemm_f32_ref(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+                         float *c, size_t ldc) {
+    blip2_gemm_f32_columns(m, 0, n, k, alpha, a, lda, b, ldb, c, ldc);
+}
+
 static void tile_q8_ref(const void *const *w, const void *const *x, size_t n, float *out) {
     out[0] = vec_dot_q8_q8a_ref(w[0], x[0], n / BLIP2_QBLOCK);
 }
@@ -209,4 +214,5 @@ const blip2_kernels blip2_kernels_ref = {
         [BLIP2_TYPE_Q6K] = {tile_q6k_ref, BLIP2_PANEL_ROWS, 1},
     },
     .int8_peak = int8_peak_ref,
+    .gemm_f32 = gemm_f32_ref,
 };

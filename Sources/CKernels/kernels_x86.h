@@ -39,8 +39,66 @@
 #define BLIP2_OPAQUE(v) __asm__ volatile("" : "+x"(v))
 #endif
 
-// Functions of kernels_avx2.c that the AVX-512 table uses as they are: activation quantization is defined to
-// be bit-identical on every path, and the float functions are shared as they are.
+// The exponential and GELU of both x86 tables, written once over the register width (docs/KERNELS.md has
+// the methods): P is the intrinsics' prefix (_mm256, _mm512), V the float register and VI the integer one;
+// round(x) rounds to nearest, magnitude(x) is |x|, by_sign(x, a, b) takes b where x's sign bit is set and a
+// elsewhere, as_float(i) reinterprets the bits. Every lane takes the same operations, so both widths give
+// the same bits.
+#define BLIP2_EXP_GELU(exp_name, gelu_name, V, VI, P, round, magnitude, by_sign, as_float)                          \
+    BLIP2_INLINE V exp_name(V x) {                                                                               \
+        x = P##_min_ps(P##_max_ps(x, P##_set1_ps(BLIP2_EXP_LO)), P##_set1_ps(BLIP2_EXP_HI));                    \
+        V n = round(P##_mul_ps(x, P##_set1_ps(BLIP2_LOG2E)));                                                    \
+        V r = P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_HI), x);                                                     \
+        r = P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_LO), r);                                                       \
+        V p = P##_set1_ps(BLIP2_EXP_P0);                                                                         \
+        p = P##_fmadd_ps(p, r, P##_set1_ps(BLIP2_EXP_P1));                                                        \
+        p = P##_fmadd_ps(p, r, P##_set1_ps(BLIP2_EXP_P2));                                                        \
+        p = P##_fmadd_ps(p, r, P##_set1_ps(BLIP2_EXP_P3));                                                        \
+        p = P##_fmadd_ps(p, r, P##_set1_ps(BLIP2_EXP_P4));                                                        \
+        p = P##_fmadd_ps(p, r, P##_set1_ps(BLIP2_EXP_P5));                                                        \
+        V y = P##_fmadd_ps(p, P##_mul_ps(r, r), P##_add_ps(r, P##_set1_ps(1.0f)));                                \
+        VI scale = P##_slli_epi32(P##_add_epi32(P##_cvtps_epi32(n), P##_set1_epi32(127)), 23);                    \
+        return P##_mul_ps(y, as_float(scale));                                                                   \
+    }                                                                                                            \
+    BLIP2_INLINE V gelu_name(V x) {                                                                              \
+        V z = P##_mul_ps(magnitude(x), P##_set1_ps(0.70710678118654752f));                                       \
+        V u = P##_div_ps(P##_set1_ps(1.0f), P##_fmadd_ps(z, P##_set1_ps(0.5f), P##_set1_ps(1.0f)));               \
+        V t = P##_fmadd_ps(u, P##_set1_ps(BLIP2_GELU_T_SCALE), P##_set1_ps(BLIP2_GELU_T_SHIFT));                  \
+        V p = P##_set1_ps(BLIP2_GELU_P9);                                                                        \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P8));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P7));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P6));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P5));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P4));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P3));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P2));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P1));                                                       \
+        p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P0));                                                       \
+        V xx = P##_mul_ps(x, x), residual = P##_fmsub_ps(x, x, xx); /* x^2 = xx + residual exactly */            \
+        V e = P##_mul_ps(exp_name(P##_mul_ps(xx, P##_set1_ps(-0.5f))),                                           \
+                         exp_name(P##_fnmadd_ps(residual, P##_set1_ps(0.5f), p)));                               \
+        V half_erfc = P##_mul_ps(P##_mul_ps(u, e), P##_set1_ps(0.5f));                                           \
+        return P##_mul_ps(x, by_sign(x, P##_sub_ps(P##_set1_ps(1.0f), half_erfc), half_erfc));                   \
+    }
+
+// The f32 many-token product (blip2_kernels.gemm_f32) over tiles of ROWS x COLS outputs: column blocks
+// outside, row blocks inside, so a block of b (k x COLS floats: 16 or 49 KB for ViT-g's 257 keys) stays in
+// L1 (48 KB on Ice Lake), or nearly, while every row of a passes it. tile(rows, cols, ...) takes up to ROWS
+// rows and COLS columns.
+#define BLIP2_GEMM_F32(name, tile, ROWS, COLS)                                                                   \
+    static void name(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b,      \
+                     size_t ldb, float *c, size_t ldc) {                                                         \
+        for (size_t j = 0; j < n; j += (COLS)) {                                                                 \
+            size_t cols = n - j < (COLS) ? n - j : (COLS);                                                       \
+            for (size_t i = 0; i < m; i += (ROWS)) {                                                             \
+                size_t rows = m - i < (ROWS) ? m - i : (ROWS);                                                   \
+                tile(rows, cols, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc);                  \
+            }                                                                                                    \
+        }                                                                                                        \
+    }
+
+// Functions of kernels_avx2.c that the AVX-512 table uses: activation quantization as it is (defined to be
+// bit-identical on every path); exp and GELU for the last n % 16 values of its own.
 void blip2_exp_row_avx2(const float *x, float *y, size_t n);
 void blip2_softmax_avx2(float *x, size_t n);
 void blip2_gelu_avx2(float *x, size_t n);

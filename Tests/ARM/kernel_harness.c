@@ -258,6 +258,23 @@ static void check_gelu(const blip2_kernels *k) {
     free(x); free(y);
 }
 
+// A wider table that repeats a narrower one's element-wise functions operation for operation (AVX-512's 16
+// lanes after AVX2's 8) must give its bits, tails included.
+static void check_same_bits(const blip2_kernels *k, const blip2_kernels *narrower) {
+    const size_t n = 100003;
+    float *x = malloc(n * sizeof *x), *a = malloc(n * sizeof *a), *b = malloc(n * sizeof *b);
+    for (size_t i = 0; i < n; i++) x[i] = uniform(-16, 16);
+    k->exp_row(x, a, n);
+    narrower->exp_row(x, b, n);
+    check(memcmp(a, b, n * sizeof *a) == 0, k->name, "exp_row", "differs from the narrower path's bits");
+    memcpy(a, x, n * sizeof *x);
+    memcpy(b, x, n * sizeof *x);
+    k->gelu(a, n);
+    narrower->gelu(b, n);
+    check(memcmp(a, b, n * sizeof *a) == 0, k->name, "gelu", "differs from the narrower path's bits");
+    free(x); free(a); free(b);
+}
+
 static void check_softmax(const blip2_kernels *k, const blip2_kernels *ref) {
     static const size_t lengths[] = {1, 2, 3, 7, 8, 9, 31, 33, 257, 512};
     for (size_t s = 0; s < sizeof lengths / sizeof lengths[0]; s++) {
@@ -277,6 +294,52 @@ static void check_softmax(const blip2_kernels *k, const blip2_kernels *ref) {
         check(bad == 0, k->name, "softmax", detail);
         free(a); free(b);
     }
+}
+
+// The many-token f32 product (attention's scores and sums of values) on every row and column tail of its
+// blocks, with strides wider than the rows: natively each output is the reference's chain of fused
+// multiply-adds, so the bits agree; the emulated x86 intrinsics round the products apart, so there the sum's
+// bound holds. Columns past n and rows past m of the output must stay as they were.
+static void check_gemm_f32(const blip2_kernels *k, const blip2_kernels *ref, int emulated) {
+    static const size_t ms[] = {1, 2, 5, 6, 7, 8, 9, 13, 17, 33};
+    static const size_t ns[] = {1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 88, 97};
+    static const size_t ks[] = {1, 3, 64, 88};
+    size_t bad = 0, cases = 0;
+    char detail[160] = "";
+    for (size_t mi = 0; mi < sizeof ms / sizeof ms[0]; mi++)
+    for (size_t ni = 0; ni < sizeof ns / sizeof ns[0]; ni++)
+    for (size_t ki = 0; ki < sizeof ks / sizeof ks[0]; ki++) {
+        size_t m = ms[mi], n = ns[ni], kk = ks[ki], lda = kk + 3, ldb = n + 5, ldc = n + 7;
+        float *a = malloc(m * lda * sizeof *a), *b = malloc((kk * ldb + 64) * sizeof *b);
+        float *got = malloc((m + 1) * ldc * sizeof *got), *want = malloc((m + 1) * ldc * sizeof *want);
+        random_floats(a, m * lda);
+        random_floats(b, kk * ldb + 64);
+        for (size_t i = 0; i < (m + 1) * ldc; i++) got[i] = want[i] = 1234.5f;
+        float alpha = 0.125f + uniform(0, 1);
+        k->gemm_f32(m, n, kk, alpha, a, lda, b, ldb, got, ldc);
+        ref->gemm_f32(m, n, kk, alpha, a, lda, b, ldb, want, ldc);
+        cases++;
+        for (size_t i = 0; i < (m + 1) * ldc; i++) {
+            size_t row = i / ldc, col = i % ldc;
+            int ok;
+            if (row >= m || col >= n) {
+                ok = got[i] == 1234.5f;
+            } else if (emulated) {
+                double magnitude = 0;
+                for (size_t p = 0; p < kk; p++) magnitude += fabs((double)a[row * lda + p] * b[p * ldb + col]);
+                ok = fabs((double)got[i] - want[i]) <= 2 * sum_tolerance(kk, magnitude * alpha);
+            } else {
+                ok = memcmp(&got[i], &want[i], sizeof got[i]) == 0;
+            }
+            if (!ok && bad++ == 0) {
+                snprintf(detail, sizeof detail, "m=%zu n=%zu k=%zu: c[%zu][%zu] = %.9g, reference %.9g", m, n, kk, row, col,
+                         got[i], want[i]);
+            }
+        }
+        free(a); free(b); free(got); free(want);
+    }
+    if (bad == 0) snprintf(detail, sizeof detail, "%zu shapes, %s", cases, emulated ? "within the sum's bound" : "bit-identical");
+    check(bad == 0, k->name, "gemm_f32", detail);
 }
 
 // The weight types the products take, and how the harness fills them: the row formats with random
@@ -530,6 +593,8 @@ int main(int argc, char **argv) {
         check_exp(k);
         check_softmax(k, ref);
         check_gelu(k);
+        check_gemm_f32(k, ref, emulated);
+        if (isa == BLIP2_ISA_AVX512) check_same_bits(k, blip2_kernels_for(BLIP2_ISA_AVX2));
         printf("%s: %u checks\n", k->name, passed + failed - before);
     }
     if (isas == 0) {

@@ -103,3 +103,64 @@ static inline __m512 blip2_emulated_fmadd512(__m512 a, __m512 b, __m512 c) {
 }
 #undef _mm512_fmadd_ps
 #define _mm512_fmadd_ps blip2_emulated_fmadd512
+
+// Masked loads and stores of 16 floats: lanes outside the mask are neither read nor written (loads give 0).
+#ifndef __mmask16
+typedef simde__mmask16 __mmask16;
+#endif
+#ifndef _mm512_maskz_loadu_ps
+static inline __m512 _mm512_maskz_loadu_ps(__mmask16 k, const void *p) {
+    float lanes[16];
+    for (int i = 0; i < 16; i++) lanes[i] = (k >> i) & 1 ? ((const float *)p)[i] : 0.0f;
+    return _mm512_loadu_ps(lanes);
+}
+#endif
+#ifndef _mm512_mask_storeu_ps
+static inline void _mm512_mask_storeu_ps(void *p, __mmask16 k, __m512 v) {
+    float lanes[16];
+    _mm512_storeu_ps(lanes, v);
+    for (int i = 0; i < 16; i++) if ((k >> i) & 1) ((float *)p)[i] = lanes[i];
+}
+#endif
+
+// vcvtps2dq on 16 lanes (rounding to nearest even, out of range: the integer indefinite 0x80000000), and
+// the maximum over 16 lanes.
+#ifndef _mm512_cvtps_epi32
+static inline __m512i _mm512_cvtps_epi32(__m512 v) {
+    float lanes[16];
+    int32_t out[16];
+    _mm512_storeu_ps(lanes, v);
+    for (int i = 0; i < 16; i++) {
+        float r = nearbyintf(lanes[i]);
+        out[i] = r >= -2147483648.0f && r < 2147483648.0f ? (int32_t)r : INT32_MIN;
+    }
+    return _mm512_loadu_si512(out);
+}
+#endif
+#ifndef _mm512_reduce_max_ps
+static inline float _mm512_reduce_max_ps(__m512 v) {
+    float lanes[16];
+    _mm512_storeu_ps(lanes, v);
+    float m = lanes[0];
+    for (int i = 1; i < 16; i++) m = lanes[i] > m ? lanes[i] : m;
+    return m;
+}
+#endif
+
+// SIMDe's 16-lane fused multiply-adds round the product first; the instructions round once, which GELU's
+// exact split of x^2 (x x - round(x x)) needs. Defined per lane with fmaf; the signs pick fmadd, fmsub or
+// fnmadd.
+static inline __m512 blip2_emulated_fma16(__m512 a, __m512 b, __m512 c, float sign, float c_sign) {
+    float x[16], y[16], z[16];
+    _mm512_storeu_ps(x, a);
+    _mm512_storeu_ps(y, b);
+    _mm512_storeu_ps(z, c);
+    for (int i = 0; i < 16; i++) x[i] = fmaf(sign * x[i], y[i], c_sign * z[i]);
+    return _mm512_loadu_ps(x);
+}
+#undef _mm512_fmadd_ps
+#define _mm512_fmadd_ps(a, b, c) blip2_emulated_fma16(a, b, c, 1.0f, 1.0f)
+#undef _mm512_fmsub_ps
+#define _mm512_fmsub_ps(a, b, c) blip2_emulated_fma16(a, b, c, 1.0f, -1.0f)
+#undef _mm512_fnmadd_ps
+#define _mm512_fnmadd_ps(a, b, c) blip2_emulated_fma16(a, b, c, -1.0f, 1.0f)

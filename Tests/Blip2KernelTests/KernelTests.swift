@@ -391,6 +391,55 @@ func narrowTilesAreBelowTheFullTile(isa: KernelISA) throws {
     }
 }
 
+@Suite struct ManyTokenFloatProductTests {
+    /// Every path gives the reference's bits (each output one chain of fused multiply-adds in order, then times
+    /// alpha) on every row and column tail of its blocks, with strides wider than the rows, and writes nothing
+    /// outside the m x n outputs; the reference is within the float sum's bound of the f64 product.
+    @Test(arguments: KernelISA.supported)
+    func matchesReferenceOnEveryTail(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        var rng = SplitMix(seed: 97)
+        let sentinel: Float = 1234.5
+        var differing = 0, outside = 0, inexact = 0
+        for m in [1, 2, 5, 6, 7, 8, 9, 13, 17, 33] {
+            for n in [1, 3, 4, 5, 7, 8, 9, 12, 15, 16, 17, 24, 31, 32, 33, 40, 47, 48, 49, 88, 97] {
+                for depth in [1, 3, 64, 88] {
+                    let lda = depth + 3, ldb = n + 5, ldc = n + 7
+                    let a = (0..<(m * lda)).map { _ in rng.activation() }
+                    let b = (0..<(depth * ldb)).map { _ in rng.activation() }
+                    let alpha = 0.125 + rng.uniform(0, 1)
+                    var got = [Float](repeating: sentinel, count: (m + 1) * ldc), expected = got
+                    k.gemm_f32(m, n, depth, alpha, a, lda, b, ldb, &got, ldc)
+                    ref.gemm_f32(m, n, depth, alpha, a, lda, b, ldb, &expected, ldc)
+                    for i in 0..<(m + 1) {
+                        for j in 0..<ldc {
+                            let g = got[i * ldc + j], e = expected[i * ldc + j]
+                            guard i < m, j < n else {
+                                if g != sentinel { outside += 1 }
+                                continue
+                            }
+                            if g.bitPattern != e.bitPattern { differing += 1 }
+                            var exact = 0.0, magnitude = 0.0
+                            for p in 0..<depth {
+                                let term = Double(a[i * lda + p]) * Double(b[p * ldb + j])
+                                exact += term
+                                magnitude += abs(term)
+                            }
+                            let alpha = Double(alpha)
+                            if abs(Double(e) - alpha * exact) > Tolerance.floatSum(terms: depth, magnitude: alpha * magnitude) {
+                                inexact += 1
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(differing == 0, "\(isa): \(differing) outputs differ from the reference's bits")
+        #expect(outside == 0, "\(isa): \(outside) values written outside the outputs")
+        #expect(inexact == 0, "reference: \(inexact) outputs beyond the float sum's bound")
+    }
+}
+
 @Suite struct GELUTests {
     /// SIMD paths within 8 ulp of the exact value (f64 erfc); the reference (libm erff inside 1 + erf) within
     /// 1 ulp plus |x| 2^-24 from that sum's cancellation for negative x.

@@ -312,6 +312,12 @@ typedef struct {
     /// rounds; returns the integer operations done (2 per multiply-add). The ceiling products are measured
     /// against.
     uint64_t (*int8_peak)(uint64_t iterations);
+    /// Many-token f32 product (attention's scores and its sums of values): c[i * ldc + j] = alpha *
+    /// sum_p a[i * lda + p] b[p * ldb + j] for i < m, j < n, all row-major. Each output is one chain of fused
+    /// multiply-adds over p = 0..k-1 in order, then the multiply by alpha, so every path gives the reference's
+    /// bits. Reads b only at columns j < n (ldb may equal n).
+    void (*gemm_f32)(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+                     float *c, size_t ldc);
 } blip2_kernels;
 
 /// The table for `isa` when it is compiled into this build, else NULL. Says nothing about the CPU.
