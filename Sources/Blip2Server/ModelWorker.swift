@@ -105,8 +105,9 @@ final class ModelWorker: @unchecked Sendable {
 
     private func lockedRefusal() -> WorkerError? {
         guard accepting else { return .shuttingDown }
-        // A job may always start when a slot is free, even with `--queue 0`.
-        guard waiting.count < capacity || (running < slots && waiting.isEmpty) else {
+        // A job may always start when a slot is free, even with `--queue 0`: jobs submitted but not yet taken
+        // by a slot thread hold the free slots, not the queue (a slot thread can be slow to wake).
+        guard waiting.count < capacity + max(0, slots - running) else {
             let retry = max(1, Int((Double(waiting.count + 1) * meanJobSeconds / Double(slots)).rounded(.up)))
             return .queueFull(waiting: waiting.count, retryAfter: retry)
         }

@@ -52,6 +52,26 @@ struct CameraPartsTests {
         #expect(journal.all.last == "chained waited=false")
     }
 
+    @Test("a free slot takes a job even before a slot thread has picked up the one before it")
+    func freeSlotsAreNotTheQueue() throws {
+        // Not started: submitted jobs stay waiting, as they do while slow slot threads wake up.
+        func accepted(slots: Int, capacity: Int, submitted: Int) -> Int {
+            let worker = ModelWorker(capacity: capacity, slots: slots)
+            var count = 0
+            for _ in 0..<submitted where (try? worker.submit(JobTicket(), run: {}, refuse: { _ in })) != nil { count += 1 }
+            worker.stop()
+            return count
+        }
+        #expect(accepted(slots: 2, capacity: 0, submitted: 5) == 2)
+        #expect(accepted(slots: 1, capacity: 0, submitted: 3) == 1)
+        #expect(accepted(slots: 4, capacity: 3, submitted: 9) == 7)
+        let worker = ModelWorker(capacity: 0, slots: 2)
+        defer { worker.stop() }
+        try worker.submit(JobTicket(), run: {}, refuse: { _ in })
+        try worker.submit(JobTicket(), run: {}, refuse: { _ in })
+        #expect(throws: WorkerError.self) { try worker.checkRoom() }
+    }
+
     @Test("draining refuses the background job")
     func drainRefusesBackground() throws {
         let worker = ModelWorker(capacity: 1)
