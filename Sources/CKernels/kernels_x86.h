@@ -483,8 +483,10 @@ BLIP2_INLINE void q36k_name(const void *const *wv, const void *const *xv, size_t
 // accumulated (the minimums and offsets against the activation's sums).
 // The prefetches cover a whole super-block whatever its length (a constant count, so they unroll: as a
 // loop they cost a tenth of the tile).
-// Panels per pass: on the Xeon (docs/KERNELS.md) 4 of 1, 2 and 4 ran fastest for every format (AVX2 q6k: a tie).
-#define BLIP2_MV_PANELS 4
+// Panels per pass: one. From L2 (the Xeon, docs/KERNELS.md) 4 ran fastest, but streamed from memory, as decode
+// reads them, 4 panels are 4 streams a super-block apart each and ran at 0.6x one panel's rate on Zen 4 (the
+// whole decode step 1.6x slower); the form for P panels stays for machines where that measures otherwise.
+#define BLIP2_MV_PANELS 1
 #define BLIP2_KQ_MV(q4k_name, q36k_name, chunk, sub, chunk3, pair_dot, unit)                                              \
 BLIP2_INLINE void q4k_name(const void *const *wv, const void *const *xv, size_t n, float *out, const int P) {      \
     const blip2_block_q8k *x = (const blip2_block_q8k *)xv[0];                                                    \
