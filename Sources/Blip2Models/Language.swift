@@ -200,8 +200,7 @@ final class LanguageModel {
         let heads = config.numAttentionHeads, headDim = h / heads
         let scaling = 1 / Float(headDim).squareRoot()
         for (i, layer) in layers.enumerated() {
-            normed.update(from: x, count: tokens * h)
-            compute.layerNorm(normed, tokens: tokens, layer.selfAttentionNorm)
+            compute.layerNorm(x, into: normed, tokens: tokens, layer.selfAttentionNorm)
             // qkv rows: [q (scaled below) | k | v], 3h wide.
             compute.linear(normed, tokens: tokens, concatenated: layer.qkv, into: qkv)
             for t in 0..<tokens {
@@ -235,8 +234,7 @@ final class LanguageModel {
             compute.linear(context, tokens: tokens, layer.outProj, into: normed)
             Ops.add(x, normed, count: tokens * h)
 
-            normed.update(from: x, count: tokens * h)
-            compute.layerNorm(normed, tokens: tokens, layer.finalNorm)
+            compute.layerNorm(x, into: normed, tokens: tokens, layer.finalNorm)
             compute.linear(normed, tokens: tokens, layer.fc1, into: ffn)
             Ops.relu(ffn, count: tokens * config.ffnDim)
             compute.linear(ffn, tokens: tokens, layer.fc2, into: normed)
