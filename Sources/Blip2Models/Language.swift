@@ -2,6 +2,7 @@ import Blip2Compute
 import Blip2Configs
 import Blip2ModelFile
 import Foundation
+import Synchronization
 
 // MARK: - Language: OPT decoder
 //
@@ -241,9 +242,9 @@ final class LanguageModel {
             Ops.add(x, normed, count: tokens * h)
         }
         switch placement {
-        case .sequence(let cache): cache.length += tokens
+        case .sequence(let cache): cache.advance(by: tokens)
         case .batch(let sessions, let counts):
-            for (b, session) in sessions.enumerated() { session.cache.length += counts?[b] ?? 1 }
+            for (b, session) in sessions.enumerated() { session.cache.advance(by: counts?[b] ?? 1) }
         }
     }
 }
@@ -258,8 +259,13 @@ public final class KVCache {
     public let heads: Int
     public let headDim: Int
     public let capacity: Int
-    public internal(set) var length = 0
+    public private(set) var length = 0
     private let storage: UnsafeMutablePointer<Float>
+    /// One stamp per position, unique to the pass that computed it and carried along by copies: two caches
+    /// whose positions 0..<p bear the same stamps hold the same keys and values there, so a copy between
+    /// them moves only what differs (beams share the prompt and the tokens before they parted; a prompt
+    /// copied from an image's prefix shares the image).
+    private let stamps: UnsafeMutablePointer<UInt64>
 
     struct Shape {
         var layers: Int
@@ -277,8 +283,13 @@ public final class KVCache {
         headDim = shape.headDim
         capacity = shape.capacity
         storage = .allocate(capacity: max(1, shape.floats))
+        stamps = .allocate(capacity: max(1, shape.capacity))
+        stamps.initialize(repeating: 0, count: max(1, shape.capacity))
     }
-    deinit { storage.deallocate() }
+    deinit {
+        storage.deallocate()
+        stamps.deallocate()
+    }
 
     /// Floats per position over all heads.
     public var width: Int { heads * headDim }
@@ -297,6 +308,19 @@ public final class KVCache {
         }
     }
 
+    /// Counts in the `tokens` positions after `length`, whose keys and values every layer has stored: each
+    /// takes a new stamp.
+    func advance(by tokens: Int) {
+        precondition(tokens >= 0 && length + tokens <= capacity)
+        for p in length..<(length + tokens) { stamps[p] = KVCache.nextStamp() }
+        length += tokens
+    }
+
+    /// Stamps are drawn from one process-wide counter, so no two passes, in any cache, share one; 0 is
+    /// never drawn (a new cache's positions hold nothing).
+    private static let stampCounter = Atomic<UInt64>(0)
+    private static func nextStamp() -> UInt64 { stampCounter.add(1, ordering: .relaxed).newValue }
+
     /// A copy holding the same positions.
     func copy() -> KVCache {
         let other = KVCache(shape: Shape(layers: layers, heads: heads, headDim: headDim, capacity: capacity))
@@ -304,12 +328,26 @@ public final class KVCache {
         return other
     }
 
+    /// How many leading positions this cache and `other` hold alike (the same stamps).
+    func sharedPrefix(with other: KVCache) -> Int {
+        var p = 0
+        let end = min(length, other.length)
+        while p < end && stamps[p] == other.stamps[p] { p += 1 }
+        return p
+    }
+
     /// Takes `other`'s positions (a cache of the same layers and heads, holding at most this one's
-    /// capacity), reusing this one's memory.
+    /// capacity), reusing this one's memory; the positions both already hold alike are not copied.
     func copy(from other: KVCache) {
         precondition(other.layers == layers && other.heads == heads && other.headDim == headDim && other.length <= capacity)
-        for block in 0..<(2 * layers * heads) {
-            (storage + block * headStride).update(from: other.storage + block * other.headStride, count: other.length * headDim)
+        guard other !== self else { return }
+        let shared = sharedPrefix(with: other), count = other.length - shared
+        if count > 0 {
+            for block in 0..<(2 * layers * heads) {
+                (storage + block * headStride + shared * headDim)
+                    .update(from: other.storage + block * other.headStride + shared * headDim, count: count * headDim)
+            }
+            (stamps + shared).update(from: other.stamps + shared, count: count)
         }
         length = other.length
     }

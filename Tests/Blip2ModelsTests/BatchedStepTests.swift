@@ -107,5 +107,39 @@ import Testing
         #expect(b.logits == a.logits)
     }
 
+    /// A copy between sessions that share positions (beams of one prompt) moves only the rest, and ends
+    /// where a copy of everything would: same logits now and after the next token.
+    @Test func copyBetweenRelatedSessionsMovesOnlyWhatDiffers() throws {
+        let model = try ConvertedModels.shared.model("base-f32")
+        let root = model.makeSession()
+        try root.feed(tokens: [2, 10, 11, 12])
+        let a = root.fork(), b = root.fork()
+        #expect(a.cache.sharedPrefix(with: b.cache) == 4)
+        try a.feed(tokens: [20, 21])
+        try b.feed(tokens: [30])
+        #expect(a.cache.sharedPrefix(with: b.cache) == 4, "positions computed apart are not shared")
+        b.copy(from: a)
+        #expect(b.length == 6 && b.logits == a.logits && a.cache.sharedPrefix(with: b.cache) == 6)
+        try a.feed(tokens: [22])
+        try b.feed(tokens: [22])
+        #expect(b.logits == a.logits)
+
+        // Positions rewritten after a truncation are new ones, though the same positions held alike before.
+        let c = a.fork()
+        a.truncate(to: 5)
+        try a.feed(tokens: [40, 41])
+        #expect(a.cache.sharedPrefix(with: c.cache) == 5)
+        c.copy(from: a)
+        #expect(c.logits == a.logits)
+        try a.feed(tokens: [50])
+        try c.feed(tokens: [50])
+        #expect(c.logits == a.logits)
+
+        // The same tokens computed in another session share no stamps, so nothing is assumed alike.
+        let fresh = model.makeSession()
+        try fresh.feed(tokens: [2, 10, 11, 12, 20, 40, 41, 50])
+        #expect(fresh.cache.sharedPrefix(with: a.cache) == 0)
+    }
+
     private func argmax(_ values: [Float]) -> Int { values.indices.max { values[$0] < values[$1] }! }
 }
