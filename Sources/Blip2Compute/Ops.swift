@@ -74,24 +74,58 @@ extension ComputeContext {
     /// K^T, softmax per row, the probabilities against V); causal heads take one query at a time.
     public func attention(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                           out: UnsafeMutablePointer<Float>, _ shape: AttentionShape) {
-        guard shape.queries > 0, shape.heads > 0 else { return }
+        var one = AttentionInput(q: q, k: k, v: v, out: out, shape: shape)
+        withUnsafeMutablePointer(to: &one) { attention(UnsafeBufferPointer(start: $0, count: 1)) }
+    }
+
+    /// The attention of several sequences at once (a decode step's: each its own query rows, cache and
+    /// shape), as one pass over the pool whose parts are (sequence, head) pairs: a step of B sequences
+    /// wakes the workers once per layer rather than B times. Every head is computed as `attention` would.
+    public func attention(_ inputs: UnsafeBufferPointer<AttentionInput>) {
+        guard let heads = inputs.first?.shape.heads, heads > 0 else { return }
         let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
         defer { productClock?.add(.attention, since: started) }
         let kernels = self.kernels, pool = self.pool
-        // Non-causal heads hold all scores [queries, keys], K^T [headDim, keys] and V [keys, headDim]; causal
-        // ones one row.
-        let floats = shape.causalOffset == nil ? (shape.queries + 2 * shape.headDim) * shape.keys : shape.keys
-        let body = { (h: Int, worker: Int) in
-            let scratch = pool.scratch(worker: worker, bytes: max(1, floats) * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
-            Ops.attentionHead(h, q: q, k: k + h * shape.kvHeadStride, v: v + h * shape.kvHeadStride, out: out, shape,
-                              scratch: scratch, kernels: kernels)
+        var floats = 1, work = 0
+        for input in inputs {
+            let shape = input.shape
+            precondition(shape.heads == heads, "the sequences of one step have the same heads")
+            // Non-causal heads hold all scores [queries, keys], K^T [headDim, keys] and V [keys, headDim];
+            // causal ones one row.
+            floats = max(floats, shape.causalOffset == nil ? (shape.queries + 2 * shape.headDim) * shape.keys : shape.keys)
+            work += shape.heads * shape.queries * shape.keys * shape.headDim
         }
-        let work = shape.heads * shape.queries * shape.keys * shape.headDim
-        if threads > 1, shape.heads > 1, work >= 1 << 16 {
-            pool.run(parts: shape.heads, body)
+        let body = { (part: Int, worker: Int) in
+            let input = inputs[part / heads], h = part % heads, shape = input.shape
+            guard shape.queries > 0 else { return }
+            let scratch = pool.scratch(worker: worker, bytes: floats * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
+            Ops.attentionHead(h, q: input.q, k: input.k + h * shape.kvHeadStride, v: input.v + h * shape.kvHeadStride,
+                              out: input.out, shape, scratch: scratch, kernels: kernels)
+        }
+        let parts = inputs.count * heads
+        if threads > 1, parts > 1, work >= 1 << 16 {
+            pool.run(parts: parts, body)
         } else {
-            pool.runOnCaller(parts: shape.heads, body)
+            pool.runOnCaller(parts: parts, body)
         }
+    }
+}
+
+/// One sequence's attention: its query rows, the first key and value of its cache, where its output rows go.
+public struct AttentionInput {
+    public var q: UnsafePointer<Float>
+    public var k: UnsafePointer<Float>
+    public var v: UnsafePointer<Float>
+    public var out: UnsafeMutablePointer<Float>
+    public var shape: AttentionShape
+
+    public init(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
+                shape: AttentionShape) {
+        self.q = q
+        self.k = k
+        self.v = v
+        self.out = out
+        self.shape = shape
     }
 }
 
@@ -214,16 +248,15 @@ public enum Ops {
             gemm(queries, headDim, keys, 1, scores, keys, vp, headDim, out + h * headDim, width)
             return
         }
-        // Causal (the language model): each query sees its own prefix; one token per product.
-        let scores = scratch
+        // Causal (the language model): each query sees its own prefix; one token per product. The values are
+        // weighed by the probabilities as a one-row f32 product (V_h's rows are contiguous in the cache).
+        let scores = scratch, gemm = kernels.pointee.gemm_f32!
         for i in 0..<queries {
             let visible = min(keys, offset + i + 1)
             blip2_gemm(kernels, f32, kh, kvStride * float, visible, qh + i * qStride, headDim * float, 1, headDim, nil, scores, visible)
-            for j in 0..<visible { scores[j] *= scale }
+            if scale != 1 { for j in 0..<visible { scores[j] *= scale } }
             softmax(scores, visible)
-            let o = out + i * width + h * headDim
-            for d in 0..<headDim { o[d] = 0 }
-            for j in 0..<visible { addScaled(o, scores[j], vh + j * kvStride, headDim) }
+            gemm(1, headDim, visible, 1, scores, visible, vh, kvStride, out + i * width + h * headDim, width)
         }
     }
 

@@ -42,6 +42,7 @@ final class LanguageModel {
         let context: FloatBuffer                  // [chunk, hidden]: attention output
         let ffn: FloatBuffer                      // [chunk, ffn]
         let headInput: FloatBuffer                // [chunk, embed_dim]: project_out of the rows that need logits
+        let attention: UnsafeMutableBufferPointer<AttentionInput>   // [chunk]: a step's sequences, one each
     }
     private let state: RunState
     /// [batch, vocab]: the logits of a decode step of several sequences, grown to the largest batch seen.
@@ -83,8 +84,10 @@ final class LanguageModel {
         lmHead = Linear(head, bias: nil)
         let chunk = Self.chunkTokens
         state = RunState(x: FloatBuffer(chunk * h), normed: FloatBuffer(chunk * h), qkv: FloatBuffer(chunk * 3 * h),
-                         context: FloatBuffer(chunk * h), ffn: FloatBuffer(chunk * config.ffnDim), headInput: FloatBuffer(chunk * e))
+                         context: FloatBuffer(chunk * h), ffn: FloatBuffer(chunk * config.ffnDim), headInput: FloatBuffer(chunk * e),
+                         attention: .allocate(capacity: chunk))
     }
+    deinit { state.attention.deallocate() }
 
     /// Token embedding rows (before project_in) for `ids` into `out` [ids.count, embed_dim].
     func embed(_ ids: [Int], into out: UnsafeMutablePointer<Float>) {
@@ -219,18 +222,21 @@ final class LanguageModel {
                                                  qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
                                                  scale: 1, causalOffset: start))
             case .batch(let sessions, let counts):
+                // Every sequence's attention over its own cache, in one pass of the pool.
                 var first = 0
                 for (b, session) in sessions.enumerated() {
                     let count = counts?[b] ?? 1, rows = qkv + first * 3 * h
                     let cache = session.cache, start = cache.length, keys = cache.keys(layer: i), values = cache.values(layer: i)
                     cache.store(rows + h, rowStride: 3 * h, tokens: count, at: start, into: keys)
                     cache.store(rows + 2 * h, rowStride: 3 * h, tokens: count, at: start, into: values)
-                    compute.attention(q: rows, k: keys, v: values, out: context + first * h,
-                                      AttentionShape(heads: heads, headDim: headDim, queries: count, keys: start + count,
-                                                     qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
-                                                     scale: 1, causalOffset: start))
+                    state.attention[b] = AttentionInput(
+                        q: rows, k: keys, v: values, out: context + first * h,
+                        shape: AttentionShape(heads: heads, headDim: headDim, queries: count, keys: start + count,
+                                              qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
+                                              scale: 1, causalOffset: start))
                     first += count
                 }
+                compute.attention(UnsafeBufferPointer(rebasing: state.attention[..<sessions.count]))
             }
             compute.linear(context, tokens: tokens, layer.outProj, into: normed)
             Ops.add(x, normed, count: tokens * h)
