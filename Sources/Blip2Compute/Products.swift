@@ -9,13 +9,16 @@ import Foundation
 // the tiled kernels of the context's instruction set (CKernels, docs/KERNELS.md).
 
 extension ComputeContext {
-    /// y[t, o] = sum_i x[t, i] * W[o, i] + b[o] for t < tokens. x: [tokens, in], y: [tokens, out].
-    public func linear(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>) {
+    /// y[t, o] = sum_i x[t, i] * W[o, i] + b[o] for t < tokens. x: [tokens, in], y: [tokens, out]. With `split`,
+    /// rows [0, split) and [split, tokens) get exactly what two calls would give them (`blip2_gemm_split`),
+    /// the weights read once.
+    public func linear(_ x: UnsafePointer<Float>, tokens: Int, _ layer: Linear, into y: UnsafeMutablePointer<Float>,
+                       split: Int? = nil) {
         guard tokens > 0, layer.weight.rows > 0 else { return }
         if let productObserver { productObserver.observe(input: x, tokens: tokens, weight: layer.weight) }
         requireTiles(layer.weight)
         withUnsafePointer(to: layer) { one in
-            product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y, stride: layer.weight.rows)
+            product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y, stride: layer.weight.rows, split: split)
         }
     }
 
@@ -23,7 +26,8 @@ extension ComputeContext {
     /// (row stride: the layers' outputs added up). Layers that share their input width and weight type (the
     /// q, k and v projections) run as one job: the input is quantized once and the threads meet once instead
     /// of once per layer. Every output is the value `linear` gives.
-    public func linear(_ x: UnsafePointer<Float>, tokens: Int, concatenated layers: [Linear], into y: UnsafeMutablePointer<Float>) {
+    public func linear(_ x: UnsafePointer<Float>, tokens: Int, concatenated layers: [Linear], into y: UnsafeMutablePointer<Float>,
+                       split: Int? = nil) {
         guard tokens > 0, let first = layers.first else { return }
         if let productObserver {
             for layer in layers { productObserver.observe(input: x, tokens: tokens, weight: layer.weight) }
@@ -32,13 +36,13 @@ extension ComputeContext {
         for layer in layers { requireTiles(layer.weight) }
         let shared = layers.allSatisfy { $0.weight.type == first.weight.type && $0.weight.cols == first.weight.cols }
         if shared {
-            layers.withUnsafeBufferPointer { product(x, tokens: tokens, $0, into: y, stride: stride) }
+            layers.withUnsafeBufferPointer { product(x, tokens: tokens, $0, into: y, stride: stride, split: split) }
             return
         }
         var offset = 0
         for layer in layers {
             withUnsafePointer(to: layer) { one in
-                product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y + offset, stride: stride)
+                product(x, tokens: tokens, UnsafeBufferPointer(start: one, count: 1), into: y + offset, stride: stride, split: split)
             }
             offset += layer.weight.rows
         }
@@ -58,7 +62,7 @@ extension ComputeContext {
 
     /// Layers sharing input width and a weight type with tiles, outputs side by side with row stride `stride`.
     private func product(_ x: UnsafePointer<Float>, tokens: Int, _ layers: UnsafeBufferPointer<Linear>,
-                         into y: UnsafeMutablePointer<Float>, stride: Int) {
+                         into y: UnsafeMutablePointer<Float>, stride: Int, split: Int?) {
         guard let first = layers.first else { return }
         let type = first.weight.type, cols = first.weight.cols
         let quantize = type.takesQuantizedActivations, superBlocks = type.activation == BLIP2_ACTIVATION_Q8K
@@ -113,8 +117,8 @@ extension ComputeContext {
                     if lo < hi {
                         let r0 = (lo - first) * groupRows, r1 = min(w.rows, (hi - first) * groupRows)
                         let start = w.data + r0 / w.type.blockRows * w.groupBytes
-                        blip2_gemm(kernels, w.type.rawValue, start, w.groupBytes, r1 - r0, source, rowBytes, tokens, cols,
-                                   layer.bias.map { $0 + r0 }, y + offset + r0, stride)
+                        blip2_gemm_split(kernels, w.type.rawValue, start, w.groupBytes, r1 - r0, source, rowBytes, tokens,
+                                         split ?? tokens, cols, layer.bias.map { $0 + r0 }, y + offset + r0, stride)
                     }
                     first += count
                     offset += w.rows

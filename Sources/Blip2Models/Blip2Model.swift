@@ -144,9 +144,30 @@ public final class LanguageSession: @unchecked Sendable {
         }
     }
 
-    private func run(_ input: UnsafePointer<Float>, tokens: Int) {
+    /// Feeds input embeddings [rows, embed_dim] and then the tokens `ids`, ending exactly as
+    /// `feed(embeddings:)` followed by `feed(tokens:)` would (every row's products tiled as in those two
+    /// passes), in one pass over the weights when the rows fit one chunk: an image and its prompt.
+    public func feed(embeddings: [Float], thenTokens ids: [Int]) throws {
+        let width = model.config.textConfig.embeddingDim, rows = embeddings.count / width
+        try checkStep(ids)
+        guard rows > 0, !ids.isEmpty else {
+            try feed(embeddings: embeddings)
+            return try feed(tokens: ids)
+        }
+        guard length + rows + ids.count <= capacity else {
+            throw ModelLoadError(message: "the sequence would be \(length + rows + ids.count) tokens; the language model holds \(capacity)")
+        }
+        var input = embeddings
+        input.append(contentsOf: repeatElement(0, count: ids.count * width))
+        input.withUnsafeMutableBufferPointer { all in
+            model.language!.embed(ids, into: all.baseAddress! + rows * width)
+            run(UnsafePointer(all.baseAddress!), tokens: rows + ids.count, split: rows)
+        }
+    }
+
+    private func run(_ input: UnsafePointer<Float>, tokens: Int, split: Int? = nil) {
         logits.withUnsafeMutableBufferPointer { out in
-            model.language!.forward(input, tokens: tokens, cache: cache, logits: out.baseAddress!, compute: model.compute)
+            model.language!.forward(input, tokens: tokens, split: split, cache: cache, logits: out.baseAddress!, compute: model.compute)
         }
     }
 
@@ -209,6 +230,14 @@ public final class LanguageSession: @unchecked Sendable {
         logits.withUnsafeMutableBufferPointer { out in
             other.logits.withUnsafeBufferPointer { out.baseAddress!.update(from: $0.baseAddress!, count: $0.count) }
         }
+    }
+
+    /// Becomes a copy of `other`'s first `positions` positions (at most this session's capacity). The
+    /// logits are then not those of the last position: feed a token before reading them.
+    public func copy(from other: LanguageSession, positions: Int) {
+        precondition(other.model === model && positions <= other.length && positions <= capacity, "a copy into a session that holds it")
+        cache.copy(from: other.cache, positions: positions)
+        logits.withUnsafeMutableBufferPointer { $0.update(repeating: .nan) }
     }
 
     /// Drops positions from `length` on; the next feed continues there.

@@ -95,25 +95,48 @@ final class LanguageModel {
     }
 
     /// Runs `tokens` input embeddings [tokens, embed_dim] at positions cache.length..., appending to the
-    /// cache; writes the logits of the last position.
-    func forward(_ embeddings: UnsafePointer<Float>, tokens: Int, cache: KVCache, logits: UnsafeMutablePointer<Float>, compute: ComputeContext) {
+    /// cache; writes the logits of the last position. With `split`, rows [0, split) and [split, tokens) end
+    /// exactly as two forwards of them would leave the cache and the logits (an image's rows and a prompt's:
+    /// every product tiles each part as its own call would, see `blip2_gemm_split`), with the weights read
+    /// once when they fit one chunk.
+    func forward(_ embeddings: UnsafePointer<Float>, tokens: Int, split: Int? = nil, cache: KVCache,
+                 logits: UnsafeMutablePointer<Float>, compute: ComputeContext) {
         precondition(tokens > 0 && cache.length + tokens <= cache.capacity, "KV cache overflow is checked by the caller")
         lock.lock()
         defer { lock.unlock() }
+        let last: Int
+        if let split, split > 0, split < tokens {
+            if tokens <= Self.chunkTokens {
+                last = runChunks(embeddings, tokens: tokens, split: split, cache: cache, compute: compute)
+            } else {
+                // More rows than one chunk: the parts one after the other, which is what they must equal.
+                runChunks(embeddings, tokens: split, split: nil, cache: cache, compute: compute)
+                last = runChunks(embeddings + split * config.embeddingDim, tokens: tokens - split, split: nil, cache: cache, compute: compute)
+            }
+        } else {
+            last = runChunks(embeddings, tokens: tokens, split: nil, cache: cache, compute: compute)
+        }
+        head(state.x.pointer + last * hidden, tokens: 1, into: logits, compute: compute)
+    }
+
+    /// `tokens` rows in chunks of `chunkTokens` (`split` only when they fit one); returns the row of
+    /// `state.x` that holds the last one.
+    @discardableResult
+    private func runChunks(_ embeddings: UnsafePointer<Float>, tokens: Int, split: Int?, cache: KVCache, compute: ComputeContext) -> Int {
         var done = 0, last = 0
         while done < tokens {
             let count = min(Self.chunkTokens, tokens - done)
             let input = embeddings + done * config.embeddingDim
             if let projectIn {
-                compute.linear(input, tokens: count, projectIn, into: state.x.pointer)
+                compute.linear(input, tokens: count, projectIn, into: state.x.pointer, split: split)
             } else {
                 state.x.pointer.update(from: input, count: count * hidden)
             }
-            runLayers(tokens: count, .sequence(cache), compute: compute)
+            runLayers(tokens: count, .sequence(cache), split: split, compute: compute)
             done += count
             last = count - 1
         }
-        head(state.x.pointer + last * hidden, tokens: 1, into: logits, compute: compute)
+        return last
     }
 
     /// Most rows one step takes (the activations are sized for a prompt chunk): a row per decoding sequence,
@@ -145,7 +168,7 @@ final class LanguageModel {
         } else {
             embed(tokens, into: state.x.pointer)
         }
-        runLayers(tokens: rows, .batch(sessions, counts: counts), compute: compute)
+        runLayers(tokens: rows, .batch(sessions, counts: counts), split: nil, compute: compute)
         // Only each sequence's last row needs logits: those rows move to the front, in order.
         if let counts {
             var last = -1
@@ -182,8 +205,9 @@ final class LanguageModel {
     }
 
     /// Rows already in `state.x` (embedded, before positions) through every layer; leaves their hidden
-    /// states in `state.x` and the caches one row (batch) or `tokens` rows (sequence) longer.
-    private func runLayers(tokens: Int, _ placement: Placement, compute: ComputeContext) {
+    /// states in `state.x` and the caches one row (batch) or `tokens` rows (sequence) longer. `split`: the
+    /// products tile rows [0, split) and the rest as two calls would.
+    private func runLayers(tokens: Int, _ placement: Placement, split: Int?, compute: ComputeContext) {
         let h = hidden
         let x = state.x.pointer, normed = state.normed.pointer, qkv = state.qkv.pointer
         let context = state.context.pointer, ffn = state.ffn.pointer
@@ -206,7 +230,7 @@ final class LanguageModel {
         for (i, layer) in layers.enumerated() {
             compute.layerNorm(x, into: normed, tokens: tokens, layer.selfAttentionNorm)
             // qkv rows: [q (scaled below) | k | v], 3h wide.
-            compute.linear(normed, tokens: tokens, concatenated: layer.qkv, into: qkv)
+            compute.linear(normed, tokens: tokens, concatenated: layer.qkv, into: qkv, split: split)
             for t in 0..<tokens {
                 let row = qkv + t * 3 * h
                 for j in 0..<h { row[j] *= scaling }
@@ -238,13 +262,13 @@ final class LanguageModel {
                 }
                 compute.attention(UnsafeBufferPointer(rebasing: state.attention[..<sessions.count]))
             }
-            compute.linear(context, tokens: tokens, layer.outProj, into: normed)
+            compute.linear(context, tokens: tokens, layer.outProj, into: normed, split: split)
             Ops.add(x, normed, count: tokens * h)
 
             compute.layerNorm(x, into: normed, tokens: tokens, layer.finalNorm)
-            compute.linear(normed, tokens: tokens, layer.fc1, into: ffn)
+            compute.linear(normed, tokens: tokens, layer.fc1, into: ffn, split: split)
             Ops.relu(ffn, count: tokens * config.ffnDim)
-            compute.linear(ffn, tokens: tokens, layer.fc2, into: normed)
+            compute.linear(ffn, tokens: tokens, layer.fc2, into: normed, split: split)
             Ops.add(x, normed, count: tokens * h)
         }
         switch placement {
@@ -345,9 +369,15 @@ public final class KVCache {
     /// Takes `other`'s positions (a cache of the same layers and heads, holding at most this one's
     /// capacity), reusing this one's memory; the positions both already hold alike are not copied.
     func copy(from other: KVCache) {
-        precondition(other.layers == layers && other.heads == heads && other.headDim == headDim && other.length <= capacity)
-        guard other !== self else { return }
-        let shared = sharedPrefix(with: other), count = other.length - shared
+        copy(from: other, positions: other.length)
+    }
+
+    /// Takes `other`'s first `positions` positions.
+    func copy(from other: KVCache, positions: Int) {
+        precondition(other.layers == layers && other.heads == heads && other.headDim == headDim
+                     && positions <= other.length && positions <= capacity)
+        guard other !== self else { return truncate(to: positions) }
+        let shared = min(sharedPrefix(with: other), positions), count = positions - shared
         if count > 0 {
             for block in 0..<(2 * layers * heads) {
                 (storage + block * headStride + shared * headDim)
@@ -355,7 +385,7 @@ public final class KVCache {
             }
             (stamps + shared).update(from: other.stamps + shared, count: count)
         }
-        length = other.length
+        length = positions
     }
 
     /// Forgets positions from `newLength` on (chat turns reuse the shared prefix).

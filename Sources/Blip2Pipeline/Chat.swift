@@ -60,7 +60,7 @@ public final class ChatSession: @unchecked Sendable {
             base = state
         } else {
             base = try pipeline.makeState(capacity: pipeline.contextLimit)
-            try measure(&timings.prefill) { try pipeline.start(base, from: image) }
+            try measure(&timings.prefill) { try pipeline.start(base, from: image, prompt: ids) }
         }
         var shared = 0
         while shared < min(base.ids.count, ids.count), base.ids[shared] == ids[shared] { shared += 1 }

@@ -21,8 +21,7 @@ extension Pipeline {
         }
         // Decoding never feeds the last generated token, so this is exactly enough.
         let state = try makeState(capacity: numQueryTokens + promptIds.count + newTokens)
-        try start(state, from: image)
-        try state.feed(promptIds)
+        try start(state, from: image, prompt: promptIds)
         return (state, contextIds(promptIds: promptIds))
     }
 

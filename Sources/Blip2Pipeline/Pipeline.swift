@@ -87,8 +87,9 @@ public struct EncodedImage: Sendable {
 
 /// An image's positions in the language model (its query embeddings run through every layer), kept so the
 /// next prompt about the same image copies them instead of computing them again: a kiosk's visitors asking
-/// about one frame, chat turns, a server's cached uploads. Prompts fed after the image in a separate pass
-/// (as always) get exactly the values a fresh prefill gives.
+/// about one frame, chat turns, a server's cached uploads. A prompt fed after kept positions gets exactly the
+/// values of a fresh prefill: that one runs the image's rows and the prompt's in one pass, but tiles them as
+/// two passes would.
 // @unchecked Sendable: the kept session is behind its lock, and only read once kept.
 final class ImagePrefix: @unchecked Sendable {
     private let lock = NSLock()
@@ -161,18 +162,19 @@ public final class Pipeline: @unchecked Sendable {
 
     public var numQueryTokens: Int { model.numQueryTokens }
 
-    /// Puts `image`'s positions into the fresh `state`: copied when kept from an earlier prompt, computed
-    /// (and kept) otherwise.
-    func start(_ state: SessionState, from image: EncodedImage) throws {
+    /// Puts `image`'s positions and then the prompt's into the fresh `state`. The image's are copied when
+    /// kept from an earlier prompt (the prompt then follows as a feed of its own), else computed together
+    /// with the prompt's in one pass over the weights, tiled as the two passes would be, and kept.
+    func start(_ state: SessionState, from image: EncodedImage, prompt ids: [Int]) throws {
         precondition(state.session.length == 0, "an image starts a sequence")
-        if let kept = image.prefix.kept {
+        if let kept = image.prefix.kept, !ids.isEmpty {
             state.session.copy(from: kept)
             prefixes.used(image.prefix)
-            return
+            return try state.feed(ids)
         }
-        try state.feed(embeddings: image.embeddings)
+        try state.feed(embeddings: image.embeddings, thenTokens: ids)
         let copy = model.makeSession(capacity: numQueryTokens)
-        copy.copy(from: state.session)
+        copy.copy(from: state.session, positions: numQueryTokens)
         image.prefix.keep(copy)
         prefixes.used(image.prefix)
     }
@@ -352,6 +354,12 @@ final class SessionState: DecoderState {
     var logits: [Float] { session.logits }
 
     func feed(embeddings: [Float]) throws { try scheduler.exclusive { try session.feed(embeddings: embeddings) } }
+
+    /// An image's embeddings and then a prompt's tokens, alone, in one pass (`LanguageSession.feed(embeddings:thenTokens:)`).
+    func feed(embeddings: [Float], thenTokens tokens: [Int]) throws {
+        try scheduler.exclusive { try session.feed(embeddings: embeddings, thenTokens: tokens) }
+        ids += tokens
+    }
 
     /// Embeddings whose last rows are those of `ids`, in one forward pass.
     func feed(embeddings: [Float], ids tokens: [Int]) throws {

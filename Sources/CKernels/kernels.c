@@ -79,6 +79,31 @@ static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
 
 void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t group_bytes, size_t rows,
                 const void *x, size_t x_row_bytes, size_t tokens, size_t n, const float *bias, float *y, size_t ldy) {
+    blip2_gemm_split(k, type, w, group_bytes, rows, x, x_row_bytes, tokens, tokens, n, bias, y, ldy);
+}
+
+// Tokens [c0, c1) of one chunk through the tiles of rows [r0, r0 + nr): tiles of mm->tokens from c0, the
+// narrow tile of exactly the rest, or the one-token tile for a single leftover token.
+static void run_chunk(const blip2_kernels *k, uint32_t type, const blip2_tile *mv, const blip2_tile *mm, size_t group,
+                      const char *wb, size_t group_bytes, size_t r0, size_t nr, const char *xb, size_t x_row_bytes,
+                      size_t c0, size_t c1, size_t n, const float *bias, float *y, size_t ldy) {
+    for (size_t t0 = c0; t0 < c1; t0 += mm->tokens) {
+        size_t nt = min_size(mm->tokens, c1 - t0);
+        if (nt > 1) {
+            const blip2_tile narrow = {nt < mm->tokens ? k->matmul_narrow[type][nt] : NULL, mm->rows, (uint32_t)nt};
+            run_tile(narrow.fn ? &narrow : mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
+            continue;
+        }
+        // A single leftover token streams its rows through the one-token tile instead of a padded one.
+        for (size_t r = r0; r < r0 + nr; r += mv->rows) {
+            run_tile(mv, group, wb, group_bytes, r, min_size(mv->rows, r0 + nr - r), xb, x_row_bytes, t0, 1, n, bias, y, ldy);
+        }
+    }
+}
+
+void blip2_gemm_split(const blip2_kernels *k, uint32_t type, const void *w, size_t group_bytes, size_t rows,
+                      const void *x, size_t x_row_bytes, size_t tokens, size_t split, size_t n, const float *bias,
+                      float *y, size_t ldy) {
     const blip2_type_traits *traits = blip2_traits(type);
     if (rows == 0 || tokens == 0 || !traits || !k->matvec[type].fn || !k->matmul[type].fn) return;
     const blip2_tile *mv = &k->matvec[type], *mm = &k->matmul[type];
@@ -94,21 +119,23 @@ void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t gro
     }
     size_t chunk = BLIP2_TOKEN_CHUNK_BYTES / (x_row_bytes ? x_row_bytes : 1);
     chunk = chunk < mm->tokens ? mm->tokens : chunk / mm->tokens * mm->tokens;
-    for (size_t c0 = 0; c0 < tokens; c0 += chunk) {
-        size_t c1 = min_size(tokens, c0 + chunk);
+    // Each part's chunks and tiles count from its own first token, as in a call of its own; round i runs the
+    // i-th chunk of both parts over each row block while its weights are in cache, so they are read once.
+    if (split > tokens) split = tokens;
+    const size_t starts[2] = {0, split}, ends[2] = {split, tokens};
+    size_t rounds = 0;
+    for (int s = 0; s < 2; s++) {
+        size_t r = (ends[s] - starts[s] + chunk - 1) / chunk;
+        if (r > rounds) rounds = r;
+    }
+    for (size_t round = 0; round < rounds; round++) {
         for (size_t r0 = 0; r0 < rows; r0 += mm->rows) {
             size_t nr = min_size(mm->rows, rows - r0);
-            for (size_t t0 = c0; t0 < c1; t0 += mm->tokens) {
-                size_t nt = min_size(mm->tokens, c1 - t0);
-                if (nt > 1) {
-                    const blip2_tile narrow = {nt < mm->tokens ? k->matmul_narrow[type][nt] : NULL, mm->rows, (uint32_t)nt};
-                    run_tile(narrow.fn ? &narrow : mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
-                    continue;
-                }
-                // A single leftover token streams its rows through the one-token tile instead of a padded one.
-                for (size_t r = r0; r < r0 + nr; r += mv->rows) {
-                    run_tile(mv, group, wb, group_bytes, r, min_size(mv->rows, r0 + nr - r), xb, x_row_bytes, t0, 1, n, bias, y, ldy);
-                }
+            for (int s = 0; s < 2; s++) {
+                size_t c0 = starts[s] + round * chunk;
+                if (c0 >= ends[s]) continue;
+                run_chunk(k, type, mv, mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, c0, min_size(ends[s], c0 + chunk),
+                          n, bias, y, ldy);
             }
         }
     }

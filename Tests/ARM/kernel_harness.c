@@ -449,6 +449,29 @@ __attribute__((noinline)) static double magnitude_quantized(const blip2_type_tra
     return m;
 }
 
+// Weights of `type` for `rows` x n: super-block fields as `fill` says (fitted: quantized from random floats,
+// through `scratch`, rows x n floats), panels quantized from random floats, row formats with random blocks.
+static void fill_weights(uint32_t type, char *w, size_t rows, size_t n, int fill, float *scratch) {
+    const blip2_type_traits *traits = blip2_traits(type);
+    size_t group_bytes = blip2_group_bytes(type, n), groups = (rows + traits->block_rows - 1) / traits->block_rows;
+    if (is_superblock_type(type) && fill != FILL_FITTED) {
+        random_superblocks(type, w, groups, group_bytes, n, fill);
+    } else if (traits->block_rows > 1) {
+        random_floats(scratch, rows * n);
+        traits->from_f32(scratch, rows, n, w);
+    } else {
+        for (size_t r = 0; r < rows; r++) {
+            void *row = w + r * group_bytes;
+            switch (type) {
+            case BLIP2_TYPE_F32: random_floats(row, n); break;
+            case BLIP2_TYPE_F16: random_f16(row, n); break;
+            case BLIP2_TYPE_Q8: random_q8(row, n / BLIP2_QBLOCK); break;
+            default: random_q4(row, n / BLIP2_QBLOCK); break;
+            }
+        }
+    }
+}
+
 // One product through the driver (every tile shape, padding and the bias) against the reference table.
 static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_t type, size_t rows, size_t tokens, size_t n, int fill) {
     const blip2_type_traits *traits = blip2_traits(type);
@@ -466,22 +489,7 @@ static void check_gemm(const blip2_kernels *k, const blip2_kernels *ref, uint32_
     if (fill == FILL_HIGH || fill == FILL_LOW) {
         for (size_t i = 0; i < tokens * n; i++) xf[i] = fill == FILL_HIGH ? 1.0f : -1.0f;
     }
-    if (superblocks && fill != FILL_FITTED) {
-        random_superblocks(type, w, groups, group_bytes, n, fill);
-    } else if (traits->block_rows > 1) {
-        random_floats(wf, rows * n);
-        traits->from_f32(wf, rows, n, w);
-    } else {
-        for (size_t r = 0; r < rows; r++) {
-            void *row = w + r * group_bytes;
-            switch (type) {
-            case BLIP2_TYPE_F32: random_floats(row, n); break;
-            case BLIP2_TYPE_F16: random_f16(row, n); break;
-            case BLIP2_TYPE_Q8: random_q8(row, nb); break;
-            default: random_q4(row, nb); break;
-            }
-        }
-    }
+    fill_weights(type, w, rows, n, fill, wf);
     if (superblocks) {
         for (size_t t = 0; t < tokens; t++) ref->quantize_q8k(xf + t * n, (blip2_block_q8k *)(x + t * x_row_bytes), n);
     } else if (quantized) {
@@ -560,6 +568,43 @@ static void check_products(const blip2_kernels *k, const blip2_kernels *ref) {
     }
 }
 
+// A product split in two parts of the tokens (an image's rows and a prompt's in one prefill) gives every
+// output the bits of two calls over the parts: 3-, 4- and 8-token tiles never straddle the split.
+static void check_split(const blip2_kernels *k, const blip2_kernels *ref) {
+    static const size_t cases[][3] = {{64, 13, 5}, {256, 33, 32}, {64, 9, 1}, {64, 7, 6}, {64, 2, 1}, {2560, 130, 61}, {256, 40, 8}};
+    for (size_t ti = 0; ti < sizeof product_types / sizeof product_types[0]; ti++) {
+        uint32_t type = product_types[ti];
+        const blip2_type_traits *traits = blip2_traits(type);
+        if (!k->matvec[type].fn || !k->matmul[type].fn) continue;
+        for (size_t ci = 0; ci < sizeof cases / sizeof cases[0]; ci++) {
+            size_t n = cases[ci][0], tokens = cases[ci][1], split = cases[ci][2], rows = 19, ldy = rows + 2;
+            size_t group_bytes = blip2_group_bytes(type, n), groups = (rows + traits->block_rows - 1) / traits->block_rows;
+            size_t x_row_bytes = blip2_activation_row_bytes(traits->activation, n);
+            char *w = malloc(groups * group_bytes), *x = malloc(tokens * x_row_bytes);
+            float *wf = malloc(rows * n * sizeof *wf), *xf = malloc(tokens * n * sizeof *xf);
+            float *together = malloc(tokens * ldy * sizeof *together), *apart = malloc(tokens * ldy * sizeof *apart);
+            random_floats(xf, tokens * n);
+            fill_weights(type, w, rows, n, FILL_RANDOM, wf);
+            for (size_t t = 0; t < tokens; t++) {
+                if (traits->activation == BLIP2_ACTIVATION_Q8K) ref->quantize_q8k(xf + t * n, (blip2_block_q8k *)(x + t * x_row_bytes), n);
+                else if (traits->activation == BLIP2_ACTIVATION_Q8A) ref->quantize_q8a(xf + t * n, (blip2_block_q8a *)(x + t * x_row_bytes), n);
+                else memcpy(x + t * x_row_bytes, xf + t * n, n * sizeof *xf);
+            }
+            for (size_t i = 0; i < tokens * ldy; i++) together[i] = apart[i] = -12345.0f;
+            blip2_gemm_split(k, type, w, group_bytes, rows, x, x_row_bytes, tokens, split, n, NULL, together, ldy);
+            blip2_gemm(k, type, w, group_bytes, rows, x, x_row_bytes, split, n, NULL, apart, ldy);
+            blip2_gemm(k, type, w, group_bytes, rows, x + split * x_row_bytes, x_row_bytes, tokens - split, n, NULL, apart + split * ldy, ldy);
+            size_t differing = 0;
+            for (size_t i = 0; i < tokens * ldy; i++) differing += memcmp(&together[i], &apart[i], sizeof(float)) != 0;
+            char what[32], detail[128];
+            snprintf(what, sizeof what, "split %s", traits->name);
+            snprintf(detail, sizeof detail, "n=%zu tokens=%zu split=%zu: %zu outputs differ from two calls", n, tokens, split, differing);
+            check(differing == 0, k->name, what, detail);
+            free(w); free(x); free(wf); free(xf); free(together); free(apart);
+        }
+    }
+}
+
 // The peak loop runs and counts its operations.
 static void check_peak(const blip2_kernels *k) {
     check(k->int8_peak && k->int8_peak(1000) > 0, k->name, "int8_peak", "missing, or counts no operations");
@@ -589,6 +634,7 @@ int main(int argc, char **argv) {
         check_quantize_q8k(k, ref);
         check_one_row_tiles(k, ref);
         check_products(k, ref);
+        check_split(k, ref);
         check_peak(k);
         check_exp(k);
         check_softmax(k, ref);

@@ -154,6 +154,60 @@ private func oneRowDot(_ k: blip2_kernels, _ type: ElementType, _ w: UnsafeRawPo
     return out[0]
 }
 
+/// `blip2_gemm_split` gives every output exactly the bits of two `blip2_gemm` calls over its two parts of the
+/// tokens (a prefill's image rows and prompt rows), on every path: tiles of 3, 4 or 8 tokens never straddle
+/// the split, and each part's chunks count from its own first token.
+@Suite struct SplitProductTests {
+    static let types: [ElementType] = [.f32, .f16, .q8, .q4, .q8p, .q4p, .q4k, .q3k, .q6k]
+
+    @Test(arguments: KernelISA.supported)
+    func splitEqualsTwoCalls(isa: KernelISA) throws {
+        let k = try #require(isa.table), ref = try #require(KernelISA.ref.table)
+        var rng = SplitMix(seed: 47)
+        for type in Self.types {
+            let traits = try #require(blip2_traits(type.rawValue))
+            // 2560 inputs: the token chunk (160 KB of activation rows) holds 56 q8a rows, so 130 tokens span
+            // three chunks and the parts' chunk edges fall at different places.
+            for (cols, tokens, split) in [(64, 13, 5), (256, 33, 32), (256, 40, 8), (64, 9, 1), (64, 7, 6), (64, 2, 1),
+                                          (2560, 130, 61), (2560, 90, 32), (64, 3, 0), (64, 3, 3)] {
+                let rows = 19
+                let w = RandomWeights(type: type, rows: rows, cols: cols, rng: &rng)
+                let x = (0..<(tokens * cols)).map { _ in rng.activation() }
+                let rowBytes = blip2_activation_row_bytes(traits.pointee.activation, cols)
+                var activations = [UInt8](repeating: 0, count: tokens * rowBytes)
+                activations.withUnsafeMutableBytes { out in
+                    x.withUnsafeBufferPointer { xs in
+                        for t in 0..<tokens {
+                            let row = out.baseAddress! + t * rowBytes, input = xs.baseAddress! + t * cols
+                            switch traits.pointee.activation {
+                            case BLIP2_ACTIVATION_Q8A: ref.pointee.quantize_q8a(input, row.assumingMemoryBound(to: blip2_block_q8a.self), cols)
+                            case BLIP2_ACTIVATION_Q8K: ref.pointee.quantize_q8k(input, row.assumingMemoryBound(to: blip2_block_q8k.self), cols)
+                            default: row.copyMemory(from: input, byteCount: cols * 4)
+                            }
+                        }
+                    }
+                }
+                let ldy = rows + 2
+                var together = [Float](repeating: -12345, count: tokens * ldy), apart = together
+                w.bytes.withUnsafeBytes { wr in
+                    activations.withUnsafeBytes { xr in
+                        let wp = wr.baseAddress!, xp = xr.baseAddress!
+                        blip2_gemm_split(k, type.rawValue, wp, w.groupBytes, rows, xp, rowBytes, tokens, split, cols, nil, &together, ldy)
+                        apart.withUnsafeMutableBufferPointer { y in
+                            blip2_gemm(k, type.rawValue, wp, w.groupBytes, rows, xp, rowBytes, split, cols, nil, y.baseAddress!, ldy)
+                            blip2_gemm(k, type.rawValue, wp, w.groupBytes, rows, xp + split * rowBytes, rowBytes, tokens - split, cols, nil,
+                                       y.baseAddress! + split * ldy, ldy)
+                        }
+                    }
+                }
+                let differing = zip(together, apart).filter { $0.bitPattern != $1.bitPattern }.count
+                #expect(differing == 0, "\(isa) \(type): \(tokens) tokens split at \(split), \(cols) inputs: \(differing) outputs differ from two calls")
+                #expect(together.enumerated().allSatisfy { $0.offset % ldy < rows || $0.element == -12345 }, "\(isa) \(type): wrote past the rows")
+            }
+        }
+    }
+}
+
 @Suite struct ProductTests {
     /// W x^T through the tiled driver of `isa` against the reference table, with a bias on odd shapes and
     /// an output stride wider than the rows (the gap must stay untouched).

@@ -52,6 +52,27 @@ import Testing
         }
     }
 
+    /// An image's rows and a prompt's in one pass end exactly where two passes leave them (the same bits:
+    /// logits now and after the next token), for a short prompt and one that takes more than a chunk.
+    @Test(arguments: ["base-f32", "odd-hidden-f32"], precisions)
+    func imageAndPromptInOnePassEqualTwoPasses(fixture: String, weights: WeightPrecision) throws {
+        try forEachISA(fixture, weights) { model, image, prompts, label in
+            let long = Array(repeating: prompts.last!, count: LanguageModel.chunkTokens / prompts.last!.count + 1).flatMap { $0 }
+            for prompt in [prompts.last!, long] {
+                let apart = model.makeSession(), together = model.makeSession()
+                try apart.feed(embeddings: image)
+                try apart.feed(tokens: prompt)
+                try together.feed(embeddings: image, thenTokens: prompt)
+                #expect(together.length == apart.length)
+                #expect(together.logits == apart.logits, "\(label), \(prompt.count) prompt tokens")
+                let next = argmax(apart.logits)
+                try apart.feed(tokens: [next])
+                try together.feed(tokens: [next])
+                #expect(together.logits == apart.logits, "\(label), \(prompt.count) prompt tokens, next step")
+            }
+        }
+    }
+
     /// `body` on the fixture converted to `weights`, once per instruction set this CPU runs, with the image's
     /// language-model input rows and the fixture's prompts (shortest first).
     private func forEachISA(_ fixture: String, _ weights: WeightPrecision,

@@ -337,6 +337,12 @@ int blip2_isa_from_name(const char *name);
 /// for a type the table has no tiles for (callers check `matvec[type].fn`).
 void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t group_bytes, size_t rows,
                 const void *x, size_t x_row_bytes, size_t tokens, size_t n, const float *bias, float *y, size_t ldy);
+/// As blip2_gemm, with tokens [0, split) and [split, tokens) tiled as two calls would tile them (so every
+/// output has the bits of those calls on every path), while each weight row is read once for both: the
+/// image rows and a prompt's rows of one prefill, for example.
+void blip2_gemm_split(const blip2_kernels *k, uint32_t type, const void *w, size_t group_bytes, size_t rows,
+                      const void *x, size_t x_row_bytes, size_t tokens, size_t split, size_t n, const float *bias,
+                      float *y, size_t ldy);
 
 // MARK: - Checksums
 
