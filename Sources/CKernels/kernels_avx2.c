@@ -56,25 +56,25 @@ void blip2_gelu_avx2(float *x, size_t n) {
 // per step. `masked` loads and stores only the first `cols` columns (maskload never touches masked lanes);
 // rows past `rows` repeat the last row and are not stored.
 BLIP2_INLINE void gemm_f32_block_avx2(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda,
-                                      const float *b, size_t ldb, float *c, size_t ldc, const bool masked) {
+                                      const float *b, size_t ldb, float *c, size_t ldc, const bool masked, const int R) {
     const float *ar[6];
-    BLIP2_UNROLL for (int r = 0; r < 6; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
+    BLIP2_UNROLL for (int r = 0; r < R; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
     const __m256i lanes = _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7);
     __m256i mask[2];
     BLIP2_UNROLL for (int v = 0; v < 2; v++) mask[v] = _mm256_cmpgt_epi32(_mm256_set1_epi32((int)cols - 8 * v), lanes);
     __m256 acc[6][2];
-    BLIP2_UNROLL for (int r = 0; r < 6; r++) BLIP2_UNROLL for (int v = 0; v < 2; v++) acc[r][v] = _mm256_setzero_ps();
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int v = 0; v < 2; v++) acc[r][v] = _mm256_setzero_ps();
     for (size_t p = 0; p < k; p++) {
         const float *bp = b + p * ldb;
         __m256 bv[2];
         BLIP2_UNROLL for (int v = 0; v < 2; v++) bv[v] = masked ? _mm256_maskload_ps(bp + 8 * v, mask[v]) : _mm256_loadu_ps(bp + 8 * v);
-        BLIP2_UNROLL for (int r = 0; r < 6; r++) {
+        BLIP2_UNROLL for (int r = 0; r < R; r++) {
             __m256 x = _mm256_broadcast_ss(ar[r] + p);
             BLIP2_UNROLL for (int v = 0; v < 2; v++) acc[r][v] = _mm256_fmadd_ps(x, bv[v], acc[r][v]);
         }
     }
     const __m256 scale = _mm256_set1_ps(alpha);
-    BLIP2_UNROLL for (int r = 0; r < 6; r++) {
+    BLIP2_UNROLL for (int r = 0; r < R; r++) {
         if ((size_t)r >= rows) break;
         BLIP2_UNROLL for (int v = 0; v < 2; v++) {
             __m256 y = _mm256_mul_ps(acc[r][v], scale);
@@ -84,10 +84,17 @@ BLIP2_INLINE void gemm_f32_block_avx2(size_t rows, size_t cols, size_t k, float 
     }
 }
 
+// One row of a (a decoding query's probabilities against its values) takes a block of its own: the 6-row
+// block would repeat it 6 times.
 static void gemm_f32_tile_avx2(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
                                size_t ldb, float *c, size_t ldc) {
-    if (cols == 16) gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, false);
-    else gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, true);
+    if (rows == 1) {
+        if (cols == 16) gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, false, 1);
+        else gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, true, 1);
+        return;
+    }
+    if (cols == 16) gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, false, 6);
+    else gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, true, 6);
 }
 BLIP2_GEMM_F32(gemm_f32_avx2, gemm_f32_tile_avx2, 6, 16)
 

@@ -72,37 +72,46 @@ static void gelu_avx512(float *x, size_t n) {
 // broadcast per row. Loads and stores go under masks, so columns past `cols` are neither read nor written
 // (ViT-g's 88-wide heads end on half a register); rows past `rows` repeat the last row and are not stored.
 BLIP2_INLINE void gemm_f32_block_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda,
-                                        const float *b, size_t ldb, float *c, size_t ldc, const int vectors) {
+                                        const float *b, size_t ldb, float *c, size_t ldc, const int vectors, const int R) {
     const float *ar[8];
-    BLIP2_UNROLL for (int r = 0; r < 8; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
+    BLIP2_UNROLL for (int r = 0; r < R; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
     __mmask16 mask[3];
     BLIP2_UNROLL for (int v = 0; v < 3; v++) {
         size_t left = cols > 16 * (size_t)v ? cols - 16 * (size_t)v : 0;
         mask[v] = left >= 16 ? (__mmask16)0xffff : (__mmask16)((1u << left) - 1);
     }
     __m512 acc[8][3];
-    BLIP2_UNROLL for (int r = 0; r < 8; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_setzero_ps();
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_setzero_ps();
     for (size_t p = 0; p < k; p++) {
         const float *bp = b + p * ldb;
         __m512 bv[3];
         BLIP2_UNROLL for (int v = 0; v < vectors; v++) bv[v] = _mm512_maskz_loadu_ps(mask[v], bp + 16 * v);
-        BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+        BLIP2_UNROLL for (int r = 0; r < R; r++) {
             __m512 x = _mm512_set1_ps(ar[r][p]);
             BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = _mm512_fmadd_ps(x, bv[v], acc[r][v]);
         }
     }
     const __m512 scale = _mm512_set1_ps(alpha);
-    BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+    BLIP2_UNROLL for (int r = 0; r < R; r++) {
         if ((size_t)r >= rows) break;
         BLIP2_UNROLL for (int v = 0; v < vectors; v++) _mm512_mask_storeu_ps(c + r * ldc + 16 * v, mask[v], _mm512_mul_ps(acc[r][v], scale));
     }
 }
 
+// One row of a (a decoding query's probabilities against its values) takes a block of its own: the 8-row
+// block would repeat it 8 times.
 static void gemm_f32_tile_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
                                  size_t ldb, float *c, size_t ldc) {
-    if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3);
-    else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2);
-    else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1);
+    const int R = rows == 1 ? 1 : 8;
+    if (R == 1) {
+        if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3, 1);
+        else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2, 1);
+        else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1, 1);
+        return;
+    }
+    if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3, 8);
+    else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2, 8);
+    else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1, 8);
 }
 BLIP2_GEMM_F32(gemm_f32_avx512, gemm_f32_tile_avx512, 8, 48)
 

@@ -43,41 +43,44 @@ void blip2_gelu_neon(float *x, size_t n) {
 // 8 rows of a against `vectors` (1 or 2) registers of 4 columns of b: up to 16 accumulators, a's value
 // multiplied in by lane. Rows past `rows` repeat the last row and are not stored.
 BLIP2_INLINE void gemm_f32_block_neon(size_t rows, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
-                                      float *c, size_t ldc, const int vectors) {
+                                      float *c, size_t ldc, const int vectors, const int R) {
     const float *ar[8];
-    BLIP2_UNROLL for (int r = 0; r < 8; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
+    BLIP2_UNROLL for (int r = 0; r < R; r++) ar[r] = a + ((size_t)r < rows ? (size_t)r : rows - 1) * lda;
     float32x4_t acc[8][2];
-    BLIP2_UNROLL for (int r = 0; r < 8; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = vdupq_n_f32(0);
+    BLIP2_UNROLL for (int r = 0; r < R; r++) BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = vdupq_n_f32(0);
     for (size_t p = 0; p < k; p++) {
         const float *bp = b + p * ldb;
         float32x4_t bv[2];
         BLIP2_UNROLL for (int v = 0; v < vectors; v++) bv[v] = vld1q_f32(bp + 4 * v);
-        BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+        BLIP2_UNROLL for (int r = 0; r < R; r++) {
             float x = ar[r][p];
             BLIP2_UNROLL for (int v = 0; v < vectors; v++) acc[r][v] = vfmaq_n_f32(acc[r][v], bv[v], x);
         }
     }
-    BLIP2_UNROLL for (int r = 0; r < 8; r++) {
+    BLIP2_UNROLL for (int r = 0; r < R; r++) {
         if ((size_t)r >= rows) break;
         BLIP2_UNROLL for (int v = 0; v < vectors; v++) vst1q_f32(c + r * ldc + 4 * v, vmulq_n_f32(acc[r][v], alpha));
     }
 }
 
 // Column blocks of 8 outside, row blocks inside; a last block of 4 columns, then the last n % 4 columns one
-// at a time (no masked loads here).
+// at a time (no masked loads here). A single row of a (a decoding query's probabilities against its values)
+// takes a one-row block: the 8-row block would repeat it 8 times.
 void blip2_gemm_f32_neon(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
                          float *c, size_t ldc) {
     size_t j = 0;
     for (; j + 8 <= n; j += 8) {
         for (size_t i = 0; i < m; i += 8) {
             size_t rows = m - i < 8 ? m - i : 8;
-            gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 2);
+            if (rows == 1) gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 2, 1);
+            else gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 2, 8);
         }
     }
     if (j + 4 <= n) {
         for (size_t i = 0; i < m; i += 8) {
             size_t rows = m - i < 8 ? m - i : 8;
-            gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 1);
+            if (rows == 1) gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 1, 1);
+            else gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 1, 8);
         }
         j += 4;
     }
