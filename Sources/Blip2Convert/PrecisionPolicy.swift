@@ -11,7 +11,8 @@ import Glibc
 // - linear weights take the requested type: they are >99% of the bytes and tolerate block quantization
 //   (`mixed`: q4 in the language model, q8 in the vision tower and the Q-Former). Quantized linear weights
 //   are stored as panels (q8p, q4p: the same values, eight rows interleaved for the products);
-// - token embeddings (also the output head when tied) never go below q8: they decide every logit;
+// - token embeddings (also the output head when tied) never go below q8: they decide every logit (q8p
+//   panels, so the head multiplies a decode step's sequences at panel speed);
 // - norms, biases, position embeddings, the class embedding and query tokens stay f32: together they are
 //   well under 1% of the bytes and their errors land directly in the residual stream;
 // - the patch convolution stays f16 (f32 in an f32 file): its 588-wide input rows are not a whole number
@@ -121,8 +122,10 @@ public struct PrecisionPolicy: Sendable {
         case .linearWeight:
             return weights.linearType(for: spec)
         case .tokenEmbedding, .outputHead:
-            // Rows, not panels: looking up a token reads one row.
-            return weights.isFloat ? weights.linearType(for: spec) : .q8
+            // q8 in every quantized file (every logit is a dot product with these rows), as panels: the
+            // head multiplies several sequences of a decode step at panel speed (q8 rows took 2x a token's
+            // time for 3 or 4 tokens, q8p 1.1x), and looking a token up reads its row out of its panel.
+            return weights.isFloat ? weights.linearType(for: spec) : .q8p
         case .patchEmbedding:
             return weights == .f32 ? .f32 : .f16
         case .bias, .normWeight, .normBias, .positionEmbedding, .classEmbedding, .queryTokens:

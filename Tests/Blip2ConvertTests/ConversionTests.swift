@@ -78,7 +78,7 @@ import Testing
         let type = { (name: String) in file.tensor(named: name)?.type }
         #expect(type("language_model.model.decoder.layers.0.fc1.weight") == .q4p)
         #expect(type("vision_model.encoder.layers.0.self_attn.qkv.weight") == .q4p)
-        #expect(type("language_model.model.decoder.embed_tokens.weight") == .q8)
+        #expect(type("language_model.model.decoder.embed_tokens.weight") == .q8p)
         #expect(type("vision_model.embeddings.patch_embedding.weight") == .f16)
         #expect(type("language_model.model.decoder.layers.0.fc1.bias") == .f32)
         #expect(type("qformer.layernorm.weight") == .f32)
@@ -136,7 +136,7 @@ import Testing
         let file = try ModelFile(path: scratch.path("m.blip2"))
         #expect(file.formatVersion == 3)
         let manifest = try WeightManifest(config: try Checkpoint(folder: checkpoint("base-f32")).config)
-        #expect(file.tensor(named: "language_model.model.decoder.embed_tokens.weight")?.type == .q8)
+        #expect(file.tensor(named: "language_model.model.decoder.embed_tokens.weight")?.type == .q8p)
         for tensor in manifest.weights where tensor.role == .linearWeight {
             let type = try #require(file.tensor(named: tensor.name)).type
             if tensor.name.hasPrefix("qformer.") || tensor.name == "language_projection.weight" {
@@ -223,7 +223,7 @@ import Testing
                 #expect(type == (spec.component == .language ? .q4p : .q8p), "\(spec.name) is \(type)")
                 seen.insert(type)
             case .tokenEmbedding, .outputHead:
-                #expect(type == .q8, "\(spec.name) is \(type)")
+                #expect(type == .q8p, "\(spec.name) is \(type)")
             case .patchEmbedding:
                 #expect(type == .f16, "\(spec.name) is \(type)")
             default:
