@@ -302,32 +302,39 @@ public final class KVCache {
         var heads: Int
         var headDim: Int
         var capacity: Int
+        /// Positions the storage is laid out for: the capacity rounded up to a multiple of 32, so caches of
+        /// nearby capacities (prompts of different lengths) reuse each other's memory (`KVStoragePool`).
+        var storedPositions: Int { (capacity + 31) / 32 * 32 }
         /// Keys and values of every layer and head.
-        var floats: Int { 2 * layers * heads * capacity * headDim }
+        var floats: Int { 2 * layers * heads * storedPositions * headDim }
         var bytes: Int { floats * MemoryLayout<Float>.stride }
     }
+    private let storedPositions: Int
+    private let storageFloats: Int
 
     init(shape: Shape) {
         layers = shape.layers
         heads = shape.heads
         headDim = shape.headDim
         capacity = shape.capacity
-        storage = .allocate(capacity: max(1, shape.floats))
+        storedPositions = shape.storedPositions
+        storageFloats = max(1, shape.floats)
+        storage = KVStoragePool.shared.take(floats: storageFloats)
         stamps = .allocate(capacity: max(1, shape.capacity))
         stamps.initialize(repeating: 0, count: max(1, shape.capacity))
     }
     deinit {
-        storage.deallocate()
+        KVStoragePool.shared.give(storage, floats: storageFloats)
         stamps.deallocate()
     }
 
     /// Floats per position over all heads.
     public var width: Int { heads * headDim }
     /// Floats between the blocks of consecutive heads.
-    var headStride: Int { capacity * headDim }
+    var headStride: Int { storedPositions * headDim }
 
-    func keys(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer) * capacity * width }
-    func values(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer + 1) * capacity * width }
+    func keys(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer) * storedPositions * width }
+    func values(layer: Int) -> UnsafeMutablePointer<Float> { storage + (2 * layer + 1) * storedPositions * width }
 
     /// Stores `tokens` rows of [heads * headDim] (`rowStride` apart) at positions `start...` of `block`
     /// (a layer's keys or values).
@@ -393,4 +400,61 @@ public final class KVCache {
         precondition(newLength <= length)
         length = newLength
     }
+}
+
+/// The memory of caches that were freed, kept for the next cache of the same size. A fresh allocation of
+/// tens of megabytes (a full-size session: 0.66 MB per position) is handed out by the kernel a page at a
+/// time on first touch, which cost about 5% of a full-size prefill and of the first step of a beam search;
+/// every generation after the first takes its caches from here instead. A few buffers, and at most
+/// `limitBytes` in all; kept buffers are marked free for the kernel to take back under memory pressure
+/// (MADV_FREE: a page it took comes back zeroed on the next touch, and a cache never reads a position it
+/// has not written), so an idle server does not pin them.
+// @unchecked Sendable: its list is behind its lock.
+final class KVStoragePool: @unchecked Sendable {
+    static let shared = KVStoragePool(buffers: 8, limitBytes: 256 << 20)
+    static let alignment = 4096
+
+    private let lock = NSLock()
+    private var free: [(floats: Int, pointer: UnsafeMutableRawPointer)] = []
+    private var heldBytes = 0
+    private let buffers: Int
+    private let limitBytes: Int
+
+    init(buffers: Int, limitBytes: Int) {
+        self.buffers = buffers
+        self.limitBytes = limitBytes
+    }
+
+    /// Memory for `floats` floats, page-aligned, its contents undefined.
+    func take(floats: Int) -> UnsafeMutablePointer<Float> {
+        let kept: UnsafeMutableRawPointer? = lock.withLock {
+            guard let i = free.lastIndex(where: { $0.floats == floats }) else { return nil }
+            heldBytes -= floats * MemoryLayout<Float>.stride
+            return free.remove(at: i).pointer
+        }
+        let raw = kept ?? .allocate(byteCount: floats * MemoryLayout<Float>.stride, alignment: Self.alignment)
+        return raw.bindMemory(to: Float.self, capacity: floats)
+    }
+
+    /// Takes back memory from `take(floats:)`; frees the oldest kept buffers beyond the limits.
+    func give(_ pointer: UnsafeMutablePointer<Float>, floats: Int) {
+        let raw = UnsafeMutableRawPointer(pointer), bytes = floats * MemoryLayout<Float>.stride
+        guard bytes <= limitBytes else { return raw.deallocate() }
+        _ = madvise(raw, bytes / Self.alignment * Self.alignment, MADV_FREE)
+        let dropped: [UnsafeMutableRawPointer] = lock.withLock {
+            free.append((floats, raw))
+            heldBytes += bytes
+            var dropped: [UnsafeMutableRawPointer] = []
+            while free.count > buffers || heldBytes > limitBytes {
+                let oldest = free.removeFirst()
+                heldBytes -= oldest.floats * MemoryLayout<Float>.stride
+                dropped.append(oldest.pointer)
+            }
+            return dropped
+        }
+        for pointer in dropped { pointer.deallocate() }
+    }
+
+    /// Bytes kept for reuse.
+    var keptBytes: Int { lock.withLock { heldBytes } }
 }
