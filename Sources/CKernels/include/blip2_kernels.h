@@ -331,6 +331,11 @@ const char *blip2_isa_name(blip2_isa isa);
 /// The value for a name above, or -1.
 int blip2_isa_from_name(const char *name);
 
+/// Asks for `bytes` from `p` on into the L2 cache ahead of use (a hint: never faults, may be dropped).
+static inline void blip2_prefetch_l2(const void *p, size_t bytes) {
+    for (size_t line = 0; line < bytes; line += 64) __builtin_prefetch((const char *)p + line, 0, 2);
+}
+
 /// y[t * ldy + r] = dot(W[r], x[t]) (+ bias[r]) for r < rows, t < tokens.
 /// W: a matrix of `type` whose row groups (rows, or panels) are `group_bytes` apart, starting at row 0 of a
 /// group; x: `tokens` rows of `x_row_bytes` in the type's activation format; n inputs per row. Does nothing
