@@ -55,19 +55,28 @@ blip2_isa blip2_isa_best(void) {
 
 // Rows [r0, r0 + nr) x tokens [t0, t0 + nt) through one tile; r0 starts a row group. Missing groups and
 // tokens repeat the last real one so the tile always runs at its fixed size, and only the real results
-// are stored.
-static void run_tile(const blip2_tile *tile, size_t group_rows, const char *w, size_t group_bytes, size_t r0, size_t nr,
+// are stored. A row group is 1 or 8 rows (`group_shift` its log2): shifts, not divisions, since this runs
+// once per tile; and the copy out of the tile's [row][token] block has no multiply or bias test per value
+// (both were most of the driver's time, 3-4% of an image encode).
+static void run_tile(const blip2_tile *tile, unsigned group_shift, const char *w, size_t group_bytes, size_t r0, size_t nr,
                      const char *x, size_t x_row_bytes, size_t t0, size_t nt, size_t n,
                      const float *bias, float *y, size_t ldy) {
     const void *wp[BLIP2_TILE_MAX], *xp[BLIP2_TILE_MAX];
     float out[BLIP2_TILE_MAX * BLIP2_TILE_MAX];
-    size_t groups = tile->rows / group_rows, real = (nr + group_rows - 1) / group_rows, g0 = r0 / group_rows;
+    const size_t group_rows = (size_t)1 << group_shift, tokens = tile->tokens;
+    size_t groups = tile->rows >> group_shift, real = (nr + group_rows - 1) >> group_shift, g0 = r0 >> group_shift;
     for (size_t g = 0; g < groups; g++) wp[g] = w + (g0 + (g < real ? g : real - 1)) * group_bytes;
-    for (uint32_t t = 0; t < tile->tokens; t++) xp[t] = x + (t0 + (t < nt ? t : nt - 1)) * x_row_bytes;
+    for (size_t t = 0; t < tokens; t++) xp[t] = x + (t0 + (t < nt ? t : nt - 1)) * x_row_bytes;
     tile->fn(wp, xp, n, out);
     for (size_t t = 0; t < nt; t++) {
         float *yt = y + (t0 + t) * ldy + r0;
-        for (size_t r = 0; r < nr; r++) yt[r] = bias ? out[r * tile->tokens + t] + bias[r0 + r] : out[r * tile->tokens + t];
+        const float *column = out + t;
+        if (bias) {
+            const float *b = bias + r0;
+            for (size_t r = 0; r < nr; r++) yt[r] = column[r * tokens] + b[r];
+        } else {
+            for (size_t r = 0; r < nr; r++) yt[r] = column[r * tokens];
+        }
     }
 }
 
@@ -84,7 +93,7 @@ void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t gro
 
 // Tokens [c0, c1) of one chunk through the tiles of rows [r0, r0 + nr): tiles of mm->tokens from c0, the
 // narrow tile of exactly the rest, or the one-token tile for a single leftover token.
-static void run_chunk(const blip2_kernels *k, uint32_t type, const blip2_tile *mv, const blip2_tile *mm, size_t group,
+static void run_chunk(const blip2_kernels *k, uint32_t type, const blip2_tile *mv, const blip2_tile *mm, unsigned group,
                       const char *wb, size_t group_bytes, size_t r0, size_t nr, const char *xb, size_t x_row_bytes,
                       size_t c0, size_t c1, size_t n, const float *bias, float *y, size_t ldy) {
     for (size_t t0 = c0; t0 < c1; t0 += mm->tokens) {
@@ -107,7 +116,9 @@ void blip2_gemm_split(const blip2_kernels *k, uint32_t type, const void *w, size
     const blip2_type_traits *traits = blip2_traits(type);
     if (rows == 0 || tokens == 0 || !traits || !k->matvec[type].fn || !k->matmul[type].fn) return;
     const blip2_tile *mv = &k->matvec[type], *mm = &k->matmul[type];
-    const size_t group = traits->block_rows;
+    // Row groups are single rows or panels of BLIP2_PANEL_ROWS, a power of two: their log2.
+    unsigned group = 0;
+    while (((uint32_t)1 << group) < traits->block_rows) group++;
     const char *wb = w, *xb = x;
     if (tokens == 1 || mm->tokens == 1) {
         for (size_t t = 0; t < tokens; t++) {
