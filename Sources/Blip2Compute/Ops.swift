@@ -99,13 +99,12 @@ extension ComputeContext {
         let body = { (part: Int, worker: Int) in
             let input = inputs[part / heads], h = part % heads, shape = input.shape
             guard shape.queries > 0 else { return }
-            if let offset = shape.causalOffset, part + 2 < parts {
+            if shape.causalOffset != nil, part + 2 < parts {
                 // A decoding head's keys and values are two short runs of memory, each met cold: the hardware
                 // prefetcher only catches on after a few misses. The part this worker likely takes next
                 // (the workers take turns) is asked for now, while this one computes.
                 let next = inputs[(part + 2) / heads], nh = (part + 2) % heads, nextShape = next.shape
-                let visible = min(nextShape.keys, (nextShape.causalOffset ?? offset) + nextShape.queries)
-                let bytes = visible * nextShape.kvStride * MemoryLayout<Float>.stride
+                let bytes = nextShape.keys * nextShape.kvStride * MemoryLayout<Float>.stride
                 blip2_prefetch_l2(next.k + nh * nextShape.kvHeadStride, bytes)
                 blip2_prefetch_l2(next.v + nh * nextShape.kvHeadStride, bytes)
             }

@@ -349,14 +349,14 @@ public final class KVCache {
     /// takes a new stamp.
     func advance(by tokens: Int) {
         precondition(tokens >= 0 && length + tokens <= capacity)
-        for p in length..<(length + tokens) { stamps[p] = KVCache.nextStamp() }
+        let last = KVCache.stampCounter.add(UInt64(tokens), ordering: .relaxed).newValue
+        for i in 0..<tokens { stamps[length + i] = last - UInt64(tokens - 1 - i) }
         length += tokens
     }
 
-    /// Stamps are drawn from one process-wide counter, so no two passes, in any cache, share one; 0 is
-    /// never drawn (a new cache's positions hold nothing).
+    /// Stamps are drawn from one process-wide counter (a run of them per pass), so no two positions, in any
+    /// cache, share one; 0 is never drawn (a new cache's positions hold nothing).
     private static let stampCounter = Atomic<UInt64>(0)
-    private static func nextStamp() -> UInt64 { stampCounter.add(1, ordering: .relaxed).newValue }
 
     /// A copy holding the same positions.
     func copy() -> KVCache {

@@ -88,13 +88,9 @@ BLIP2_INLINE void gemm_f32_block_avx2(size_t rows, size_t cols, size_t k, float 
 // block would repeat it 6 times.
 static void gemm_f32_tile_avx2(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
                                size_t ldb, float *c, size_t ldc) {
-    if (rows == 1) {
-        if (cols == 16) gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, false, 1);
-        else gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, true, 1);
-        return;
-    }
-    if (cols == 16) gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, false, 6);
-    else gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, true, 6);
+    const bool masked = cols != 16;
+    if (rows == 1) gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, masked, 1);
+    else gemm_f32_block_avx2(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, masked, 6);
 }
 BLIP2_GEMM_F32(gemm_f32_avx2, gemm_f32_tile_avx2, 6, 16)
 

@@ -98,20 +98,19 @@ BLIP2_INLINE void gemm_f32_block_avx512(size_t rows, size_t cols, size_t k, floa
     }
 }
 
+BLIP2_INLINE void gemm_f32_rows_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda,
+                                       const float *b, size_t ldb, float *c, size_t ldc, const int R) {
+    if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3, R);
+    else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2, R);
+    else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1, R);
+}
+
 // One row of a (a decoding query's probabilities against its values) takes a block of its own: the 8-row
 // block would repeat it 8 times.
 static void gemm_f32_tile_avx512(size_t rows, size_t cols, size_t k, float alpha, const float *a, size_t lda, const float *b,
                                  size_t ldb, float *c, size_t ldc) {
-    const int R = rows == 1 ? 1 : 8;
-    if (R == 1) {
-        if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3, 1);
-        else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2, 1);
-        else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1, 1);
-        return;
-    }
-    if (cols > 32) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 3, 8);
-    else if (cols > 16) gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 2, 8);
-    else gemm_f32_block_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1, 8);
+    if (rows == 1) gemm_f32_rows_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 1);
+    else gemm_f32_rows_avx512(rows, cols, k, alpha, a, lda, b, ldb, c, ldc, 8);
 }
 BLIP2_GEMM_F32(gemm_f32_avx512, gemm_f32_tile_avx512, 8, 48)
 

@@ -63,24 +63,29 @@ BLIP2_INLINE void gemm_f32_block_neon(size_t rows, size_t k, float alpha, const 
     }
 }
 
+// Up to 8 rows of a against one column block; a single row (a decoding query's probabilities against its
+// values) takes a one-row block: the 8-row block would repeat it 8 times.
+BLIP2_INLINE void gemm_f32_rows_neon(size_t rows, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
+                                     float *c, size_t ldc, const int vectors) {
+    if (rows == 1) gemm_f32_block_neon(rows, k, alpha, a, lda, b, ldb, c, ldc, vectors, 1);
+    else gemm_f32_block_neon(rows, k, alpha, a, lda, b, ldb, c, ldc, vectors, 8);
+}
+
 // Column blocks of 8 outside, row blocks inside; a last block of 4 columns, then the last n % 4 columns one
-// at a time (no masked loads here). A single row of a (a decoding query's probabilities against its values)
-// takes a one-row block: the 8-row block would repeat it 8 times.
+// at a time (no masked loads here).
 void blip2_gemm_f32_neon(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
                          float *c, size_t ldc) {
     size_t j = 0;
     for (; j + 8 <= n; j += 8) {
         for (size_t i = 0; i < m; i += 8) {
             size_t rows = m - i < 8 ? m - i : 8;
-            if (rows == 1) gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 2, 1);
-            else gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 2, 8);
+            gemm_f32_rows_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 2);
         }
     }
     if (j + 4 <= n) {
         for (size_t i = 0; i < m; i += 8) {
             size_t rows = m - i < 8 ? m - i : 8;
-            if (rows == 1) gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 1, 1);
-            else gemm_f32_block_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 1, 8);
+            gemm_f32_rows_neon(rows, k, alpha, a + i * lda, lda, b + j, ldb, c + i * ldc + j, ldc, 1);
         }
         j += 4;
     }
