@@ -56,10 +56,11 @@ blip2_isa blip2_isa_best(void) {
 // Rows [r0, r0 + nr) x tokens [t0, t0 + nt) through one tile; r0 starts a row group. Missing groups and
 // tokens repeat the last real one so the tile always runs at its fixed size, and only the real results
 // are stored. A row group is 1 or 8 rows (`group_shift` its log2): shifts, not divisions, since this runs
-// once per tile; and the copy out of the tile's [row][token] block has no multiply or bias test per value
-// (both were most of the driver's time, 3-4% of an image encode).
-static void run_tile(const blip2_tile *tile, unsigned group_shift, const char *w, size_t group_bytes, size_t r0, size_t nr,
-                     const char *x, size_t x_row_bytes, size_t t0, size_t nt, size_t n,
+// once per tile. The copy out of the tile's [row][token] block is the table's `store_tile`: a transpose in
+// registers where the instruction set has one (done a value at a time, its stores, 8 or 16 to each cache
+// line of y, were most of the driver's time, 4-5% of an image encode).
+static void run_tile(const blip2_tile *tile, blip2_store_fn store, unsigned group_shift, const char *w, size_t group_bytes,
+                     size_t r0, size_t nr, const char *x, size_t x_row_bytes, size_t t0, size_t nt, size_t n,
                      const float *bias, float *y, size_t ldy) {
     const void *wp[BLIP2_TILE_MAX], *xp[BLIP2_TILE_MAX];
     float out[BLIP2_TILE_MAX * BLIP2_TILE_MAX];
@@ -67,17 +68,15 @@ static void run_tile(const blip2_tile *tile, unsigned group_shift, const char *w
     size_t groups = tile->rows >> group_shift, real = (nr + group_rows - 1) >> group_shift, g0 = r0 >> group_shift;
     for (size_t g = 0; g < groups; g++) wp[g] = w + (g0 + (g < real ? g : real - 1)) * group_bytes;
     for (size_t t = 0; t < tokens; t++) xp[t] = x + (t0 + (t < nt ? t : nt - 1)) * x_row_bytes;
-    tile->fn(wp, xp, n, out);
+    // The lines of y this tile fills are asked for (to be written) before it computes: they are usually
+    // met for the first time here, and a store that waits for its line stalls the next ones.
     for (size_t t = 0; t < nt; t++) {
-        float *yt = y + (t0 + t) * ldy + r0;
-        const float *column = out + t;
-        if (bias) {
-            const float *b = bias + r0;
-            for (size_t r = 0; r < nr; r++) yt[r] = column[r * tokens] + b[r];
-        } else {
-            for (size_t r = 0; r < nr; r++) yt[r] = column[r * tokens];
-        }
+        const float *yt = y + (t0 + t) * ldy + r0;
+        __builtin_prefetch(yt, 1, 3);
+        __builtin_prefetch(yt + nr - 1, 1, 3);
     }
+    tile->fn(wp, xp, n, out);
+    store(out, tile->rows, tokens, nr, nt, bias ? bias + r0 : NULL, y + t0 * ldy + r0, ldy);
 }
 
 static size_t min_size(size_t a, size_t b) { return a < b ? a : b; }
@@ -93,19 +92,20 @@ void blip2_gemm(const blip2_kernels *k, uint32_t type, const void *w, size_t gro
 
 // Tokens [c0, c1) of one chunk through the tiles of rows [r0, r0 + nr): tiles of mm->tokens from c0, the
 // narrow tile of exactly the rest, or the one-token tile for a single leftover token.
-static void run_chunk(const blip2_kernels *k, uint32_t type, const blip2_tile *mv, const blip2_tile *mm, unsigned group,
+static void run_chunk(const blip2_kernels *k, uint32_t type, const blip2_tile *mv, const blip2_tile *mm, blip2_store_fn store,
+                      unsigned group,
                       const char *wb, size_t group_bytes, size_t r0, size_t nr, const char *xb, size_t x_row_bytes,
                       size_t c0, size_t c1, size_t n, const float *bias, float *y, size_t ldy) {
     for (size_t t0 = c0; t0 < c1; t0 += mm->tokens) {
         size_t nt = min_size(mm->tokens, c1 - t0);
         if (nt > 1) {
             const blip2_tile narrow = {nt < mm->tokens ? k->matmul_narrow[type][nt] : NULL, mm->rows, (uint32_t)nt};
-            run_tile(narrow.fn ? &narrow : mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
+            run_tile(narrow.fn ? &narrow : mm, store, group, wb, group_bytes, r0, nr, xb, x_row_bytes, t0, nt, n, bias, y, ldy);
             continue;
         }
         // A single leftover token streams its rows through the one-token tile instead of a padded one.
         for (size_t r = r0; r < r0 + nr; r += mv->rows) {
-            run_tile(mv, group, wb, group_bytes, r, min_size(mv->rows, r0 + nr - r), xb, x_row_bytes, t0, 1, n, bias, y, ldy);
+            run_tile(mv, store, group, wb, group_bytes, r, min_size(mv->rows, r0 + nr - r), xb, x_row_bytes, t0, 1, n, bias, y, ldy);
         }
     }
 }
@@ -116,6 +116,7 @@ void blip2_gemm_split(const blip2_kernels *k, uint32_t type, const void *w, size
     const blip2_type_traits *traits = blip2_traits(type);
     if (rows == 0 || tokens == 0 || !traits || !k->matvec[type].fn || !k->matmul[type].fn) return;
     const blip2_tile *mv = &k->matvec[type], *mm = &k->matmul[type];
+    const blip2_store_fn store = k->store_tile ? k->store_tile : blip2_store_tile_ref;
     // Row groups are single rows or panels of BLIP2_PANEL_ROWS, a power of two: their log2.
     unsigned group = 0;
     while (((uint32_t)1 << group) < traits->block_rows) group++;
@@ -123,7 +124,7 @@ void blip2_gemm_split(const blip2_kernels *k, uint32_t type, const void *w, size
     if (tokens == 1 || mm->tokens == 1) {
         for (size_t t = 0; t < tokens; t++) {
             for (size_t r0 = 0; r0 < rows; r0 += mv->rows) {
-                run_tile(mv, group, wb, group_bytes, r0, min_size(mv->rows, rows - r0), xb, x_row_bytes, t, 1, n, bias, y, ldy);
+                run_tile(mv, store, group, wb, group_bytes, r0, min_size(mv->rows, rows - r0), xb, x_row_bytes, t, 1, n, bias, y, ldy);
             }
         }
         return;
@@ -145,7 +146,7 @@ void blip2_gemm_split(const blip2_kernels *k, uint32_t type, const void *w, size
             for (int s = 0; s < 2; s++) {
                 size_t c0 = starts[s] + round * chunk;
                 if (c0 >= ends[s]) continue;
-                run_chunk(k, type, mv, mm, group, wb, group_bytes, r0, nr, xb, x_row_bytes, c0, min_size(ends[s], c0 + chunk),
+                run_chunk(k, type, mv, mm, store, group, wb, group_bytes, r0, nr, xb, x_row_bytes, c0, min_size(ends[s], c0 + chunk),
                           n, bias, y, ldy);
             }
         }

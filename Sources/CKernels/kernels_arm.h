@@ -24,6 +24,8 @@ void blip2_softmax_neon(float *x, size_t n);
 void blip2_gelu_neon(float *x, size_t n);
 void blip2_quantize_q8a_neon(const float *x, blip2_block_q8a *y, size_t n);
 void blip2_quantize_q8k_neon(const float *x, blip2_block_q8k *y, size_t n);
+void blip2_store_tile_neon(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
+                           float *y, size_t ldy);
 void blip2_f32_mv_neon(const void *const *w, const void *const *x, size_t n, float *out);
 void blip2_f32_mm_neon(const void *const *w, const void *const *x, size_t n, float *out);
 void blip2_f16_mv_neon(const void *const *w, const void *const *x, size_t n, float *out);

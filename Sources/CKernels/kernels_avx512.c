@@ -490,6 +490,7 @@ const blip2_kernels blip2_kernels_avx512 = {
     },
     .int8_peak = int8_peak_vnni,
     .gemm_f32 = gemm_f32_avx512,
+    .store_tile = blip2_store_tile_avx2,
 };
 
 #endif

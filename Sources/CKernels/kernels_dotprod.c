@@ -144,6 +144,7 @@ const blip2_kernels blip2_kernels_dotprod = {
     },
     .int8_peak = int8_peak_sdot,
     .gemm_f32 = blip2_gemm_f32_neon,
+    .store_tile = blip2_store_tile_neon,
 };
 
 #endif

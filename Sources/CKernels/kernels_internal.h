@@ -123,6 +123,13 @@ static inline float blip2_q8a_inverse(float d) { return d > 0 ? 1.0f / d : 0.0f;
 
 static inline float blip2_gelu_ref(float x) { return 0.5f * x * (1 + erff(x * 0.70710678118654752f)); }
 
+// A tile's results out of its [row][token] buffer (blip2_kernels.store_tile): the reference, and what the
+// vector paths do for the shapes they have no transpose for.
+typedef void (*blip2_store_fn)(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
+                               float *y, size_t ldy);
+void blip2_store_tile_ref(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
+                          float *y, size_t ldy);
+
 // The f32 many-token product (blip2_kernels.gemm_f32) for columns [j0, n), one output row at a time: each
 // output a chain of fmaf over p in order, then times alpha. The reference, and the column tails of vector
 // paths without masked loads.

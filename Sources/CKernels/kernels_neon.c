@@ -92,6 +92,42 @@ void blip2_gemm_f32_neon(size_t m, size_t n, size_t k, float alpha, const float 
     blip2_gemm_f32_columns(m, j, n, k, alpha, a, lda, b, ldb, c, ldc);
 }
 
+// A tile's results out (blip2_kernels.store_tile): a panel tile's [8 rows][2, 3 or 4 tokens] buffer is read
+// by de-interleaving loads (vld2q/vld3q/vld4q: one register per token for 4 rows), stored a register at a time.
+BLIP2_INLINE void store4_neon(float *y, float32x4_t v, const float *bias) { vst1q_f32(y, bias ? vaddq_f32(v, vld1q_f32(bias)) : v); }
+
+void blip2_store_tile_neon(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
+                           float *y, size_t ldy) {
+    if (tokens == 1) {
+        size_t r = 0;
+        for (; r + 4 <= nr; r += 4) store4_neon(y + r, vld1q_f32(out + r), bias ? bias + r : NULL);
+        for (; r < nr; r++) y[r] = bias ? out[r] + bias[r] : out[r];
+        return;
+    }
+    if (rows != 8 || nr != 8 || tokens > 4) {
+        blip2_store_tile_ref(out, rows, tokens, nr, nt, bias, y, ldy);
+        return;
+    }
+    float32x4_t column[2][4];
+    for (int half = 0; half < 2; half++) {
+        const float *o = out + 4 * half * tokens;
+        if (tokens == 2) {
+            float32x4x2_t v = vld2q_f32(o);
+            column[half][0] = v.val[0], column[half][1] = v.val[1];
+        } else if (tokens == 3) {
+            float32x4x3_t v = vld3q_f32(o);
+            column[half][0] = v.val[0], column[half][1] = v.val[1], column[half][2] = v.val[2];
+        } else {
+            float32x4x4_t v = vld4q_f32(o);
+            column[half][0] = v.val[0], column[half][1] = v.val[1], column[half][2] = v.val[2], column[half][3] = v.val[3];
+        }
+    }
+    for (size_t t = 0; t < nt; t++) {
+        store4_neon(y + t * ldy, column[0][t], bias);
+        store4_neon(y + t * ldy + 4, column[1][t], bias ? bias + 4 : NULL);
+    }
+}
+
 void blip2_quantize_q8a_neon(const float *x, blip2_block_q8a *y, size_t n) {
     const float32x4_t top = vdupq_n_f32(127.0f), bottom = vdupq_n_f32(-127.0f);
     for (size_t b = 0; b < n / BLIP2_QBLOCK; b++) {
@@ -307,6 +343,7 @@ const blip2_kernels blip2_kernels_neon = {
     .matmul_narrow = {[BLIP2_TYPE_Q8P] = {NULL, NULL, q8p_mm2_neon}, [BLIP2_TYPE_Q4P] = {NULL, NULL, q4p_mm2_neon}},
     .int8_peak = int8_peak_neon,
     .gemm_f32 = blip2_gemm_f32_neon,
+    .store_tile = blip2_store_tile_neon,
 };
 
 #endif

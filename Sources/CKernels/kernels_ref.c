@@ -177,6 +177,15 @@ static void tile_q4k_ref(const void *const *w, const void *const *x, size_t n, f
 static void tile_q3k_ref(const void *const *w, const void *const *x, size_t n, float *out) { tile_kq_ref(w, x, n, out, BLIP2_TYPE_Q3K); }
 static void tile_q6k_ref(const void *const *w, const void *const *x, size_t n, float *out) { tile_kq_ref(w, x, n, out, BLIP2_TYPE_Q6K); }
 
+void blip2_store_tile_ref(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
+                          float *y, size_t ldy) {
+    (void)rows;
+    for (size_t t = 0; t < nt; t++) {
+        float *yt = y + t * ldy;
+        for (size_t r = 0; r < nr; r++) yt[r] = bias ? out[r * tokens + t] + bias[r] : out[r * tokens + t];
+    }
+}
+
 // Scalar multiply-adds in four independent chains; `volatile` keeps the compiler from folding the loop.
 static uint64_t int8_peak_ref(uint64_t iterations) {
     volatile int32_t seed = 3;
@@ -215,4 +224,5 @@ const blip2_kernels blip2_kernels_ref = {
     },
     .int8_peak = int8_peak_ref,
     .gemm_f32 = gemm_f32_ref,
+    .store_tile = blip2_store_tile_ref,
 };

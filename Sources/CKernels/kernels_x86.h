@@ -104,6 +104,8 @@ void blip2_softmax_avx2(float *x, size_t n);
 void blip2_gelu_avx2(float *x, size_t n);
 void blip2_quantize_q8a_avx2(const float *x, blip2_block_q8a *y, size_t n);
 void blip2_quantize_q8k_avx2(const float *x, blip2_block_q8k *y, size_t n);
+void blip2_store_tile_avx2(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
+                           float *y, size_t ldy);
 
 // The pieces both tables' tiles are built from, compiled for AVX2: an AVX-512 function inlines them (their
 // target is a subset of its own) and there they take the AVX-512 encodings and its 32 registers.

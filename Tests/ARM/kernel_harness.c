@@ -342,6 +342,43 @@ static void check_gemm_f32(const blip2_kernels *k, const blip2_kernels *ref, int
     check(bad == 0, k->name, "gemm_f32", detail);
 }
 
+// store_tile: each tile shape the tables use, every count of real rows and tokens, with and without a bias:
+// y[t][r] is out[r][t] (+ bias[r]) with the sum's bits (a -0 result stays -0 without a bias), and nothing else
+// of y changes. Copies and single adds: the same bits on every path, emulated or not.
+static void check_store_tile(const blip2_kernels *k) {
+    static const size_t shapes[][2] = {{1, 1}, {4, 1}, {8, 1}, {16, 1}, {32, 1}, {4, 4}, {8, 2}, {8, 3}, {8, 4},
+                                       {8, 5}, {8, 6}, {8, 7}, {8, 8}, {1, 8}};
+    size_t bad = 0, cases = 0;
+    char detail[160] = "";
+    float out[64], bias[32], y[10 * 40];
+    const float sentinel = -7777.25f;
+    for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
+        size_t rows = shapes[s][0], tokens = shapes[s][1];
+        random_floats(out, rows * tokens);
+        out[0] = -0.0f;
+        random_floats(bias, rows);
+        for (size_t nr = 1; nr <= rows; nr++)
+        for (size_t nt = 1; nt <= tokens; nt++)
+        for (int use_bias = 0; use_bias < 2; use_bias++) {
+            size_t ldy = nr + 3;
+            for (size_t i = 0; i < (nt + 1) * ldy; i++) y[i] = sentinel;
+            k->store_tile(out, rows, tokens, nr, nt, use_bias ? bias : NULL, y, ldy);
+            cases++;
+            for (size_t i = 0; i < (nt + 1) * ldy; i++) {
+                size_t t = i / ldy, r = i % ldy;
+                float want = sentinel;
+                if (t < nt && r < nr) want = use_bias ? out[r * tokens + t] + bias[r] : out[r * tokens + t];
+                if (memcmp(&y[i], &want, sizeof want) != 0 && bad++ == 0) {
+                    snprintf(detail, sizeof detail, "%zu x %zu tile, %zu x %zu real, bias %d: y[%zu][%zu] = %.9g, want %.9g",
+                             rows, tokens, nr, nt, use_bias, t, r, y[i], want);
+                }
+            }
+        }
+    }
+    if (bad == 0) snprintf(detail, sizeof detail, "%zu cases, bit-identical", cases);
+    check(bad == 0, k->name, "store_tile", detail);
+}
+
 // The weight types the products take, and how the harness fills them: the row formats with random
 // blocks (q8 includes -128, which the quantizer never writes), the panel formats quantized from random
 // floats through their traits, the super-block formats either so or with random fields over their whole
@@ -640,6 +677,7 @@ int main(int argc, char **argv) {
         check_softmax(k, ref);
         check_gelu(k);
         check_gemm_f32(k, ref, emulated);
+        check_store_tile(k);
         if (isa == BLIP2_ISA_AVX512) check_same_bits(k, blip2_kernels_for(BLIP2_ISA_AVX2));
         printf("%s: %u checks\n", k->name, passed + failed - before);
     }

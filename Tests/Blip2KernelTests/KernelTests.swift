@@ -639,3 +639,53 @@ final class Mutex<Value>: @unchecked Sendable {
         #expect(clock.productNanoseconds == 0 && clock.operations == 0)
     }
 }
+
+@Suite struct TileStoreTests {
+    /// Every path puts a tile's [row][token] results where they go (y[t * ldy + r] = out[r * tokens + t], plus
+    /// the bias when there is one) with the same bits as that sum, for every tile shape the tables use and
+    /// every count of real rows and tokens, and writes nothing else of y.
+    @Test(arguments: KernelISA.supported)
+    func storesEveryRealResultAndNothingElse(isa: KernelISA) throws {
+        let k = try #require(isa.table).pointee
+        var rng = SplitMix(seed: 61)
+        let sentinel: Float = -7777.25
+        var wrong = 0, outside = 0, cases = 0
+        for (rows, tokens) in [(1, 1), (4, 1), (8, 1), (16, 1), (32, 1), (4, 4), (8, 2), (8, 3), (8, 4), (8, 5),
+                               (8, 6), (8, 7), (8, 8), (1, 8)] {
+            let out = (0..<(rows * tokens)).map { _ in rng.activation() }
+            // Signed zeros: a path that adds a zero bias where there is none would turn -0 into +0.
+            var withZeros = out
+            withZeros[0] = -0.0
+            let bias = (0..<rows).map { _ in rng.activation() }
+            for nr in Set([1, rows / 2, rows - 1, rows]).filter({ $0 >= 1 }).sorted() {
+                for nt in 1...tokens {
+                    for useBias in [false, true] {
+                        let ldy = nr + 3
+                        var y = [Float](repeating: sentinel, count: (nt + 1) * ldy)
+                        withZeros.withUnsafeBufferPointer { o in
+                            bias.withUnsafeBufferPointer { b in
+                                k.store_tile(o.baseAddress, rows, tokens, nr, nt, useBias ? b.baseAddress : nil, &y, ldy)
+                            }
+                        }
+                        cases += 1
+                        for t in 0...nt {
+                            for r in 0..<ldy {
+                                let got = y[t * ldy + r]
+                                guard t < nt, r < nr else {
+                                    if got.bitPattern != sentinel.bitPattern { outside += 1 }
+                                    continue
+                                }
+                                let value = withZeros[r * tokens + t]
+                                let expected = useBias ? value + bias[r] : value
+                                if got.bitPattern != expected.bitPattern { wrong += 1 }
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        #expect(cases > 200)
+        #expect(wrong == 0, "\(isa): \(wrong) results not where they belong or not the same bits")
+        #expect(outside == 0, "\(isa): \(outside) values written outside the real rows and tokens")
+    }
+}

@@ -318,6 +318,11 @@ typedef struct {
     /// bits. Reads b only at columns j < n (ldb may equal n).
     void (*gemm_f32)(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
                      float *c, size_t ldc);
+    /// A tile's results out to their places: `out` holds `rows` x `tokens` values as a tile writes them
+    /// ([row][token]); y[t * ldy + r] = out[r * tokens + t] (+ bias[r] when bias is not NULL) for the real
+    /// r < nr <= rows and t < nt <= tokens. Nothing else of y is written. Every path gives the same bits.
+    void (*store_tile)(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
+                       float *y, size_t ldy);
 } blip2_kernels;
 
 /// The table for `isa` when it is compiled into this build, else NULL. Says nothing about the CPU.
