@@ -45,11 +45,8 @@
 // elsewhere, as_float(i) reinterprets the bits. Every lane takes the same operations, so both widths give
 // the same bits.
 #define BLIP2_EXP_GELU(exp_name, gelu_name, V, VI, P, round, magnitude, by_sign, as_float)                          \
-    BLIP2_INLINE V exp_name(V x) {                                                                               \
-        x = P##_min_ps(P##_max_ps(x, P##_set1_ps(BLIP2_EXP_LO)), P##_set1_ps(BLIP2_EXP_HI));                    \
-        V n = round(P##_mul_ps(x, P##_set1_ps(BLIP2_LOG2E)));                                                    \
-        V r = P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_HI), x);                                                     \
-        r = P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_LO), r);                                                       \
+    /* e^(n ln 2 + r) for an integer-valued n in [-126, 127] and |r| <= ln 2 / 2 (plus rounding) */              \
+    BLIP2_INLINE V exp_name##_reduced(V n, V r) {                                                                \
         V p = P##_set1_ps(BLIP2_EXP_P0);                                                                         \
         p = P##_fmadd_ps(p, r, P##_set1_ps(BLIP2_EXP_P1));                                                        \
         p = P##_fmadd_ps(p, r, P##_set1_ps(BLIP2_EXP_P2));                                                        \
@@ -59,6 +56,13 @@
         V y = P##_fmadd_ps(p, P##_mul_ps(r, r), P##_add_ps(r, P##_set1_ps(1.0f)));                                \
         VI scale = P##_slli_epi32(P##_add_epi32(P##_cvtps_epi32(n), P##_set1_epi32(127)), 23);                    \
         return P##_mul_ps(y, as_float(scale));                                                                   \
+    }                                                                                                            \
+    BLIP2_INLINE V exp_name(V x) {                                                                               \
+        x = P##_min_ps(P##_max_ps(x, P##_set1_ps(BLIP2_EXP_LO)), P##_set1_ps(BLIP2_EXP_HI));                    \
+        V n = round(P##_mul_ps(x, P##_set1_ps(BLIP2_LOG2E)));                                                    \
+        V r = P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_HI), x);                                                     \
+        r = P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_LO), r);                                                       \
+        return exp_name##_reduced(n, r);                                                                         \
     }                                                                                                            \
     BLIP2_INLINE V gelu_name(V x) {                                                                              \
         V z = P##_mul_ps(magnitude(x), P##_set1_ps(0.70710678118654752f));                                       \
@@ -74,9 +78,17 @@
         p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P2));                                                       \
         p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P1));                                                       \
         p = P##_fmadd_ps(p, t, P##_set1_ps(BLIP2_GELU_P0));                                                       \
-        V xx = P##_mul_ps(x, x), residual = P##_fmsub_ps(x, x, xx); /* x^2 = xx + residual exactly */            \
-        V e = P##_mul_ps(exp_name(P##_mul_ps(xx, P##_set1_ps(-0.5f))),                                           \
-                         exp_name(P##_fnmadd_ps(residual, P##_set1_ps(0.5f), p)));                               \
+        /* e^(-z^2 + p) as one exponential of a two-part argument: a = -x^2/2 rounded, b = p less that          \
+           rounding (x^2 = xx + residual exactly). The large part a is reduced by n ln 2 exactly, the small b   \
+           added after, so the sum is never rounded at a's magnitude. Where a + b is below the exponential's   \
+           range, a is raised to meet it: e is then the smallest normal and GELU within 2e-38 of 0. */          \
+        V xx = P##_mul_ps(x, x), residual = P##_fmsub_ps(x, x, xx);                                              \
+        V a = P##_mul_ps(xx, P##_set1_ps(-0.5f)), b = P##_fnmadd_ps(residual, P##_set1_ps(0.5f), p);             \
+        a = P##_max_ps(a, P##_sub_ps(P##_set1_ps(BLIP2_EXP_LO), b));                                             \
+        V n = round(P##_mul_ps(P##_add_ps(a, b), P##_set1_ps(BLIP2_LOG2E)));                                     \
+        V r = P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_HI), a);                                                     \
+        r = P##_add_ps(P##_fnmadd_ps(n, P##_set1_ps(BLIP2_LN2_LO), r), b);                                        \
+        V e = exp_name##_reduced(n, r);                                                                          \
         V half_erfc = P##_mul_ps(P##_mul_ps(u, e), P##_set1_ps(0.5f));                                           \
         return P##_mul_ps(x, by_sign(x, P##_sub_ps(P##_set1_ps(1.0f), half_erfc), half_erfc));                   \
     }
