@@ -46,9 +46,9 @@ void blip2_softmax_avx2(float *x, size_t n) {
 
 // MARK: A tile's results out (blip2_kernels.store_tile)
 
-// Columns of a panel tile's [8 rows][tokens] buffer become registers of one token's 8 rows, stored with one
-// instruction each: 8 x 8 (the VNNI panel tiles) and 8 x 4 (AVX2's) by shuffles, other token counts (the
-// narrow tiles) by a gather. A value at a time, the stores (8 or 16 to each line of y, which the product
+// A panel tile's [8 rows][tokens] buffer as 8 x 8 floats, row r read from r * tokens (past the tile's own
+// values for fewer than 8 tokens: the buffer's room), transposed by shuffles into one register per token,
+// each stored with one instruction. A value at a time, the stores (8 to each line of y, which the product
 // writes for the first time) filled the store buffer.
 BLIP2_INLINE void store8_avx2(float *y, __m256 v, const float *bias) {
     _mm256_storeu_ps(y, bias ? _mm256_add_ps(v, _mm256_loadu_ps(bias)) : v);
@@ -66,38 +66,22 @@ void blip2_store_tile_avx2(const float *out, size_t rows, size_t tokens, size_t 
         blip2_store_tile_ref(out, rows, tokens, nr, nt, bias, y, ldy);
         return;
     }
-    __m256 column[8];
-    if (tokens == 8) {
-        __m256 t[8], s[8];
-        for (int i = 0; i < 8; i += 2) {
-            __m256 a = _mm256_loadu_ps(out + 8 * i), b = _mm256_loadu_ps(out + 8 * (i + 1));
-            t[i] = _mm256_unpacklo_ps(a, b);
-            t[i + 1] = _mm256_unpackhi_ps(a, b);
-        }
-        for (int i = 0; i < 8; i += 4) {
-            s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
-            s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
-            s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
-            s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
-        }
-        for (int i = 0; i < 4; i++) {
-            column[i] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x20);
-            column[i + 4] = _mm256_permute2f128_ps(s[i], s[i + 4], 0x31);
-        }
-    } else if (tokens == 4) {
-        __m128 lo0 = _mm_loadu_ps(out), lo1 = _mm_loadu_ps(out + 4), lo2 = _mm_loadu_ps(out + 8), lo3 = _mm_loadu_ps(out + 12);
-        __m128 hi0 = _mm_loadu_ps(out + 16), hi1 = _mm_loadu_ps(out + 20), hi2 = _mm_loadu_ps(out + 24), hi3 = _mm_loadu_ps(out + 28);
-        _MM_TRANSPOSE4_PS(lo0, lo1, lo2, lo3);
-        _MM_TRANSPOSE4_PS(hi0, hi1, hi2, hi3);
-        column[0] = _mm256_insertf128_ps(_mm256_castps128_ps256(lo0), hi0, 1);
-        column[1] = _mm256_insertf128_ps(_mm256_castps128_ps256(lo1), hi1, 1);
-        column[2] = _mm256_insertf128_ps(_mm256_castps128_ps256(lo2), hi2, 1);
-        column[3] = _mm256_insertf128_ps(_mm256_castps128_ps256(lo3), hi3, 1);
-    } else {
-        const __m256i index = _mm256_mullo_epi32(_mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7), _mm256_set1_epi32((int)tokens));
-        for (size_t t = 0; t < nt; t++) column[t] = _mm256_i32gather_ps(out + t, index, 4);
+    __m256 t[8], s[8];
+    for (int i = 0; i < 8; i += 2) {
+        __m256 a = _mm256_loadu_ps(out + i * tokens), b = _mm256_loadu_ps(out + (i + 1) * tokens);
+        t[i] = _mm256_unpacklo_ps(a, b);
+        t[i + 1] = _mm256_unpackhi_ps(a, b);
     }
-    for (size_t t = 0; t < nt; t++) store8_avx2(y + t * ldy, column[t], bias);
+    for (int i = 0; i < 8; i += 4) {
+        s[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        s[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xee);
+        s[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        s[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xee);
+    }
+    BLIP2_UNROLL for (int i = 0; i < 4; i++) {
+        if ((size_t)i < nt) store8_avx2(y + i * ldy, _mm256_permute2f128_ps(s[i], s[i + 4], 0x20), bias);
+        if ((size_t)i + 4 < nt) store8_avx2(y + (i + 4) * ldy, _mm256_permute2f128_ps(s[i], s[i + 4], 0x31), bias);
+    }
 }
 
 void blip2_gelu_avx2(float *x, size_t n) {

@@ -17,6 +17,7 @@
 // this size; the one-token super-block tiles take up to 4 panels).
 #define BLIP2_TILE_MAX 8
 _Static_assert(BLIP2_TILE_MAX_TOKENS <= BLIP2_TILE_MAX, "the driver's buffers hold every tile's tokens");
+_Static_assert(BLIP2_TILE_MAX * BLIP2_TILE_MAX >= BLIP2_STORE_TILE_ROOM, "the driver's tile buffer is store_tile's room");
 
 /// Declares `name` as a table entry running `body` with fixed `rows` x `tokens` (BLIP2_SHARED_TILE: one that
 /// another file's table also uses, declared in that family's header).

@@ -350,11 +350,12 @@ static void check_store_tile(const blip2_kernels *k) {
                                        {8, 5}, {8, 6}, {8, 7}, {8, 8}, {1, 8}};
     size_t bad = 0, cases = 0;
     char detail[160] = "";
-    float out[64], bias[32], y[10 * 40];
+    float out[BLIP2_STORE_TILE_ROOM], bias[32], y[10 * 40];
     const float sentinel = -7777.25f;
     for (size_t s = 0; s < sizeof shapes / sizeof shapes[0]; s++) {
         size_t rows = shapes[s][0], tokens = shapes[s][1];
         random_floats(out, rows * tokens);
+        for (size_t i = rows * tokens; i < BLIP2_STORE_TILE_ROOM; i++) out[i] = 4321.5f;
         out[0] = -0.0f;
         random_floats(bias, rows);
         for (size_t nr = 1; nr <= rows; nr++)

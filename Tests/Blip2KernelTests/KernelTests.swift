@@ -643,7 +643,8 @@ final class Mutex<Value>: @unchecked Sendable {
 @Suite struct TileStoreTests {
     /// Every path puts a tile's [row][token] results where they go (y[t * ldy + r] = out[r * tokens + t], plus
     /// the bias when there is one) with the same bits as that sum, for every tile shape the tables use and
-    /// every count of real rows and tokens, and writes nothing else of y.
+    /// every count of real rows and tokens, and writes nothing else of y (nor anything read past the tile's
+    /// values in its buffer).
     @Test(arguments: KernelISA.supported)
     func storesEveryRealResultAndNothingElse(isa: KernelISA) throws {
         let k = try #require(isa.table).pointee
@@ -653,8 +654,9 @@ final class Mutex<Value>: @unchecked Sendable {
         for (rows, tokens) in [(1, 1), (4, 1), (8, 1), (16, 1), (32, 1), (4, 4), (8, 2), (8, 3), (8, 4), (8, 5),
                                (8, 6), (8, 7), (8, 8), (1, 8)] {
             let out = (0..<(rows * tokens)).map { _ in rng.activation() }
-            // Signed zeros: a path that adds a zero bias where there is none would turn -0 into +0.
-            var withZeros = out
+            // Signed zeros: a path that adds a zero bias where there is none would turn -0 into +0. The buffer
+            // has the room the table asks for, past the tile's values a value no result may take.
+            var withZeros = out + [Float](repeating: 4321.5, count: Int(BLIP2_STORE_TILE_ROOM) - out.count)
             withZeros[0] = -0.0
             let bias = (0..<rows).map { _ in rng.activation() }
             for nr in Set([1, rows / 2, rows - 1, rows]).filter({ $0 >= 1 }).sorted() {

@@ -283,6 +283,8 @@ typedef struct {
 
 /// The most tokens a tile takes.
 #define BLIP2_TILE_MAX_TOKENS 8
+/// Floats of room in the buffer a tile's results are stored out of (8 rows x 8 tokens).
+#define BLIP2_STORE_TILE_ROOM 64
 
 typedef struct {
     blip2_isa isa;
@@ -319,8 +321,9 @@ typedef struct {
     void (*gemm_f32)(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
                      float *c, size_t ldc);
     /// A tile's results out to their places: `out` holds `rows` x `tokens` values as a tile writes them
-    /// ([row][token]); y[t * ldy + r] = out[r * tokens + t] (+ bias[r] when bias is not NULL) for the real
-    /// r < nr <= rows and t < nt <= tokens. Nothing else of y is written. Every path gives the same bits.
+    /// ([row][token]) in a buffer of at least BLIP2_STORE_TILE_ROOM floats, all of which a path may read;
+    /// y[t * ldy + r] = out[r * tokens + t] (+ bias[r] when bias is not NULL) for the real r < nr <= rows and
+    /// t < nt <= tokens. Nothing else of y is written. Every path gives the same bits.
     void (*store_tile)(const float *out, size_t rows, size_t tokens, size_t nr, size_t nt, const float *bias,
                        float *y, size_t ldy);
 } blip2_kernels;
