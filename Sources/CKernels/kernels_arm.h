@@ -43,11 +43,8 @@ BLIP2_INLINE float32x4_t load4_f32(const float *p) { return vld1q_f32(p); }
 BLIP2_INLINE float32x4_t load4_f16(const uint16_t *p) { return vcvt_f32_f16(vreinterpret_f16_u16(vld1_u16(p))); }
 BLIP2_INLINE float32x4_t zero4_neon(void) { return vdupq_n_f32(0); }
 
-BLIP2_INLINE float32x4_t exp4_neon(float32x4_t x) {
-    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(BLIP2_EXP_LO)), vdupq_n_f32(BLIP2_EXP_HI));
-    float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(BLIP2_LOG2E)));
-    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(BLIP2_LN2_HI));
-    r = vfmsq_f32(r, n, vdupq_n_f32(BLIP2_LN2_LO));
+// e^(n ln 2 + r) for an integer-valued n in [-126, 127] and |r| <= ln 2 / 2 (plus rounding).
+BLIP2_INLINE float32x4_t exp4_reduced_neon(float32x4_t n, float32x4_t r) {
     float32x4_t p = vdupq_n_f32(BLIP2_EXP_P0);
     p = vfmaq_f32(vdupq_n_f32(BLIP2_EXP_P1), p, r);
     p = vfmaq_f32(vdupq_n_f32(BLIP2_EXP_P2), p, r);
@@ -57,6 +54,14 @@ BLIP2_INLINE float32x4_t exp4_neon(float32x4_t x) {
     float32x4_t y = vfmaq_f32(vaddq_f32(r, vdupq_n_f32(1.0f)), p, vmulq_f32(r, r));
     int32x4_t scale = vshlq_n_s32(vaddq_s32(vcvtq_s32_f32(n), vdupq_n_s32(127)), 23);
     return vmulq_f32(y, vreinterpretq_f32_s32(scale));
+}
+
+BLIP2_INLINE float32x4_t exp4_neon(float32x4_t x) {
+    x = vminq_f32(vmaxq_f32(x, vdupq_n_f32(BLIP2_EXP_LO)), vdupq_n_f32(BLIP2_EXP_HI));
+    float32x4_t n = vrndnq_f32(vmulq_f32(x, vdupq_n_f32(BLIP2_LOG2E)));
+    float32x4_t r = vfmsq_f32(x, n, vdupq_n_f32(BLIP2_LN2_HI));
+    r = vfmsq_f32(r, n, vdupq_n_f32(BLIP2_LN2_LO));
+    return exp4_reduced_neon(n, r);
 }
 
 BLIP2_INLINE float32x4_t gelu4_neon(float32x4_t x) {
@@ -75,7 +80,14 @@ BLIP2_INLINE float32x4_t gelu4_neon(float32x4_t x) {
     p = vfmaq_f32(vdupq_n_f32(BLIP2_GELU_P0), p, t);
     float32x4_t xx = vmulq_f32(x, x);
     float32x4_t residual = vfmaq_f32(vnegq_f32(xx), x, x);   // x^2 = xx + residual exactly
-    float32x4_t e = vmulq_f32(exp4_neon(vmulq_f32(xx, vdupq_n_f32(-0.5f))), exp4_neon(vfmsq_f32(p, residual, vdupq_n_f32(0.5f))));
+    // e^(-z^2 + p) as one exponential of a two-part argument, as on x86 (BLIP2_EXP_GELU): a = -xx / 2 is
+    // reduced by n ln 2, b = p - residual / 2 added after; below the exponential's range a is raised to meet it.
+    float32x4_t a = vmulq_f32(xx, vdupq_n_f32(-0.5f)), b = vfmsq_f32(p, residual, vdupq_n_f32(0.5f));
+    a = vmaxq_f32(a, vsubq_f32(vdupq_n_f32(BLIP2_EXP_LO), b));
+    float32x4_t n = vrndnq_f32(vmulq_f32(vaddq_f32(a, b), vdupq_n_f32(BLIP2_LOG2E)));
+    float32x4_t r = vfmsq_f32(a, n, vdupq_n_f32(BLIP2_LN2_HI));
+    r = vaddq_f32(vfmsq_f32(r, n, vdupq_n_f32(BLIP2_LN2_LO)), b);
+    float32x4_t e = exp4_reduced_neon(n, r);
     float32x4_t half_erfc = vmulq_f32(vmulq_f32(u, e), vdupq_n_f32(0.5f));
     float32x4_t phi = vbslq_f32(vcltzq_f32(x), half_erfc, vsubq_f32(vdupq_n_f32(1.0f), half_erfc));
     return vmulq_f32(x, phi);
