@@ -58,7 +58,7 @@ blip2_isa blip2_isa_best(void) {
 // are stored. A row group is 1 or 8 rows (`group_shift` its log2): shifts, not divisions, since this runs
 // once per tile. The copy out of the tile's [row][token] block is the table's `store_tile`: a transpose in
 // registers where the instruction set has one (done a value at a time, its stores, 8 or 16 to each cache
-// line of y, were most of the driver's time, 4-5% of an image encode).
+// line of y, were most of the driver's time, about 4% of an image encode).
 static void run_tile(const blip2_tile *tile, blip2_store_fn store, unsigned group_shift, const char *w, size_t group_bytes,
                      size_t r0, size_t nr, const char *x, size_t x_row_bytes, size_t t0, size_t nt, size_t n,
                      const float *bias, float *y, size_t ldy) {
