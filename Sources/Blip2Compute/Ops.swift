@@ -90,9 +90,12 @@ extension ComputeContext {
         for input in inputs {
             let shape = input.shape
             precondition(shape.heads == heads, "the sequences of one step have the same heads")
+            precondition(input.prefix.keys <= shape.keys && (input.prefix.keys == 0 || shape.causalOffset != nil),
+                         "a shared prefix lies inside a causal attention's keys")
             // Non-causal heads hold all scores [queries, keys], K^T [headDim, keys] and V [keys, headDim];
-            // causal ones one row.
-            floats = max(floats, shape.causalOffset == nil ? (shape.queries + 2 * shape.headDim) * shape.keys : shape.keys)
+            // causal ones one row, and with a shared prefix the rest of the values after one seed row.
+            let causal = input.prefix.keys > 0 ? shape.keys + (shape.keys - input.prefix.keys + 1) * shape.headDim : shape.keys
+            floats = max(floats, shape.causalOffset == nil ? (shape.queries + 2 * shape.headDim) * shape.keys : causal)
             work += shape.heads * shape.queries * shape.keys * shape.headDim
         }
         let parts = inputs.count * heads
@@ -103,14 +106,20 @@ extension ComputeContext {
                 // A decoding head's keys and values are two short runs of memory, each met cold: the hardware
                 // prefetcher only catches on after a few misses. The part this worker likely takes next
                 // (the workers take turns) is asked for now, while this one computes.
+                // (Its own keys only: a prefix it shares was read by the sequence it shares it with.)
                 let next = inputs[(part + 2) / heads], nh = (part + 2) % heads, nextShape = next.shape
-                let bytes = nextShape.keys * nextShape.kvStride * MemoryLayout<Float>.stride
-                blip2_prefetch_l2(next.k + nh * nextShape.kvHeadStride, bytes)
-                blip2_prefetch_l2(next.v + nh * nextShape.kvHeadStride, bytes)
+                let own = nh * nextShape.kvHeadStride + next.prefix.keys * nextShape.kvStride
+                let bytes = (nextShape.keys - next.prefix.keys) * nextShape.kvStride * MemoryLayout<Float>.stride
+                blip2_prefetch_l2(next.k + own, bytes)
+                blip2_prefetch_l2(next.v + own, bytes)
             }
             let scratch = pool.scratch(worker: worker, bytes: floats * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
-            Ops.attentionHead(h, q: input.q, k: input.k + h * shape.kvHeadStride, v: input.v + h * shape.kvHeadStride,
-                              out: input.out, shape, scratch: scratch, kernels: kernels)
+            let head = h * shape.kvHeadStride
+            Ops.attentionHead(h, q: input.q, k: input.k + head, v: input.v + head, out: input.out, shape,
+                              prefix: input.prefix.keys > 0
+                                  ? (input.prefix.k! + h * input.prefix.kvHeadStride, input.prefix.v! + h * input.prefix.kvHeadStride, input.prefix.keys)
+                                  : nil,
+                              scratch: scratch, kernels: kernels)
         }
         if threads > 1, parts > 1, work >= 1 << 16 {
             pool.run(parts: parts, body)
@@ -127,15 +136,42 @@ public struct AttentionInput {
     public var v: UnsafePointer<Float>
     public var out: UnsafeMutablePointer<Float>
     public var shape: AttentionShape
+    /// Causal heads only: the first `prefix.keys` keys and values are read from another cache that holds
+    /// the very same values there.
+    public var prefix: AttentionPrefix
 
     public init(q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>, out: UnsafeMutablePointer<Float>,
-                shape: AttentionShape) {
+                shape: AttentionShape, prefix: AttentionPrefix = .none) {
         self.q = q
         self.k = k
         self.v = v
         self.out = out
         self.shape = shape
+        self.prefix = prefix
     }
+}
+
+/// Leading keys and values of a causal attention kept elsewhere: head h's key j at
+/// `k + h * kvHeadStride + j * kvStride` (the sequence's own kvStride; values alike). The beams or samples
+/// of one prompt, or requests on one picture, then read their common positions from one place, which the
+/// first of them brought into cache, instead of each from its own copy in memory. The results are the same
+/// bits as reading the sequence's own.
+public struct AttentionPrefix {
+    public var k: UnsafePointer<Float>?
+    public var v: UnsafePointer<Float>?
+    public var kvHeadStride: Int
+    public var keys: Int
+
+    public init(k: UnsafePointer<Float>, v: UnsafePointer<Float>, kvHeadStride: Int, keys: Int) {
+        self.k = k
+        self.v = v
+        self.kvHeadStride = kvHeadStride
+        self.keys = keys
+    }
+    private init() { (k, v, kvHeadStride, keys) = (nil, nil, 0, 0) }
+
+    /// Every key the sequence's own.
+    public static var none: AttentionPrefix { AttentionPrefix() }
 }
 
 /// Operations that need no context: row statistics, element-wise updates, the attention of one head.
@@ -233,6 +269,7 @@ public enum Ops {
 
     static func attentionHead(_ h: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                               out: UnsafeMutablePointer<Float>, _ shape: AttentionShape,
+                              prefix: (k: UnsafePointer<Float>, v: UnsafePointer<Float>, keys: Int)? = nil,
                               scratch: UnsafeMutablePointer<Float>, kernels: UnsafePointer<blip2_kernels>) {
         let (queries, keys, headDim, qStride, kvStride) = (shape.queries, shape.keys, shape.headDim, shape.qStride, shape.kvStride)
         let scale = shape.scale, causalOffset = shape.causalOffset
@@ -261,11 +298,34 @@ public enum Ops {
         // weighed by the probabilities as a one-row f32 product (V_h's rows are contiguous in the cache).
         let scores = scratch, gemm = kernels.pointee.gemm_f32!
         for i in 0..<queries {
-            let visible = min(keys, offset + i + 1)
-            blip2_gemm(kernels, f32, kh, kvStride * float, visible, qh + i * qStride, headDim * float, 1, headDim, nil, scores, visible)
+            let visible = min(keys, offset + i + 1), query = qh + i * qStride, row = out + i * width + h * headDim
+            guard let prefix, prefix.keys > 0 else {
+                blip2_gemm(kernels, f32, kh, kvStride * float, visible, query, headDim * float, 1, headDim, nil, scores, visible)
+                if scale != 1 { for j in 0..<visible { scores[j] *= scale } }
+                softmax(scores, visible)
+                gemm(1, headDim, visible, 1, scores, visible, vh, kvStride, row, width)
+                continue
+            }
+            // Keys [0, shared) from the prefix, the rest from this sequence's own: each score is its own dot
+            // product, so the split changes none.
+            let shared = min(prefix.keys, visible), rest = visible - shared
+            blip2_gemm(kernels, f32, prefix.k, kvStride * float, shared, query, headDim * float, 1, headDim, nil, scores, shared)
+            if rest > 0 {
+                blip2_gemm(kernels, f32, kh + shared * kvStride, kvStride * float, rest, query, headDim * float, 1, headDim, nil,
+                           scores + shared, rest)
+            }
             if scale != 1 { for j in 0..<visible { scores[j] *= scale } }
             softmax(scores, visible)
-            gemm(1, headDim, visible, 1, scores, visible, vh, kvStride, out + i * width + h * headDim, width)
+            gemm(1, headDim, shared, 1, scores, shared, prefix.v, kvStride, row, width)
+            guard rest > 0 else { continue }
+            // Every path's product sums each output as one chain of multiply-adds over the keys, from 0. The
+            // rest continues the prefix's chain: its sums are a first value row weighed by 1 (1 x s + 0 = s
+            // exactly), followed by this sequence's own values, so the output has the bits of one product.
+            let values = scores + keys
+            values.update(from: row, count: headDim)
+            for j in 0..<rest { (values + (j + 1) * headDim).update(from: vh + (shared + j) * kvStride, count: headDim) }
+            scores[shared - 1] = 1   // its probability was taken by the prefix's product
+            gemm(1, headDim, rest + 1, 1, scores + shared - 1, rest + 1, values, headDim, row, width)
         }
     }
 

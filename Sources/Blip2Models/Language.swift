@@ -43,7 +43,16 @@ final class LanguageModel {
         let ffn: FloatBuffer                      // [chunk, ffn]
         let headInput: FloatBuffer                // [chunk, embed_dim]: project_out of the rows that need logits
         let attention: UnsafeMutableBufferPointer<AttentionInput>   // [chunk]: a step's sequences, one each
+        let prefixes: UnsafeMutableBufferPointer<SharedPrefix>      // [chunk]: where each reads its leading positions
     }
+    /// Leading positions of a step's sequence that an earlier sequence of the same step holds alike.
+    struct SharedPrefix: Equatable {
+        var leader: Int
+        var positions: Int
+    }
+    /// Whether a step's sequences read the positions they hold alike from one of them (on unless a test
+    /// compares with each reading its own).
+    var sharesPrefixes = true
     private let state: RunState
     /// [batch, vocab]: the logits of a decode step of several sequences, grown to the largest batch seen.
     private var batchLogits = FloatBuffer(0)
@@ -85,9 +94,12 @@ final class LanguageModel {
         let chunk = Self.chunkTokens
         state = RunState(x: FloatBuffer(chunk * h), normed: FloatBuffer(chunk * h), qkv: FloatBuffer(chunk * 3 * h),
                          context: FloatBuffer(chunk * h), ffn: FloatBuffer(chunk * config.ffnDim), headInput: FloatBuffer(chunk * e),
-                         attention: .allocate(capacity: chunk))
+                         attention: .allocate(capacity: chunk), prefixes: .allocate(capacity: chunk))
     }
-    deinit { state.attention.deallocate() }
+    deinit {
+        state.attention.deallocate()
+        state.prefixes.deallocate()
+    }
 
     /// Token embedding rows (before project_in) for `ids` into `out` [ids.count, embed_dim].
     func embed(_ ids: [Int], into out: UnsafeMutablePointer<Float>) {
@@ -195,6 +207,21 @@ final class LanguageModel {
         }
     }
 
+    /// The earlier sequence of a step that holds most of sequence b's leading positions alike (the same
+    /// stamps), when that is worth reading from there: the attention reads those keys and values from the
+    /// leader's cache, where the leader's own attention has just brought them. Beams and samples of one
+    /// prompt share the prompt and what they decoded before they parted; requests on one picture share it.
+    static func sharedPrefix(of b: Int, in sessions: [LanguageSession]) -> SharedPrefix {
+        var best = SharedPrefix(leader: b, positions: 0)
+        for a in 0..<b {
+            let positions = sessions[b].cache.sharedPrefix(with: sessions[a].cache)
+            if positions > best.positions { best = SharedPrefix(leader: a, positions: positions) }
+        }
+        return best.positions >= minimumSharedPositions ? best : SharedPrefix(leader: b, positions: 0)
+    }
+    /// Below this, the two products per head that a shared prefix takes cost more than the reads they save.
+    static let minimumSharedPositions = 8
+
     /// Where the rows of one pass sit.
     private enum Placement {
         /// One sequence's consecutive positions from `cache.length` on (a prompt, or one token).
@@ -227,6 +254,9 @@ final class LanguageModel {
         }
         let heads = config.numAttentionHeads, headDim = h / heads
         let scaling = 1 / Float(headDim).squareRoot()
+        if case .batch(let sessions, _) = placement {
+            for b in sessions.indices { state.prefixes[b] = sharesPrefixes ? Self.sharedPrefix(of: b, in: sessions) : SharedPrefix(leader: b, positions: 0) }
+        }
         for (i, layer) in layers.enumerated() {
             compute.layerNorm(x, into: normed, tokens: tokens, layer.selfAttentionNorm)
             // qkv rows: [q (scaled below) | k | v], 3h wide.
@@ -253,11 +283,15 @@ final class LanguageModel {
                     let cache = session.cache, start = cache.length, keys = cache.keys(layer: i), values = cache.values(layer: i)
                     cache.store(rows + h, rowStride: 3 * h, tokens: count, at: start, into: keys)
                     cache.store(rows + 2 * h, rowStride: 3 * h, tokens: count, at: start, into: values)
+                    let shared = state.prefixes[b], leader = sessions[shared.leader].cache
                     state.attention[b] = AttentionInput(
                         q: rows, k: keys, v: values, out: context + first * h,
                         shape: AttentionShape(heads: heads, headDim: headDim, queries: count, keys: start + count,
                                               qStride: 3 * h, kvStride: headDim, kvHeadStride: cache.headStride,
-                                              scale: 1, causalOffset: start))
+                                              scale: 1, causalOffset: start),
+                        prefix: shared.positions == 0 ? .none
+                            : AttentionPrefix(k: leader.keys(layer: i), v: leader.values(layer: i), kvHeadStride: leader.headStride,
+                                              keys: shared.positions))
                     first += count
                 }
                 compute.attention(UnsafeBufferPointer(rebasing: state.attention[..<sessions.count]))

@@ -46,6 +46,64 @@ import Testing
         #expect(worst < 1e-5, "attention differs from the f64 result by \(worst)")
     }
 
+    /// Causal heads reading their first keys and values from another cache that holds the same values there
+    /// (a step's beams, head-major caches as the language model keeps them) give the very bits of reading
+    /// their own, on every instruction set this CPU runs, for one query and for several (a prompt riding
+    /// on the step), and for a prefix longer than some queries see. The sequence's own copy of the prefix
+    /// holds NaN, so a read of it shows.
+    @Test(arguments: [1, 7, 31])
+    func sharedPrefixGivesTheBitsOfTheOwnKeys(prefixKeys: Int) throws {
+        var rng = SplitMix(seed: 62)
+        let heads = 3, headDim = 20, start = 37, stored = 48, width = heads * headDim
+        let block = heads * stored * headDim
+        let keys = (0..<block).map { _ in rng.uniform(-1, 1) }, values = (0..<block).map { _ in rng.uniform(-1, 1) }
+        // The other cache: the same prefix in a layout of another capacity (its own head stride), garbage after.
+        let otherStored = 40, otherBlock = heads * otherStored * headDim
+        var otherKeys = [Float](repeating: 9, count: otherBlock), otherValues = [Float](repeating: -9, count: otherBlock)
+        var poisonedKeys = keys, poisonedValues = values
+        for h in 0..<heads {
+            for j in 0..<prefixKeys {
+                for d in 0..<headDim {
+                    otherKeys[(h * otherStored + j) * headDim + d] = keys[(h * stored + j) * headDim + d]
+                    otherValues[(h * otherStored + j) * headDim + d] = values[(h * stored + j) * headDim + d]
+                    poisonedKeys[(h * stored + j) * headDim + d] = .nan
+                    poisonedValues[(h * stored + j) * headDim + d] = .nan
+                }
+            }
+        }
+        for queries in [1, 4] {
+            let offset = prefixKeys > 1 && queries > 1 ? prefixKeys - 2 : start   // some queries see only part of the prefix
+            let q = (0..<(queries * 3 * width)).map { _ in rng.uniform(-1, 1) }
+            let shape = AttentionShape(heads: heads, headDim: headDim, queries: queries, keys: offset + queries, qStride: 3 * width,
+                                       kvStride: headDim, kvHeadStride: stored * headDim, scale: 0.7, causalOffset: offset)
+            for isa in KernelISA.supported {
+                let context = try ComputeContext(threads: 2, isa: isa)
+                func run(_ k: [Float], _ v: [Float], prefix: (k: UnsafePointer<Float>, v: UnsafePointer<Float>)?) -> [Float] {
+                    var out = [Float](repeating: .nan, count: queries * width)
+                    q.withUnsafeBufferPointer { q in
+                        k.withUnsafeBufferPointer { k in
+                            v.withUnsafeBufferPointer { v in
+                                out.withUnsafeMutableBufferPointer { out in
+                                    var input = AttentionInput(
+                                        q: q.baseAddress!, k: k.baseAddress!, v: v.baseAddress!, out: out.baseAddress!, shape: shape,
+                                        prefix: prefix.map { AttentionPrefix(k: $0.k, v: $0.v, kvHeadStride: otherStored * headDim, keys: prefixKeys) } ?? .none)
+                                    withUnsafeMutablePointer(to: &input) { context.attention(UnsafeBufferPointer(start: $0, count: 1)) }
+                                }
+                            }
+                        }
+                    }
+                    return out
+                }
+                let own = run(keys, values, prefix: nil)
+                let shared = otherKeys.withUnsafeBufferPointer { k in
+                    otherValues.withUnsafeBufferPointer { v in run(poisonedKeys, poisonedValues, prefix: (k.baseAddress!, v.baseAddress!)) }
+                }
+                #expect(!own.contains { $0.isNaN })
+                #expect(shared.map(\.bitPattern) == own.map(\.bitPattern), "\(isa), \(queries) queries, \(prefixKeys) shared keys")
+            }
+        }
+    }
+
     /// Layer norm into another buffer gives the in-place bits and leaves its input alone; both are within a few
     /// float roundings of the f64 layer norm (a width with a tail after the eight-lane steps).
     @Test func layerNormIntoAnotherBuffer() {

@@ -73,6 +73,50 @@ import Testing
         }
     }
 
+    /// The sequences of a step that hold leading positions alike (beams of one prompt, parted at different
+    /// tokens) read them from the earlier sequence that holds most of them: the same bits as each reading its
+    /// own copy, over several steps. The followers' own copies are overwritten with NaN, so a read of them
+    /// shows; a sequence computed apart shares nothing.
+    @Test(arguments: ["base-f32", "odd-hidden-f32"], precisions)
+    func sharedPositionsAreReadFromOneSequence(fixture: String, weights: WeightPrecision) throws {
+        try forEachISA(fixture, weights) { model, image, prompts, label in
+            let root = try session(model, image, prompts.last!)
+            let parted = root.fork(), early = root.fork()
+            try parted.feed(tokens: [7])
+            let later = parted.fork()
+            try later.feed(tokens: [9])
+            let together = [parted, early, later, try session(model, image, prompts.first!)]
+            let p = root.length
+            #expect(p >= LanguageModel.minimumSharedPositions, "the fixture's prompt is long enough to share")
+            #expect(LanguageModel.sharedPrefix(of: 0, in: together) == .init(leader: 0, positions: 0))
+            #expect(LanguageModel.sharedPrefix(of: 1, in: together) == .init(leader: 0, positions: p))
+            #expect(LanguageModel.sharedPrefix(of: 2, in: together) == .init(leader: 0, positions: p + 1))
+            #expect(LanguageModel.sharedPrefix(of: 3, in: together).positions == 0)
+
+            let apart = together.map { $0.fork() }
+            for (b, positions) in [(1, p), (2, p + 1)] {
+                let cache = together[b].cache
+                for layer in 0..<cache.layers {
+                    for block in [cache.keys(layer: layer), cache.values(layer: layer)] {
+                        for h in 0..<cache.heads { (block + h * cache.headStride).update(repeating: .nan, count: positions * cache.headDim) }
+                    }
+                }
+            }
+            let language = model.language!
+            defer { language.sharesPrefixes = true }
+            for step in 0..<3 {
+                let tokens = apart.enumerated().map { b, session in (argmax(session.logits) + b * 5) % model.vocabularySize }
+                language.sharesPrefixes = false
+                try LanguageSession.step(apart, tokens: tokens)
+                language.sharesPrefixes = true
+                try LanguageSession.step(together, tokens: tokens)
+                for b in 0..<together.count {
+                    #expect(together[b].logits.map(\.bitPattern) == apart[b].logits.map(\.bitPattern), "\(label) step \(step) sequence \(b)")
+                }
+            }
+        }
+    }
+
     /// `body` on the fixture converted to `weights`, once per instruction set this CPU runs, with the image's
     /// language-model input rows and the fixture's prompts (shortest first).
     private func forEachISA(_ fixture: String, _ weights: WeightPrecision,
