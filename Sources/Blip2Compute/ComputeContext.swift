@@ -137,8 +137,10 @@ public final class ProductClock: @unchecked Sendable {
     public private(set) var quantizeNanoseconds: UInt64 = 0
     public private(set) var operations: Double = 0
 
-    /// The context's operations other than products.
-    public enum Operation: Int, CaseIterable, Sendable { case attention, norms, gelu }
+    /// The context's operations other than products. `attentionProducts` is the part of `attention` that
+    /// the non-causal heads (image encoder, Q-Former) spend in their two many-token products, scores and
+    /// values: the attention's wall time apportioned by the time its parts spent in them.
+    public enum Operation: Int, CaseIterable, Sendable { case attention, norms, gelu, attentionProducts }
     private var operationNanoseconds = [UInt64](repeating: 0, count: Operation.allCases.count)
 
     public init() {}
@@ -153,7 +155,11 @@ public final class ProductClock: @unchecked Sendable {
     public func nanoseconds(_ operation: Operation) -> UInt64 { operationNanoseconds[operation.rawValue] }
 
     func add(_ operation: Operation, since started: UInt64) {
-        operationNanoseconds[operation.rawValue] += DispatchTime.now().uptimeNanoseconds - started
+        add(operation, nanoseconds: DispatchTime.now().uptimeNanoseconds - started)
+    }
+
+    func add(_ operation: Operation, nanoseconds: UInt64) {
+        operationNanoseconds[operation.rawValue] += nanoseconds
     }
 
     func add(product nanoseconds: UInt64, quantize: UInt64, operations: Double) {

@@ -83,8 +83,20 @@ extension ComputeContext {
     /// wakes the workers once per layer rather than B times. Every head is computed as `attention` would.
     public func attention(_ inputs: UnsafeBufferPointer<AttentionInput>) {
         guard let heads = inputs.first?.shape.heads, heads > 0 else { return }
-        let started = productClock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        defer { productClock?.add(.attention, since: started) }
+        let clock = productClock, started = clock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
+        // Profiling: per worker, the time its parts spent in the non-causal heads' products and in whole parts.
+        let split: UnsafeMutablePointer<UInt64>? = clock == nil ? nil : .allocate(capacity: 2 * pool.threads)
+        split?.initialize(repeating: 0, count: 2 * pool.threads)
+        defer {
+            if let clock, let split {
+                let wall = DispatchTime.now().uptimeNanoseconds - started
+                var products: UInt64 = 0, parts: UInt64 = 0
+                for w in 0..<pool.threads { (products, parts) = (products + split[2 * w], parts + split[2 * w + 1]) }
+                clock.add(.attention, nanoseconds: wall)
+                if parts > 0 { clock.add(.attentionProducts, nanoseconds: UInt64(Double(wall) * Double(products) / Double(parts))) }
+                split.deallocate()
+            }
+        }
         let kernels = self.kernels, pool = self.pool
         var floats = 1, work = 0
         for input in inputs {
@@ -115,11 +127,13 @@ extension ComputeContext {
             }
             let scratch = pool.scratch(worker: worker, bytes: floats * MemoryLayout<Float>.stride).assumingMemoryBound(to: Float.self)
             let head = h * shape.kvHeadStride
+            let partStarted = split == nil ? 0 : DispatchTime.now().uptimeNanoseconds
             Ops.attentionHead(h, q: input.q, k: input.k + head, v: input.v + head, out: input.out, shape,
                               prefix: input.prefix.keys > 0
                                   ? (input.prefix.k! + h * input.prefix.kvHeadStride, input.prefix.v! + h * input.prefix.kvHeadStride, input.prefix.keys)
                                   : nil,
-                              scratch: scratch, kernels: kernels)
+                              scratch: scratch, kernels: kernels, productNanoseconds: split.map { $0 + 2 * worker })
+            if let split { split[2 * worker + 1] += DispatchTime.now().uptimeNanoseconds - partStarted }
         }
         if threads > 1, parts > 1, work >= 1 << 16 {
             pool.run(parts: parts, body)
@@ -270,7 +284,8 @@ public enum Ops {
     static func attentionHead(_ h: Int, q: UnsafePointer<Float>, k: UnsafePointer<Float>, v: UnsafePointer<Float>,
                               out: UnsafeMutablePointer<Float>, _ shape: AttentionShape,
                               prefix: (k: UnsafePointer<Float>, v: UnsafePointer<Float>, keys: Int)? = nil,
-                              scratch: UnsafeMutablePointer<Float>, kernels: UnsafePointer<blip2_kernels>) {
+                              scratch: UnsafeMutablePointer<Float>, kernels: UnsafePointer<blip2_kernels>,
+                              productNanoseconds: UnsafeMutablePointer<UInt64>? = nil) {
         let (queries, keys, headDim, qStride, kvStride) = (shape.queries, shape.keys, shape.headDim, shape.qStride, shape.kvStride)
         let scale = shape.scale, causalOffset = shape.causalOffset
         let width = shape.heads * headDim, float = MemoryLayout<Float>.stride
@@ -289,9 +304,15 @@ public enum Ops {
                 (vp + j * headDim).update(from: vh + j * kvStride, count: headDim)
             }
             let gemm = kernels.pointee.gemm_f32!
+            // Timed only when profiling (once per head: two products of hundreds of rows each).
+            func now() -> UInt64 { productNanoseconds == nil ? 0 : DispatchTime.now().uptimeNanoseconds }
+            let scoresStarted = now()
             gemm(queries, keys, headDim, scale, qh, qStride, kt, keys, scores, keys)
+            let scoresEnded = now()
             for i in 0..<queries { softmax(scores + i * keys, keys) }
+            let valuesStarted = now()
             gemm(queries, headDim, keys, 1, scores, keys, vp, headDim, out + h * headDim, width)
+            productNanoseconds?.pointee += (scoresEnded - scoresStarted) + (now() - valuesStarted)
             return
         }
         // Causal (the language model): each query sees its own prefix; one token per product. The values are

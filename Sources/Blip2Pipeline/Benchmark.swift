@@ -83,11 +83,15 @@ public struct BenchmarkReport: Codable, Sendable {
         public let attentionMs: Double
         public let normsMs: Double
         public let geluMs: Double
+        /// Of `attentionMs`: the image encoder's and Q-Former's attention products (scores and values, f32
+        /// many-token tiles); 0 for the causal stages, whose attention is not split.
+        public let attentionProductsMs: Double
         /// The stage's multiply-adds (2 x rows x cols x tokens over its products) per second of the stage, in G.
         public let gigaOperationsPerSecond: Double
         enum CodingKeys: String, CodingKey {
             case productsMs = "products_ms", quantizeMs = "quantize_ms", otherMs = "other_ms"
             case attentionMs = "attention_ms", normsMs = "norms_ms", geluMs = "gelu_ms"
+            case attentionProductsMs = "attention_products_ms"
             case gigaOperationsPerSecond = "gops"
         }
     }
@@ -168,7 +172,8 @@ public enum Benchmark {
                 profiles[stage, default: []].append(StageRun(
                     products: products, quantize: Double(productClock.quantizeNanoseconds) / 1e6, other: max(0, ms - products),
                     attention: Double(productClock.nanoseconds(.attention)) / 1e6, norms: Double(productClock.nanoseconds(.norms)) / 1e6,
-                    gelu: Double(productClock.nanoseconds(.gelu)) / 1e6, gops: ms > 0 ? productClock.operations / (ms / 1000) / 1e9 : 0))
+                    gelu: Double(productClock.nanoseconds(.gelu)) / 1e6,
+                    attentionProducts: Double(productClock.nanoseconds(.attentionProducts)) / 1e6, gops: ms > 0 ? productClock.operations / (ms / 1000) / 1e9 : 0))
             }
             return (value, ms)
         }
@@ -263,7 +268,7 @@ public enum Benchmark {
 
     /// One run of a many-token stage, in milliseconds.
     struct StageRun {
-        var products, quantize, other, attention, norms, gelu, gops: Double
+        var products, quantize, other, attention, norms, gelu, attentionProducts, gops: Double
     }
 
     static func stageProfile(_ runs: [StageRun]?) -> BenchmarkReport.StageProfile {
@@ -271,6 +276,7 @@ public enum Benchmark {
         func median(_ value: (StageRun) -> Double) -> Double { Spread(runs.map(value)).median }
         return .init(productsMs: median(\.products), quantizeMs: median(\.quantize), otherMs: median(\.other),
                      attentionMs: median(\.attention), normsMs: median(\.norms), geluMs: median(\.gelu),
+                     attentionProductsMs: median(\.attentionProducts),
                      gigaOperationsPerSecond: median(\.gops))
     }
 

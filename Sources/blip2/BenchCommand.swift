@@ -152,9 +152,13 @@ struct BenchCommand: ParsableCommand {
             func share(_ s: BenchmarkReport.StageProfile) -> String {
                 let total = s.productsMs + s.otherMs
                 guard total > 0 else { return "-" }
-                return String(format: "%.0f%% products (%.0f%% quantizing their activations), %.0f%% other (attention %.0f%%, norms %.0f%%, GELU %.0f%%), %.1f GOP/s",
-                              s.productsMs / total * 100, s.quantizeMs / total * 100, s.otherMs / total * 100, s.attentionMs / total * 100,
-                              s.normsMs / total * 100, s.geluMs / total * 100, s.gigaOperationsPerSecond)
+                let attentionProducts = s.attentionProductsMs > 0
+                    ? String(format: " (%.0f%% in its score and value products)", s.attentionProductsMs / total * 100) : ""
+                return String(format: "%.0f%% products (%.0f%% quantizing their activations), %.0f%% other (attention %.0f%%",
+                              s.productsMs / total * 100, s.quantizeMs / total * 100, s.otherMs / total * 100, s.attentionMs / total * 100)
+                    + attentionProducts
+                    + String(format: ", norms %.0f%%, GELU %.0f%%), %.1f GOP/s", s.normsMs / total * 100, s.geluMs / total * 100,
+                             s.gigaOperationsPerSecond)
             }
             lines.append("\(r.model.path), \(r.threads) thread\(r.threads == 1 ? "" : "s")\(decodeName(r.beams, r.batch).map { ", " + $0 } ?? ""): vision \(share(p.vision)); Q-Former + projection \(share(p.qformerProjection)); prefill \(share(p.prefill)); decode \(share(p.decode)).")
         }
