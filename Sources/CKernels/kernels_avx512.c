@@ -155,6 +155,18 @@ BLIP2_INLINE void store_pairs_vnni(const __m512 *acc, float *out, const int T) {
     }
 }
 
+// As store_pairs_vnni, each row's pair plus its minimums' sum (lane r of `minimums`).
+BLIP2_INLINE void store_pairs_minimums_vnni(const __m512 *acc, const __m256 *minimums, float *out, const int T) {
+    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
+    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
+    float lanes[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        __m512 pairs = _mm512_add_ps(_mm512_permutexvar_ps(even, acc[t]), _mm512_permutexvar_ps(odd, acc[t]));
+        _mm256_storeu_ps(lanes, _mm256_add_ps(_mm512_castps512_ps256(pairs), minimums[t]));
+        BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
+    }
+}
+
 // q8p: vpdpbusd wants its first product operand unsigned, so here the weights take the offset (w + 128, an
 // xor of the sign bit, once per step for every token): (w + 128) . a = w . a + 128 sum(a), and 128 d_w s_a
 // (s_a = d_a sum(a), stored with the activation block) comes off in floats, where q4p adds its minimums. A
@@ -169,7 +181,11 @@ BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, si
     const __m512i by_row = _mm512_setr_epi32(0, 8, 1, 9, 2, 10, 3, 11, 4, 12, 5, 13, 6, 14, 7, 15);
     const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     __m512 acc[8];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    __m256 offsets[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        acc[t] = _mm512_setzero_ps();
+        offsets[t] = _mm256_setzero_ps();
+    }
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q8 *p = w + b;
         blip2_prefetch_panel(p, sizeof(blip2_panel_q8));
@@ -182,13 +198,13 @@ BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, si
         }
         __m256 d8 = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d));
         __m512 dw = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(d8));
-        __m512 offsets = _mm512_maskz_permutexvar_ps(0x5555, pairs, _mm512_castps256_ps512(_mm256_mul_ps(d8, _mm256_set1_ps(-128.0f))));
+        __m256 offset = _mm256_mul_ps(d8, _mm256_set1_ps(-128.0f));   // one per row, as q4p's minimums
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(x[t][b].d)), acc[t]);
-            acc[t] = _mm512_fmadd_ps(offsets, _mm512_set1_ps(x[t][b].s), acc[t]);
+            offsets[t] = _mm256_fmadd_ps(offset, _mm256_set1_ps(x[t][b].s), offsets[t]);
         }
     }
-    store_pairs_vnni(acc, out, T);
+    store_pairs_minimums_vnni(acc, offsets, out, T);
 }
 
 // q4p: the nibbles are the unsigned operand and the activation bytes go in as they are. A run's two groups
@@ -212,7 +228,11 @@ BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, si
     const __m512i low = _mm512_set1_epi8(0x0f);
     const __m512i pairs = _mm512_setr_epi32(0, 0, 1, 1, 2, 2, 3, 3, 4, 4, 5, 5, 6, 6, 7, 7);
     __m512 acc[8];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) acc[t] = _mm512_setzero_ps();
+    __m256 minimums[8];
+    BLIP2_UNROLL for (int t = 0; t < T; t++) {
+        acc[t] = _mm512_setzero_ps();
+        minimums[t] = _mm256_setzero_ps();
+    }
     for (size_t b = 0; b < nb; b++) {
         const blip2_panel_q4 *p = w + b;
         // At every token count: a decode step of several sequences streams the weights from memory as one
@@ -228,15 +248,16 @@ BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, si
                     sum[t] = _mm512_dpbusd_epi32(sum[t], u, broadcast8_vnni(x[t][b].qs + 8 * (2 * h + k)));
             }
         }
-        // Each row's scale in both of its lanes; its minimum in the even lane only (it is added once per row).
+        // Each row's scale in both of its lanes; the minimums, one per row, in a 256-bit register of their own
+        // (half the width: a 512-bit multiply-add with half its lanes zero cost as much as a full one).
         __m512 dw = _mm512_permutexvar_ps(pairs, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->d))));
-        __m512 mw = _mm512_maskz_permutexvar_ps(0x5555, pairs, _mm512_castps256_ps512(_mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->m))));
+        __m256 mw = _mm256_cvtph_ps(_mm_loadu_si128((const __m128i *)p->m));
         BLIP2_UNROLL for (int t = 0; t < T; t++) {
             acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(sum[t]), _mm512_mul_ps(dw, _mm512_set1_ps(x[t][b].d)), acc[t]);
-            acc[t] = _mm512_fmadd_ps(mw, _mm512_set1_ps(x[t][b].s), acc[t]);
+            minimums[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t][b].s), minimums[t]);
         }
     }
-    store_pairs_vnni(acc, out, T);
+    store_pairs_minimums_vnni(acc, minimums, out, T);
 }
 
 static void q8p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 1); }
