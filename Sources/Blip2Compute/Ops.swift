@@ -84,17 +84,21 @@ extension ComputeContext {
     public func attention(_ inputs: UnsafeBufferPointer<AttentionInput>) {
         guard let heads = inputs.first?.shape.heads, heads > 0 else { return }
         let clock = productClock, started = clock == nil ? 0 : DispatchTime.now().uptimeNanoseconds
-        // Profiling: per worker, the time its parts spent in the non-causal heads' products and in whole parts.
-        let split: UnsafeMutablePointer<UInt64>? = clock == nil ? nil : .allocate(capacity: 2 * pool.threads)
+        // Profiling the non-causal heads (a decode step's parts are many and short): per worker, the time its
+        // parts spent in their products and in whole parts.
+        let split: UnsafeMutablePointer<UInt64>? = clock == nil || inputs[0].shape.causalOffset != nil ? nil
+            : .allocate(capacity: 2 * pool.threads)
         split?.initialize(repeating: 0, count: 2 * pool.threads)
         defer {
-            if let clock, let split {
+            if let clock {
                 let wall = DispatchTime.now().uptimeNanoseconds - started
-                var products: UInt64 = 0, parts: UInt64 = 0
-                for w in 0..<pool.threads { (products, parts) = (products + split[2 * w], parts + split[2 * w + 1]) }
                 clock.add(.attention, nanoseconds: wall)
-                if parts > 0 { clock.add(.attentionProducts, nanoseconds: UInt64(Double(wall) * Double(products) / Double(parts))) }
-                split.deallocate()
+                if let split {
+                    var products: UInt64 = 0, parts: UInt64 = 0
+                    for w in 0..<pool.threads { (products, parts) = (products + split[2 * w], parts + split[2 * w + 1]) }
+                    if parts > 0 { clock.add(.attentionProducts, nanoseconds: UInt64(Double(wall) * Double(products) / Double(parts))) }
+                    split.deallocate()
+                }
             }
         }
         let kernels = self.kernels, pool = self.pool

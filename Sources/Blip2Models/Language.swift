@@ -209,8 +209,9 @@ final class LanguageModel {
 
     /// The earlier sequence of a step that holds most of sequence b's leading positions alike (the same
     /// stamps), when that is worth reading from there: the attention reads those keys and values from the
-    /// leader's cache, where the leader's own attention has just brought them. Beams and samples of one
-    /// prompt share the prompt and what they decoded before they parted; requests on one picture share it.
+    /// leader's cache, which the leader's own parts of the same pass brought into cache shortly before.
+    /// Beams and samples of one prompt share the prompt and what they decoded before they parted; requests
+    /// on one picture share it.
     static func sharedPrefix(of b: Int, in sessions: [LanguageSession]) -> SharedPrefix {
         var best = SharedPrefix(leader: b, positions: 0)
         for a in 0..<b {
