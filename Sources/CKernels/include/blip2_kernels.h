@@ -317,7 +317,9 @@ typedef struct {
     /// Many-token f32 product (attention's scores and its sums of values): c[i * ldc + j] = alpha *
     /// sum_p a[i * lda + p] b[p * ldb + j] for i < m, j < n, all row-major. Each output is one chain of fused
     /// multiply-adds over p = 0..k-1 in order, then the multiply by alpha, so every path gives the reference's
-    /// bits. Reads b only at columns j < n (ldb may equal n).
+    /// bits (and a product over keys split in two, the second seeded with the first's sums as a row weighed
+    /// by 1, gives the bits of one: the decode attention's shared prefixes rely on it). Reads b only at
+    /// columns j < n (ldb may equal n).
     void (*gemm_f32)(size_t m, size_t n, size_t k, float alpha, const float *a, size_t lda, const float *b, size_t ldb,
                      float *c, size_t ldc);
     /// A tile's results out to their places: `out` holds `rows` x `tokens` values as a tile writes them
