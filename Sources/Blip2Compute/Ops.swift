@@ -324,23 +324,22 @@ public enum Ops {
         let scores = scratch, gemm = kernels.pointee.gemm_f32!
         for i in 0..<queries {
             let visible = min(keys, offset + i + 1), query = qh + i * qStride, row = out + i * width + h * headDim
-            guard let prefix, prefix.keys > 0 else {
-                blip2_gemm(kernels, f32, kh, kvStride * float, visible, query, headDim * float, 1, headDim, nil, scores, visible)
-                if scale != 1 { for j in 0..<visible { scores[j] *= scale } }
-                softmax(scores, visible)
-                gemm(1, headDim, visible, 1, scores, visible, vh, kvStride, row, width)
-                continue
-            }
             // Keys [0, shared) from the prefix, the rest from this sequence's own: each score is its own dot
             // product, so the split changes none.
-            let shared = min(prefix.keys, visible), rest = visible - shared
-            blip2_gemm(kernels, f32, prefix.k, kvStride * float, shared, query, headDim * float, 1, headDim, nil, scores, shared)
+            let shared = min(prefix?.keys ?? 0, visible), rest = visible - shared
+            if let prefix, shared > 0 {
+                blip2_gemm(kernels, f32, prefix.k, kvStride * float, shared, query, headDim * float, 1, headDim, nil, scores, shared)
+            }
             if rest > 0 {
                 blip2_gemm(kernels, f32, kh + shared * kvStride, kvStride * float, rest, query, headDim * float, 1, headDim, nil,
                            scores + shared, rest)
             }
             if scale != 1 { for j in 0..<visible { scores[j] *= scale } }
             softmax(scores, visible)
+            guard let prefix, shared > 0 else {
+                gemm(1, headDim, visible, 1, scores, visible, vh, kvStride, row, width)
+                continue
+            }
             gemm(1, headDim, shared, 1, scores, shared, prefix.v, kvStride, row, width)
             guard rest > 0 else { continue }
             // Every path's product sums each output as one chain of multiply-adds over the keys, from 0. The

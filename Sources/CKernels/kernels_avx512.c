@@ -144,25 +144,15 @@ BLIP2_INLINE __m512i broadcast8_vnni(const int8_t *p) {
     return _mm512_set1_epi64(v);
 }
 
-// Row r of a panel is lanes 2r and 2r + 1 of `acc`.
-BLIP2_INLINE void store_pairs_vnni(const __m512 *acc, float *out, const int T) {
-    const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
-    const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
-    float lanes[16];
-    BLIP2_UNROLL for (int t = 0; t < T; t++) {
-        _mm512_storeu_ps(lanes, _mm512_add_ps(_mm512_permutexvar_ps(even, acc[t]), _mm512_permutexvar_ps(odd, acc[t])));
-        BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
-    }
-}
-
-// As store_pairs_vnni, each row's pair plus its minimums' sum (lane r of `minimums`).
-BLIP2_INLINE void store_pairs_minimums_vnni(const __m512 *acc, const __m256 *minimums, float *out, const int T) {
+// Row r of a panel is lanes 2r and 2r + 1 of `acc`, plus lane r of `per_row` when given (q4p's minimums,
+// q8p's offsets: a term per row, summed apart on 256 bits).
+BLIP2_INLINE void store_pairs_vnni(const __m512 *acc, const __m256 *per_row, float *out, const int T) {
     const __m512i even = _mm512_setr_epi32(0, 2, 4, 6, 8, 10, 12, 14, 0, 2, 4, 6, 8, 10, 12, 14);
     const __m512i odd = _mm512_setr_epi32(1, 3, 5, 7, 9, 11, 13, 15, 1, 3, 5, 7, 9, 11, 13, 15);
     float lanes[8];
     BLIP2_UNROLL for (int t = 0; t < T; t++) {
-        __m512 pairs = _mm512_add_ps(_mm512_permutexvar_ps(even, acc[t]), _mm512_permutexvar_ps(odd, acc[t]));
-        _mm256_storeu_ps(lanes, _mm256_add_ps(_mm512_castps512_ps256(pairs), minimums[t]));
+        __m256 rows = _mm512_castps512_ps256(_mm512_add_ps(_mm512_permutexvar_ps(even, acc[t]), _mm512_permutexvar_ps(odd, acc[t])));
+        _mm256_storeu_ps(lanes, per_row ? _mm256_add_ps(rows, per_row[t]) : rows);
         BLIP2_UNROLL for (int r = 0; r < 8; r++) out[r * T + t] = lanes[r];
     }
 }
@@ -204,7 +194,7 @@ BLIP2_INLINE void tile_q8p_vnni(const void *const *wv, const void *const *xv, si
             offsets[t] = _mm256_fmadd_ps(offset, _mm256_set1_ps(x[t][b].s), offsets[t]);
         }
     }
-    store_pairs_minimums_vnni(acc, offsets, out, T);
+    store_pairs_vnni(acc, offsets, out, T);
 }
 
 // q4p: the nibbles are the unsigned operand and the activation bytes go in as they are. A run's two groups
@@ -257,7 +247,7 @@ BLIP2_INLINE void tile_q4p_vnni(const void *const *wv, const void *const *xv, si
             minimums[t] = _mm256_fmadd_ps(mw, _mm256_set1_ps(x[t][b].s), minimums[t]);
         }
     }
-    store_pairs_minimums_vnni(acc, minimums, out, T);
+    store_pairs_vnni(acc, minimums, out, T);
 }
 
 static void q8p_mv_vnni(const void *const *w, const void *const *x, size_t n, float *out) { tile_q8p_vnni(w, x, n, out, 1); }
@@ -362,7 +352,7 @@ BLIP2_INLINE void tile_q4k_vnni(const void *const *wv, const void *const *xv, si
     const __m512i first_token = pairs_of_rows, second_token = _mm512_add_epi32(pairs_of_rows, _mm512_set1_epi32(8));
     BLIP2_UNROLL for (int t = 0; t < T; t++)
         acc[t] = _mm512_sub_ps(acc[t], _mm512_maskz_permutexvar_ps(0x5555, t % 2 ? second_token : first_token, below[t / 2]));
-    store_pairs_vnni(acc, out, T);
+    store_pairs_vnni(acc, NULL, out, T);
 }
 
 BLIP2_INLINE __m256i pair_dot_vnni(__m256i acc, __m256i a, __m256i b) { return _mm256_dpwssd_epi32(acc, a, b); }
